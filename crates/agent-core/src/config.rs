@@ -1,0 +1,53 @@
+//! Configuration pieces both binaries share: the OpenAI settings and the one-line errors.
+
+use crate::llm::{LlmClient, LlmError};
+use crate::retry::RetryPolicy;
+use secrecy::SecretString;
+
+/// A missing or unusable setting; printed as one line naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required: set it in the environment, in .env, or with {flag}")]
+    Missing { var: &'static str, flag: &'static str },
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+/// Trims a setting and treats empty as unset.
+pub fn non_empty(value: Option<&str>) -> Option<String> {
+    value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// Checks that `value` is an http(s) URL.
+pub fn http_url(var: &'static str, value: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(value).map_err(|e| ConfigError::Invalid { var, reason: format!("not a URL ({e})") })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::Invalid { var, reason: "must start with http:// or https://".into() });
+    }
+    Ok(url)
+}
+
+/// The OpenAI-compatible server used for summaries and replies.
+#[derive(clap::Args, Clone)]
+pub struct OpenAiArgs {
+    /// API key of the OpenAI-compatible server.
+    #[arg(long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Base URL of any OpenAI-compatible server.
+    #[arg(long = "openai-base-url", env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1", value_name = "URL")]
+    pub base_url: String,
+    /// Chat model.
+    #[arg(long = "openai-model", env = "OPENAI_MODEL", default_value = "gpt-4o-mini", value_name = "MODEL")]
+    pub model: String,
+}
+
+impl OpenAiArgs {
+    /// Builds the client; the key is required.
+    pub fn client(&self, retry: RetryPolicy) -> Result<LlmClient, ConfigError> {
+        let key = non_empty(self.api_key.as_deref())
+            .ok_or(ConfigError::Missing { var: "OPENAI_API_KEY", flag: "--openai-api-key" })?;
+        http_url("OPENAI_BASE_URL", &self.base_url)?;
+        LlmClient::new(&self.base_url, SecretString::from(key), self.model.clone(), retry)
+            .map_err(|e: LlmError| ConfigError::Invalid { var: "OPENAI_BASE_URL", reason: e.to_string() })
+    }
+}

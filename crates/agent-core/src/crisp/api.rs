@@ -1,0 +1,226 @@
+//! The Crisp REST API v1 calls the bot makes, with timeouts and bounded retries.
+
+use crate::llm::describe_reqwest;
+use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
+use reqwest::{Method, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Per-attempt limit on one Crisp call (the official SDKs use 5-10 s).
+pub const CRISP_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct CrispSettings {
+    pub api_base_url: String,
+    pub website_id: String,
+    pub token_identifier: String,
+    pub token_key: SecretString,
+    pub tier: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrispError {
+    #[error("Crisp request failed: {0}")]
+    Transport(String),
+    #[error("Crisp answered HTTP {status} ({reason})")]
+    Status { status: u16, reason: String, retry_after: Option<Duration> },
+    #[error("Crisp answer could not be read: {0}")]
+    Decode(String),
+    #[error("invalid Crisp API base URL")]
+    BadBaseUrl,
+}
+
+impl RetryableError for CrispError {
+    fn is_transient(&self) -> bool {
+        match self {
+            CrispError::Transport(_) => true,
+            CrispError::Status { status, .. } => matches!(status, 420 | 429) || *status >= 500,
+            CrispError::Decode(_) | CrispError::BadBaseUrl => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CrispError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OutgoingText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    from: &'static str,
+    origin: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct Compose {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    from: &'static str,
+}
+
+#[derive(Clone)]
+pub struct CrispClient {
+    http: reqwest::Client,
+    base: Url,
+    settings: CrispSettings,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for CrispClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrispClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl CrispClient {
+    pub fn new(settings: CrispSettings, retry: RetryPolicy) -> Result<Self, CrispError> {
+        let base = Url::parse(settings.api_base_url.trim_end_matches('/')).map_err(|_| CrispError::BadBaseUrl)?;
+        if base.cannot_be_a_base() {
+            return Err(CrispError::BadBaseUrl);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(CRISP_CALL_TIMEOUT)
+            .build()
+            .map_err(|e| CrispError::Transport(e.to_string()))?;
+        Ok(Self { http, base, settings, retry })
+    }
+
+    pub fn website_id(&self) -> &str {
+        &self.settings.website_id
+    }
+
+    /// Posts `content` into the conversation as an operator; returns the message fingerprint
+    /// Crisp assigned, when it says.
+    pub async fn send_text(&self, session_id: &str, content: &str) -> Result<Option<u64>, CrispError> {
+        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content };
+        let answer = self.call(Method::POST, session_id, "message", Some(&body)).await?;
+        Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
+    }
+
+    /// Shows (`true`) or clears (`false`) the operator typing indicator.
+    pub async fn compose(&self, session_id: &str, typing: bool) -> Result<(), CrispError> {
+        let body = Compose { kind: if typing { "start" } else { "stop" }, from: "operator" };
+        self.call(Method::PATCH, session_id, "compose", Some(&body)).await.map(drop)
+    }
+
+    /// The conversation's meta (`data` of `GET .../meta`).
+    pub async fn meta(&self, session_id: &str) -> Result<Value, CrispError> {
+        let answer = self.call::<()>(Method::GET, session_id, "meta", None).await?;
+        Ok(answer.get("data").cloned().unwrap_or(Value::Null))
+    }
+
+    /// The latest batch of messages of the conversation, oldest first.
+    pub async fn messages(&self, session_id: &str) -> Result<Vec<Value>, CrispError> {
+        let answer = self.call::<()>(Method::GET, session_id, "messages", None).await?;
+        Ok(answer.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+    }
+
+    fn conversation_url(&self, session_id: &str, leaf: &str) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["website", &self.settings.website_id, "conversation", session_id, leaf]);
+        }
+        url
+    }
+
+    async fn call<B: Serialize>(&self, method: Method, session_id: &str, leaf: &str, body: Option<&B>) -> Result<Value, CrispError> {
+        let url = self.conversation_url(session_id, leaf);
+        self.retry
+            .run("Crisp call", || async {
+                let mut request = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .basic_auth(&self.settings.token_identifier, Some(self.settings.token_key.expose_secret()))
+                    .header("X-Crisp-Tier", &self.settings.tier)
+                    .header(reqwest::header::ACCEPT, "application/json");
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let response = request.send().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+                let status = response.status();
+                let retry_after = parse_retry_after(response.headers());
+                let bytes = response.bytes().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+                let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                if !status.is_success() {
+                    let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("no reason given").to_owned();
+                    return Err(CrispError::Status { status: status.as_u16(), reason, retry_after });
+                }
+                Ok(answer)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn client(server: &MockServer, retry: RetryPolicy) -> CrispClient {
+        CrispClient::new(
+            CrispSettings {
+                api_base_url: format!("{}/v1", server.uri()),
+                website_id: "site".into(),
+                token_identifier: "ident".into(),
+                token_key: SecretString::from("key"),
+                tier: "plugin".into(),
+            },
+            retry,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_an_operator_text_message() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/website/site/conversation/session_1/message"))
+            .and(header("authorization", "Basic aWRlbnQ6a2V5"))
+            .and(header("x-crisp-tier", "plugin"))
+            .and(body_json(serde_json::json!({"type":"text","from":"operator","origin":"chat","content":"hello"})))
+            .respond_with(ResponseTemplate::new(202).set_body_json(serde_json::json!({
+                "error": false, "reason": "dispatched", "data": {"fingerprint": 42}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        assert_eq!(client(&server, RetryPolicy::none()).send_text("session_1", "hello").await.unwrap(), Some(42));
+    }
+
+    #[tokio::test]
+    async fn errors_carry_crisp_reason_and_4xx_is_not_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+                "error": true, "reason": "not_subscribed", "data": {}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, RetryPolicy::default()).send_text("s", "x").await.unwrap_err();
+        assert_eq!(err.to_string(), "Crisp answered HTTP 404 (not_subscribed)");
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH")).respond_with(ResponseTemplate::new(420)).up_to_n_times(1).mount(&server).await;
+        Mock::given(method("PATCH"))
+            .and(path("/v1/website/site/conversation/s/compose"))
+            .and(body_json(serde_json::json!({"type":"start","from":"operator"})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false})))
+            .mount(&server)
+            .await;
+        let fast = RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2), ..RetryPolicy::default() };
+        client(&server, fast).compose("s", true).await.unwrap();
+    }
+}

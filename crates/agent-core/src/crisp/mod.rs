@@ -1,0 +1,7 @@
+//! Crisp: incoming web hooks ([`hook`]) and the REST API v1 ([`api`]).
+
+pub mod api;
+pub mod hook;
+
+pub use api::{CrispClient, CrispError, CrispSettings};
+pub use hook::{HookError, HookEvent, OperatorMessage, VisitorMessage, classify};

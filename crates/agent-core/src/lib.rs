@@ -1,0 +1,19 @@
+//! Domain of the Autoplay x Crisp support agent, shared by the `listener` and `webhook`
+//! binaries.
+//!
+//! Data flows one way: stream bytes ([`sse`]) -> typed payloads ([`payload`]) -> the activity
+//! file ([`activity_file`]) and summaries ([`summary`]) -> prompt ([`prompt`]) -> answer
+//! ([`llm`]) -> Crisp ([`crisp`]).
+
+pub mod activity_file;
+pub mod config;
+pub mod crisp;
+pub mod llm;
+pub mod payload;
+pub mod process;
+pub mod prompt;
+pub mod retry;
+pub mod sse;
+pub mod summary;
+
+pub use secrecy::{ExposeSecret, SecretString};

@@ -1,0 +1,268 @@
+//! A small OpenAI-compatible chat-completions client.
+//!
+//! Not `async-openai`: that crate retries on its own and honours `Retry-After` without a cap,
+//! which would stall a reply for as long as a server asks. Here every call has a timeout and
+//! the retries follow our [`RetryPolicy`].
+
+use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into() }
+    }
+}
+
+/// One completion request: the model comes from the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    temperature: f32,
+    max_tokens: u32,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: Option<WireMessage>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("LLM request failed: {0}")]
+    Transport(String),
+    #[error("LLM answered HTTP {status}: {message}")]
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    #[error("LLM answer could not be read: {0}")]
+    Decode(String),
+    #[error("LLM answer had no text")]
+    Empty,
+}
+
+impl RetryableError for LlmError {
+    fn is_transient(&self) -> bool {
+        match self {
+            LlmError::Transport(_) => true,
+            LlmError::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+            LlmError::Decode(_) | LlmError::Empty => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LlmClient {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: SecretString,
+    model: String,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient").field("endpoint", &self.endpoint).field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+/// Per-attempt limit on one completion call.
+pub const LLM_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl LlmClient {
+    pub fn new(base_url: &str, api_key: SecretString, model: impl Into<String>, retry: RetryPolicy) -> Result<Self, LlmError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(LLM_CALL_TIMEOUT)
+            .build()
+            .map_err(|e| LlmError::Transport(e.to_string()))?;
+        Ok(Self {
+            http,
+            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            model: model.into(),
+            retry,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Returns `choices[0].message.content`, retried per the policy. Never an empty `Ok`.
+    pub async fn complete(&self, request: &ChatRequest) -> Result<String, LlmError> {
+        self.retry.run("LLM call", || self.complete_once(request)).await
+    }
+
+    async fn complete_once(&self, request: &ChatRequest) -> Result<String, LlmError> {
+        let body = WireRequest {
+            model: &self.model,
+            messages: &request.messages,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+        };
+        let mut builder = self.http.post(&self.endpoint).json(&body);
+        if !self.api_key.expose_secret().is_empty() {
+            builder = builder.bearer_auth(self.api_key.expose_secret());
+        }
+        let response = builder.send().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = parse_retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            return Err(LlmError::Status { status: status.as_u16(), message: error_message(&text), retry_after });
+        }
+        let bytes = response.bytes().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::Decode(e.to_string()))?;
+        parsed
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message)
+            .and_then(|m| m.content)
+            .filter(|c| !c.trim().is_empty())
+            .ok_or(LlmError::Empty)
+    }
+}
+
+/// The OpenAI error envelope's message, else the first 200 characters of the body.
+fn error_message(body: &str) -> String {
+    let from_envelope = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned));
+    from_envelope.unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// reqwest's message without the URL's query string (which could carry a secret).
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "broken response body"
+    } else {
+        "request error"
+    };
+    match e.url() {
+        Some(url) => format!("{kind} ({}://{}{})", url.scheme(), url.host_str().unwrap_or(""), url.path()),
+        None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn request() -> ChatRequest {
+        ChatRequest { messages: vec![ChatMessage::new(Role::User, "hi")], temperature: 0.3, max_tokens: 256 }
+    }
+
+    fn client(server: &MockServer, retry: RetryPolicy) -> LlmClient {
+        LlmClient::new(&format!("{}/v1/", server.uri()), SecretString::from("sk-test"), "gpt-4o-mini", retry).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_the_openai_wire_format() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .and(header("authorization", "Bearer sk-test"))
+            .and(body_json(serde_json::json!({
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "hi"}],
+                "temperature": 0.3,
+                "max_tokens": 256
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": "hello"}}]
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        assert_eq!(client(&server, RetryPolicy::none()).complete(&request()).await.unwrap(), "hello");
+    }
+
+    #[tokio::test]
+    async fn null_content_is_an_error_not_a_summary() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": null}}]
+            })))
+            .mount(&server)
+            .await;
+        assert!(matches!(client(&server, RetryPolicy::none()).complete(&request()).await, Err(LlmError::Empty)));
+    }
+
+    #[tokio::test]
+    async fn retries_server_errors_then_succeeds() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"content": "ok"}}]
+            })))
+            .mount(&server)
+            .await;
+        let fast = RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5), ..RetryPolicy::default() };
+        assert_eq!(client(&server, fast).complete(&request()).await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried_and_carry_the_message() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "bad key"}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, RetryPolicy::default()).complete(&request()).await.unwrap_err();
+        assert_eq!(err.to_string(), "LLM answered HTTP 401: bad key");
+    }
+}

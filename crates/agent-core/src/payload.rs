@@ -1,0 +1,269 @@
+//! Typed Autoplay stream payloads, parsed with the reference SDK's lenient defaults.
+//!
+//! `null` or missing fields take their defaults, unknown fields are ignored, and a field of the
+//! wrong type makes the whole frame invalid (it is skipped and logged by the caller).
+
+use serde::{Deserialize, Deserializer};
+
+/// One UI action inside an `actions` batch.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Action {
+    #[serde(deserialize_with = "null_as_default")]
+    pub title: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub description: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub canonical_url: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub index: i64,
+    #[serde(rename = "type", deserialize_with = "null_as_default")]
+    pub kind: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub timestamp_start: f64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub timestamp_end: f64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub raw_url: String,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub conversation_id: Option<String>,
+}
+
+impl Action {
+    /// The SDK's one-line rendering: `[{index}] {type}: {description} — {canonical_url}`.
+    pub fn to_text(&self) -> String {
+        format!("[{}] {}: {} \u{2014} {}", self.index, self.kind, self.description, self.canonical_url)
+    }
+}
+
+/// An `actions` frame: a batch of actions of one session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActionsBatch {
+    pub product_id: String,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub actions: Vec<Action>,
+    /// Always `actions.len()`: the wire `count` is reconciled (see [`Parsed::count_mismatch`]).
+    pub count: usize,
+    pub forwarded_at: f64,
+    pub conversation_id: Option<String>,
+}
+
+impl ActionsBatch {
+    /// The summarizer key: the session id, or `unknown` for anonymous batches.
+    pub fn session_key(&self) -> &str {
+        self.session_id.as_deref().unwrap_or("unknown")
+    }
+}
+
+/// A connector-side `summary` frame (parsed for completeness; the listener does not use it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerSummary {
+    pub product_id: String,
+    pub session_id: Option<String>,
+    pub summary: String,
+    pub replaces: i64,
+    pub forwarded_at: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamPayload {
+    Actions(ActionsBatch),
+    Summary(ServerSummary),
+    UsertourTrigger,
+    /// A `type` this product does not know; ignored.
+    Unknown(String),
+}
+
+/// A parsed frame, plus what the parser had to correct.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub payload: StreamPayload,
+    /// `Some(wire_count)` when an actions batch's `count` disagreed with its actions.
+    pub count_mismatch: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PayloadError {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("invalid payload: {0}")]
+    Invalid(String),
+    #[error("payload without a \"type\" field")]
+    MissingType,
+}
+
+/// Every field any known payload type carries; one pass of serde over the frame.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireFrame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    product_id: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    email: Option<String>,
+    actions: Option<Vec<Action>>,
+    count: Option<i64>,
+    forwarded_at: Option<f64>,
+    conversation_id: Option<String>,
+    summary: Option<String>,
+    replaces: Option<i64>,
+}
+
+/// Parses the `data` of one SSE frame.
+pub fn parse_payload(data: &str) -> Result<Parsed, PayloadError> {
+    // serde would also read a JSON array into a struct; only objects are payloads.
+    if !data.trim_start().starts_with('{') {
+        return Err(PayloadError::NotAnObject);
+    }
+    let wire: WireFrame = serde_json::from_str(data).map_err(|e| PayloadError::Invalid(e.to_string()))?;
+    let kind = wire.kind.ok_or(PayloadError::MissingType)?;
+    let falsy_none = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let payload = match kind.as_str() {
+        "actions" => {
+            let actions = wire.actions.unwrap_or_default();
+            let wire_count = wire.count.unwrap_or(0);
+            let count_mismatch = (usize::try_from(wire_count).ok() != Some(actions.len())).then_some(wire_count);
+            return Ok(Parsed {
+                payload: StreamPayload::Actions(ActionsBatch {
+                    product_id: wire.product_id.unwrap_or_default(),
+                    session_id: falsy_none(wire.session_id),
+                    user_id: falsy_none(wire.user_id),
+                    email: falsy_none(wire.email),
+                    count: actions.len(),
+                    actions,
+                    forwarded_at: wire.forwarded_at.unwrap_or(0.0),
+                    conversation_id: falsy_none(wire.conversation_id),
+                }),
+                count_mismatch,
+            });
+        }
+        "summary" => StreamPayload::Summary(ServerSummary {
+            product_id: wire.product_id.unwrap_or_default(),
+            session_id: falsy_none(wire.session_id),
+            summary: wire.summary.unwrap_or_default(),
+            replaces: wire.replaces.unwrap_or(0),
+            forwarded_at: wire.forwarded_at.unwrap_or(0.0),
+        }),
+        "usertour_trigger" => StreamPayload::UsertourTrigger,
+        _ => StreamPayload::Unknown(kind),
+    };
+    Ok(Parsed { payload, count_mismatch: None })
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data_line(sse: &str) -> &str {
+        sse.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()
+    }
+
+    fn actions(parsed: Parsed) -> ActionsBatch {
+        match parsed.payload {
+            StreamPayload::Actions(batch) => batch,
+            other => panic!("expected actions, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_full_actions_fixture() {
+        let data = data_line(include_str!("../tests/fixtures/autoplay/actions-full.sse"));
+        let parsed = parse_payload(data).unwrap();
+        assert_eq!(parsed.count_mismatch, None);
+        let batch = actions(parsed);
+        assert_eq!(batch.product_id, "prod_abc");
+        assert_eq!(batch.session_id.as_deref(), Some("ps_abc123"));
+        assert_eq!(batch.user_id.as_deref(), Some("distinct_id_xyz"));
+        assert_eq!(batch.email.as_deref(), Some("user@example.com"));
+        assert_eq!(batch.count, 3);
+        assert_eq!(batch.forwarded_at, 1700000012.9);
+        let first = &batch.actions[0];
+        assert_eq!(first.title, "Page Load: Dashboard");
+        assert_eq!(first.kind, "pageview");
+        assert_eq!(first.raw_url, "https://app.example.com/dashboard?ref=email");
+        assert_eq!(first.timestamp_end, 1700000005.2);
+        assert_eq!(
+            first.to_text(),
+            "[0] pageview: User landed on the dashboard page \u{2014} https://app.example.com/dashboard"
+        );
+    }
+
+    #[test]
+    fn legacy_batches_take_the_sdk_defaults_and_reconcile_count() {
+        let data = data_line(include_str!("../tests/fixtures/autoplay/actions-legacy-minimal.sse"));
+        let parsed = parse_payload(data).unwrap();
+        assert_eq!(parsed.count_mismatch, Some(1));
+        let batch = actions(parsed);
+        assert_eq!((batch.session_id, batch.user_id, batch.email), (None, None, None));
+        assert_eq!(batch.count, 2);
+        assert_eq!(batch.actions[1].index, 0);
+        assert_eq!(batch.actions[1].kind, "");
+        assert_eq!(batch.actions[1].raw_url, "");
+        assert_eq!(batch.actions[1].to_text(), "[0] : User landed on /checkout/payment \u{2014} /checkout/payment");
+    }
+
+    #[test]
+    fn empty_strings_and_nulls_become_defaults() {
+        let batch = actions(
+            parse_payload(r#"{"type":"actions","session_id":"","product_id":null,"actions":null,"count":null,"extra":{"x":1}}"#)
+                .unwrap(),
+        );
+        assert_eq!(batch.session_id, None);
+        assert_eq!(batch.session_key(), "unknown");
+        assert!(batch.actions.is_empty());
+    }
+
+    #[test]
+    fn other_types_are_recognised() {
+        let summary = data_line(include_str!("../tests/fixtures/autoplay/summary.sse"));
+        assert!(matches!(parse_payload(summary).unwrap().payload, StreamPayload::Summary(s) if s.replaces == 12));
+        assert_eq!(
+            parse_payload(r#"{"type":"usertour_trigger","flow_id":"f"}"#).unwrap().payload,
+            StreamPayload::UsertourTrigger
+        );
+        assert_eq!(parse_payload(r#"{"type":"new_thing"}"#).unwrap().payload, StreamPayload::Unknown("new_thing".into()));
+    }
+
+    #[test]
+    fn rejects_non_objects_bad_json_and_ill_typed_fields() {
+        assert_eq!(parse_payload("[1,2,3]"), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload("null"), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload("not-json"), Err(PayloadError::NotAnObject));
+        assert!(matches!(parse_payload("{not json"), Err(PayloadError::Invalid(_))));
+        assert!(matches!(parse_payload(r#"{"type":"actions","actions":[1]}"#), Err(PayloadError::Invalid(_))));
+        assert!(matches!(parse_payload(r#"{"type":"actions","count":"3"}"#), Err(PayloadError::Invalid(_))));
+        assert_eq!(parse_payload(r#"{"session_id":"x"}"#), Err(PayloadError::MissingType));
+    }
+
+    proptest! {
+        #[test]
+        fn random_text_never_panics(s in ".{0,300}") {
+            let _ = parse_payload(&s);
+        }
+
+        #[test]
+        fn random_json_objects_never_panic(
+            title in proptest::option::of(".{0,20}"),
+            count in proptest::option::of(any::<i64>()),
+            index in any::<i64>(),
+        ) {
+            let body = serde_json::json!({"type":"actions","count":count,"actions":[{"title":title,"index":index}]});
+            let batch = actions(parse_payload(&body.to_string()).unwrap());
+            prop_assert_eq!(batch.count, 1);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Process plumbing shared by both binaries: settings from `.env` and flags, logs, signals.
+
+use clap::error::ErrorKind;
+use std::process::exit;
+
+/// Exit status for configuration errors.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Loads `.env` from the working directory (the environment wins), then parses flags and
+/// environment. Any error is one line on stderr and exit status 2: no panic, no backtrace.
+pub fn parse_cli<T: clap::Parser>() -> T {
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            // Never print the offending line: it may hold a secret.
+            let detail = match err {
+                dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
+                dotenvy::Error::Io(e) => e.to_string(),
+                _ => "unreadable".to_owned(),
+            };
+            fail(&format!("error: cannot read .env: {detail}"));
+        }
+    }
+    match T::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
+        Err(err) => {
+            let rendered = err.render().to_string();
+            fail(rendered.lines().next().unwrap_or("error: invalid arguments"));
+        }
+    }
+}
+
+/// Prints one line and exits with [`EXIT_CONFIG`].
+pub fn fail(line: &str) -> ! {
+    eprintln!("{line}");
+    exit(EXIT_CONFIG)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` for JSON lines.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
