@@ -1,1 +1,13 @@
-fn main() {}
+use agent_core::process::{fail, init_tracing, parse_cli, shutdown_signal};
+use listener::config::Cli;
+
+#[tokio::main]
+async fn main() {
+    let cli: Cli = parse_cli();
+    let settings = cli.into_settings().unwrap_or_else(|e| fail(&format!("error: {e}")));
+    init_tracing();
+    if let Err(e) = listener::run(settings, shutdown_signal()).await {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+}

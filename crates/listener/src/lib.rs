@@ -1,0 +1,98 @@
+//! The listener: Autoplay stream -> `event_data.txt` (+ per-session LLM summaries).
+
+pub mod config;
+pub mod stream;
+pub mod summarizer;
+
+use agent_core::activity_file::{ActivityFile, format_action_block};
+use agent_core::payload::{StreamPayload, parse_payload};
+use agent_core::sse::SseItem;
+use config::Settings;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stream::{FrameSink, RateLimitedWarn, StreamClient};
+use summarizer::Summarizer;
+use tokio::sync::watch;
+
+/// How long shutdown waits for summaries being written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Turns stream frames into file writes and summary jobs.
+pub struct Ingest {
+    file: ActivityFile,
+    summarizer: Option<Arc<Summarizer>>,
+    block: Vec<u8>,
+    skipped_warn: RateLimitedWarn,
+}
+
+impl Ingest {
+    pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>) -> Self {
+        Self { file, summarizer, block: Vec::with_capacity(4096), skipped_warn: RateLimitedWarn::new(20) }
+    }
+
+    fn skip(&mut self, reason: &dyn std::fmt::Display, excerpt: &str) {
+        if let Some(suppressed) = self.skipped_warn.allow(Instant::now()) {
+            let excerpt: String = excerpt.chars().take(200).collect();
+            tracing::warn!(%reason, %excerpt, suppressed_since_last = suppressed, "frame skipped");
+        }
+    }
+}
+
+impl FrameSink for Ingest {
+    fn frame(&mut self, item: SseItem) {
+        let event = match item {
+            SseItem::Event(event) => event,
+            SseItem::Skipped { reason, excerpt } => return self.skip(&reason, &excerpt),
+        };
+        if event.event == "heartbeat" || event.data.is_empty() {
+            return;
+        }
+        let parsed = match parse_payload(&event.data) {
+            Ok(parsed) => parsed,
+            Err(e) => return self.skip(&e, &event.data),
+        };
+        let batch = match parsed.payload {
+            StreamPayload::Actions(batch) => batch,
+            StreamPayload::Unknown(kind) => return tracing::debug!(%kind, "unknown payload type ignored"),
+            StreamPayload::Summary(_) | StreamPayload::UsertourTrigger => return,
+        };
+        if let Some(wire_count) = parsed.count_mismatch {
+            tracing::warn!(wire_count, actions = batch.count, session = batch.session_key(), "count disagrees with actions; using the actions");
+        }
+        self.block.clear();
+        format_action_block(&batch.actions, &mut self.block);
+        if let Err(e) = self.file.append_batch(&self.block) {
+            tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
+        }
+        tracing::debug!(session = batch.session_key(), actions = batch.count, "batch written");
+        if let Some(summarizer) = &self.summarizer {
+            if !batch.actions.is_empty() {
+                summarizer.record(batch.session_key(), &batch.actions);
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves; then finishes the write in progress and returns.
+pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
+    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone()));
+    if let Some(summarizer) = &summarizer {
+        tokio::spawn(Arc::clone(summarizer).sweep_forever());
+    } else {
+        tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
+    }
+    let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
+    let mut ingest = Ingest::new(file, summarizer.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tracing::info!(file = %settings.event_data_path.display(), "Listening for live website clicks\u{2026} (Press Ctrl+C to stop)");
+    tokio::select! {
+        () = client.run(&mut ingest, stop_rx) => {}
+        () = shutdown => { let _ = stop_tx.send(true); }
+    }
+    if let Some(summarizer) = summarizer {
+        summarizer.drain(SHUTDOWN_GRACE).await;
+    }
+    tracing::info!("listener stopped");
+    Ok(())
+}

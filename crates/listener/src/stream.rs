@@ -1,0 +1,249 @@
+//! The Autoplay stream connection: connect, read frames, reconnect forever with backoff.
+
+use agent_core::llm::describe_reqwest;
+use agent_core::sse::{SseItem, SseParser};
+use agent_core::{ExposeSecret, SecretString};
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Reconnect delays: 1 s doubling to 30 s, plus 0-10 % jitter; back to 1 s after a valid frame.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: MIN_BACKOFF }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt (without jitter), and doubles the one after.
+    pub fn next_base(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        current
+    }
+
+    /// A configuration error: wait the longest delay, never retry quickly.
+    pub fn long(&mut self) -> Duration {
+        self.next = MAX_BACKOFF;
+        self.next_base()
+    }
+
+    pub fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+
+    pub fn with_jitter(base: Duration) -> Duration {
+        base + base.mul_f64(rand::rng().random_range(0.0..=0.10))
+    }
+}
+
+/// How one connection ended.
+#[derive(Debug)]
+pub enum Disconnect {
+    /// SIGTERM/SIGINT: stop for good.
+    Shutdown,
+    /// Transport error, idle timeout, clean end of stream, unexpected answer: retry on backoff.
+    Transient(String),
+    /// 400/401/403/404: the settings are wrong; retry only on the long backoff.
+    Configuration { status: StatusCode, hint: &'static str },
+}
+
+/// What the connection loop hands each frame to.
+pub trait FrameSink {
+    fn frame(&mut self, item: SseItem);
+}
+
+pub struct StreamClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    token: Option<SecretString>,
+    idle_timeout: Duration,
+}
+
+impl StreamClient {
+    pub fn new(url: reqwest::Url, token: Option<SecretString>, idle_timeout: Duration) -> reqwest::Result<Self> {
+        // No total timeout: it would cut the endless body. The idle watchdog is ours.
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { http, url, token, idle_timeout })
+    }
+
+    /// Connects and reconnects until `shutdown` turns true.
+    pub async fn run(&self, sink: &mut impl FrameSink, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let (outcome, got_valid_frame) = self.connect_once(sink, &mut shutdown).await;
+            if got_valid_frame {
+                backoff.reset();
+            }
+            let delay = match outcome {
+                Disconnect::Shutdown => return,
+                Disconnect::Transient(reason) => {
+                    let delay = Backoff::with_jitter(backoff.next_base());
+                    tracing::warn!(%reason, retry_in = ?delay, "stream disconnected");
+                    delay
+                }
+                Disconnect::Configuration { status, hint } => {
+                    let delay = Backoff::with_jitter(backoff.long());
+                    tracing::error!(status = status.as_u16(), retry_in = ?delay, "stream refused the connection: {hint}");
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    async fn connect_once(&self, sink: &mut impl FrameSink, shutdown: &mut watch::Receiver<bool>) -> (Disconnect, bool) {
+        let mut request = self
+            .http
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::CACHE_CONTROL, "no-store");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = tokio::select! {
+            response = request.send() => response,
+            _ = shutdown.wait_for(|stop| *stop) => return (Disconnect::Shutdown, false),
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return (Disconnect::Transient(describe_reqwest(&e)), false),
+        };
+        let status = response.status();
+        if let Some(hint) = configuration_hint(status) {
+            return (Disconnect::Configuration { status, hint }, false);
+        }
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        if status != StatusCode::OK || !is_sse {
+            return (Disconnect::Transient(format!("unexpected answer: HTTP {status}, not an event stream")), false);
+        }
+        tracing::info!(url = %redacted(&self.url), "stream connected");
+        let mut body = response.bytes_stream();
+        let mut parser = SseParser::new();
+        let mut items = Vec::new();
+        let mut got_valid_frame = false;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return (Disconnect::Shutdown, got_valid_frame),
+                next = tokio::time::timeout(self.idle_timeout, body.next()) => next,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    let reason = format!("nothing received for {} s", self.idle_timeout.as_secs());
+                    return (Disconnect::Transient(reason), got_valid_frame);
+                }
+                Ok(None) => return (Disconnect::Transient("server ended the stream".into()), got_valid_frame),
+                Ok(Some(Err(e))) => return (Disconnect::Transient(describe_reqwest(&e)), got_valid_frame),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            parser.push(&chunk, &mut items);
+            for item in items.drain(..) {
+                got_valid_frame |= matches!(item, SseItem::Event(_));
+                sink.frame(item);
+            }
+        }
+    }
+}
+
+fn configuration_hint(status: StatusCode) -> Option<&'static str> {
+    Some(match status.as_u16() {
+        401 | 403 => "the token was refused; check UNKEY_API_KEY (or AUTOPLAY_APP_UNKEY_TOKEN)",
+        404 => "unknown product; check the product id at the end of STREAM_URL",
+        400 => "the product is not in event_stream/sse mode; check its Autoplay set-up and STREAM_URL",
+        _ => return None,
+    })
+}
+
+/// The URL without query or credentials, for logs.
+pub fn redacted(url: &reqwest::Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+}
+
+/// Lets through at most `burst` warnings per minute, then counts what it held back.
+pub struct RateLimitedWarn {
+    burst: u32,
+    window_start: Instant,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl RateLimitedWarn {
+    pub fn new(burst: u32) -> Self {
+        Self { burst, window_start: Instant::now(), in_window: 0, suppressed: 0 }
+    }
+
+    /// Returns `Some(suppressed_before)` when this warning may be logged.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.window_start) >= Duration::from_secs(60) {
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        if self.in_window < self.burst {
+            self.in_window += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_and_resets() {
+        let mut b = Backoff::default();
+        let seq: Vec<u64> = (0..7).map(|_| b.next_base().as_secs()).collect();
+        assert_eq!(seq, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_base(), MIN_BACKOFF);
+        assert_eq!(b.long(), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_ten_percent() {
+        for _ in 0..1000 {
+            let d = Backoff::with_jitter(Duration::from_secs(10));
+            assert!(d >= Duration::from_secs(10) && d <= Duration::from_secs(11));
+        }
+    }
+
+    #[test]
+    fn auth_and_routing_errors_are_configuration_errors() {
+        for code in [400, 401, 403, 404] {
+            assert!(configuration_hint(StatusCode::from_u16(code).unwrap()).is_some());
+        }
+        assert!(configuration_hint(StatusCode::INTERNAL_SERVER_ERROR).is_none());
+    }
+
+    #[test]
+    fn warnings_are_rate_limited_per_minute() {
+        let mut limit = RateLimitedWarn::new(2);
+        let t = Instant::now();
+        assert_eq!(limit.allow(t), Some(0));
+        assert_eq!(limit.allow(t), Some(0));
+        assert_eq!(limit.allow(t), None);
+        assert_eq!(limit.allow(t), None);
+        assert_eq!(limit.allow(t + Duration::from_secs(61)), Some(2));
+    }
+}

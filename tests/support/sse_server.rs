@@ -1,0 +1,110 @@
+//! A loopback Autoplay stream: serves scripted SSE connections and records each request.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Response, StatusCode};
+use axum::routing::get;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// What one connection gets.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// `200 text/event-stream`, these chunks, then close the body.
+    StreamThenClose(Vec<Bytes>),
+    /// `200 text/event-stream`, these chunks, then keep the connection open (idle).
+    StreamThenHold(Vec<Bytes>),
+    /// A plain status with a JSON body.
+    Status(u16),
+}
+
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub at: Instant,
+    pub headers: HeaderMap,
+}
+
+#[derive(Default)]
+struct Inner {
+    plans: VecDeque<Plan>,
+    fallback: Option<Plan>,
+    seen: Vec<SeenRequest>,
+    live: Vec<mpsc::Sender<Bytes>>,
+}
+
+#[derive(Clone)]
+pub struct SseServer {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+}
+
+impl SseServer {
+    /// Starts the server; connections beyond the scripted plans get `fallback` (or hold idle).
+    pub async fn start(plans: Vec<Plan>, fallback: Option<Plan>) -> SseServer {
+        let inner = Arc::new(Mutex::new(Inner { plans: plans.into(), fallback, ..Inner::default() }));
+        let app = axum::Router::new().route("/stream/{product}", get(serve)).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        SseServer { inner, url: format!("http://{addr}/stream/prod_abc") }
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// Sends bytes to every open held connection.
+    pub async fn push(&self, bytes: impl Into<Bytes>) {
+        let senders = self.inner.lock().unwrap().live.clone();
+        let bytes = bytes.into();
+        for s in senders {
+            let _ = s.send(bytes.clone()).await;
+        }
+    }
+
+    /// Closes every held connection.
+    pub fn close_all(&self) {
+        self.inner.lock().unwrap().live.clear();
+    }
+}
+
+async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response<Body> {
+    let plan = {
+        let mut inner = inner.lock().unwrap();
+        inner.seen.push(SeenRequest { at: Instant::now(), headers });
+        inner.plans.pop_front().or_else(|| inner.fallback.clone()).unwrap_or(Plan::StreamThenHold(vec![]))
+    };
+    let sse = |body: Body| {
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(body)
+            .unwrap()
+    };
+    match plan {
+        Plan::Status(code) => Response::builder()
+            .status(StatusCode::from_u16(code).unwrap())
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"detail":"refused"}"#))
+            .unwrap(),
+        Plan::StreamThenClose(chunks) => {
+            let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+            sse(Body::from_stream(stream))
+        }
+        Plan::StreamThenHold(chunks) => {
+            let (tx, rx) = mpsc::channel::<Bytes>(1024);
+            for c in chunks {
+                tx.try_send(c).unwrap();
+            }
+            inner.lock().unwrap().live.push(tx);
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+            });
+            sse(Body::from_stream(stream))
+        }
+    }
+}
