@@ -6,6 +6,7 @@
 //! ([`llm`]) -> Crisp ([`crisp`]).
 
 pub mod activity_file;
+pub mod auth;
 pub mod config;
 pub mod crisp;
 pub mod llm;

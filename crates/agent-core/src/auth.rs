@@ -1,0 +1,69 @@
+//! Constant-time secret checks for incoming web hooks.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Whether `given` equals `expected`, in time independent of where they differ and of their
+/// lengths (both are hashed first, so only digests are compared).
+pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
+    let given = Sha256::digest(given);
+    let expected = Sha256::digest(expected);
+    given.ct_eq(&expected).into()
+}
+
+/// Lowercase hex HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Checks a hex HMAC-SHA256 `signature` of `message`, in constant time.
+pub fn verify_hmac_sha256_hex(key: &[u8], message: &[u8], signature: &str) -> bool {
+    let Ok(given) = hex::decode(signature.trim()) else { return false };
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.verify_slice(&given).is_ok()
+}
+
+/// Crisp plugin-hook signature: HMAC-SHA256(secret, `[` timestamp `;` raw body `]`).
+pub fn verify_crisp_signature(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
+    let mut signed = Vec::with_capacity(body.len() + timestamp.len() + 3);
+    signed.push(b'[');
+    signed.extend_from_slice(timestamp.as_bytes());
+    signed.push(b';');
+    signed.extend_from_slice(body);
+    signed.push(b']');
+    verify_hmac_sha256_hex(secret, &signed, signature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(secrets_match(b"s3cret", b"s3cret"));
+        assert!(!secrets_match(b"s3cret", b"s3cres"));
+        assert!(!secrets_match(b"", b"s3cret"));
+        assert!(!secrets_match(b"s3cret-longer", b"s3cret"));
+    }
+
+    #[test]
+    fn crisp_plugin_signature_test_vector() {
+        let vector: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/crisp/plugin-hook-variant.json")).unwrap();
+        let secret = vector["signing_secret_test_only"].as_str().unwrap().as_bytes();
+        let timestamp = vector["headers"]["X-Crisp-Request-Timestamp"].as_str().unwrap();
+        let body = vector["raw_body"].as_str().unwrap().as_bytes();
+        let signature = vector["expected_signature_hex"].as_str().unwrap();
+        assert!(verify_crisp_signature(secret, timestamp, body, signature));
+        assert_eq!(hmac_sha256_hex(secret, vector["signed_string"].as_str().unwrap().as_bytes()), signature);
+        assert!(!verify_crisp_signature(secret, "1506985697", body, signature));
+        let mut altered = body.to_vec();
+        altered[10] ^= 1;
+        assert!(!verify_crisp_signature(secret, timestamp, &altered, signature));
+        assert!(!verify_crisp_signature(secret, timestamp, body, "zz"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The webhook's settings: flags, environment and `.env`, each with its default.
+
+use agent_core::config::{ConfigError, OpenAiArgs, http_url, non_empty};
+use agent_core::crisp::{CrispClient, CrispSettings};
+use agent_core::llm::LlmClient;
+use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
+use agent_core::retry::RetryPolicy;
+use agent_core::SecretString;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Receives Crisp chat web hooks and answers each visitor message with an LLM reply grounded in
+/// the visitor's live activity, posted into the conversation as an operator.
+#[derive(Parser)]
+#[command(name = "webhook", version, about, long_about = None)]
+pub struct Cli {
+    /// The `?key=` secret in the hook URL registered in Crisp (required).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+    /// Crisp REST token identifier (required).
+    #[arg(long, env = "CRISP_TOKEN_IDENTIFIER", hide_env_values = true, value_name = "ID")]
+    pub crisp_token_identifier: Option<String>,
+    /// Crisp REST token key (required).
+    #[arg(long, env = "CRISP_TOKEN_KEY", hide_env_values = true, value_name = "KEY")]
+    pub crisp_token_key: Option<String>,
+    /// Crisp website id (required; CRISP_WEBSITE_ID is accepted too).
+    #[arg(long, env = "WEBSITE_ID", value_name = "UUID")]
+    pub website_id: Option<String>,
+    /// Fallback for WEBSITE_ID.
+    #[arg(long, env = "CRISP_WEBSITE_ID", value_name = "UUID")]
+    pub crisp_website_id: Option<String>,
+    /// Crisp REST API base URL.
+    #[arg(long, env = "CRISP_API_BASE_URL", default_value = "https://api.crisp.chat/v1", value_name = "URL")]
+    pub crisp_api_base_url: String,
+    /// Sent as X-Crisp-Tier (`plugin` or `website`, matching the token).
+    #[arg(long, env = "CRISP_TIER", default_value = "plugin", value_name = "TIER")]
+    pub crisp_tier: String,
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
+    /// The shared activity file written by the listener.
+    #[arg(long, env = "EVENT_DATA_PATH", default_value = "event_data.txt", value_name = "PATH")]
+    pub event_data_path: PathBuf,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:3000", value_name = "ADDR")]
+    pub bind_addr: String,
+    /// A file whose text replaces the built-in system prompt.
+    #[arg(long, env = "SYSTEM_PROMPT_PATH", value_name = "PATH")]
+    pub system_prompt_path: Option<PathBuf>,
+    /// Replies being written at once, across all conversations.
+    #[arg(long, env = "MAX_CONCURRENT_REPLIES", default_value_t = 16, value_name = "N")]
+    pub max_concurrent_replies: usize,
+    /// On SIGTERM, how long replies in flight may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS")]
+    pub shutdown_grace_secs: u64,
+}
+
+pub struct Settings {
+    pub webhook_secret: SecretString,
+    pub website_id: String,
+    pub crisp: CrispClient,
+    pub llm: LlmClient,
+    pub event_data_path: PathBuf,
+    pub bind_addr: SocketAddr,
+    pub system_prompt: String,
+    pub max_concurrent_replies: usize,
+    pub shutdown_grace: Duration,
+}
+
+fn required(value: Option<&str>, var: &'static str, flag: &'static str) -> Result<String, ConfigError> {
+    non_empty(value).ok_or(ConfigError::Missing { var, flag })
+}
+
+impl Cli {
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let webhook_secret = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
+        let identifier = required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
+        let key = required(self.crisp_token_key.as_deref(), "CRISP_TOKEN_KEY", "--crisp-token-key")?;
+        let website_id = non_empty(self.website_id.as_deref())
+            .or_else(|| non_empty(self.crisp_website_id.as_deref()))
+            .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
+        http_url("CRISP_API_BASE_URL", &self.crisp_api_base_url)?;
+        let crisp = CrispClient::new(
+            CrispSettings {
+                api_base_url: self.crisp_api_base_url.clone(),
+                website_id: website_id.clone(),
+                token_identifier: identifier,
+                token_key: SecretString::from(key),
+                tier: self.crisp_tier.trim().to_owned(),
+            },
+            RetryPolicy::default(),
+        )
+        .map_err(|e| ConfigError::Invalid { var: "CRISP_API_BASE_URL", reason: e.to_string() })?;
+        let llm = self.openai.client(RetryPolicy::default())?;
+        let bind_addr = self.bind_addr.parse().map_err(|e| ConfigError::Invalid {
+            var: "BIND_ADDR",
+            reason: format!("{e} (expected host:port, e.g. 0.0.0.0:3000)"),
+        })?;
+        let system_prompt = match &self.system_prompt_path {
+            None => DEFAULT_SYSTEM_PROMPT.to_owned(),
+            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                var: "SYSTEM_PROMPT_PATH",
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?,
+        };
+        if self.max_concurrent_replies == 0 {
+            return Err(ConfigError::Invalid { var: "MAX_CONCURRENT_REPLIES", reason: "must be at least 1".into() });
+        }
+        Ok(Settings {
+            webhook_secret: SecretString::from(webhook_secret),
+            website_id,
+            crisp,
+            llm,
+            event_data_path: self.event_data_path,
+            bind_addr,
+            system_prompt,
+            max_concurrent_replies: self.max_concurrent_replies,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        })
+    }
+}

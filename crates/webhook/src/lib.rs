@@ -1,0 +1,40 @@
+//! The webhook: Crisp visitor message -> background reply grounded in live activity.
+
+pub mod config;
+pub mod context;
+pub mod replies;
+pub mod routes;
+
+use config::Settings;
+use context::ContextSource;
+use replies::{Replies, ReplyDeps};
+use routes::{AppState, router};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Serves on `listener` until `shutdown` resolves, then lets accepted replies finish within
+/// the grace period.
+pub async fn run(settings: Settings, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let replies = Replies::new(
+        ReplyDeps {
+            llm: settings.llm,
+            crisp: settings.crisp,
+            context: ContextSource::SharedFile(settings.event_data_path),
+            system_prompt: settings.system_prompt,
+        },
+        settings.max_concurrent_replies,
+    );
+    let state = Arc::new(AppState {
+        webhook_secret: settings.webhook_secret,
+        website_id: settings.website_id,
+        replies: replies.clone(),
+    });
+    tracing::info!(addr = %listener.local_addr()?, "webhook listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("no longer accepting hooks; finishing replies in flight");
+    if !replies.drain(settings.shutdown_grace).await {
+        tracing::warn!(grace = ?settings.shutdown_grace, "replies still in flight at the end of the grace period");
+    }
+    tracing::info!("webhook stopped");
+    Ok(())
+}

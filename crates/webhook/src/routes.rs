@@ -1,0 +1,86 @@
+//! HTTP routes: the Crisp web hook and health checks.
+
+use crate::replies::{Replies, Submitted};
+use agent_core::auth::secrets_match;
+use agent_core::crisp::{HookError, HookEvent, classify};
+use agent_core::{ExposeSecret, SecretString};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// Largest accepted hook body; Crisp's are a few KiB.
+pub const MAX_HOOK_BODY: usize = 1 << 20;
+
+pub struct AppState {
+    pub webhook_secret: SecretString,
+    pub website_id: String,
+    pub replies: Replies,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/crisp/hooks", post(crisp_hook))
+        .route("/health", get(health))
+        .route("/", get(health))
+        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
+        // The span names the path only: the query holds the hook secret.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(CatchPanicLayer::new())
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "running", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"status": "error", "error": message}))).into_response()
+}
+
+fn key_matches(query: Option<&str>, secret: &SecretString) -> bool {
+    let given = query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| value);
+    given.is_some_and(|given| secrets_match(given.as_bytes(), secret.expose_secret().as_bytes()))
+}
+
+async fn crisp_hook(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    if !key_matches(query.as_deref(), &state.webhook_secret) {
+        tracing::warn!("hook refused: wrong or missing key");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let event = match classify(&body, &state.website_id) {
+        Ok(event) => event,
+        Err(e @ (HookError::NotJson | HookError::NotAnObject)) => {
+            tracing::warn!(error = %e, "hook refused: malformed body");
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    match event {
+        HookEvent::VisitorText(message) => {
+            let session = message.session_id.clone();
+            match state.replies.submit(message) {
+                Submitted::Accepted => tracing::info!(session, "visitor message accepted"),
+                Submitted::Duplicate => tracing::info!(session, "redelivered message ignored"),
+                Submitted::Overloaded => {
+                    tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+                }
+            }
+        }
+        HookEvent::OperatorText(message) => tracing::debug!(session = message.session_id, "operator message"),
+        HookEvent::Ignored(reason) => tracing::debug!(reason, "hook ignored"),
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
