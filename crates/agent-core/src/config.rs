@@ -51,3 +51,42 @@ impl OpenAiArgs {
             .map_err(|e: LlmError| ConfigError::Invalid { var: "OPENAI_BASE_URL", reason: e.to_string() })
     }
 }
+
+/// The per-visitor context store, shared by both binaries.
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded per-visitor context store.
+    #[arg(long, env = "DATA_DIR", default_value = "data", value_name = "PATH")]
+    pub data_dir: std::path::PathBuf,
+    /// Newest actions kept per Autoplay session.
+    #[arg(long, env = "CONTEXT_MAX_ACTIONS", default_value_t = 50, value_name = "N")]
+    pub context_max_actions: usize,
+    /// Idle seconds after which a session's context (and its links) expire.
+    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 1800, value_name = "SECS")]
+    pub context_ttl_secs: u64,
+}
+
+impl StoreArgs {
+    pub fn limits(&self) -> Result<crate::context::StoreLimits, ConfigError> {
+        if self.context_max_actions == 0 {
+            return Err(ConfigError::Invalid { var: "CONTEXT_MAX_ACTIONS", reason: "must be at least 1".into() });
+        }
+        if self.context_ttl_secs == 0 {
+            return Err(ConfigError::Invalid { var: "CONTEXT_TTL_SECS", reason: "must be at least 1".into() });
+        }
+        Ok(crate::context::StoreLimits {
+            max_actions: self.context_max_actions,
+            ttl: std::time::Duration::from_secs(self.context_ttl_secs),
+        })
+    }
+
+    /// Opens the configured store.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
+        let limits = self.limits()?;
+        let store = crate::context::FileStore::open(&self.data_dir, limits).map_err(|e| ConfigError::Invalid {
+            var: "DATA_DIR",
+            reason: format!("cannot use {}: {e}", self.data_dir.display()),
+        })?;
+        Ok(std::sync::Arc::new(store))
+    }
+}

@@ -8,6 +8,7 @@
 pub mod activity_file;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod crisp;
 pub mod llm;
 pub mod payload;

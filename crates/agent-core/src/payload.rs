@@ -3,10 +3,10 @@
 //! `null` or missing fields take their defaults, unknown fields are ignored, and a field of the
 //! wrong type makes the whole frame invalid (it is skipped and logged by the caller).
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One UI action inside an `actions` batch.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Action {
     #[serde(deserialize_with = "null_as_default")]

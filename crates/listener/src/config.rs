@@ -1,6 +1,8 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
-use agent_core::config::{ConfigError, OpenAiArgs, http_url, non_empty};
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
+use agent_core::context::ContextStore;
+use std::sync::Arc;
 use agent_core::llm::LlmClient;
 use agent_core::retry::RetryPolicy;
 use agent_core::SecretString;
@@ -24,6 +26,8 @@ pub struct Cli {
     pub autoplay_app_unkey_token: String,
     #[command(flatten)]
     pub openai: OpenAiArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The shared activity file.
     #[arg(long, env = "EVENT_DATA_PATH", default_value = "event_data.txt", value_name = "PATH")]
     pub event_data_path: PathBuf,
@@ -47,6 +51,7 @@ pub struct Settings {
     pub event_data_path: PathBuf,
     pub session_reset: Duration,
     pub stream_idle_timeout: Duration,
+    pub store: Arc<dyn ContextStore>,
 }
 
 pub struct SummarySettings {
@@ -69,7 +74,9 @@ impl Cli {
         if self.stream_idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid { var: "STREAM_IDLE_TIMEOUT_SECS", reason: "must be at least 1".into() });
         }
+        let store = self.store.open()?;
         Ok(Settings {
+            store,
             stream_url,
             token,
             summaries,

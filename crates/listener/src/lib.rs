@@ -1,6 +1,7 @@
 //! The listener: Autoplay stream -> `event_data.txt` (+ per-session LLM summaries).
 
 pub mod config;
+pub mod store_feed;
 pub mod stream;
 pub mod summarizer;
 
@@ -11,6 +12,7 @@ use config::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::{FrameSink, RateLimitedWarn, StreamClient};
+use store_feed::{StoreFeed, StoreWrite};
 use summarizer::Summarizer;
 use tokio::sync::watch;
 
@@ -21,13 +23,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct Ingest {
     file: ActivityFile,
     summarizer: Option<Arc<Summarizer>>,
+    store: StoreFeed,
     block: Vec<u8>,
     skipped_warn: RateLimitedWarn,
 }
 
 impl Ingest {
-    pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>) -> Self {
-        Self { file, summarizer, block: Vec::with_capacity(4096), skipped_warn: RateLimitedWarn::new(20) }
+    pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>, store: StoreFeed) -> Self {
+        Self { file, summarizer, store, block: Vec::with_capacity(4096), skipped_warn: RateLimitedWarn::new(20) }
     }
 
     fn skip(&mut self, reason: &dyn std::fmt::Display, excerpt: &str) {
@@ -70,29 +73,35 @@ impl FrameSink for Ingest {
                 summarizer.record(batch.session_key(), &batch.actions);
             }
         }
+        if !batch.actions.is_empty() || batch.conversation_id.is_some() {
+            self.store.send(StoreWrite::Batch(batch));
+        }
     }
 }
 
 /// Runs until `shutdown` resolves; then finishes the write in progress and returns.
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
-    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone()));
+    let (store_feed, store_writer) = StoreFeed::start(settings.store);
+    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
     if let Some(summarizer) = &summarizer {
         tokio::spawn(Arc::clone(summarizer).sweep_forever());
     } else {
         tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
     }
     let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
-    let mut ingest = Ingest::new(file, summarizer.clone());
+    let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
     let (stop_tx, stop_rx) = watch::channel(false);
     tracing::info!(file = %settings.event_data_path.display(), "Listening for live website clicks\u{2026} (Press Ctrl+C to stop)");
     tokio::select! {
         () = client.run(&mut ingest, stop_rx) => {}
         () = shutdown => { let _ = stop_tx.send(true); }
     }
+    drop(ingest);
     if let Some(summarizer) = summarizer {
         summarizer.drain(SHUTDOWN_GRACE).await;
     }
+    store_writer.finish(SHUTDOWN_GRACE).await;
     tracing::info!("listener stopped");
     Ok(())
 }

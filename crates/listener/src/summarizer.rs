@@ -4,6 +4,7 @@ use agent_core::activity_file::ActivityFile;
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use agent_core::payload::Action;
 use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy, summary_prompt};
+use crate::store_feed::{StoreFeed, StoreWrite};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -15,15 +16,17 @@ pub struct Summarizer {
     sessions: Mutex<SessionSummaries>,
     llm: LlmClient,
     file: ActivityFile,
+    store: StoreFeed,
     slots: Arc<Semaphore>,
 }
 
 impl Summarizer {
-    pub fn new(llm: LlmClient, threshold: usize, file: ActivityFile) -> Arc<Self> {
+    pub fn new(llm: LlmClient, threshold: usize, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(SessionSummaries::new(SummaryPolicy::new(threshold))),
             llm,
             file,
+            store,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SUMMARIES as usize)),
         })
     }
@@ -69,6 +72,7 @@ impl Summarizer {
             let succeeded = match this.llm.complete(&request).await {
                 Ok(summary) => match this.file.append_summary(&summary) {
                     Ok(()) => {
+                        this.store.send(StoreWrite::Summary { session: job.session.clone(), summary });
                         tracing::info!(session = %job.session, actions = job.actions.len(), "summary written");
                         true
                     }

@@ -1,6 +1,9 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
-use agent_core::config::{ConfigError, OpenAiArgs, http_url, non_empty};
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
+use agent_core::context::ContextStore;
+use crate::context::ContextScope;
+use std::sync::Arc;
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
@@ -48,6 +51,18 @@ pub struct Cli {
     /// A file whose text replaces the built-in system prompt.
     #[arg(long, env = "SYSTEM_PROMPT_PATH", value_name = "PATH")]
     pub system_prompt_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// `session`: each visitor's own activity; `shared`: the whole activity file for everyone
+    /// (the reference behaviour, single-visitor set-ups only).
+    #[arg(long, env = "CONTEXT_SCOPE", value_enum, default_value = "session", value_name = "SCOPE")]
+    pub context_scope: ContextScope,
+    /// Characters of activity at most in one prompt (the newest are kept).
+    #[arg(long, env = "CONTEXT_MAX_CHARS", default_value_t = 6000, value_name = "N")]
+    pub context_max_chars: usize,
+    /// Key of the autoplay_user_sig HMAC computed by your backend; unset disables user-id links.
+    #[arg(long, env = "LINK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub link_secret: Option<String>,
     /// Replies being written at once, across all conversations.
     #[arg(long, env = "MAX_CONCURRENT_REPLIES", default_value_t = 16, value_name = "N")]
     pub max_concurrent_replies: usize,
@@ -62,6 +77,11 @@ pub struct Settings {
     pub crisp: CrispClient,
     pub llm: LlmClient,
     pub event_data_path: PathBuf,
+    pub context_scope: ContextScope,
+    /// Opened only for the `session` scope.
+    pub store: Option<Arc<dyn ContextStore>>,
+    pub context_max_chars: usize,
+    pub link_secret: Option<SecretString>,
     pub bind_addr: SocketAddr,
     pub system_prompt: String,
     pub max_concurrent_replies: usize,
@@ -107,7 +127,15 @@ impl Cli {
         if self.max_concurrent_replies == 0 {
             return Err(ConfigError::Invalid { var: "MAX_CONCURRENT_REPLIES", reason: "must be at least 1".into() });
         }
+        let store = match self.context_scope {
+            ContextScope::Session => Some(self.store.open()?),
+            ContextScope::Shared => None,
+        };
         Ok(Settings {
+            context_scope: self.context_scope,
+            store,
+            context_max_chars: self.context_max_chars,
+            link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
             webhook_secret: SecretString::from(webhook_secret),
             website_id,
             crisp,

@@ -1,24 +1,184 @@
-//! Where a reply's "Current User Activity" comes from.
+//! Where a reply's "Current User Activity" comes from: the visitor's own Autoplay session,
+//! found through the links below, or (opt-in, single-visitor set-ups) the shared file.
+//!
+//! A Crisp conversation is linked to an Autoplay session, first match wins:
+//! 1. `autoplay_session_id` in the conversation's session data (set by the site's widget);
+//! 2. `autoplay_user_id` with `autoplay_user_sig` = hex HMAC-SHA256(LINK_SECRET, user id),
+//!    computed by the site's backend: that user's latest session. Unsigned or badly signed
+//!    user ids are ignored, since anyone can type someone else's id into their browser;
+//! 3. an actions batch whose `conversation_id` is this Crisp session id;
+//! 4. otherwise no activity at all.
 
+use agent_core::auth::verify_hmac_sha256_hex;
+use agent_core::context::{ContextStore, NO_ACTIVITY, render_context, tail_within};
+use agent_core::crisp::CrispClient;
+use agent_core::{ExposeSecret, SecretString};
+use serde_json::Value;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-pub enum ContextSource {
-    /// The reference behaviour: the whole shared activity file, for every visitor.
-    SharedFile(PathBuf),
+/// How long a conversation's session data is reused before asking Crisp again.
+const META_CACHE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContextScope {
+    /// Each visitor's own activity (default).
+    Session,
+    /// The whole shared activity file for everyone: the reference behaviour, for single-visitor
+    /// set-ups only.
+    Shared,
+}
+
+/// How the context was found (for logs and traces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    SessionData,
+    SignedUser,
+    Conversation,
+    SharedFile,
+    Nothing,
+}
+
+pub struct Activity {
+    pub text: String,
+    pub linked_by: LinkedBy,
+    pub autoplay_session: Option<String>,
+}
+
+/// The links a conversation's session data offers.
+#[derive(Clone, Default)]
+struct MetaLinks {
+    session_id: Option<String>,
+    /// Only present when its signature checked out.
+    verified_user_id: Option<String>,
+}
+
+pub struct ContextSource {
+    pub scope: ContextScope,
+    pub event_data_path: PathBuf,
+    pub store: Option<Arc<dyn ContextStore>>,
+    pub crisp: CrispClient,
+    pub link_secret: Option<SecretString>,
+    pub max_chars: usize,
+    meta_cache: moka::future::Cache<String, MetaLinks>,
 }
 
 impl ContextSource {
-    /// The activity text for a Crisp conversation; empty when there is none.
-    pub async fn activity_for(&self, _crisp_session: &str) -> String {
-        match self {
-            ContextSource::SharedFile(path) => match tokio::fs::read(path).await {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read the activity file; answering without it");
-                    String::new()
-                }
-            },
+    pub fn new(
+        scope: ContextScope,
+        event_data_path: PathBuf,
+        store: Option<Arc<dyn ContextStore>>,
+        crisp: CrispClient,
+        link_secret: Option<SecretString>,
+        max_chars: usize,
+    ) -> Self {
+        Self {
+            scope,
+            event_data_path,
+            store,
+            crisp,
+            link_secret,
+            max_chars,
+            meta_cache: moka::future::Cache::builder().max_capacity(50_000).time_to_live(META_CACHE_TTL).build(),
         }
+    }
+
+    /// The activity text for a Crisp conversation.
+    pub async fn activity_for(&self, crisp_session: &str) -> Activity {
+        match (self.scope, &self.store) {
+            (ContextScope::Shared, _) | (_, None) => self.shared_file().await,
+            (ContextScope::Session, Some(store)) => self.own_session(store.as_ref(), crisp_session).await,
+        }
+    }
+
+    async fn shared_file(&self) -> Activity {
+        let text = match tokio::fs::read(&self.event_data_path).await {
+            Ok(bytes) => tail_within(&String::from_utf8_lossy(&bytes), self.max_chars).to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                tracing::warn!(path = %self.event_data_path.display(), error = %e, "cannot read the activity file; answering without it");
+                String::new()
+            }
+        };
+        Activity { text, linked_by: LinkedBy::SharedFile, autoplay_session: None }
+    }
+
+    async fn own_session(&self, store: &dyn ContextStore, crisp_session: &str) -> Activity {
+        let now = SystemTime::now();
+        let links = self.meta_links(crisp_session).await;
+        let mut candidates: Vec<(LinkedBy, String)> = Vec::new();
+        if let Some(session) = links.session_id {
+            candidates.push((LinkedBy::SessionData, session));
+        }
+        if let Some(user) = links.verified_user_id {
+            match store.latest_session_for_user(&user, now).await {
+                Ok(Some(session)) => candidates.push((LinkedBy::SignedUser, session)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+            }
+        }
+        match store.session_for_conversation(crisp_session, now).await {
+            Ok(Some(session)) => candidates.push((LinkedBy::Conversation, session)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+        }
+        for (linked_by, session) in candidates {
+            match store.session_context(&session, now).await {
+                Ok(Some(context)) => {
+                    let text = render_context(&context, self.max_chars);
+                    if !text.is_empty() {
+                        return Activity { text, linked_by, autoplay_session: Some(session) };
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+            }
+        }
+        Activity { text: NO_ACTIVITY.to_owned(), linked_by: LinkedBy::Nothing, autoplay_session: None }
+    }
+
+    async fn meta_links(&self, crisp_session: &str) -> MetaLinks {
+        if let Some(links) = self.meta_cache.get(crisp_session).await {
+            return links;
+        }
+        match self.crisp.meta(crisp_session).await {
+            Ok(meta) => {
+                let links = self.links_from_meta(&meta);
+                self.meta_cache.insert(crisp_session.to_owned(), links.clone()).await;
+                links
+            }
+            Err(e) => {
+                tracing::warn!(session = crisp_session, error = %e, "cannot read the conversation's session data");
+                MetaLinks::default()
+            }
+        }
+    }
+
+    fn links_from_meta(&self, meta: &Value) -> MetaLinks {
+        let data = meta.get("data");
+        let field = |name: &str| {
+            data.and_then(|d| d.get(name)).and_then(|v| match v {
+                Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let verified_user_id = match (field("autoplay_user_id"), field("autoplay_user_sig"), &self.link_secret) {
+            (Some(user), Some(sig), Some(secret)) => {
+                if verify_hmac_sha256_hex(secret.expose_secret().as_bytes(), user.as_bytes(), &sig) {
+                    Some(user)
+                } else {
+                    tracing::warn!("autoplay_user_id with a wrong signature ignored");
+                    None
+                }
+            }
+            (Some(_), _, _) => {
+                tracing::debug!("autoplay_user_id without a verifiable signature ignored");
+                None
+            }
+            _ => None,
+        };
+        MetaLinks { session_id: field("autoplay_session_id"), verified_user_id }
     }
 }

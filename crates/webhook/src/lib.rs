@@ -18,8 +18,15 @@ pub async fn run(settings: Settings, listener: tokio::net::TcpListener, shutdown
     let replies = Replies::new(
         ReplyDeps {
             llm: settings.llm,
+            context: ContextSource::new(
+                settings.context_scope,
+                settings.event_data_path,
+                settings.store,
+                settings.crisp.clone(),
+                settings.link_secret,
+                settings.context_max_chars,
+            ),
             crisp: settings.crisp,
-            context: ContextSource::SharedFile(settings.event_data_path),
             system_prompt: settings.system_prompt,
         },
         settings.max_concurrent_replies,

@@ -121,7 +121,8 @@ impl Inner {
     async fn reply(&self, session: &str, burst: &[VisitorMessage]) {
         let question = burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
         let activity = self.deps.context.activity_for(session).await;
-        let request = reply_request(&self.deps.system_prompt, &activity, &question);
+        tracing::debug!(session, linked_by = ?activity.linked_by, autoplay_session = ?activity.autoplay_session, "context found");
+        let request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         let answer = match self.deps.llm.complete(&request).await {
             Ok(answer) => answer,
             Err(e) => {

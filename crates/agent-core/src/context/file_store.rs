@@ -1,0 +1,368 @@
+//! The embedded context store: plain files under a data directory.
+//!
+//! Why files and not SQLite: both processes already share a directory (`event_data.txt`), the
+//! data is a short, append-mostly log per session, and one file per session makes a lookup a
+//! single open by name, whatever else is stored; no extra C library, no lock contention
+//! between the writer (listener) and the readers (webhook replicas on the same host).
+//!
+//! Layout (names are SHA-256 prefixes of the ids, so visitor-supplied ids never touch paths):
+//! - `sessions/<h>.jsonl`: one JSON record per line, an action or a summary, appended;
+//!   compacted to the newest `max_actions` actions and the latest summary when it grows.
+//! - `users/<h>`, `conversations/<h>`: the latest session id for a user or conversation.
+//!
+//! Expiry is by modification time: a file idle longer than the TTL reads as absent and is
+//! deleted by [`FileStore::sweep_expired`].
+
+use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
+use crate::payload::{Action, ActionsBatch};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+enum Record {
+    Action { a: Action },
+    Summary { s: String },
+}
+
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    limits: StoreLimits,
+    /// Links already on disk, so a steady stream of batches does not rewrite them.
+    links_written: moka::sync::Cache<PathBuf, String>,
+}
+
+const DIRS: [&str; 3] = ["sessions", "users", "conversations"];
+
+impl FileStore {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: impl Into<PathBuf>, limits: StoreLimits) -> io::Result<Self> {
+        let root = root.into();
+        for dir in DIRS {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                links_written: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(limits.ttl / 2).build(),
+                limits,
+            }),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(StoreError::Io)
+    }
+}
+
+fn hashed(id: &str) -> String {
+    hex::encode(&Sha256::digest(id.as_bytes())[..16])
+}
+
+impl Inner {
+    fn session_path(&self, session: &str) -> PathBuf {
+        self.root.join("sessions").join(format!("{}.jsonl", hashed(session)))
+    }
+
+    fn link_path(&self, kind: &str, id: &str) -> PathBuf {
+        self.root.join(kind).join(hashed(id))
+    }
+
+    fn is_expired(&self, meta: &fs::Metadata, now: SystemTime) -> bool {
+        meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > self.limits.ttl)
+    }
+
+    fn append_records(&self, session: &str, records: &[Record], now: SystemTime) -> io::Result<()> {
+        let path = self.session_path(session);
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let meta = file.metadata()?;
+        if meta.len() > 0 && self.is_expired(&meta, now) {
+            file.set_len(0)?; // an expired session starts afresh
+        }
+        let mut buf = Vec::with_capacity(records.len() * 256);
+        for record in records {
+            serde_json::to_writer(&mut buf, record).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        file.write_all(&buf)?;
+        let compact_above = (self.limits.max_actions as u64 * 1024).max(64 * 1024);
+        if meta.len() + buf.len() as u64 > compact_above {
+            self.compact(&path, &mut file)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites a session file with its newest actions and latest summary (atomic rename).
+    fn compact(&self, path: &Path, file: &mut File) -> io::Result<()> {
+        let context = parse_session(read_all(file)?.as_slice(), self.limits.max_actions);
+        let mut buf = Vec::new();
+        if let Some(s) = context.summary {
+            serde_json::to_writer(&mut buf, &Record::Summary { s }).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        for a in context.actions {
+            serde_json::to_writer(&mut buf, &Record::Action { a }).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        write_atomically(path, &buf)
+    }
+
+    fn write_link(&self, kind: &str, id: &str, session: &str) -> io::Result<()> {
+        let path = self.link_path(kind, id);
+        if self.links_written.get(&path).is_some_and(|s| s == session) {
+            return Ok(());
+        }
+        write_atomically(&path, session.as_bytes())?;
+        self.links_written.insert(path, session.to_owned());
+        Ok(())
+    }
+
+    fn read_link(&self, kind: &str, id: &str, now: SystemTime) -> io::Result<Option<String>> {
+        let mut file = match File::open(self.link_path(kind, id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if self.is_expired(&file.metadata()?, now) {
+            return Ok(None);
+        }
+        let bytes = read_all(&mut file)?;
+        Ok(String::from_utf8(bytes).ok().filter(|s| !s.is_empty()))
+    }
+
+    fn read_session(&self, session: &str, now: SystemTime) -> io::Result<Option<SessionContext>> {
+        let mut file = match File::open(self.session_path(session)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if self.is_expired(&file.metadata()?, now) {
+            return Ok(None);
+        }
+        Ok(Some(parse_session(&read_all(&mut file)?, self.limits.max_actions)))
+    }
+
+    fn sweep(&self, now: SystemTime) -> io::Result<usize> {
+        let mut removed = 0;
+        for dir in DIRS {
+            for entry in fs::read_dir(self.root.join(dir))? {
+                let entry = entry?;
+                let expired = entry.metadata().map(|m| m.is_file() && self.is_expired(&m, now)).unwrap_or(false);
+                if expired && fs::remove_file(entry.path()).is_ok() {
+                    self.links_written.invalidate(&entry.path());
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The newest `max_actions` actions and the latest summary; unreadable lines are skipped.
+fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
+    let mut context = SessionContext::default();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Record>(line) {
+            Ok(Record::Action { a }) => context.actions.push(a),
+            Ok(Record::Summary { s }) => context.summary = Some(s),
+            Err(_) => {}
+        }
+    }
+    let excess = context.actions.len().saturating_sub(max_actions);
+    context.actions.drain(..excess);
+    context
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+impl ContextStore for FileStore {
+    fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+        let session = batch.session_key().to_owned();
+        let records: Vec<Record> = batch.actions.iter().map(|a| Record::Action { a: a.clone() }).collect();
+        let user = batch.user_id.clone();
+        let conversation = batch.conversation_id.clone();
+        let has_session = batch.session_id.is_some();
+        Box::pin(self.blocking(move |inner| {
+            if !records.is_empty() {
+                inner.append_records(&session, &records, now)?;
+            }
+            // Links only make sense to a real session, never to the shared "unknown" bucket.
+            if has_session {
+                if let Some(user) = user.as_deref().filter(|u| !u.is_empty()) {
+                    inner.write_link("users", user, &session)?;
+                }
+                if let Some(conversation) = conversation.as_deref() {
+                    inner.write_link("conversations", conversation, &session)?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn record_summary<'a>(&'a self, session: &'a str, summary: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+        let session = session.to_owned();
+        let record = Record::Summary { s: summary.to_owned() };
+        Box::pin(self.blocking(move |inner| inner.append_records(&session, &[record], now)))
+    }
+
+    fn session_context<'a>(&'a self, session: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
+        let session = session.to_owned();
+        Box::pin(self.blocking(move |inner| inner.read_session(&session, now)))
+    }
+
+    fn latest_session_for_user<'a>(&'a self, user_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let user = user_id.to_owned();
+        Box::pin(self.blocking(move |inner| inner.read_link("users", &user, now)))
+    }
+
+    fn session_for_conversation<'a>(&'a self, conversation_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let conversation = conversation_id.to_owned();
+        Box::pin(self.blocking(move |inner| inner.read_link("conversations", &conversation, now)))
+    }
+
+    fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.blocking(move |inner| inner.sweep(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn batch(session: &str, user: Option<&str>, titles: &[&str]) -> ActionsBatch {
+        ActionsBatch {
+            session_id: Some(session.into()),
+            user_id: user.map(Into::into),
+            actions: titles.iter().map(|t| Action { title: (*t).into(), ..Action::default() }).collect(),
+            ..ActionsBatch::default()
+        }
+    }
+
+    fn store(max_actions: usize, ttl_secs: u64) -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), StoreLimits { max_actions, ttl: Duration::from_secs(ttl_secs) }).unwrap();
+        (dir, store)
+    }
+
+    fn titles(ctx: &SessionContext) -> Vec<&str> {
+        ctx.actions.iter().map(|a| a.title.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn sessions_are_kept_apart() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        store.record_batch(&batch("a", None, &["a1", "a2"]), now).await.unwrap();
+        store.record_batch(&batch("b", None, &["b1"]), now).await.unwrap();
+        store.record_summary("a", "A summary", now).await.unwrap();
+        let a = store.session_context("a", now).await.unwrap().unwrap();
+        assert_eq!(titles(&a), ["a1", "a2"]);
+        assert_eq!(a.summary.as_deref(), Some("A summary"));
+        let b = store.session_context("b", now).await.unwrap().unwrap();
+        assert_eq!(titles(&b), ["b1"]);
+        assert_eq!(b.summary, None);
+        assert!(store.session_context("c", now).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn keeps_only_the_newest_actions_even_after_compaction() {
+        let (_dir, store) = store(3, 600);
+        let now = SystemTime::now();
+        let long = "x".repeat(2000);
+        for i in 0..100 {
+            let title = format!("{i}{long}");
+            store.record_batch(&batch("a", None, &[&title]), now).await.unwrap();
+        }
+        let ctx = store.session_context("a", now).await.unwrap().unwrap();
+        assert_eq!(ctx.actions.len(), 3);
+        assert!(ctx.actions[2].title.starts_with("99"));
+        let size = std::fs::metadata(store.inner.session_path("a")).unwrap().len();
+        assert!(size < 200 * 1024, "compaction bounds the file: {size}");
+    }
+
+    #[tokio::test]
+    async fn links_users_and_conversations_to_their_latest_session() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        store.record_batch(&batch("s1", Some("u1"), &["x"]), now).await.unwrap();
+        store.record_batch(&batch("s2", Some("u1"), &["y"]), now).await.unwrap();
+        let mut with_conversation = batch("s3", None, &[]);
+        with_conversation.conversation_id = Some("session_crisp".into());
+        store.record_batch(&with_conversation, now).await.unwrap();
+        assert_eq!(store.latest_session_for_user("u1", now).await.unwrap().as_deref(), Some("s2"));
+        assert_eq!(store.session_for_conversation("session_crisp", now).await.unwrap().as_deref(), Some("s3"));
+        assert!(store.latest_session_for_user("u2", now).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn anonymous_batches_never_link() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        let mut anonymous = batch("x", Some("u1"), &["x"]);
+        anonymous.session_id = None;
+        store.record_batch(&anonymous, now).await.unwrap();
+        assert!(store.latest_session_for_user("u1", now).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn everything_expires_after_the_ttl() {
+        let (_dir, store) = store(10, 60);
+        let now = SystemTime::now();
+        store.record_batch(&batch("s1", Some("u1"), &["x"]), now).await.unwrap();
+        let later = now + Duration::from_secs(61);
+        assert!(store.session_context("s1", later).await.unwrap().is_none());
+        assert!(store.latest_session_for_user("u1", later).await.unwrap().is_none());
+        assert!(store.session_context("s1", now).await.unwrap().is_some());
+        assert_eq!(store.sweep_expired(later).await.unwrap(), 2);
+        assert!(store.session_context("s1", now).await.unwrap().is_none());
+        // A session written again after expiry starts afresh.
+        store.record_batch(&batch("s1", None, &["old"]), now).await.unwrap();
+        let path = store.inner.session_path("s1");
+        File::options().write(true).open(&path).unwrap().set_modified(now - Duration::from_secs(120)).unwrap();
+        store.record_batch(&batch("s1", None, &["new"]), now).await.unwrap();
+        assert_eq!(titles(&store.session_context("s1", now).await.unwrap().unwrap()), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn hostile_ids_stay_inside_the_store() {
+        let (dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        store.record_batch(&batch("../../etc/passwd", Some("/root"), &["x"]), now).await.unwrap();
+        assert!(store.session_context("../../etc/passwd", now).await.unwrap().is_some());
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            assert!(DIRS.contains(&entry.unwrap().file_name().to_str().unwrap()));
+        }
+    }
+}
