@@ -3,14 +3,167 @@
 use bytes::Bytes;
 use e2e::sse_server::{Plan, SseServer};
 use e2e::{Proc, eventually, read};
-use std::time::Duration;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ACTIONS_FULL: &str = include_str!("fixtures/autoplay/actions-full.sse");
+const LEGACY: &str = include_str!("fixtures/autoplay/actions-legacy-minimal.sse");
+const HEARTBEAT: &str = include_str!("fixtures/autoplay/heartbeat.sse");
+const MALFORMED: &str = include_str!("fixtures/autoplay/ignored-and-malformed.sse");
+const SERVER_SUMMARY: &str = include_str!("fixtures/autoplay/summary.sse");
 const EXPECTED: &str = include_str!("fixtures/autoplay/expected-event_data.txt");
+
+/// What the legacy fixture must produce (the fixture's `count` is 1, but both actions are written).
+const LEGACY_EXPECTED: &str = "[0] Action: Clicked 'Buy Now'\n     \
+     Details: User clicked the purchase button on the product page\n     \
+     Page:    /products/shoes\n\
+     [1] Action: Page view\n     \
+     Details: User landed on /checkout/payment\n     \
+     Page:    /checkout/payment\n";
+
+/// An actions frame full of multi-byte UTF-8: 2-, 3- and 4-byte sequences, the em dash among them.
+const UNICODE_FRAME: &str = "data: {\"type\":\"actions\",\"session_id\":\"ps_u\",\"count\":1,\"actions\":[{\"title\":\"Café — checkout ✓\",\"description\":\"Paid with 💳 in 設定\",\"canonical_url\":\"https://app.example.com/café\"}]}\n\n";
+const UNICODE_EXPECTED: &str =
+    "[0] Action: Café — checkout ✓\n     Details: Paid with 💳 in 設定\n     Page:    https://app.example.com/café\n";
+
+/// The SDK's one-line rendering of each action of actions-full.sse, as the summary prompt lists them.
+const FULL_ACTION_TEXTS: [&str; 3] = [
+    "[0] pageview: User landed on the dashboard page \u{2014} https://app.example.com/dashboard",
+    "[1] click: User clicked Export CSV button on the dashboard page \u{2014} https://app.example.com/dashboard",
+    "[2] click: User clicked billing settings link on the settings page \u{2014} https://app.example.com/settings/billing",
+];
+
+const SECRET: &str = "uk_live_secret_value";
+
+/// Long enough for a loaded two-core machine; polls return as soon as the condition holds.
+const LIMIT: Duration = Duration::from_secs(15);
 
 fn listener_env(stream_url: &str) -> Vec<(&'static str, String)> {
     vec![("STREAM_URL", stream_url.to_owned()), ("SUMMARY_THRESHOLD", "0".into())]
 }
+
+/// A listener started in its own temporary directory against its own stream server.
+struct Running {
+    proc: Proc,
+    server: SseServer,
+    /// The activity file at its default place, `event_data.txt` in the working directory.
+    file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts a stream server with `plans`, then the listener with summaries off and `env` on top.
+    async fn start(plans: Vec<Plan>, fallback: Option<Plan>, env: &[(&'static str, String)]) -> Running {
+        let server = SseServer::start(plans, fallback).await;
+        let dir = tempfile::tempdir().unwrap();
+        Running::start_in(server, dir, env)
+    }
+
+    fn start_in(server: SseServer, dir: tempfile::TempDir, env: &[(&'static str, String)]) -> Running {
+        let mut all = listener_env(&server.url);
+        all.extend(env.iter().cloned());
+        let proc = Proc::spawn("listener", dir.path(), &all, &[]);
+        let file = dir.path().join("event_data.txt");
+        Running { proc, server, file, dir }
+    }
+
+    fn requests(&self) -> usize {
+        self.server.requests().len()
+    }
+
+    async fn expect_file(&self, expected: &str) {
+        expect_file_at(&self.file, expected, &self.proc).await;
+    }
+
+    async fn expect_requests(&self, n: usize) {
+        let seen = eventually(LIMIT, || self.requests() >= n).await;
+        assert!(seen, "expected {n} stream request(s), saw {}\nstderr:\n{}", self.requests(), self.proc.stderr());
+    }
+
+    async fn expect_stderr(&self, needle: &str) {
+        let seen = eventually(LIMIT, || self.proc.stderr().contains(needle)).await;
+        assert!(seen, "stderr never mentioned {needle:?}:\n{}", self.proc.stderr());
+    }
+}
+
+async fn expect_file_at(file: &Path, expected: &str, proc: &Proc) {
+    if !eventually(LIMIT, || read(file) == expected).await {
+        assert_eq!(read(file), expected, "activity file never reached the expected bytes; stderr:\n{}", proc.stderr());
+    }
+}
+
+fn hold(chunks: &[&[u8]]) -> Plan {
+    Plan::StreamThenHold(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect())
+}
+
+fn one_byte_chunks(text: &[u8]) -> Plan {
+    Plan::StreamThenHold(text.iter().map(|b| Bytes::copy_from_slice(&[*b])).collect())
+}
+
+/// Settings that turn summaries on against the OpenAI stand-in.
+fn llm_env(llm: &MockServer, threshold: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("SUMMARY_THRESHOLD", threshold.to_string()),
+        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
+        ("OPENAI_API_KEY", "sk-test".into()),
+    ]
+}
+
+fn completion(content: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
+    }))
+}
+
+/// Bodies of the chat-completion calls the stand-in received, oldest first.
+async fn llm_calls(llm: &MockServer) -> Vec<Value> {
+    llm.received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/v1/chat/completions")
+        .map(|r| serde_json::from_slice(&r.body).expect("chat request body is JSON"))
+        .collect()
+}
+
+async fn wait_llm_calls(llm: &MockServer, n: usize, limit: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let calls = llm_calls(llm).await;
+        if calls.len() >= n || Instant::now() > deadline {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn prompt_of(call: &Value) -> &str {
+    let messages = call["messages"].as_array().expect("messages array");
+    assert_eq!(messages.len(), 1, "one message: {call}");
+    assert_eq!(messages[0]["role"], "user", "{call}");
+    messages[0]["content"].as_str().expect("content string")
+}
+
+/// The tail of the summary prompt for `n` actions of actions-full.sse (sent `n / 3` times).
+fn prompt_tail(n: usize) -> String {
+    let list: Vec<String> = (0..n).map(|i| format!("{}. {}", i + 1, FULL_ACTION_TEXTS[i % 3])).collect();
+    format!("Actions:\n{}\n\nSummary:", list.join("\n"))
+}
+
+fn set_mtime(file: &Path, age: Duration) {
+    let f = std::fs::File::options().write(true).open(file).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The activity file, byte for byte
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn writes_the_reference_bytes_for_the_full_fixture() {
@@ -19,4 +172,524 @@ async fn writes_the_reference_bytes_for_the_full_fixture() {
     let file = dir.path().join("event_data.txt");
     let _listener = Proc::spawn("listener", dir.path(), &listener_env(&server.url), &[]);
     assert!(eventually(Duration::from_secs(10), || read(&file) == EXPECTED).await, "file: {:?}", read(&file));
+}
+
+#[tokio::test]
+async fn legacy_frames_with_null_session_and_wrong_count_write_every_action() {
+    let l = Running::start(vec![hold(&[LEGACY.as_bytes()])], None, &[]).await;
+    l.expect_file(LEGACY_EXPECTED).await;
+}
+
+#[tokio::test]
+async fn one_stream_of_every_fixture_writes_only_the_action_batches_in_order_and_stays_connected() {
+    let stream = [HEARTBEAT, MALFORMED, SERVER_SUMMARY, ACTIONS_FULL, LEGACY].concat();
+    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &[]).await;
+    l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
+    // `data: not-json` and `data: [1,2,3]` are reported; heartbeats, comments, usertour triggers,
+    // server summaries and empty batches are not.
+    l.expect_stderr("frame skipped").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stderr = l.proc.stderr();
+    assert_eq!(stderr.matches("frame skipped").count(), 2, "stderr:\n{stderr}");
+    assert_eq!(l.requests(), 1, "a malformed frame must not cost the connection; stderr:\n{stderr}");
+    assert_eq!(read(&l.file), format!("{EXPECTED}{LEGACY_EXPECTED}"));
+}
+
+#[tokio::test]
+async fn one_byte_chunks_give_the_same_bytes() {
+    let l = Running::start(vec![one_byte_chunks(ACTIONS_FULL.as_bytes())], None, &[]).await;
+    l.expect_file(EXPECTED).await;
+}
+
+#[tokio::test]
+async fn multi_byte_utf8_split_across_chunks_is_kept_intact() {
+    let bytes = UNICODE_FRAME.as_bytes();
+    let dash = UNICODE_FRAME.find('\u{2014}').unwrap();
+    // Split after the first and after the second byte of the em dash's three.
+    let split = hold(&[&bytes[..dash + 1], &bytes[dash + 1..dash + 2], &bytes[dash + 2..]]);
+    let a = Running::start(vec![split], None, &[]).await;
+    let b = Running::start(vec![one_byte_chunks(bytes)], None, &[]).await;
+    a.expect_file(UNICODE_EXPECTED).await;
+    b.expect_file(UNICODE_EXPECTED).await;
+}
+
+#[tokio::test]
+async fn crlf_and_cr_line_endings_give_the_same_bytes() {
+    let crlf = ACTIONS_FULL.replace('\n', "\r\n");
+    // Every CR ends a chunk, so each CRLF pair is split across two chunks.
+    let pieces: Vec<&[u8]> = crlf.as_bytes().split_inclusive(|&b| b == b'\r').collect();
+    assert_eq!(pieces.len(), 3);
+    let cr = ACTIONS_FULL.replace('\n', "\r");
+    let a = Running::start(vec![hold(&[crlf.as_bytes()])], None, &[]).await;
+    let b = Running::start(vec![hold(&pieces)], None, &[]).await;
+    let c = Running::start(vec![hold(&[cr.as_bytes()])], None, &[]).await;
+    a.expect_file(EXPECTED).await;
+    b.expect_file(EXPECTED).await;
+    c.expect_file(EXPECTED).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_written() {
+    let mut chunks: Vec<Bytes> = vec![
+        Bytes::from_static(b"data: {\"type\":\"actions\",\"session_id\":\"s\",\"actions\":[{\"title\":\"bad \xff\xfe\"}]}\n\n"),
+        Bytes::from_static(b"data: {\"type\":\"actions\",\"actions\":[{\"title\":\""),
+    ];
+    chunks.extend((0..32).map(|_| Bytes::from(vec![b'x'; 64 * 1024])));
+    chunks.push(Bytes::from_static(b"\"}]}\n\n"));
+    chunks.push(Bytes::from(ACTIONS_FULL));
+    let l = Running::start(vec![Plan::StreamThenHold(chunks)], None, &[]).await;
+    l.expect_file(EXPECTED).await;
+    l.expect_stderr("invalid UTF-8").await;
+    l.expect_stderr("line over the size limit").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(l.requests(), 1, "skipped frames must not cost the connection; stderr:\n{}", l.proc.stderr());
+    assert_eq!(read(&l.file), EXPECTED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summaries
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_summary_is_requested_once_the_session_passes_the_threshold_and_appended_verbatim() {
+    let llm = MockServer::start().await;
+    let summary = "  The user opened the dashboard and exported a CSV.\n\nThen they went to billing settings.  \n";
+    Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(completion(summary)).mount(&llm).await;
+    let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+
+    // Three actions: below the threshold, no call.
+    l.expect_file(EXPECTED).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(llm_calls(&llm).await.is_empty(), "no summary before the threshold");
+
+    // Six actions: one call covering all six.
+    l.server.push(ACTIONS_FULL).await;
+    let expected = format!("{EXPECTED}{EXPECTED}\n=== SUMMARY ===\n{summary}\n");
+    l.expect_file(&expected).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = llm_calls(&llm).await;
+    assert_eq!(calls.len(), 1, "exactly one summary call: {calls:?}");
+    let call = &calls[0];
+    assert_eq!(call["model"], "gpt-4o-mini");
+    assert_eq!(call["temperature"].as_f64(), Some(0.3));
+    assert_eq!(call["max_tokens"], 256);
+    let prompt = prompt_of(call);
+    assert!(prompt.ends_with(&prompt_tail(6)), "prompt:\n{prompt}");
+    assert_eq!(read(&l.file), expected);
+
+    let raw = &llm.received_requests().await.unwrap()[0];
+    assert_eq!(raw.headers.get("authorization").unwrap(), "Bearer sk-test");
+}
+
+#[tokio::test]
+async fn openai_model_selects_the_summary_model() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(completion("Short summary.")).mount(&llm).await;
+    let mut env = llm_env(&llm, 3);
+    env.push(("OPENAI_MODEL", "my-local-model".into()));
+    let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &env).await;
+    l.expect_file(&format!("{EXPECTED}\n=== SUMMARY ===\nShort summary.\n")).await;
+    let calls = llm_calls(&llm).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["model"], "my-local-model");
+    assert!(prompt_of(&calls[0]).ends_with(&prompt_tail(3)));
+}
+
+#[tokio::test]
+async fn actions_of_different_sessions_are_counted_apart() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
+    // ps_abc123 gets 3 actions and the anonymous session 2: five in all, but neither reaches 5.
+    let stream = [ACTIONS_FULL, LEGACY].concat();
+    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &llm_env(&llm, 5)).await;
+    l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(llm_calls(&llm).await.is_empty(), "no session reached the threshold");
+
+    l.server.push(ACTIONS_FULL).await;
+    let calls = wait_llm_calls(&llm, 1, LIMIT).await;
+    assert_eq!(calls.len(), 1);
+    let prompt = prompt_of(&calls[0]);
+    assert!(prompt.ends_with(&prompt_tail(6)), "only ps_abc123's six actions:\n{prompt}");
+    assert!(!prompt.contains("Buy Now"), "the anonymous session's actions stay out:\n{prompt}");
+}
+
+#[tokio::test]
+async fn summaries_off_needs_no_openai_key_and_calls_nothing() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
+    let env = [("OPENAI_BASE_URL", format!("{}/v1", llm.uri())), ("SUMMARY_THRESHOLD", "0".into())];
+    let mut l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
+    l.expect_file(&format!("{EXPECTED}{EXPECTED}")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(llm_calls(&llm).await.is_empty());
+    assert!(l.proc.is_running());
+}
+
+#[tokio::test]
+async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "bad request"}})))
+        .up_to_n_times(1)
+        .mount(&llm)
+        .await;
+    Mock::given(method("POST")).respond_with(completion("Nine actions summarised.")).mount(&llm).await;
+    let mut l =
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+
+    l.expect_stderr("summary failed").await;
+    let calls = llm_calls(&llm).await;
+    assert_eq!(calls.len(), 1, "a 400 is not retried");
+    assert!(prompt_of(&calls[0]).ends_with(&prompt_tail(6)));
+    let two = format!("{EXPECTED}{EXPECTED}");
+    l.expect_file(&two).await;
+    let text = read(&l.file);
+    assert!(!text.contains("=== SUMMARY ===") && !text.contains("None"), "file:\n{text}");
+    assert!(l.proc.is_running(), "a failed summary must not stop the listener");
+
+    // The failure is logged just before the session is told; give that a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    l.server.push(ACTIONS_FULL).await;
+    let calls = wait_llm_calls(&llm, 2, LIMIT).await;
+    assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.proc.stderr());
+    let prompt = prompt_of(&calls[1]);
+    assert!(prompt.ends_with(&prompt_tail(9)), "all nine pending actions:\n{prompt}");
+    l.expect_file(&format!("{EXPECTED}{EXPECTED}{EXPECTED}\n=== SUMMARY ===\nNine actions summarised.\n")).await;
+}
+
+#[tokio::test]
+async fn a_failing_llm_is_retried_a_bounded_number_of_times_and_writes_nothing() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&llm).await;
+    let mut l =
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+    let gave_up = eventually(Duration::from_secs(40), || l.proc.stderr().contains("summary failed")).await;
+    assert!(gave_up, "stderr:\n{}", l.proc.stderr());
+    assert_eq!(llm_calls(&llm).await.len(), 4, "four attempts in all");
+    let text = read(&l.file);
+    assert_eq!(text, format!("{EXPECTED}{EXPECTED}"));
+    assert!(!text.contains("None"));
+    assert!(l.proc.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_in_flight_at_sigterm_is_still_written() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(completion("Finished during shutdown.").set_delay(Duration::from_millis(1000)))
+        .mount(&llm)
+        .await;
+    let mut l =
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+    assert_eq!(wait_llm_calls(&llm, 1, LIMIT).await.len(), 1);
+    l.proc.signal("TERM");
+    let status = l.proc.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", l.proc.stderr());
+    assert_eq!(read(&l.file), format!("{EXPECTED}{EXPECTED}\n=== SUMMARY ===\nFinished during shutdown.\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection: reconnects, backoff, authentication, idle watchdog
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn reconnects_about_a_second_after_the_server_closes_the_stream() {
+    let plans = vec![Plan::StreamThenClose(vec![Bytes::from(ACTIONS_FULL)]), hold(&[LEGACY.as_bytes()])];
+    let l = Running::start(plans, None, &[]).await;
+    l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
+    let seen = l.server.requests();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(900), "reconnected after {gap:?}");
+}
+
+#[tokio::test]
+async fn reconnect_delays_double_and_reset_after_a_valid_frame() {
+    let closed = || Plan::StreamThenClose(vec![]);
+    let plans =
+        vec![closed(), closed(), Plan::StreamThenClose(vec![Bytes::from(ACTIONS_FULL)]), hold(&[LEGACY.as_bytes()])];
+    let l = Running::start(plans, None, &[]).await;
+    let done = eventually(Duration::from_secs(20), || l.requests() >= 4).await;
+    assert!(done, "stderr:\n{}", l.proc.stderr());
+    let at: Vec<Instant> = l.server.requests().iter().map(|r| r.at).collect();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(900), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1900), "the second delay doubles: {gaps:?}");
+    // A valid frame on the third connection resets the delay to ~1 s (it would be ~4 s otherwise).
+    assert!(gaps[2] >= Duration::from_millis(900) && gaps[2] < Duration::from_millis(3500), "{gaps:?}");
+    l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_after_about_a_second() {
+    let l = Running::start(vec![Plan::Status(503), hold(&[ACTIONS_FULL.as_bytes()])], None, &[]).await;
+    l.expect_file(EXPECTED).await;
+    let seen = l.server.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].at - seen[0].at >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly() {
+    let env = [("UNKEY_API_KEY", SECRET.to_owned())];
+    let mut l = Running::start(vec![], Some(Plan::Status(401)), &env).await;
+    l.expect_requests(1).await;
+    let first = l.server.requests()[0].clone();
+    l.expect_stderr("UNKEY_API_KEY").await;
+
+    let headers = &first.headers;
+    assert_eq!(headers.get("authorization").unwrap(), &format!("Bearer {SECRET}"));
+    assert_eq!(headers.get("accept").unwrap(), "text/event-stream");
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+
+    let quiet_until = first.at + Duration::from_secs(5);
+    tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
+    assert_eq!(l.requests(), 1, "a 401 waits the long backoff (30 s) before trying again");
+    assert!(l.proc.is_running(), "a 401 must not stop the listener");
+    let stderr = l.proc.stderr();
+    assert!(stderr.contains("401"), "stderr:\n{stderr}");
+    assert!(!stderr.contains(SECRET), "the token leaked into the log:\n{stderr}");
+    assert!(!stderr.contains("uk_live_secret"), "part of the token leaked into the log:\n{stderr}");
+}
+
+#[tokio::test]
+async fn forbidden_unknown_product_and_bad_mode_are_configuration_errors_too() {
+    let mut runs = Vec::new();
+    for (code, hint) in [(403, "UNKEY_API_KEY"), (404, "STREAM_URL"), (400, "STREAM_URL")] {
+        runs.push((code, hint, Running::start(vec![], Some(Plan::Status(code)), &[]).await));
+    }
+    for (code, hint, l) in &runs {
+        l.expect_requests(1).await;
+        l.expect_stderr(hint).await;
+        assert!(l.proc.stderr().contains(&code.to_string()), "HTTP {code}:\n{}", l.proc.stderr());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (code, _, l) in &mut runs {
+        assert_eq!(l.requests(), 1, "HTTP {code} waits the long backoff");
+        assert!(l.proc.is_running(), "HTTP {code} must not stop the listener");
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_no_authorization_header_is_sent() {
+    let unset = Running::start(vec![], None, &[]).await;
+    let blank = Running::start(vec![], None, &[("UNKEY_API_KEY", "  ".into())]).await;
+    for l in [&unset, &blank] {
+        l.expect_requests(1).await;
+        let headers = &l.server.requests()[0].headers;
+        assert!(headers.get("authorization").is_none(), "{headers:?}");
+        assert_eq!(headers.get("accept").unwrap(), "text/event-stream");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    }
+}
+
+#[tokio::test]
+async fn autoplay_app_unkey_token_is_the_fallback_for_an_empty_unkey_api_key() {
+    let fallback = Running::start(
+        vec![],
+        None,
+        &[("UNKEY_API_KEY", String::new()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
+    )
+    .await;
+    let both = Running::start(
+        vec![],
+        None,
+        &[("UNKEY_API_KEY", "uk_primary".into()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
+    )
+    .await;
+    fallback.expect_requests(1).await;
+    both.expect_requests(1).await;
+    assert_eq!(fallback.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_fallback");
+    assert_eq!(both.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_primary");
+    assert!(!fallback.proc.stderr().contains("uk_fallback"));
+    assert!(!both.proc.stderr().contains("uk_primary"));
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_after_the_idle_timeout_and_reopened() {
+    let l = Running::start(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
+    l.expect_requests(2).await;
+    let seen = l.server.requests();
+    let gap = seen[1].at - seen[0].at;
+    // 2 s of silence, then the 1 s reconnect delay.
+    assert!(gap >= Duration::from_millis(2900), "reconnected after {gap:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_otherwise_silent_connection_open() {
+    let l = Running::start(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
+    l.expect_requests(1).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(4500) {
+        l.server.push(HEARTBEAT).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(l.requests(), 1, "heartbeats count as traffic; stderr:\n{}", l.proc.stderr());
+    // Once they stop, the watchdog fires.
+    l.expect_requests(2).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+// ---------------------------------------------------------------------------------------------
+
+async fn exits_cleanly_on(signal: &str, fallback: Option<Plan>) {
+    let mut l = Running::start(vec![], fallback, &[]).await;
+    l.expect_requests(1).await;
+    l.proc.signal(signal);
+    let status = l.proc.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM/SIGINT: {status:?}; stderr:\n{}", l.proc.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_connected_exits_zero_promptly() {
+    exits_cleanly_on("TERM", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_while_connected_exits_zero_promptly() {
+    exits_cleanly_on("INT", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_long_reconnect_delay_exits_zero_promptly() {
+    exits_cleanly_on("TERM", Some(Plan::Status(401))).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the listener to its exit with exactly `env`; returns the status and stderr.
+async fn run_to_exit(env: &[(&'static str, String)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::spawn("listener", dir.path(), env, &[]);
+    let status = proc.wait_exit(Duration::from_secs(10)).expect("the listener exits on a configuration error");
+    (status.code(), proc.stderr())
+}
+
+fn assert_one_line_naming(stderr: &str, var: &str) {
+    assert_eq!(stderr.lines().count(), 1, "exactly one line:\n{stderr}");
+    assert!(stderr.contains(var), "names {var}:\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+}
+
+#[tokio::test]
+async fn missing_stream_url_is_one_line_and_exit_status_two() {
+    let (code, stderr) = run_to_exit(&[("SUMMARY_THRESHOLD", "0".into())]).await;
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert_one_line_naming(&stderr, "STREAM_URL");
+}
+
+#[tokio::test]
+async fn missing_openai_key_with_summaries_on_is_one_line_and_exit_status_two() {
+    let (code, stderr) = run_to_exit(&[("STREAM_URL", "http://127.0.0.1:9/stream/prod_abc".into())]).await;
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert_one_line_naming(&stderr, "OPENAI_API_KEY");
+}
+
+#[tokio::test]
+async fn a_non_numeric_summary_threshold_is_one_line_naming_the_variable() {
+    let env = [("STREAM_URL", "http://127.0.0.1:9/stream/prod_abc".into()), ("SUMMARY_THRESHOLD", "abc".into())];
+    let (code, stderr) = run_to_exit(&env).await;
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}; stderr:\n{stderr}");
+    assert_one_line_naming(&stderr, "SUMMARY_THRESHOLD");
+}
+
+#[test]
+fn help_lists_every_setting_and_its_default() {
+    let out = Command::new(e2e::bin_path("listener"))
+        .arg("--help")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in [
+        "STREAM_URL",
+        "UNKEY_API_KEY",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "EVENT_DATA_PATH",
+        "SUMMARY_THRESHOLD",
+        "SESSION_RESET_SECS",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+    for default in ["event_data.txt", "[default: 5]", "[default: 120]", "gpt-4o-mini", "https://api.openai.com/v1"] {
+        assert!(help.contains(default), "--help does not show the default {default}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn dot_env_in_the_working_directory_is_read() {
+    let server = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", server.url)).unwrap();
+    let proc = Proc::spawn("listener", dir.path(), &[], &[]);
+    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_environment_wins_over_dot_env() {
+    let from_dot_env = SseServer::start(vec![], None).await;
+    let from_env = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url))
+        .unwrap();
+    let proc = Proc::spawn("listener", dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
+    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(from_env.requests().len(), 1);
+    assert_eq!(from_dot_env.requests().len(), 0, "the .env STREAM_URL must lose to the environment");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the file is, and when it starts afresh
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn event_data_path_chooses_the_activity_file() {
+    let server = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let custom = dir.path().join("custom-activity.log");
+    let l = Running::start_in(server, dir, &[("EVENT_DATA_PATH", custom.display().to_string())]);
+    expect_file_at(&custom, EXPECTED, &l.proc).await;
+    assert!(!l.file.exists(), "nothing at the default path when EVENT_DATA_PATH is set");
+    assert!(l.dir.path().exists());
+}
+
+/// Starts a listener whose activity file already holds `old`, last modified `age` ago.
+async fn with_existing_file(old: &str, age: Duration, env: &[(&'static str, String)]) -> Running {
+    let server = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event_data.txt");
+    std::fs::write(&file, old).unwrap();
+    set_mtime(&file, age);
+    Running::start_in(server, dir, env)
+}
+
+#[tokio::test]
+async fn a_file_idle_for_longer_than_two_minutes_starts_afresh() {
+    let l = with_existing_file("[0] Action: stale\n", Duration::from_secs(200), &[]).await;
+    l.expect_file(EXPECTED).await;
+}
+
+#[tokio::test]
+async fn a_recently_written_file_is_appended_to() {
+    let l = with_existing_file("[0] Action: recent\n", Duration::ZERO, &[]).await;
+    l.expect_file(&format!("[0] Action: recent\n{EXPECTED}")).await;
+}
+
+#[tokio::test]
+async fn session_reset_secs_sets_the_idle_window() {
+    let longer = with_existing_file("kept\n", Duration::from_secs(200), &[("SESSION_RESET_SECS", "300".into())]).await;
+    let shorter = with_existing_file("dropped\n", Duration::from_secs(60), &[("SESSION_RESET_SECS", "30".into())]).await;
+    longer.expect_file(&format!("kept\n{EXPECTED}")).await;
+    shorter.expect_file(EXPECTED).await;
 }

@@ -96,7 +96,8 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
             sse(Body::from_stream(stream))
         }
         Plan::StreamThenHold(chunks) => {
-            let (tx, rx) = mpsc::channel::<Bytes>(1024);
+            // Room for every scripted chunk (one-byte chunking makes thousands) plus later pushes.
+            let (tx, rx) = mpsc::channel::<Bytes>(chunks.len() + 1024);
             for c in chunks {
                 tx.try_send(c).unwrap();
             }

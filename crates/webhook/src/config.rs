@@ -63,6 +63,18 @@ pub struct Cli {
     /// Key of the autoplay_user_sig HMAC computed by your backend; unset disables user-id links.
     #[arg(long, env = "LINK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub link_secret: Option<String>,
+    /// Once a human operator writes in a conversation, the bot stays silent there this long.
+    #[arg(long, env = "HUMAN_TAKEOVER_SECS", default_value_t = 1800, value_name = "SECS")]
+    pub human_takeover_secs: u64,
+    /// Sent when the LLM cannot answer, so the visitor never meets silence; empty disables it.
+    #[arg(long, env = "FALLBACK_MESSAGE", default_value = DEFAULT_FALLBACK, value_name = "TEXT")]
+    pub fallback_message: String,
+    /// Earlier turns of the conversation included in the prompt; 0 disables history.
+    #[arg(long, env = "HISTORY_TURNS", default_value_t = 6, value_name = "N")]
+    pub history_turns: usize,
+    /// Plugin-hook signing secret: when set, X-Crisp-Signature must be valid too.
+    #[arg(long, env = "CRISP_HOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub crisp_hook_secret: Option<String>,
     /// Replies being written at once, across all conversations.
     #[arg(long, env = "MAX_CONCURRENT_REPLIES", default_value_t = 16, value_name = "N")]
     pub max_concurrent_replies: usize,
@@ -71,7 +83,14 @@ pub struct Cli {
     pub shutdown_grace_secs: u64,
 }
 
+/// What the visitor reads when the LLM cannot answer.
+pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
+
 pub struct Settings {
+    pub human_takeover: Duration,
+    pub fallback_message: Option<String>,
+    pub history_turns: usize,
+    pub crisp_hook_secret: Option<SecretString>,
     pub webhook_secret: SecretString,
     pub website_id: String,
     pub crisp: CrispClient,
@@ -132,6 +151,10 @@ impl Cli {
             ContextScope::Shared => None,
         };
         Ok(Settings {
+            human_takeover: Duration::from_secs(self.human_takeover_secs),
+            fallback_message: non_empty(Some(&self.fallback_message)),
+            history_turns: self.history_turns,
+            crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
             context_scope: self.context_scope,
             store,
             context_max_chars: self.context_max_chars,

@@ -28,12 +28,16 @@ pub async fn run(settings: Settings, listener: tokio::net::TcpListener, shutdown
             ),
             crisp: settings.crisp,
             system_prompt: settings.system_prompt,
+            fallback_message: settings.fallback_message,
+            human_takeover: settings.human_takeover,
+            history_turns: settings.history_turns,
         },
         settings.max_concurrent_replies,
     );
     let state = Arc::new(AppState {
         webhook_secret: settings.webhook_secret,
         website_id: settings.website_id,
+        hook_signing_secret: settings.crisp_hook_secret,
         replies: replies.clone(),
     });
     tracing::info!(addr = %listener.local_addr()?, "webhook listening");

@@ -1,11 +1,11 @@
 //! HTTP routes: the Crisp web hook and health checks.
 
 use crate::replies::{Replies, Submitted};
-use agent_core::auth::secrets_match;
+use agent_core::auth::{secrets_match, verify_crisp_signature};
 use agent_core::crisp::{HookError, HookEvent, classify};
 use agent_core::{ExposeSecret, SecretString};
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,6 +21,8 @@ pub const MAX_HOOK_BODY: usize = 1 << 20;
 pub struct AppState {
     pub webhook_secret: SecretString,
     pub website_id: String,
+    /// Plugin hooks: the X-Crisp-Signature key, when configured.
+    pub hook_signing_secret: Option<SecretString>,
     pub replies: Replies,
 }
 
@@ -55,10 +57,32 @@ fn key_matches(query: Option<&str>, secret: &SecretString) -> bool {
     given.is_some_and(|given| secrets_match(given.as_bytes(), secret.expose_secret().as_bytes()))
 }
 
-async fn crisp_hook(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+/// Checks a plugin hook's X-Crisp-Signature over the raw body.
+fn signature_matches(headers: &HeaderMap, body: &[u8], secret: &SecretString) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (header("x-crisp-request-timestamp"), header("x-crisp-signature")) {
+        (Some(timestamp), Some(signature)) => {
+            verify_crisp_signature(secret.expose_secret().as_bytes(), timestamp, body, signature)
+        }
+        _ => false,
+    }
+}
+
+async fn crisp_hook(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !key_matches(query.as_deref(), &state.webhook_secret) {
         tracing::warn!("hook refused: wrong or missing key");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    if let Some(secret) = &state.hook_signing_secret {
+        if !signature_matches(&headers, &body, secret) {
+            tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
+            return error(StatusCode::UNAUTHORIZED, "bad signature");
+        }
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
@@ -73,13 +97,18 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
             match state.replies.submit(message) {
                 Submitted::Accepted => tracing::info!(session, "visitor message accepted"),
                 Submitted::Duplicate => tracing::info!(session, "redelivered message ignored"),
+                Submitted::HumanHasIt => tracing::info!(session, "a human operator has this conversation; bot stays silent"),
                 Submitted::Overloaded => {
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 }
             }
         }
-        HookEvent::OperatorText(message) => tracing::debug!(session = message.session_id, "operator message"),
+        HookEvent::OperatorText(message) => {
+            if state.replies.operator_wrote(&message) {
+                tracing::info!(session = message.session_id, "human operator took over the conversation");
+            }
+        }
         HookEvent::Ignored(reason) => tracing::debug!(reason, "hook ignored"),
     }
     Json(json!({"status": "ok"})).into_response()

@@ -105,10 +105,12 @@ impl CrispClient {
         Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
     }
 
-    /// Shows (`true`) or clears (`false`) the operator typing indicator.
+    /// Shows (`true`) or clears (`false`) the operator typing indicator. Showing is tried once
+    /// (it must not delay the answer); clearing is retried, so it never stays on.
     pub async fn compose(&self, session_id: &str, typing: bool) -> Result<(), CrispError> {
         let body = Compose { kind: if typing { "start" } else { "stop" }, from: "operator" };
-        self.call(Method::PATCH, session_id, "compose", Some(&body)).await.map(drop)
+        let policy = if typing { RetryPolicy::none() } else { self.retry.clone() };
+        self.call_with(&policy, Method::PATCH, session_id, "compose", Some(&body)).await.map(drop)
     }
 
     /// The conversation's meta (`data` of `GET .../meta`).
@@ -132,8 +134,19 @@ impl CrispClient {
     }
 
     async fn call<B: Serialize>(&self, method: Method, session_id: &str, leaf: &str, body: Option<&B>) -> Result<Value, CrispError> {
+        self.call_with(&self.retry, method, session_id, leaf, body).await
+    }
+
+    async fn call_with<B: Serialize>(
+        &self,
+        policy: &RetryPolicy,
+        method: Method,
+        session_id: &str,
+        leaf: &str,
+        body: Option<&B>,
+    ) -> Result<Value, CrispError> {
         let url = self.conversation_url(session_id, leaf);
-        self.retry
+        policy
             .run("Crisp call", || async {
                 let mut request = self
                     .http

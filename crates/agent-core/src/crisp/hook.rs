@@ -22,6 +22,8 @@ pub struct OperatorMessage {
     pub fingerprint: Option<u64>,
     /// Set by Crisp on bot/automation messages.
     pub automated: bool,
+    /// The text, for text messages.
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,15 +57,16 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
     if hook_website.is_some_and(|w| w != website_id) {
         return Ok(HookEvent::Ignored("another website"));
     }
-    if str_field("type") != Some("text") {
-        return Ok(HookEvent::Ignored("not a text message"));
-    }
     let Some(session_id) = str_field("session_id").filter(|s| !s.is_empty()) else {
-        return Ok(HookEvent::Ignored("message without session_id"));
+        return Ok(HookEvent::Ignored("event without session_id"));
     };
+    let kind = str_field("type").unwrap_or_default();
     let fingerprint = data.get("fingerprint").and_then(Value::as_u64);
     match (event, str_field("from")) {
         ("message:send", Some("user")) => {
+            if kind != "text" {
+                return Ok(HookEvent::Ignored("not a text message"));
+            }
             let Some(content) = str_field("content") else {
                 return Ok(HookEvent::Ignored("text message without content"));
             };
@@ -75,12 +78,16 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
                 timestamp: data.get("timestamp").and_then(Value::as_i64),
             }))
         }
-        ("message:received" | "message:send", Some("operator")) => Ok(HookEvent::OperatorText(OperatorMessage {
-            session_id: session_id.to_owned(),
-            fingerprint,
-            automated: data.get("automated").and_then(Value::as_bool).unwrap_or(false),
-        })),
-        _ => Ok(HookEvent::Ignored("not a visitor message")),
+        // Private notes and system events are not someone talking to the visitor.
+        ("message:received" | "message:send", Some("operator")) if !matches!(kind, "note" | "event") => {
+            Ok(HookEvent::OperatorText(OperatorMessage {
+                session_id: session_id.to_owned(),
+                fingerprint,
+                automated: data.get("automated").and_then(Value::as_bool).unwrap_or(false),
+                content: (kind == "text").then(|| str_field("content").map(str::to_owned)).flatten(),
+            }))
+        }
+        _ => Ok(HookEvent::Ignored("not a message the bot acts on")),
     }
 }
 
@@ -116,7 +123,8 @@ mod tests {
             HookEvent::OperatorText(OperatorMessage {
                 session_id: SESSION.into(),
                 fingerprint: Some(170012345999999),
-                automated: true
+                automated: true,
+                content: Some("Hi! How can I help?".into()),
             })
         );
     }
@@ -142,7 +150,7 @@ mod tests {
         assert_eq!(classify(br#"{"event":"message:send","data":[]}"#, WEBSITE), Ok(HookEvent::Ignored("no data object")));
         assert_eq!(
             classify(br#"{"event":"message:send","data":{"type":"text","from":"user","content":"x"}}"#, WEBSITE),
-            Ok(HookEvent::Ignored("message without session_id"))
+            Ok(HookEvent::Ignored("event without session_id"))
         );
     }
 
