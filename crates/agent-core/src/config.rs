@@ -20,7 +20,8 @@ pub fn non_empty(value: Option<&str>) -> Option<String> {
 
 /// Checks that `value` is an http(s) URL.
 pub fn http_url(var: &'static str, value: &str) -> Result<reqwest::Url, ConfigError> {
-    let url = reqwest::Url::parse(value).map_err(|e| ConfigError::Invalid { var, reason: format!("not a URL ({e})") })?;
+    let url =
+        reqwest::Url::parse(value).map_err(|e| ConfigError::Invalid { var, reason: format!("not a URL ({e})") })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::Invalid { var, reason: "must start with http:// or https://".into() });
     }
@@ -34,7 +35,12 @@ pub struct OpenAiArgs {
     #[arg(long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub api_key: Option<String>,
     /// Base URL of any OpenAI-compatible server.
-    #[arg(long = "openai-base-url", env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1", value_name = "URL")]
+    #[arg(
+        long = "openai-base-url",
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1",
+        value_name = "URL"
+    )]
     pub base_url: String,
     /// Chat model.
     #[arg(long = "openai-model", env = "OPENAI_MODEL", default_value = "gpt-4o-mini", value_name = "MODEL")]

@@ -101,7 +101,10 @@ pub struct LlmClient {
 
 impl std::fmt::Debug for LlmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmClient").field("endpoint", &self.endpoint).field("model", &self.model).finish_non_exhaustive()
+        f.debug_struct("LlmClient")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +112,12 @@ impl std::fmt::Debug for LlmClient {
 pub const LLM_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl LlmClient {
-    pub fn new(base_url: &str, api_key: SecretString, model: impl Into<String>, retry: RetryPolicy) -> Result<Self, LlmError> {
+    pub fn new(
+        base_url: &str,
+        api_key: SecretString,
+        model: impl Into<String>,
+        retry: RetryPolicy,
+    ) -> Result<Self, LlmError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(LLM_CALL_TIMEOUT)
@@ -239,18 +247,18 @@ mod tests {
     #[tokio::test]
     async fn retries_server_errors_then_succeeds() {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(503))
-            .up_to_n_times(2)
-            .mount(&server)
-            .await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).up_to_n_times(2).mount(&server).await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "choices": [{"message": {"content": "ok"}}]
             })))
             .mount(&server)
             .await;
-        let fast = RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5), ..RetryPolicy::default() };
+        let fast = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
         assert_eq!(client(&server, fast).complete(&request()).await.unwrap(), "ok");
     }
 
@@ -258,7 +266,9 @@ mod tests {
     async fn client_errors_are_not_retried_and_carry_the_message() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "bad key"}})))
+            .respond_with(
+                ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "bad key"}})),
+            )
             .expect(1)
             .mount(&server)
             .await;

@@ -219,8 +219,10 @@ mod tests {
     #[test]
     fn empty_strings_and_nulls_become_defaults() {
         let batch = actions(
-            parse_payload(r#"{"type":"actions","session_id":"","product_id":null,"actions":null,"count":null,"extra":{"x":1}}"#)
-                .unwrap(),
+            parse_payload(
+                r#"{"type":"actions","session_id":"","product_id":null,"actions":null,"count":null,"extra":{"x":1}}"#,
+            )
+            .unwrap(),
         );
         assert_eq!(batch.session_id, None);
         assert_eq!(batch.session_key(), "unknown");
@@ -235,7 +237,10 @@ mod tests {
             parse_payload(r#"{"type":"usertour_trigger","flow_id":"f"}"#).unwrap().payload,
             StreamPayload::UsertourTrigger
         );
-        assert_eq!(parse_payload(r#"{"type":"new_thing"}"#).unwrap().payload, StreamPayload::Unknown("new_thing".into()));
+        assert_eq!(
+            parse_payload(r#"{"type":"new_thing"}"#).unwrap().payload,
+            StreamPayload::Unknown("new_thing".into())
+        );
     }
 
     #[test]

@@ -9,8 +9,10 @@ pub const EXIT_CONFIG: i32 = 2;
 /// Loads `.env` from the working directory (the environment wins), then parses flags and
 /// environment. Any error is one line on stderr and exit status 2: no panic, no backtrace.
 pub fn parse_cli<T: clap::Parser>() -> T {
-    if let Err(err) = dotenvy::dotenv() {
-        if !err.not_found() {
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        {
             // Never print the offending line: it may hold a secret.
             let detail = match err {
                 dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
@@ -25,8 +27,27 @@ pub fn parse_cli<T: clap::Parser>() -> T {
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
         Err(err) => {
             let rendered = err.render().to_string();
-            fail(rendered.lines().next().unwrap_or("error: invalid arguments"));
+            let line = rendered.lines().next().unwrap_or("error: invalid arguments");
+            fail(&name_the_variable::<T>(&err, line));
         }
+    }
+}
+
+/// clap names the flag of a bad value (`'--summary-threshold <N>'`) even when the value came
+/// from the environment; say the variable too, since that is where most settings live.
+fn name_the_variable<T: clap::CommandFactory>(err: &clap::Error, line: &str) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return line.to_owned();
+    };
+    let flag = arg.split_whitespace().next().unwrap_or_default();
+    let env = T::command().get_arguments().find_map(|a| {
+        let long = a.get_long()?;
+        (flag.strip_prefix("--") == Some(long)).then(|| a.get_env().map(|e| e.to_string_lossy().into_owned()))?
+    });
+    match env {
+        Some(env) => line.replacen(&format!("'{arg}'"), &format!("{env} ({flag})"), 1),
+        None => line.to_owned(),
     }
 }
 

@@ -14,7 +14,9 @@ pub const REPLY_MAX_TOKENS: u32 = 512;
 
 /// The user message: the `## Current User Activity` block, then `User question: {question}`.
 pub fn reply_user_content(activity: &str, question: &str) -> String {
-    format!("## Current User Activity\n{ACTIVITY_INTRO}\n\n{activity}\n\n---\n{ACTIVITY_CLOSING}\n\nUser question: {question}")
+    format!(
+        "## Current User Activity\n{ACTIVITY_INTRO}\n\n{activity}\n\n---\n{ACTIVITY_CLOSING}\n\nUser question: {question}"
+    )
 }
 
 /// The whole chat request for one reply.
@@ -45,8 +47,12 @@ mod tests {
 
     #[test]
     fn system_prompt_has_the_reference_sections() {
-        assert!(DEFAULT_SYSTEM_PROMPT.starts_with("You are a friendly and helpful assistant for users of this product.\n"));
-        for heading in ["## 💬 How to use the \"Current User Activity\" record", "## ❓ How to answer questions", "## 🌐 Language"] {
+        assert!(
+            DEFAULT_SYSTEM_PROMPT.starts_with("You are a friendly and helpful assistant for users of this product.\n")
+        );
+        for heading in
+            ["## 💬 How to use the \"Current User Activity\" record", "## ❓ How to answer questions", "## 🌐 Language"]
+        {
             assert!(DEFAULT_SYSTEM_PROMPT.contains(heading), "{heading}");
         }
         assert!(DEFAULT_SYSTEM_PROMPT.ends_with("Respond in the same language the user writes in.\n"));

@@ -38,7 +38,10 @@ impl std::fmt::Display for SkipReason {
 pub enum SseItem {
     Event(SseEvent),
     /// A frame that could not be used; `excerpt` is its first bytes, lossily decoded, for the log.
-    Skipped { reason: SkipReason, excerpt: String },
+    Skipped {
+        reason: SkipReason,
+        excerpt: String,
+    },
 }
 
 /// Largest single line kept (1 MiB): the connector sends one JSON object per line, far smaller.
@@ -230,10 +233,7 @@ impl SseParser {
                 let data = self.data.clone();
                 self.remember_excerpt(&data);
             }
-            out.push(SseItem::Skipped {
-                reason,
-                excerpt: String::from_utf8_lossy(&self.excerpt).into_owned(),
-            });
+            out.push(SseItem::Skipped { reason, excerpt: String::from_utf8_lossy(&self.excerpt).into_owned() });
         } else if !self.data.is_empty() {
             self.data.pop(); // the trailing LF
             match (std::str::from_utf8(&self.data), std::str::from_utf8(&self.event)) {
@@ -304,10 +304,7 @@ mod tests {
                 SseItem::Skipped { .. } => "skipped".into(),
             })
             .collect();
-        assert_eq!(
-            names,
-            ["message", "message", "heartbeat", "message", "message", "message", "actions", "message"]
-        );
+        assert_eq!(names, ["message", "message", "heartbeat", "message", "message", "message", "actions", "message"]);
         // The heartbeat carries empty data: the spec dispatches it with "" data.
         assert_eq!(items[2], event("heartbeat", ""));
         assert_eq!(items[4], event("message", "not-json"));
@@ -357,7 +354,9 @@ mod tests {
             assert!(parser.buffered_bytes() <= DEFAULT_MAX_LINE + 1024);
         }
         parser.push(b"\n\ndata: next\n\n", &mut out);
-        assert!(matches!(&out[0], SseItem::Skipped { reason: SkipReason::LineTooLong, excerpt } if excerpt.len() == 200));
+        assert!(
+            matches!(&out[0], SseItem::Skipped { reason: SkipReason::LineTooLong, excerpt } if excerpt.len() == 200)
+        );
         assert_eq!(out[1], event("message", "next"));
         assert!(parser.buffered_bytes() < 8192);
     }

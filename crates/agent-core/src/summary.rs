@@ -36,7 +36,12 @@ pub struct SummaryPolicy {
 
 impl SummaryPolicy {
     pub fn new(threshold: usize) -> Self {
-        Self { threshold: threshold.max(1), forget_after: Duration::from_secs(300), max_sessions: 10_000, max_pending: 500 }
+        Self {
+            threshold: threshold.max(1),
+            forget_after: Duration::from_secs(300),
+            max_sessions: 10_000,
+            max_pending: 500,
+        }
     }
 }
 
@@ -83,10 +88,11 @@ impl SessionSummaries {
         if !self.sessions.contains_key(session) {
             self.make_room(now);
         }
-        let state = self
-            .sessions
-            .entry(session.to_owned())
-            .or_insert_with(|| SessionState { pending: VecDeque::new(), in_flight: false, last_seen: now });
+        let state = self.sessions.entry(session.to_owned()).or_insert_with(|| SessionState {
+            pending: VecDeque::new(),
+            in_flight: false,
+            last_seen: now,
+        });
         state.last_seen = now;
         state.pending.extend(actions.iter().cloned());
         let excess = state.pending.len().saturating_sub(self.policy.max_pending);
@@ -136,12 +142,8 @@ impl SessionSummaries {
         if self.sessions.len() < self.policy.max_sessions {
             return;
         }
-        let oldest = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.in_flight)
-            .min_by_key(|(_, s)| s.last_seen)
-            .map(|(k, _)| k.clone());
+        let oldest =
+            self.sessions.iter().filter(|(_, s)| !s.in_flight).min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
         if let Some(key) = oldest {
             self.sessions.remove(&key);
         }

@@ -1,13 +1,13 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
+use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
 use agent_core::context::ContextStore;
-use std::sync::Arc;
 use agent_core::llm::LlmClient;
 use agent_core::retry::RetryPolicy;
-use agent_core::SecretString;
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads the Autoplay real-time event stream into the activity file, with a short LLM summary

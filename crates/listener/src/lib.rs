@@ -11,8 +11,8 @@ use agent_core::sse::SseItem;
 use config::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stream::{FrameSink, RateLimitedWarn, StreamClient};
 use store_feed::{StoreFeed, StoreWrite};
+use stream::{FrameSink, RateLimitedWarn, StreamClient};
 use summarizer::Summarizer;
 use tokio::sync::watch;
 
@@ -60,7 +60,12 @@ impl FrameSink for Ingest {
             StreamPayload::Summary(_) | StreamPayload::UsertourTrigger => return,
         };
         if let Some(wire_count) = parsed.count_mismatch {
-            tracing::warn!(wire_count, actions = batch.count, session = batch.session_key(), "count disagrees with actions; using the actions");
+            tracing::warn!(
+                wire_count,
+                actions = batch.count,
+                session = batch.session_key(),
+                "count disagrees with actions; using the actions"
+            );
         }
         self.block.clear();
         format_action_block(&batch.actions, &mut self.block);
@@ -68,10 +73,10 @@ impl FrameSink for Ingest {
             tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
         }
         tracing::debug!(session = batch.session_key(), actions = batch.count, "batch written");
-        if let Some(summarizer) = &self.summarizer {
-            if !batch.actions.is_empty() {
-                summarizer.record(batch.session_key(), &batch.actions);
-            }
+        if let Some(summarizer) = &self.summarizer
+            && !batch.actions.is_empty()
+        {
+            summarizer.record(batch.session_key(), &batch.actions);
         }
         if !batch.actions.is_empty() || batch.conversation_id.is_some() {
             self.store.send(StoreWrite::Batch(batch));

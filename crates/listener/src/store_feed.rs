@@ -2,9 +2,9 @@
 //! and one writer task, so a slow store never stalls the stream (it loses store writes, counted
 //! and logged, but never the activity file).
 
+use crate::stream::RateLimitedWarn;
 use agent_core::context::ContextStore;
 use agent_core::payload::ActionsBatch;
-use crate::stream::RateLimitedWarn;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -79,10 +79,10 @@ async fn write_until_stopped(
             StoreWrite::Batch(batch) => store.record_batch(batch, now).await,
             StoreWrite::Summary { session, summary } => store.record_summary(session, summary, now).await,
         };
-        if let Err(e) = result {
-            if let Some(suppressed) = errors.allow(Instant::now()) {
-                tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");
-            }
+        if let Err(e) = result
+            && let Some(suppressed) = errors.allow(Instant::now())
+        {
+            tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");
         }
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + SWEEP_EVERY;

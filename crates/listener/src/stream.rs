@@ -105,7 +105,11 @@ impl StreamClient {
         }
     }
 
-    async fn connect_once(&self, sink: &mut impl FrameSink, shutdown: &mut watch::Receiver<bool>) -> (Disconnect, bool) {
+    async fn connect_once(
+        &self,
+        sink: &mut impl FrameSink,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (Disconnect, bool) {
         let mut request = self
             .http
             .get(self.url.clone())

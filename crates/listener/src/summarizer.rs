@@ -1,10 +1,10 @@
 //! Runs the summaries the per-session bookkeeping asks for, off the stream-reading path.
 
+use crate::store_feed::{StoreFeed, StoreWrite};
 use agent_core::activity_file::ActivityFile;
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use agent_core::payload::Action;
 use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy, summary_prompt};
-use crate::store_feed::{StoreFeed, StoreWrite};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;

@@ -1,17 +1,17 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
+use crate::context::ContextScope;
+use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
 use agent_core::context::ContextStore;
-use crate::context::ContextScope;
-use std::sync::Arc;
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
 use agent_core::retry::RetryPolicy;
-use agent_core::SecretString;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Receives Crisp chat web hooks and answers each visitor message with an LLM reply grounded in
@@ -114,7 +114,8 @@ fn required(value: Option<&str>, var: &'static str, flag: &'static str) -> Resul
 impl Cli {
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let webhook_secret = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
-        let identifier = required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
+        let identifier =
+            required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
         let key = required(self.crisp_token_key.as_deref(), "CRISP_TOKEN_KEY", "--crisp-token-key")?;
         let website_id = non_empty(self.website_id.as_deref())
             .or_else(|| non_empty(self.crisp_website_id.as_deref()))

@@ -14,7 +14,11 @@ use std::sync::Arc;
 
 /// Serves on `listener` until `shutdown` resolves, then lets accepted replies finish within
 /// the grace period.
-pub async fn run(settings: Settings, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let replies = Replies::new(
         ReplyDeps {
             llm: settings.llm,

@@ -94,7 +94,10 @@ impl Replies {
                     .time_to_live(OWN_MESSAGE_TTL)
                     .build(),
                 own_texts: moka::sync::Cache::builder().max_capacity(50_000).time_to_live(OWN_MESSAGE_TTL).build(),
-                history: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
+                history: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(Duration::from_secs(30))
+                    .build(),
             }),
         }
     }
@@ -102,10 +105,10 @@ impl Replies {
     /// Queues a visitor message; never waits.
     pub fn submit(&self, message: VisitorMessage) -> Submitted {
         let seen_key = message.fingerprint.map(|f| (message.session_id.clone(), f));
-        if let Some(key) = &seen_key {
-            if !self.inner.seen.entry(key.clone()).or_insert(()).is_fresh() {
-                return Submitted::Duplicate;
-            }
+        if let Some(key) = &seen_key
+            && !self.inner.seen.entry(key.clone()).or_insert(()).is_fresh()
+        {
+            return Submitted::Duplicate;
         }
         if self.inner.taken_over.contains_key(&message.session_id) {
             return Submitted::HumanHasIt;
@@ -191,14 +194,22 @@ impl Inner {
             tracing::warn!(session, error = %e, "cannot clear the typing indicator");
         }
         match outcome {
-            Outcome::Answered => tracing::info!(session, messages = burst.len(), linked_by = ?activity.linked_by, "reply sent"),
+            Outcome::Answered => {
+                tracing::info!(session, messages = burst.len(), linked_by = ?activity.linked_by, "reply sent")
+            }
             Outcome::FallbackSent => tracing::warn!(session, "fallback message sent"),
             Outcome::Silenced => tracing::info!(session, "a human operator took over; reply dropped"),
             Outcome::Failed => {}
         }
     }
 
-    async fn answer_and_send(&self, session: &str, burst: &[VisitorMessage], activity: &str, history: Vec<ChatMessage>) -> Outcome {
+    async fn answer_and_send(
+        &self,
+        session: &str,
+        burst: &[VisitorMessage],
+        activity: &str,
+        history: Vec<ChatMessage>,
+    ) -> Outcome {
         let question = burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
         let mut request = reply_request(&self.deps.system_prompt, activity, &question);
         request.messages.splice(1..1, history);
@@ -240,10 +251,8 @@ impl Inner {
         }
         let crisp = self.deps.crisp.clone();
         let key = session.to_owned();
-        let messages = self
-            .history
-            .try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) })
-            .await;
+        let messages =
+            self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await;
         let messages = match messages {
             Ok(messages) => messages,
             Err(e) => {

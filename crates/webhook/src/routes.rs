@@ -78,11 +78,11 @@ async fn crisp_hook(
         tracing::warn!("hook refused: wrong or missing key");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    if let Some(secret) = &state.hook_signing_secret {
-        if !signature_matches(&headers, &body, secret) {
-            tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
-            return error(StatusCode::UNAUTHORIZED, "bad signature");
-        }
+    if let Some(secret) = &state.hook_signing_secret
+        && !signature_matches(&headers, &body, secret)
+    {
+        tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
@@ -97,7 +97,9 @@ async fn crisp_hook(
             match state.replies.submit(message) {
                 Submitted::Accepted => tracing::info!(session, "visitor message accepted"),
                 Submitted::Duplicate => tracing::info!(session, "redelivered message ignored"),
-                Submitted::HumanHasIt => tracing::info!(session, "a human operator has this conversation; bot stays silent"),
+                Submitted::HumanHasIt => {
+                    tracing::info!(session, "a human operator has this conversation; bot stays silent")
+                }
                 Submitted::Overloaded => {
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");

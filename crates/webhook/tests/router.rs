@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-use webhook::context::ContextSource;
+use webhook::context::{ContextScope, ContextSource};
 use webhook::replies::{Replies, ReplyDeps};
 use webhook::routes::{AppState, MAX_HOOK_BODY, router};
 use wiremock::matchers::{method, path, path_regex};
@@ -77,17 +77,26 @@ impl Harness {
             RetryPolicy::none(),
         )
         .unwrap();
+        let context =
+            ContextSource::new(ContextScope::Shared, activity.path().to_owned(), None, crisp.clone(), None, 6000);
         let replies = Replies::new(
             ReplyDeps {
                 llm,
                 crisp,
-                context: ContextSource::SharedFile(activity.path().to_owned()),
+                context,
                 system_prompt: "You are a test assistant.".into(),
+                fallback_message: None,
+                human_takeover: Duration::from_secs(1800),
+                history_turns: 6,
             },
             4,
         );
-        let state =
-            Arc::new(AppState { webhook_secret: SecretString::from(secret), website_id: WEBSITE.into(), replies });
+        let state = Arc::new(AppState {
+            webhook_secret: SecretString::from(secret),
+            website_id: WEBSITE.into(),
+            hook_signing_secret: None,
+            replies,
+        });
         Harness { server, app: router(state), _activity: activity }
     }
 
@@ -178,7 +187,16 @@ async fn hook_with_a_wrong_key_is_unauthorized_and_starts_nothing() {
 #[tokio::test]
 async fn keys_differing_only_in_length_or_case_are_unauthorized() {
     let harness = Harness::start().await;
-    for key in ["s3cret-hook-key", "S3CRET-HOOK-KEY", "s3cret-Hook-KEY", "s3cret-Hook-Ke", "s3cret-Hook-Keyy", "s3cret-Hook-Key%20", "%20s3cret-Hook-Key", "s3cret"] {
+    for key in [
+        "s3cret-hook-key",
+        "S3CRET-HOOK-KEY",
+        "s3cret-Hook-KEY",
+        "s3cret-Hook-Ke",
+        "s3cret-Hook-Keyy",
+        "s3cret-Hook-Key%20",
+        "%20s3cret-Hook-Key",
+        "s3cret",
+    ] {
         let (status, _) = harness.hook(&format!("key={key}"), DOCS_EXAMPLE).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "key {key:?}");
     }
@@ -395,13 +413,12 @@ fn query_without_the_right_key() -> impl Strategy<Value = String> {
         "[A-Za-z0-9%&=+._~-]{0,48}",
         safe.prop_map(|v| format!("key={v}")),
         safe.prop_filter("not the key name", |n| n != "key").prop_map(|name| format!("{name}={SECRET}")),
-        (0..SECRET.len(), proptest::char::range('!', '~'))
-            .prop_map(|(at, c)| {
-                let mut key: Vec<char> = SECRET.chars().collect();
-                key[at] = c;
-                let key: String = key.into_iter().collect();
-                format!("key={}", form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>())
-            }),
+        (0..SECRET.len(), proptest::char::range('!', '~')).prop_map(|(at, c)| {
+            let mut key: Vec<char> = SECRET.chars().collect();
+            key[at] = c;
+            let key: String = key.into_iter().collect();
+            format!("key={}", form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>())
+        }),
         (0..SECRET.len()).prop_map(|len| format!("key={}", &SECRET[..len])),
         safe.prop_map(|v| format!("key={SECRET}{v}")),
     ]

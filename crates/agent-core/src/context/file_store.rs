@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // short-lived, one per line being written or read
 enum Record {
     Action { a: Action },
     Summary { s: String },
@@ -230,23 +231,40 @@ impl ContextStore for FileStore {
         }))
     }
 
-    fn record_summary<'a>(&'a self, session: &'a str, summary: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn record_summary<'a>(
+        &'a self,
+        session: &'a str,
+        summary: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let session = session.to_owned();
         let record = Record::Summary { s: summary.to_owned() };
         Box::pin(self.blocking(move |inner| inner.append_records(&session, &[record], now)))
     }
 
-    fn session_context<'a>(&'a self, session: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
+    fn session_context<'a>(
+        &'a self,
+        session: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
         let session = session.to_owned();
         Box::pin(self.blocking(move |inner| inner.read_session(&session, now)))
     }
 
-    fn latest_session_for_user<'a>(&'a self, user_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    fn latest_session_for_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         let user = user_id.to_owned();
         Box::pin(self.blocking(move |inner| inner.read_link("users", &user, now)))
     }
 
-    fn session_for_conversation<'a>(&'a self, conversation_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    fn session_for_conversation<'a>(
+        &'a self,
+        conversation_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         let conversation = conversation_id.to_owned();
         Box::pin(self.blocking(move |inner| inner.read_link("conversations", &conversation, now)))
     }
@@ -272,7 +290,8 @@ mod tests {
 
     fn store(max_actions: usize, ttl_secs: u64) -> (tempfile::TempDir, FileStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path(), StoreLimits { max_actions, ttl: Duration::from_secs(ttl_secs) }).unwrap();
+        let store =
+            FileStore::open(dir.path(), StoreLimits { max_actions, ttl: Duration::from_secs(ttl_secs) }).unwrap();
         (dir, store)
     }
 

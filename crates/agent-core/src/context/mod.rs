@@ -47,16 +47,33 @@ pub trait ContextStore: Send + Sync + 'static {
     fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Replaces the session's latest summary.
-    fn record_summary<'a>(&'a self, session: &'a str, summary: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn record_summary<'a>(
+        &'a self,
+        session: &'a str,
+        summary: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The session's context, `None` when unknown or expired.
-    fn session_context<'a>(&'a self, session: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>>;
+    fn session_context<'a>(
+        &'a self,
+        session: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>>;
 
     /// The latest session seen for an Autoplay/PostHog user id.
-    fn latest_session_for_user<'a>(&'a self, user_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn latest_session_for_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// The session whose batches carried this chat `conversation_id`.
-    fn session_for_conversation<'a>(&'a self, conversation_id: &'a str, now: SystemTime) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn session_for_conversation<'a>(
+        &'a self,
+        conversation_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// Deletes what expired; returns how many records went.
     fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>>;

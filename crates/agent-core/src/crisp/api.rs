@@ -133,7 +133,13 @@ impl CrispClient {
         url
     }
 
-    async fn call<B: Serialize>(&self, method: Method, session_id: &str, leaf: &str, body: Option<&B>) -> Result<Value, CrispError> {
+    async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        session_id: &str,
+        leaf: &str,
+        body: Option<&B>,
+    ) -> Result<Value, CrispError> {
         self.call_with(&self.retry, method, session_id, leaf, body).await
     }
 
@@ -233,7 +239,11 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false})))
             .mount(&server)
             .await;
-        let fast = RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2), ..RetryPolicy::default() };
+        let fast = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
         client(&server, fast).compose("s", true).await.unwrap();
     }
 }

@@ -116,8 +116,8 @@ mod tests {
 
     #[test]
     fn operator_echo_is_never_a_visitor_message() {
-        let event =
-            classify(include_bytes!("../../tests/fixtures/crisp/message-received-operator-echo.json"), WEBSITE).unwrap();
+        let event = classify(include_bytes!("../../tests/fixtures/crisp/message-received-operator-echo.json"), WEBSITE)
+            .unwrap();
         assert_eq!(
             event,
             HookEvent::OperatorText(OperatorMessage {
@@ -139,7 +139,8 @@ mod tests {
         }
         let text = include_bytes!("../../tests/fixtures/crisp/message-send-text.json");
         assert_eq!(classify(text, "other-site"), Ok(HookEvent::Ignored("another website")));
-        let from_user_with_urn = br#"{"event":"message:send","data":{"type":"text","from":"operator","session_id":"s","content":"x"}}"#;
+        let from_user_with_urn =
+            br#"{"event":"message:send","data":{"type":"text","from":"operator","session_id":"s","content":"x"}}"#;
         assert!(matches!(classify(from_user_with_urn, WEBSITE), Ok(HookEvent::OperatorText(_))));
     }
 
@@ -147,7 +148,10 @@ mod tests {
     fn malformed_bodies_are_errors() {
         assert_eq!(classify(b"not json", WEBSITE), Err(HookError::NotJson));
         assert_eq!(classify(b"[1]", WEBSITE), Err(HookError::NotAnObject));
-        assert_eq!(classify(br#"{"event":"message:send","data":[]}"#, WEBSITE), Ok(HookEvent::Ignored("no data object")));
+        assert_eq!(
+            classify(br#"{"event":"message:send","data":[]}"#, WEBSITE),
+            Ok(HookEvent::Ignored("no data object"))
+        );
         assert_eq!(
             classify(br#"{"event":"message:send","data":{"type":"text","from":"user","content":"x"}}"#, WEBSITE),
             Ok(HookEvent::Ignored("event without session_id"))
