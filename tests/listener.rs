@@ -231,7 +231,9 @@ async fn crlf_and_cr_line_endings_give_the_same_bytes() {
 #[tokio::test]
 async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_written() {
     let mut chunks: Vec<Bytes> = vec![
-        Bytes::from_static(b"data: {\"type\":\"actions\",\"session_id\":\"s\",\"actions\":[{\"title\":\"bad \xff\xfe\"}]}\n\n"),
+        Bytes::from_static(
+            b"data: {\"type\":\"actions\",\"session_id\":\"s\",\"actions\":[{\"title\":\"bad \xff\xfe\"}]}\n\n",
+        ),
         Bytes::from_static(b"data: {\"type\":\"actions\",\"actions\":[{\"title\":\""),
     ];
     chunks.extend((0..32).map(|_| Bytes::from(vec![b'x'; 64 * 1024])));
@@ -640,8 +642,7 @@ async fn the_environment_wins_over_dot_env() {
     let from_dot_env = SseServer::start(vec![], None).await;
     let from_env = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url))
-        .unwrap();
+    std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url)).unwrap();
     let proc = Proc::spawn("listener", dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
     expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -689,7 +690,8 @@ async fn a_recently_written_file_is_appended_to() {
 #[tokio::test]
 async fn session_reset_secs_sets_the_idle_window() {
     let longer = with_existing_file("kept\n", Duration::from_secs(200), &[("SESSION_RESET_SECS", "300".into())]).await;
-    let shorter = with_existing_file("dropped\n", Duration::from_secs(60), &[("SESSION_RESET_SECS", "30".into())]).await;
+    let shorter =
+        with_existing_file("dropped\n", Duration::from_secs(60), &[("SESSION_RESET_SECS", "30".into())]).await;
     longer.expect_file(&format!("kept\n{EXPECTED}")).await;
     shorter.expect_file(EXPECTED).await;
 }

@@ -46,7 +46,11 @@ fn crisp_ok() -> ResponseTemplate {
 async fn stand_in(llm: ResponseTemplate, message: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(llm).mount(&server).await;
-    Mock::given(method("POST")).and(path_regex(r"^/v1/website/[^/]+/conversation/[^/]+/message$")).respond_with(message).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v1/website/[^/]+/conversation/[^/]+/message$"))
+        .respond_with(message)
+        .mount(&server)
+        .await;
     Mock::given(path_regex("^/v1/website/")).respond_with(crisp_ok()).with_priority(10).mount(&server).await;
     server
 }
@@ -95,10 +99,9 @@ impl Webhook {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Ok(response) = http.get(format!("{url}/health")).send().await {
-                if response.status() == 200 {
-                    break;
-                }
+            let health = http.get(format!("{url}/health")).send().await;
+            if health.is_ok_and(|response| response.status() == 200) {
+                break;
             }
             assert!(process.is_running(), "webhook exited at start: {}", process.stderr());
             assert!(Instant::now() < deadline, "webhook never answered /health: {}", process.stderr());
@@ -157,7 +160,12 @@ fn header_of<'a>(request: &'a Request, name: &str) -> &'a str {
 
 /// Runs a webhook with `env` in `cwd`, delivers the docs example, and returns the one LLM
 /// request and the one Crisp message post it caused (to `website`).
-async fn answer_docs_example(server: &MockServer, cwd: &Path, env: Vec<(&'static str, String)>, website: &str) -> (Request, Request) {
+async fn answer_docs_example(
+    server: &MockServer,
+    cwd: &Path,
+    env: Vec<(&'static str, String)>,
+    website: &str,
+) -> (Request, Request) {
     let webhook = Webhook::start(cwd, env).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     let posts = wait_for(server, "POST", &crisp_message_path(website), 1).await;
@@ -172,7 +180,9 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
     std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server)).await;
+    let mut env = env_for(&server);
+    set(&mut env, "CONTEXT_SCOPE", "shared");
+    let webhook = Webhook::start(cwd.path(), env).await;
 
     let started = Instant::now();
     webhook.deliver(DOCS_EXAMPLE).await;
@@ -225,8 +235,22 @@ async fn visitor_is_answered_without_an_activity_file() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
     assert!(!cwd.path().join("event_data.txt").exists());
+    let mut env = env_for(&server);
+    set(&mut env, "CONTEXT_SCOPE", "shared");
+    let (llm, post) = answer_docs_example(&server, cwd.path(), env, WEBSITE).await;
+    let user = body_of(&llm)["messages"][1]["content"].as_str().unwrap().to_owned();
+    assert!(user.starts_with("## Current User Activity\n") && user.ends_with("User question: Hey :)"), "{user}");
+    assert_eq!(body_of(&post)["content"], ANSWER);
+}
+
+#[tokio::test]
+async fn by_default_a_visitor_never_sees_the_shared_activity_file() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
     let (llm, post) = answer_docs_example(&server, cwd.path(), env_for(&server), WEBSITE).await;
     let user = body_of(&llm)["messages"][1]["content"].as_str().unwrap().to_owned();
+    assert!(!user.contains("opened the pricing page"), "another visitor's activity leaked: {user}");
     assert!(user.starts_with("## Current User Activity\n") && user.ends_with("User question: Hey :)"), "{user}");
     assert_eq!(body_of(&post)["content"], ANSWER);
 }
@@ -266,16 +290,13 @@ async fn openai_model_is_honoured() {
 
 #[tokio::test]
 async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running() {
-    let refusal = ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "not_subscribed", "data": {}}));
+    let refusal =
+        ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "not_subscribed", "data": {}}));
     let server = stand_in(llm_answer(), refusal).await;
     let cwd = tempfile::tempdir().unwrap();
     let mut webhook = Webhook::start(cwd.path(), env_for(&server)).await;
     webhook.deliver(DOCS_EXAMPLE).await;
-    assert!(
-        eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await,
-        "log: {}",
-        webhook.stderr()
-    );
+    assert!(eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await, "log: {}", webhook.stderr());
     assert!(webhook.process.is_running());
     let health = webhook.http.get(format!("{}/health", webhook.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -332,6 +353,8 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
     set(&mut env, "WEBHOOK_SECRET", hook_secret);
     set(&mut env, "CRISP_TOKEN_KEY", crisp_key);
     set(&mut env, "OPENAI_API_KEY", openai_key);
+    // Debug logs included: they must not carry a secret either.
+    set(&mut env, "RUST_LOG", "debug");
     let webhook = Webhook::start(cwd.path(), env.clone()).await;
 
     let wrong = webhook.hook_with_key("hook-SECRET-wrong", DOCS_EXAMPLE).await;
