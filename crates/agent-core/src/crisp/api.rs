@@ -235,7 +235,7 @@ mod tests {
         Mock::given(method("PATCH")).respond_with(ResponseTemplate::new(420)).up_to_n_times(1).mount(&server).await;
         Mock::given(method("PATCH"))
             .and(path("/v1/website/site/conversation/s/compose"))
-            .and(body_json(serde_json::json!({"type":"start","from":"operator"})))
+            .and(body_json(serde_json::json!({"type":"stop","from":"operator"})))
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false})))
             .mount(&server)
             .await;
@@ -244,6 +244,18 @@ mod tests {
             max_delay: Duration::from_millis(2),
             ..RetryPolicy::default()
         };
-        client(&server, fast).compose("s", true).await.unwrap();
+        client(&server, fast).compose("s", false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn showing_the_typing_indicator_is_tried_once() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH")).respond_with(ResponseTemplate::new(503)).expect(1).mount(&server).await;
+        let fast = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        assert!(client(&server, fast).compose("s", true).await.is_err());
     }
 }
