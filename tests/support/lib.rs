@@ -48,6 +48,11 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        // The same tests run against Redis when TEST_REDIS_URL is set: processes started in one
+        // working directory (one test) share a key prefix, other tests never see their keys.
+        if let Ok(url) = std::env::var("TEST_REDIS_URL") {
+            cmd.env("REDIS_URL", url).env("REDIS_KEY_PREFIX", redis_prefix_for(cwd));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -91,6 +96,15 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A Redis key prefix unique to one test's working directory.
+pub fn redis_prefix_for(cwd: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cwd.hash(&mut hasher);
+    std::process::id().hash(&mut hasher);
+    format!("test-{:016x}:", hasher.finish())
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.

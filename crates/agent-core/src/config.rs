@@ -70,6 +70,13 @@ pub struct StoreArgs {
     /// Idle seconds after which a session's context (and its links) expire.
     #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 1800, value_name = "SECS")]
     pub context_ttl_secs: u64,
+    /// Redis for the context store and the coordination of webhook replicas; unset: the
+    /// embedded store under DATA_DIR.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, to share one Redis between deployments.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "crisp-agent:", value_name = "PREFIX")]
+    pub redis_key_prefix: String,
 }
 
 impl StoreArgs {
@@ -86,9 +93,25 @@ impl StoreArgs {
         })
     }
 
-    /// Opens the configured store.
-    pub fn open(&self) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
+    /// The Redis connection, when REDIS_URL is set (connects lazily).
+    pub fn redis(&self) -> Result<Option<crate::redis_conn::RedisConn>, ConfigError> {
+        non_empty(self.redis_url.as_deref())
+            .map(|url| {
+                crate::redis_conn::RedisConn::lazy(&url, &self.redis_key_prefix)
+                    .map_err(|reason| ConfigError::Invalid { var: "REDIS_URL", reason })
+            })
+            .transpose()
+    }
+
+    /// Opens the configured store: Redis when given, else files under DATA_DIR.
+    pub fn open(
+        &self,
+        redis: Option<&crate::redis_conn::RedisConn>,
+    ) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
         let limits = self.limits()?;
+        if let Some(conn) = redis {
+            return Ok(std::sync::Arc::new(crate::context::RedisStore::new(conn.clone(), limits)));
+        }
         let store = crate::context::FileStore::open(&self.data_dir, limits).map_err(|e| ConfigError::Invalid {
             var: "DATA_DIR",
             reason: format!("cannot use {}: {e}", self.data_dir.display()),

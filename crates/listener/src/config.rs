@@ -74,7 +74,8 @@ impl Cli {
         if self.stream_idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid { var: "STREAM_IDLE_TIMEOUT_SECS", reason: "must be at least 1".into() });
         }
-        let store = self.store.open()?;
+        let redis = self.store.redis()?;
+        let store = self.store.open(redis.as_ref())?;
         Ok(Settings {
             store,
             stream_url,

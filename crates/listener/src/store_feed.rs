@@ -3,12 +3,13 @@
 //! and logged, but never the activity file).
 
 use crate::stream::RateLimitedWarn;
-use agent_core::context::ContextStore;
+use agent_core::context::{ContextStore, StoreError};
 use agent_core::payload::ActionsBatch;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Writes waiting for the store before new ones are dropped.
 const QUEUE: usize = 10_000;
@@ -27,14 +28,14 @@ pub struct StoreFeed {
 
 pub struct StoreWriter {
     handle: JoinHandle<()>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
 }
 
 impl StoreFeed {
     pub fn start(store: Arc<dyn ContextStore>) -> (StoreFeed, StoreWriter) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(write_until_stopped(store, rx, stopped));
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(write_until_stopped(store, rx, stop.clone()));
         (StoreFeed { tx }, StoreWriter { handle, stop })
     }
 
@@ -49,21 +50,47 @@ impl StoreFeed {
 impl StoreWriter {
     /// Writes what is queued (up to `grace`), then stops.
     pub async fn finish(self, grace: Duration) {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         let _ = tokio::time::timeout(grace, self.handle).await;
+    }
+}
+
+/// One write; while the store is unreachable (Redis down) it waits and tries again, so queued
+/// writes catch up once it is back. The queue in front is bounded, so memory is too.
+async fn write_with_patience(
+    store: &dyn ContextStore,
+    write: &StoreWrite,
+    stop: &CancellationToken,
+) -> Result<(), StoreError> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let now = SystemTime::now();
+        let result = match write {
+            StoreWrite::Batch(batch) => store.record_batch(batch, now).await,
+            StoreWrite::Summary { session, summary } => store.record_summary(session, summary, now).await,
+        };
+        match result {
+            Err(StoreError::Unavailable(_)) if !stop.is_cancelled() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 
 async fn write_until_stopped(
     store: Arc<dyn ContextStore>,
     mut rx: mpsc::Receiver<StoreWrite>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    stop: CancellationToken,
 ) {
     let mut errors = RateLimitedWarn::new(10);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
-    let mut stopping = false;
     loop {
-        let write = if stopping {
+        let write = if stop.is_cancelled() {
             match rx.try_recv() {
                 Ok(write) => write,
                 Err(_) => return,
@@ -71,14 +98,10 @@ async fn write_until_stopped(
         } else {
             tokio::select! {
                 write = rx.recv() => match write { Some(write) => write, None => return },
-                _ = &mut stopped => { stopping = true; continue; }
+                _ = stop.cancelled() => continue,
             }
         };
-        let now = SystemTime::now();
-        let result = match &write {
-            StoreWrite::Batch(batch) => store.record_batch(batch, now).await,
-            StoreWrite::Summary { session, summary } => store.record_summary(session, summary, now).await,
-        };
+        let result = write_with_patience(store.as_ref(), &write, &stop).await;
         if let Err(e) = result
             && let Some(suppressed) = errors.allow(Instant::now())
         {

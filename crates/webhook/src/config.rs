@@ -4,6 +4,7 @@ use crate::context::ContextScope;
 use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
 use agent_core::context::ContextStore;
+use agent_core::coordination::{CoordTimings, Coordinator, RedisCoordinator};
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
@@ -87,7 +88,9 @@ pub struct Cli {
 pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
 pub struct Settings {
-    pub human_takeover: Duration,
+    /// Coordination shared with other replicas (Redis), when configured.
+    pub shared: Option<Arc<dyn Coordinator>>,
+    pub timings: CoordTimings,
     pub fallback_message: Option<String>,
     pub history_turns: usize,
     pub crisp_hook_secret: Option<SecretString>,
@@ -147,12 +150,18 @@ impl Cli {
         if self.max_concurrent_replies == 0 {
             return Err(ConfigError::Invalid { var: "MAX_CONCURRENT_REPLIES", reason: "must be at least 1".into() });
         }
+        let redis = self.store.redis()?;
         let store = match self.context_scope {
-            ContextScope::Session => Some(self.store.open()?),
+            ContextScope::Session => Some(self.store.open(redis.as_ref())?),
             ContextScope::Shared => None,
         };
+        let timings =
+            CoordTimings { human_takeover: Duration::from_secs(self.human_takeover_secs), ..CoordTimings::default() };
+        let shared: Option<Arc<dyn Coordinator>> =
+            redis.map(|conn| Arc::new(RedisCoordinator::new(conn, timings.clone())) as Arc<dyn Coordinator>);
         Ok(Settings {
-            human_takeover: Duration::from_secs(self.human_takeover_secs),
+            shared,
+            timings,
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),

@@ -10,7 +10,7 @@
 //! 4. otherwise no activity at all.
 
 use agent_core::auth::verify_hmac_sha256_hex;
-use agent_core::context::{ContextStore, NO_ACTIVITY, render_context, tail_within};
+use agent_core::context::{ContextStore, NO_ACTIVITY, StoreError, render_context, tail_within};
 use agent_core::crisp::CrispClient;
 use agent_core::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -115,7 +115,7 @@ impl ContextSource {
             match store.latest_session_for_user(&user, now).await {
                 Ok(Some(session)) => candidates.push((LinkedBy::SignedUser, session)),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+                Err(e) => lookup_failed(&e),
             }
         }
         match store.session_for_conversation(crisp_session, now).await {
@@ -132,7 +132,7 @@ impl ContextSource {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+                Err(e) => lookup_failed(&e),
             }
         }
         Activity { text: NO_ACTIVITY.to_owned(), linked_by: LinkedBy::Nothing, autoplay_session: None }
@@ -180,5 +180,13 @@ impl ContextSource {
             _ => None,
         };
         MetaLinks { session_id: field("autoplay_session_id"), verified_user_id }
+    }
+}
+
+/// Store outages are logged once by the connection; other failures each time.
+fn lookup_failed(e: &StoreError) {
+    match e {
+        StoreError::Unavailable(_) => tracing::debug!(error = %e, "context store lookup failed"),
+        StoreError::Io(_) => tracing::warn!(error = %e, "context store lookup failed"),
     }
 }

@@ -8,24 +8,24 @@
 //! - on shutdown, every accepted message is answered within the grace period.
 
 use crate::context::ContextSource;
+use agent_core::context::BoxFuture;
+use agent_core::coordination::{CoordError, CoordTimings, Coordinator, MemoryCoordinator, OwnMark};
 use agent_core::crisp::{CrispClient, OperatorMessage, VisitorMessage};
 use agent_core::llm::{ChatMessage, LlmClient, Role};
 use agent_core::prompt::reply_request;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 /// Messages waiting across all conversations before new ones are refused (503, Crisp retries).
 const MAX_QUEUED: usize = 10_000;
-/// How long a delivered message id is remembered to drop redeliveries.
-const SEEN_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long the bot remembers what it sent, to recognise its own echo.
-const OWN_MESSAGE_TTL: Duration = Duration::from_secs(3600);
 /// Characters kept of each earlier turn in the prompt.
 const HISTORY_TURN_CHARS: usize = 1000;
+/// How often a replica renews its hold on a conversation while writing a reply.
+const RENEW_HOLD_EVERY: Duration = Duration::from_secs(20);
 
 pub struct ReplyDeps {
     pub llm: LlmClient,
@@ -33,19 +33,17 @@ pub struct ReplyDeps {
     pub context: ContextSource,
     pub system_prompt: String,
     pub fallback_message: Option<String>,
-    pub human_takeover: Duration,
     pub history_turns: usize,
+    /// Shared by webhook replicas (Redis); `None` for a single process.
+    pub shared: Option<Arc<dyn Coordinator>>,
+    pub timings: CoordTimings,
 }
 
 /// What became of a submitted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
-    /// A reply is on its way (alone, or together with messages already waiting).
+    /// Taken: it will be answered, or dropped as a duplicate or during a human takeover.
     Accepted,
-    /// The same message was delivered before.
-    Duplicate,
-    /// A human operator has the conversation.
-    HumanHasIt,
     /// Too much waiting already.
     Overloaded,
 }
@@ -57,43 +55,25 @@ pub struct Replies {
 
 struct Inner {
     deps: ReplyDeps,
-    busy: Mutex<Busy>,
+    /// This process's coordination; also the fallback while the shared one is unreachable.
+    local: Arc<MemoryCoordinator>,
     slots: Semaphore,
     tracker: TaskTracker,
-    seen: moka::sync::Cache<(String, u64), ()>,
-    /// Conversations a human operator took over.
-    taken_over: moka::sync::Cache<String, ()>,
-    /// Fingerprints of the bot's own messages.
-    own_fingerprints: moka::sync::Cache<u64, ()>,
-    /// Texts the bot is sending or sent, per conversation: its echo can beat the send's answer.
-    own_texts: moka::sync::Cache<(String, String), ()>,
+    /// Hook handlings not finished yet, to bound memory under a flood.
+    in_progress: AtomicUsize,
     history: moka::future::Cache<String, Arc<Vec<Value>>>,
-}
-
-/// Conversations with a reply being written, each with the messages that came meanwhile.
-#[derive(Default)]
-struct Busy {
-    conversations: HashMap<String, Vec<VisitorMessage>>,
-    /// Sum of the waiting messages, to bound memory.
-    waiting: usize,
 }
 
 impl Replies {
     pub fn new(deps: ReplyDeps, max_concurrent: usize) -> Self {
-        let takeover = deps.human_takeover.max(Duration::from_secs(1));
+        let local = Arc::new(MemoryCoordinator::new(&deps.timings, MAX_QUEUED));
         Self {
             inner: Arc::new(Inner {
                 deps,
-                busy: Mutex::new(Busy::default()),
+                local,
                 slots: Semaphore::new(max_concurrent.max(1)),
                 tracker: TaskTracker::new(),
-                seen: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(SEEN_TTL).build(),
-                taken_over: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(takeover).build(),
-                own_fingerprints: moka::sync::Cache::builder()
-                    .max_capacity(200_000)
-                    .time_to_live(OWN_MESSAGE_TTL)
-                    .build(),
-                own_texts: moka::sync::Cache::builder().max_capacity(50_000).time_to_live(OWN_MESSAGE_TTL).build(),
+                in_progress: AtomicUsize::new(0),
                 history: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(30))
@@ -102,52 +82,25 @@ impl Replies {
         }
     }
 
-    /// Queues a visitor message; never waits.
+    /// Takes a visitor message; the work (dedupe, queueing, answering) happens in the
+    /// background, so the hook's 200 never waits on Redis, the LLM or Crisp.
     pub fn submit(&self, message: VisitorMessage) -> Submitted {
-        let seen_key = message.fingerprint.map(|f| (message.session_id.clone(), f));
-        if let Some(key) = &seen_key
-            && !self.inner.seen.entry(key.clone()).or_insert(()).is_fresh()
-        {
-            return Submitted::Duplicate;
+        if self.inner.in_progress.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.inner.in_progress.fetch_sub(1, Ordering::Relaxed);
+            return Submitted::Overloaded;
         }
-        if self.inner.taken_over.contains_key(&message.session_id) {
-            return Submitted::HumanHasIt;
-        }
-        let mut guard = self.inner.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let busy = &mut *guard;
-        if let Some(waiting) = busy.conversations.get_mut(&message.session_id) {
-            if busy.waiting >= MAX_QUEUED {
-                drop(guard);
-                // Not taken: forget it so Crisp's redelivery is not mistaken for a duplicate.
-                if let Some(key) = seen_key {
-                    self.inner.seen.invalidate(&key);
-                }
-                return Submitted::Overloaded;
-            }
-            waiting.push(message);
-            busy.waiting += 1;
-            return Submitted::Accepted;
-        }
-        busy.conversations.insert(message.session_id.clone(), Vec::new());
-        drop(guard);
         let inner = Arc::clone(&self.inner);
-        self.inner.tracker.spawn(async move { inner.run_conversation(vec![message]).await });
+        self.inner.tracker.spawn(async move {
+            inner.handle(message).await;
+            inner.in_progress.fetch_sub(1, Ordering::Relaxed);
+        });
         Submitted::Accepted
     }
 
     /// An operator wrote in a conversation: unless it is the bot itself, a human took over.
-    /// Returns whether it counted as a takeover.
-    pub fn operator_wrote(&self, message: &OperatorMessage) -> bool {
-        let own_fingerprint = message.fingerprint.is_some_and(|f| self.inner.own_fingerprints.contains_key(&f));
-        let own_text = message
-            .content
-            .as_ref()
-            .is_some_and(|text| self.inner.own_texts.contains_key(&(message.session_id.clone(), text.clone())));
-        if message.automated || own_fingerprint || own_text {
-            return false;
-        }
-        self.inner.taken_over.insert(message.session_id.clone(), ());
-        true
+    pub fn operator_wrote(&self, message: OperatorMessage) {
+        let inner = Arc::clone(&self.inner);
+        self.inner.tracker.spawn(async move { inner.note_operator(message).await });
     }
 
     /// Stops taking work and waits up to `grace` for every accepted message to be answered.
@@ -159,19 +112,90 @@ impl Replies {
 }
 
 impl Inner {
-    async fn run_conversation(self: Arc<Self>, mut burst: Vec<VisitorMessage>) {
-        let session = burst[0].session_id.clone();
-        loop {
-            self.reply(&session, &burst).await;
-            let mut guard = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-            let busy = &mut *guard;
-            let waiting = busy.conversations.get_mut(&session).map(std::mem::take).unwrap_or_default();
-            if waiting.is_empty() {
-                busy.conversations.remove(&session);
+    /// The shared coordinator when there is one and it answers, else the local one.
+    async fn ask<'a, T>(
+        &'a self,
+        op: impl Fn(&'a dyn Coordinator) -> BoxFuture<'a, Result<T, CoordError>>,
+    ) -> (Result<T, CoordError>, &'a dyn Coordinator) {
+        if let Some(shared) = &self.deps.shared {
+            match op(shared.as_ref()).await {
+                Err(CoordError::Unavailable(_)) => {}
+                other => return (other, shared.as_ref()),
+            }
+        }
+        (op(self.local.as_ref()).await, self.local.as_ref())
+    }
+
+    async fn handle(&self, message: VisitorMessage) {
+        let session = message.session_id.clone();
+        if let Some(fingerprint) = message.fingerprint
+            && let (Ok(false), _) = self.ask(|c| c.first_delivery(&session, fingerprint)).await
+        {
+            return tracing::info!(session, "redelivered message ignored");
+        }
+        if self.human_has(&session).await {
+            return tracing::info!(session, "a human operator has this conversation; bot stays silent");
+        }
+        let (queued, coordinator) = self.ask(|c| c.enqueue(&message)).await;
+        match queued {
+            Ok(true) => self.answer_conversation(coordinator, &session).await,
+            Ok(false) => tracing::debug!(session, "queued behind the reply being written"),
+            Err(e) => {
+                tracing::error!(session, error = %e, "message dropped");
+                if let Some(fingerprint) = message.fingerprint {
+                    let _ = self.ask(|c| c.forget_delivery(&session, fingerprint)).await;
+                }
+            }
+        }
+    }
+
+    async fn human_has(&self, session: &str) -> bool {
+        let (shared, _) = self.ask(|c| c.human_has(session)).await;
+        shared.unwrap_or(false) || self.local.human_has(session).await.unwrap_or(false)
+    }
+
+    async fn note_operator(&self, message: OperatorMessage) {
+        let session = message.session_id.as_str();
+        let mut marks = Vec::new();
+        marks.extend(message.fingerprint.map(OwnMark::Fingerprint));
+        marks.extend(message.content.clone().map(OwnMark::Text));
+        for mark in &marks {
+            let (shared, _) = self.ask(|c| c.is_own(session, mark)).await;
+            if shared.unwrap_or(false) || self.local.is_own(session, mark).await.unwrap_or(false) {
                 return;
             }
-            busy.waiting -= waiting.len();
-            burst = waiting;
+        }
+        if message.automated {
+            return;
+        }
+        let _ = self.local.set_human_takeover(session).await;
+        let _ = self.ask(|c| c.set_human_takeover(session)).await;
+        tracing::info!(session, "human operator took over the conversation");
+    }
+
+    async fn remember_own(&self, session: &str, mark: OwnMark) {
+        let _ = self.local.remember_own(session, &mark).await;
+        let _ = self.ask(|c| c.remember_own(session, &mark)).await;
+    }
+
+    /// Answers a held conversation burst by burst until its queue is empty.
+    async fn answer_conversation(&self, coordinator: &dyn Coordinator, session: &str) {
+        loop {
+            let burst = match coordinator.next_burst(session).await {
+                Ok(burst) if !burst.is_empty() => burst,
+                Ok(_) => return,
+                Err(e) => return tracing::error!(session, error = %e, "lost the conversation queue"),
+            };
+            let renew = async {
+                loop {
+                    tokio::time::sleep(RENEW_HOLD_EVERY).await;
+                    let _ = coordinator.keep_holding(session).await;
+                }
+            };
+            tokio::select! {
+                () = self.reply(session, &burst) => {}
+                () = renew => {}
+            }
         }
     }
 
@@ -223,21 +247,19 @@ impl Inner {
                 }
             }
         };
-        if self.taken_over.contains_key(session) {
+        if self.human_has(session).await {
             return Outcome::Silenced;
         }
-        let own_key = (session.to_owned(), text.clone());
-        self.own_texts.insert(own_key.clone(), ());
+        self.remember_own(session, OwnMark::Text(text.clone())).await;
         match self.deps.crisp.send_text(session, &text).await {
             Ok(fingerprint) => {
                 if let Some(f) = fingerprint {
-                    self.own_fingerprints.insert(f, ());
+                    self.remember_own(session, OwnMark::Fingerprint(f)).await;
                 }
                 self.history.invalidate(session).await;
                 outcome
             }
             Err(e) => {
-                self.own_texts.invalidate(&own_key);
                 tracing::error!(session, error = %e, "Crisp refused the reply");
                 Outcome::Failed
             }

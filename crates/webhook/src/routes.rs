@@ -96,21 +96,13 @@ async fn crisp_hook(
             let session = message.session_id.clone();
             match state.replies.submit(message) {
                 Submitted::Accepted => tracing::info!(session, "visitor message accepted"),
-                Submitted::Duplicate => tracing::info!(session, "redelivered message ignored"),
-                Submitted::HumanHasIt => {
-                    tracing::info!(session, "a human operator has this conversation; bot stays silent")
-                }
                 Submitted::Overloaded => {
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 }
             }
         }
-        HookEvent::OperatorText(message) => {
-            if state.replies.operator_wrote(&message) {
-                tracing::info!(session = message.session_id, "human operator took over the conversation");
-            }
-        }
+        HookEvent::OperatorText(message) => state.replies.operator_wrote(message),
         HookEvent::Ignored(reason) => tracing::debug!(reason, "hook ignored"),
     }
     Json(json!({"status": "ok"})).into_response()

@@ -5,9 +5,11 @@
 //! directory) is the embedded default. A networked backend implements the same trait.
 
 mod file_store;
+mod redis_store;
 mod render;
 
 pub use file_store::FileStore;
+pub use redis_store::RedisStore;
 pub use render::{NO_ACTIVITY, render_context, tail_within};
 
 use crate::payload::{Action, ActionsBatch};

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 /// A visitor's text message in the chat box of our website: the only thing that starts a reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VisitorMessage {
     pub website_id: String,
     /// The Crisp conversation id (`session_<uuid>`).

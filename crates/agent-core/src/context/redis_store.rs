@@ -1,0 +1,127 @@
+//! The Redis context store, for several webhook replicas and a listener on different hosts.
+//!
+//! Keys (under the deployment prefix): `s:{session}:a` (list of action JSON, newest last,
+//! trimmed to `max_actions`), `s:{session}:sum` (latest summary), `u:{user}` and
+//! `c:{conversation}` (latest session id). Every key expires after the TTL of idleness.
+
+use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
+use crate::payload::{Action, ActionsBatch};
+use crate::redis_conn::RedisConn;
+use std::time::SystemTime;
+
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    conn: RedisConn,
+    limits: StoreLimits,
+}
+
+impl RedisStore {
+    pub fn new(conn: RedisConn, limits: StoreLimits) -> Self {
+        Self { conn, limits }
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.limits.ttl.as_secs().max(1) as i64
+    }
+
+    fn unavailable(e: crate::redis_conn::RedisDown) -> StoreError {
+        StoreError::Unavailable(e.0)
+    }
+
+    async fn link(&self, kind: &str, id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
+        let _ = now; // Redis expires keys itself
+        let key = self.conn.key(&[kind, id]);
+        let mut con = self.conn.connection();
+        let value: Option<String> =
+            self.conn.observe(redis::cmd("GET").arg(&key).query_async(&mut con).await).map_err(Self::unavailable)?;
+        Ok(value.filter(|v| !v.is_empty()))
+    }
+}
+
+impl ContextStore for RedisStore {
+    fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let session = batch.session_key();
+            let ttl = self.ttl_secs();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if !batch.actions.is_empty() {
+                let actions_key = self.conn.key(&["s", session, "a"]);
+                let encoded: Vec<String> = batch.actions.iter().filter_map(|a| serde_json::to_string(a).ok()).collect();
+                pipe.cmd("RPUSH").arg(&actions_key).arg(encoded).ignore();
+                pipe.cmd("LTRIM").arg(&actions_key).arg(-(self.limits.max_actions as i64)).arg(-1).ignore();
+                pipe.cmd("EXPIRE").arg(&actions_key).arg(ttl).ignore();
+                pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "sum"])).arg(ttl).ignore();
+            }
+            if batch.session_id.is_some() {
+                if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
+                    pipe.cmd("SET").arg(self.conn.key(&["u", user])).arg(session).arg("EX").arg(ttl).ignore();
+                }
+                if let Some(conversation) = batch.conversation_id.as_deref() {
+                    pipe.cmd("SET").arg(self.conn.key(&["c", conversation])).arg(session).arg("EX").arg(ttl).ignore();
+                }
+            }
+            let mut con = self.conn.connection();
+            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
+        })
+    }
+
+    fn record_summary<'a>(
+        &'a self,
+        session: &'a str,
+        summary: &'a str,
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let ttl = self.ttl_secs();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("SET").arg(self.conn.key(&["s", session, "sum"])).arg(summary).arg("EX").arg(ttl).ignore();
+            pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "a"])).arg(ttl).ignore();
+            let mut con = self.conn.connection();
+            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
+        })
+    }
+
+    fn session_context<'a>(
+        &'a self,
+        session: &'a str,
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("LRANGE").arg(self.conn.key(&["s", session, "a"])).arg(0).arg(-1);
+            pipe.cmd("GET").arg(self.conn.key(&["s", session, "sum"]));
+            let mut con = self.conn.connection();
+            let (actions, summary): (Vec<String>, Option<String>) =
+                self.conn.observe(pipe.query_async(&mut con).await).map_err(Self::unavailable)?;
+            if actions.is_empty() && summary.is_none() {
+                return Ok(None);
+            }
+            let mut actions: Vec<Action> = actions.iter().filter_map(|a| serde_json::from_str(a).ok()).collect();
+            let excess = actions.len().saturating_sub(self.limits.max_actions);
+            actions.drain(..excess);
+            Ok(Some(SessionContext { summary, actions }))
+        })
+    }
+
+    fn latest_session_for_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(self.link("u", user_id, now))
+    }
+
+    fn session_for_conversation<'a>(
+        &'a self,
+        conversation_id: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(self.link("c", conversation_id, now))
+    }
+
+    fn sweep_expired(&self, _now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async { Ok(0) }) // keys carry their own expiry
+    }
+}
