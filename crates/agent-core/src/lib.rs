@@ -7,6 +7,7 @@
 
 pub mod activity_file;
 pub mod auth;
+pub mod checks;
 pub mod config;
 pub mod context;
 pub mod coordination;
@@ -19,5 +20,6 @@ pub mod redis_conn;
 pub mod retry;
 pub mod sse;
 pub mod summary;
+pub mod telemetry;
 
 pub use secrecy::{ExposeSecret, SecretString};

@@ -136,12 +136,41 @@ impl LlmClient {
         &self.model
     }
 
+    /// `GET {base}/models`: proves the base URL and key work (for `--check`).
+    pub async fn check(&self) -> Result<(), LlmError> {
+        let url = self.endpoint.trim_end_matches("/chat/completions").to_owned() + "/models";
+        let mut builder = self.http.get(url);
+        if !self.api_key.expose_secret().is_empty() {
+            builder = builder.bearer_auth(self.api_key.expose_secret());
+        }
+        let response = builder.send().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(LlmError::Status { status: status.as_u16(), message: error_message(&text), retry_after: None })
+    }
+
     /// Returns `choices[0].message.content`, retried per the policy. Never an empty `Ok`.
     pub async fn complete(&self, request: &ChatRequest) -> Result<String, LlmError> {
         self.retry.run("LLM call", || self.complete_once(request)).await
     }
 
     async fn complete_once(&self, request: &ChatRequest) -> Result<String, LlmError> {
+        let started = std::time::Instant::now();
+        let result = self.attempt(request).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(LlmError::Status { status, .. }) => status.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics::histogram!(crate::telemetry::LLM_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn attempt(&self, request: &ChatRequest) -> Result<String, LlmError> {
         let body = WireRequest {
             model: &self.model,
             messages: &request.messages,

@@ -37,6 +37,12 @@ pub struct Cli {
     /// Idle seconds after which the activity file starts afresh.
     #[arg(long, env = "SESSION_RESET_SECS", default_value_t = 120, value_name = "SECS")]
     pub session_reset_secs: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101); unset: no metrics.
+    #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Check the configuration and reach each outside service once, then exit.
+    #[arg(long)]
+    pub check: bool,
     /// Reconnect when nothing, not even a heartbeat, arrived for this long.
     #[arg(long, env = "STREAM_IDLE_TIMEOUT_SECS", default_value_t = 90, value_name = "SECS")]
     pub stream_idle_timeout_secs: u64,
@@ -52,6 +58,8 @@ pub struct Settings {
     pub session_reset: Duration,
     pub stream_idle_timeout: Duration,
     pub store: Arc<dyn ContextStore>,
+    pub redis: Option<agent_core::redis_conn::RedisConn>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub struct SummarySettings {
@@ -76,8 +84,18 @@ impl Cli {
         }
         let redis = self.store.redis()?;
         let store = self.store.open(redis.as_ref())?;
+        let metrics_addr = non_empty(self.metrics_addr.as_deref())
+            .map(|a| {
+                a.parse().map_err(|e| ConfigError::Invalid {
+                    var: "METRICS_ADDR",
+                    reason: format!("{e} (expected host:port, e.g. 127.0.0.1:9101)"),
+                })
+            })
+            .transpose()?;
         Ok(Settings {
             store,
+            redis,
+            metrics_addr,
             stream_url,
             token,
             summaries,

@@ -8,6 +8,7 @@ pub mod summarizer;
 use agent_core::activity_file::{ActivityFile, format_action_block};
 use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::sse::SseItem;
+use agent_core::telemetry;
 use config::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ impl Ingest {
     }
 
     fn skip(&mut self, reason: &dyn std::fmt::Display, excerpt: &str) {
+        metrics::counter!(telemetry::FRAMES_SKIPPED).increment(1);
         if let Some(suppressed) = self.skipped_warn.allow(Instant::now()) {
             let excerpt: String = excerpt.chars().take(200).collect();
             tracing::warn!(%reason, %excerpt, suppressed_since_last = suppressed, "frame skipped");
@@ -67,6 +69,7 @@ impl FrameSink for Ingest {
                 "count disagrees with actions; using the actions"
             );
         }
+        metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
         self.block.clear();
         format_action_block(&batch.actions, &mut self.block);
         if let Err(e) = self.file.append_batch(&self.block) {
@@ -85,7 +88,32 @@ impl FrameSink for Ingest {
 }
 
 /// Runs until `shutdown` resolves; then finishes the write in progress and returns.
+/// `--check`: the stream, the LLM and Redis, one line each. Returns whether all work.
+pub async fn check(settings: &Settings) -> bool {
+    let client =
+        match StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout) {
+            Ok(client) => client,
+            Err(e) => {
+                println!("FAILED  stream: {e}");
+                return false;
+            }
+        };
+    let mut checks = vec![agent_core::checks::run("Autoplay stream", client.probe()).await];
+    match &settings.summaries {
+        Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
+        None => println!("skipped OpenAI: summaries are off"),
+    }
+    if let Some(redis) = &settings.redis {
+        checks.push(agent_core::checks::redis(redis).await);
+    }
+    agent_core::checks::report(&checks)
+}
+
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(addr) = settings.metrics_addr {
+        agent_core::telemetry::serve_on(addr).map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
+        tracing::info!(%addr, "metrics at /metrics");
+    }
     let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
     let (store_feed, store_writer) = StoreFeed::start(settings.store);
     let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));

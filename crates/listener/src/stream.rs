@@ -2,6 +2,7 @@
 
 use agent_core::llm::describe_reqwest;
 use agent_core::sse::{SseItem, SseParser};
+use agent_core::telemetry;
 use agent_core::{ExposeSecret, SecretString};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -77,13 +78,45 @@ impl StreamClient {
         Ok(Self { http, url, token, idle_timeout })
     }
 
+    /// Connects once and reports what the server answered (for `--check`).
+    pub async fn probe(&self) -> Result<String, String> {
+        let mut request = self
+            .http
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::CACHE_CONTROL, "no-store");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = request.send().await.map_err(|e| describe_reqwest(&e))?;
+        let status = response.status();
+        if let Some(hint) = configuration_hint(status) {
+            return Err(format!("HTTP {}: {hint}", status.as_u16()));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if status == StatusCode::OK && content_type.starts_with("text/event-stream") {
+            Ok(format!("HTTP 200 {content_type} from {}", redacted(&self.url)))
+        } else {
+            Err(format!("HTTP {status} {content_type}: not an event stream"))
+        }
+    }
+
     /// Connects and reconnects until `shutdown` turns true.
     pub async fn run(&self, sink: &mut impl FrameSink, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::default();
         loop {
             let (outcome, got_valid_frame) = self.connect_once(sink, &mut shutdown).await;
+            metrics::gauge!(telemetry::STREAM_CONNECTED).set(0.0);
             if got_valid_frame {
                 backoff.reset();
+            }
+            if !matches!(outcome, Disconnect::Shutdown) {
+                metrics::counter!(telemetry::STREAM_RECONNECTS).increment(1);
             }
             let delay = match outcome {
                 Disconnect::Shutdown => return,
@@ -139,6 +172,7 @@ impl StreamClient {
             return (Disconnect::Transient(format!("unexpected answer: HTTP {status}, not an event stream")), false);
         }
         tracing::info!(url = %redacted(&self.url), "stream connected");
+        metrics::gauge!(telemetry::STREAM_CONNECTED).set(1.0);
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new();
         let mut items = Vec::new();

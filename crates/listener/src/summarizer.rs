@@ -73,6 +73,7 @@ impl Summarizer {
                 Ok(summary) => match this.file.append_summary(&summary) {
                     Ok(()) => {
                         this.store.send(StoreWrite::Summary { session: job.session.clone(), summary });
+                        metrics::counter!(agent_core::telemetry::SUMMARIES_WRITTEN).increment(1);
                         tracing::info!(session = %job.session, actions = job.actions.len(), "summary written");
                         true
                     }
@@ -82,6 +83,7 @@ impl Summarizer {
                     }
                 },
                 Err(e) => {
+                    metrics::counter!(agent_core::telemetry::SUMMARIES_FAILED).increment(1);
                     tracing::warn!(session = %job.session, error = %e, "summary failed; its actions stay pending for the next batch");
                     false
                 }

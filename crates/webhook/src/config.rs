@@ -1,6 +1,7 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
 use crate::context::ContextScope;
+use crate::traces::TraceWriter;
 use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
 use agent_core::context::ContextStore;
@@ -76,6 +77,15 @@ pub struct Cli {
     /// Plugin-hook signing secret: when set, X-Crisp-Signature must be valid too.
     #[arg(long, env = "CRISP_HOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub crisp_hook_secret: Option<String>,
+    /// Write a JSON trace of each reply (context, prompt, answer) into this directory; unset: off.
+    #[arg(long, env = "TRACE_DIR", value_name = "PATH")]
+    pub trace_dir: Option<PathBuf>,
+    /// Traces kept at most; the oldest are deleted.
+    #[arg(long, env = "TRACE_MAX_FILES", default_value_t = 1000, value_name = "N")]
+    pub trace_max_files: usize,
+    /// Check the configuration and reach each outside service once, then exit.
+    #[arg(long)]
+    pub check: bool,
     /// Replies being written at once, across all conversations.
     #[arg(long, env = "MAX_CONCURRENT_REPLIES", default_value_t = 16, value_name = "N")]
     pub max_concurrent_replies: usize,
@@ -88,6 +98,8 @@ pub struct Cli {
 pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
 pub struct Settings {
+    pub traces: Option<TraceWriter>,
+    pub redis: Option<agent_core::redis_conn::RedisConn>,
     /// Coordination shared with other replicas (Redis), when configured.
     pub shared: Option<Arc<dyn Coordinator>>,
     pub timings: CoordTimings,
@@ -158,8 +170,19 @@ impl Cli {
         let timings =
             CoordTimings { human_takeover: Duration::from_secs(self.human_takeover_secs), ..CoordTimings::default() };
         let shared: Option<Arc<dyn Coordinator>> =
-            redis.map(|conn| Arc::new(RedisCoordinator::new(conn, timings.clone())) as Arc<dyn Coordinator>);
+            redis.clone().map(|conn| Arc::new(RedisCoordinator::new(conn, timings.clone())) as Arc<dyn Coordinator>);
+        let traces = match &self.trace_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                Some(TraceWriter::open(dir.clone(), self.trace_max_files).map_err(|e| ConfigError::Invalid {
+                    var: "TRACE_DIR",
+                    reason: format!("cannot use {}: {e}", dir.display()),
+                })?)
+            }
+            _ => None,
+        };
         Ok(Settings {
+            traces,
+            redis,
             shared,
             timings,
             fallback_message: non_empty(Some(&self.fallback_message)),

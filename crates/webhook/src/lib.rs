@@ -4,6 +4,7 @@ pub mod config;
 pub mod context;
 pub mod replies;
 pub mod routes;
+pub mod traces;
 
 use config::Settings;
 use context::ContextSource;
@@ -11,6 +12,16 @@ use replies::{Replies, ReplyDeps};
 use routes::{AppState, router};
 use std::future::Future;
 use std::sync::Arc;
+
+/// `--check`: the LLM, Crisp and Redis, one line each. Returns whether all work.
+pub async fn check(settings: &Settings) -> bool {
+    let mut checks =
+        vec![agent_core::checks::llm(&settings.llm).await, agent_core::checks::crisp(&settings.crisp).await];
+    if let Some(redis) = &settings.redis {
+        checks.push(agent_core::checks::redis(redis).await);
+    }
+    agent_core::checks::report(&checks)
+}
 
 /// Serves on `listener` until `shutdown` resolves, then lets accepted replies finish within
 /// the grace period.
@@ -35,11 +46,15 @@ pub async fn run(
             fallback_message: settings.fallback_message,
             shared: settings.shared,
             timings: settings.timings,
+            traces: settings.traces,
             history_turns: settings.history_turns,
         },
         settings.max_concurrent_replies,
     );
+    let metrics =
+        agent_core::telemetry::install_recorder().map_err(|e| tracing::warn!(error = %e, "metrics unavailable")).ok();
     let state = Arc::new(AppState {
+        metrics,
         webhook_secret: settings.webhook_secret,
         website_id: settings.website_id,
         hook_signing_secret: settings.crisp_hook_secret,

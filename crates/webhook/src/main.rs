@@ -4,7 +4,12 @@ use webhook::config::Cli;
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_cli();
+    let check_only = cli.check;
     let settings = cli.into_settings().unwrap_or_else(|e| fail(&format!("error: {e}")));
+    if check_only {
+        println!("ok      configuration: valid");
+        std::process::exit(if webhook::check(&settings).await { 0 } else { 1 });
+    }
     init_tracing();
     let listener = match tokio::net::TcpListener::bind(settings.bind_addr).await {
         Ok(listener) => listener,

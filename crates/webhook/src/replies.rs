@@ -7,18 +7,21 @@
 //! - when the LLM fails for good the visitor still gets a short fallback message;
 //! - on shutdown, every accepted message is answered within the grace period.
 
-use crate::context::ContextSource;
+use crate::context::{Activity, ContextSource};
+use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::context::BoxFuture;
 use agent_core::coordination::{CoordError, CoordTimings, Coordinator, MemoryCoordinator, OwnMark};
 use agent_core::crisp::{CrispClient, OperatorMessage, VisitorMessage};
-use agent_core::llm::{ChatMessage, LlmClient, Role};
+use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use agent_core::prompt::reply_request;
+use agent_core::telemetry;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Messages waiting across all conversations before new ones are refused (503, Crisp retries).
 const MAX_QUEUED: usize = 10_000;
@@ -37,6 +40,7 @@ pub struct ReplyDeps {
     /// Shared by webhook replicas (Redis); `None` for a single process.
     pub shared: Option<Arc<dyn Coordinator>>,
     pub timings: CoordTimings,
+    pub traces: Option<TraceWriter>,
 }
 
 /// What became of a submitted message.
@@ -192,14 +196,16 @@ impl Inner {
                     let _ = coordinator.keep_holding(session).await;
                 }
             };
+            let reply_id = format!("{:016x}", rand::random::<u64>());
+            let span = tracing::info_span!("reply", session = %session, reply_id = %reply_id);
             tokio::select! {
-                () = self.reply(session, &burst) => {}
+                () = self.reply(session, &reply_id, &burst).instrument(span) => {}
                 () = renew => {}
             }
         }
     }
 
-    async fn reply(&self, session: &str, burst: &[VisitorMessage]) {
+    async fn reply(&self, session: &str, reply_id: &str, burst: &[VisitorMessage]) {
         let crisp = &self.deps.crisp;
         // Typing goes on first, alongside the context lookups, and before the LLM call.
         let (typing, activity, history) = tokio::join!(
@@ -211,7 +217,7 @@ impl Inner {
             tracing::warn!(session, error = %e, "cannot show the typing indicator");
         }
         let outcome = match self.slots.acquire().await {
-            Ok(_slot) => self.answer_and_send(session, burst, &activity.text, history).await,
+            Ok(_slot) => self.answer_and_send(session, reply_id, burst, &activity, history).await,
             Err(_) => Outcome::Failed,
         };
         if let Err(e) = crisp.compose(session, false).await {
@@ -219,36 +225,64 @@ impl Inner {
         }
         match outcome {
             Outcome::Answered => {
-                tracing::info!(session, messages = burst.len(), linked_by = ?activity.linked_by, "reply sent")
+                metrics::counter!(telemetry::REPLIES_SENT).increment(1);
+                tracing::info!(messages = burst.len(), linked_by = ?activity.linked_by, "reply sent")
             }
-            Outcome::FallbackSent => tracing::warn!(session, "fallback message sent"),
-            Outcome::Silenced => tracing::info!(session, "a human operator took over; reply dropped"),
-            Outcome::Failed => {}
+            Outcome::FallbackSent => {
+                metrics::counter!(telemetry::FALLBACKS_SENT).increment(1);
+                tracing::warn!("fallback message sent")
+            }
+            Outcome::Silenced => tracing::info!("a human operator took over; reply dropped"),
+            Outcome::Failed => metrics::counter!(telemetry::REPLIES_FAILED).increment(1),
         }
     }
 
     async fn answer_and_send(
         &self,
         session: &str,
+        reply_id: &str,
         burst: &[VisitorMessage],
-        activity: &str,
+        activity: &Activity,
         history: Vec<ChatMessage>,
     ) -> Outcome {
         let question = burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
-        let mut request = reply_request(&self.deps.system_prompt, activity, &question);
+        let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         request.messages.splice(1..1, history);
-        let (text, outcome) = match self.deps.llm.complete(&request).await {
+        let (outcome, answer) = self.answer_and_send_request(session, &request).await;
+        if let Some(traces) = &self.deps.traces {
+            traces.write(&ReplyTrace {
+                reply_id,
+                crisp_session: session,
+                at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                linked_by: format!("{:?}", activity.linked_by),
+                autoplay_session: activity.autoplay_session.as_deref(),
+                activity: &activity.text,
+                model: self.deps.llm.model(),
+                request: serde_json::json!({
+                    "messages": request.messages,
+                    "temperature": request.temperature,
+                    "max_tokens": request.max_tokens,
+                }),
+                answer: answer.as_deref(),
+                outcome: outcome.name(),
+            });
+        }
+        outcome
+    }
+
+    async fn answer_and_send_request(&self, session: &str, request: &ChatRequest) -> (Outcome, Option<String>) {
+        let (text, outcome) = match self.deps.llm.complete(request).await {
             Ok(answer) => (answer, Outcome::Answered),
             Err(e) => {
-                tracing::error!(session, error = %e, "no answer from the LLM");
+                tracing::error!(error = %e, "no answer from the LLM");
                 match &self.deps.fallback_message {
                     Some(fallback) => (fallback.clone(), Outcome::FallbackSent),
-                    None => return Outcome::Failed,
+                    None => return (Outcome::Failed, None),
                 }
             }
         };
         if self.human_has(session).await {
-            return Outcome::Silenced;
+            return (Outcome::Silenced, Some(text));
         }
         self.remember_own(session, OwnMark::Text(text.clone())).await;
         match self.deps.crisp.send_text(session, &text).await {
@@ -257,11 +291,11 @@ impl Inner {
                     self.remember_own(session, OwnMark::Fingerprint(f)).await;
                 }
                 self.history.invalidate(session).await;
-                outcome
+                (outcome, Some(text))
             }
             Err(e) => {
-                tracing::error!(session, error = %e, "Crisp refused the reply");
-                Outcome::Failed
+                tracing::error!(error = %e, "Crisp refused the reply");
+                (Outcome::Failed, Some(text))
             }
         }
     }
@@ -308,4 +342,15 @@ enum Outcome {
     FallbackSent,
     Silenced,
     Failed,
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::FallbackSent => "fallback_sent",
+            Outcome::Silenced => "silenced_by_human_takeover",
+            Outcome::Failed => "failed",
+        }
+    }
 }

@@ -19,6 +19,8 @@ use tower_http::trace::TraceLayer;
 pub const MAX_HOOK_BODY: usize = 1 << 20;
 
 pub struct AppState {
+    /// Renders `/metrics`; `None` when no recorder could be installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub webhook_secret: SecretString,
     pub website_id: String,
     /// Plugin hooks: the X-Crisp-Signature key, when configured.
@@ -30,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/crisp/hooks", post(crisp_hook))
         .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
         .route("/", get(health))
         .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
         // The span names the path only: the query holds the hook secret.
@@ -38,6 +41,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         }))
         .layer(CatchPanicLayer::new())
         .with_state(state)
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "metrics unavailable"),
+    }
+}
+
+fn count_hook(outcome: &'static str) {
+    metrics::counter!(agent_core::telemetry::HOOKS_RECEIVED, "outcome" => outcome).increment(1);
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -75,18 +91,21 @@ async fn crisp_hook(
     body: Bytes,
 ) -> Response {
     if !key_matches(query.as_deref(), &state.webhook_secret) {
+        count_hook("unauthorized");
         tracing::warn!("hook refused: wrong or missing key");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     if let Some(secret) = &state.hook_signing_secret
         && !signature_matches(&headers, &body, secret)
     {
+        count_hook("bad_signature");
         tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
         Err(e @ (HookError::NotJson | HookError::NotAnObject)) => {
+            count_hook("bad_request");
             tracing::warn!(error = %e, "hook refused: malformed body");
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
@@ -95,15 +114,25 @@ async fn crisp_hook(
         HookEvent::VisitorText(message) => {
             let session = message.session_id.clone();
             match state.replies.submit(message) {
-                Submitted::Accepted => tracing::info!(session, "visitor message accepted"),
+                Submitted::Accepted => {
+                    count_hook("visitor_message");
+                    tracing::info!(session, "visitor message accepted")
+                }
                 Submitted::Overloaded => {
+                    count_hook("overloaded");
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 }
             }
         }
-        HookEvent::OperatorText(message) => state.replies.operator_wrote(message),
-        HookEvent::Ignored(reason) => tracing::debug!(reason, "hook ignored"),
+        HookEvent::OperatorText(message) => {
+            count_hook("operator_message");
+            state.replies.operator_wrote(message)
+        }
+        HookEvent::Ignored(reason) => {
+            count_hook("ignored");
+            tracing::debug!(reason, "hook ignored")
+        }
     }
     Json(json!({"status": "ok"})).into_response()
 }

@@ -88,6 +88,7 @@ impl Harness {
                 fallback_message: None,
                 shared: None,
                 timings: agent_core::coordination::CoordTimings::default(),
+                traces: None,
                 history_turns: 6,
             },
             4,
@@ -96,6 +97,7 @@ impl Harness {
             webhook_secret: SecretString::from(secret),
             website_id: WEBSITE.into(),
             hook_signing_secret: None,
+            metrics: None,
             replies,
         });
         Harness { server, app: router(state), _activity: activity }

@@ -125,6 +125,15 @@ impl CrispClient {
         Ok(answer.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
     }
 
+    /// `GET /website/{id}`: proves the token, tier and website id work together.
+    pub async fn check_website(&self) -> Result<(), CrispError> {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["website", &self.settings.website_id]);
+        }
+        self.attempt::<()>(Method::GET, url, None).await.map(drop)
+    }
+
     fn conversation_url(&self, session_id: &str, leaf: &str) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
@@ -154,27 +163,40 @@ impl CrispClient {
         let url = self.conversation_url(session_id, leaf);
         policy
             .run("Crisp call", || async {
-                let mut request = self
-                    .http
-                    .request(method.clone(), url.clone())
-                    .basic_auth(&self.settings.token_identifier, Some(self.settings.token_key.expose_secret()))
-                    .header("X-Crisp-Tier", &self.settings.tier)
-                    .header(reqwest::header::ACCEPT, "application/json");
-                if let Some(body) = body {
-                    request = request.json(body);
-                }
-                let response = request.send().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
-                let status = response.status();
-                let retry_after = parse_retry_after(response.headers());
-                let bytes = response.bytes().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
-                let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                if !status.is_success() {
-                    let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("no reason given").to_owned();
-                    return Err(CrispError::Status { status: status.as_u16(), reason, retry_after });
-                }
-                Ok(answer)
+                let started = std::time::Instant::now();
+                let result = self.attempt(method.clone(), url.clone(), body).await;
+                let outcome = match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(CrispError::Status { status, .. }) => status.to_string(),
+                    Err(_) => "error".to_owned(),
+                };
+                metrics::histogram!(crate::telemetry::CRISP_SECONDS, "call" => leaf.to_owned(), "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                result
             })
             .await
+    }
+
+    async fn attempt<B: Serialize>(&self, method: Method, url: Url, body: Option<&B>) -> Result<Value, CrispError> {
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .basic_auth(&self.settings.token_identifier, Some(self.settings.token_key.expose_secret()))
+            .header("X-Crisp-Tier", &self.settings.tier)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("no reason given").to_owned();
+            return Err(CrispError::Status { status: status.as_u16(), reason, retry_after });
+        }
+        Ok(answer)
     }
 }
 

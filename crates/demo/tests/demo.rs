@@ -1,0 +1,65 @@
+//! The demo end to end: the real `listener` and `webhook` binaries (built by the demo itself,
+//! through the `CARGO` variable cargo sets for tests) against its stand-ins, the LLM included.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the stand-in LLM answers for the default question and the bundled sample.
+const ANSWER: &str = "I can see you just did \"Page Load: Billing settings\" on \
+                      https://app.example.com/settings/billing — here is how to change your plan:";
+
+fn run_demo(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo"));
+    cmd.args(args)
+        .env_remove("DEMO_LLM_BASE_URL")
+        .env_remove("DEMO_LLM_API_KEY")
+        .env_remove("DEMO_LLM_MODEL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let output = cmd.output().expect("run the demo");
+    // Building the two binaries may take a while on a cold cache; the demo itself takes seconds.
+    assert!(started.elapsed() < Duration::from_secs(1200));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_shows_an_answer_grounded_in_the_sample_activity() {
+    let (ok, stdout, stderr) = run_demo(&[]);
+    assert!(ok, "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    // The answer, posted to the stand-in Crisp.
+    assert!(stdout.contains(ANSWER), "{stdout}");
+    // The prompt it was grounded in: the activity block with the sample's actions and summary.
+    assert!(stdout.contains("## Current User Activity"), "{stdout}");
+    assert!(stdout.contains("[4] Action: Click Upgrade plan button\n"), "{stdout}");
+    assert!(stdout.contains("=== SUMMARY ==="), "{stdout}");
+    assert!(stdout.contains("User question: How do I change my plan?"), "{stdout}");
+    // event_data.txt as the listener wrote it, with the bundled fixture's actions.
+    assert!(stdout.contains("[0] Action: Page Load: Dashboard\n"), "{stdout}");
+    assert!(stdout.contains("stopped webhook (exit status: 0) and listener (exit status: 0)"), "{stdout}");
+}
+
+#[test]
+fn the_question_can_be_changed() {
+    let (ok, stdout, stderr) = run_demo(&["--question", "Where can I find my invoices?"]);
+    assert!(ok, "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("User question: Where can I find my invoices?"), "{stdout}");
+    assert!(stdout.contains("here is how to find your invoices:"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_llm_server_fails_with_one_line() {
+    // A port nothing listens on: the webhook falls back, and the demo says why and fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let (ok, stdout, stderr) = run_demo(&["--llm-base-url", &url]);
+    assert!(!ok, "demo should fail\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("demo: error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("the LLM did not answer"), "{stderr}");
+}
