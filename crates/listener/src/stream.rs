@@ -78,16 +78,22 @@ impl StreamClient {
         Ok(Self { http, url, token, idle_timeout })
     }
 
-    /// Connects once and reports what the server answered (for `--check`).
-    pub async fn probe(&self) -> Result<String, String> {
-        let mut request = self
+    /// `GET STREAM_URL` with the stream headers and, when set, the bearer token.
+    fn request(&self) -> reqwest::RequestBuilder {
+        let request = self
             .http
             .get(self.url.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .header(reqwest::header::CACHE_CONTROL, "no-store");
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose_secret());
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose_secret()),
+            None => request,
         }
+    }
+
+    /// Connects once and reports what the server answered (for `--check`).
+    pub async fn probe(&self) -> Result<String, String> {
+        let request = self.request();
         let response = request.send().await.map_err(|e| describe_reqwest(&e))?;
         let status = response.status();
         if let Some(hint) = configuration_hint(status) {
@@ -143,14 +149,7 @@ impl StreamClient {
         sink: &mut impl FrameSink,
         shutdown: &mut watch::Receiver<bool>,
     ) -> (Disconnect, bool) {
-        let mut request = self
-            .http
-            .get(self.url.clone())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .header(reqwest::header::CACHE_CONTROL, "no-store");
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose_secret());
-        }
+        let request = self.request();
         let response = tokio::select! {
             response = request.send() => response,
             _ = shutdown.wait_for(|stop| *stop) => return (Disconnect::Shutdown, false),
