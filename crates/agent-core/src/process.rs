@@ -85,3 +85,26 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// The shape both binaries' `main` share: settings or a one-line error, `--check` or logs and
+/// the service until it stops; exit status 0 on a clean stop, 1 on a runtime error.
+pub async fn serve<S, E: std::fmt::Display>(
+    settings: Result<S, crate::config::ConfigError>,
+    check_only: bool,
+    check: impl AsyncFnOnce(&S) -> bool,
+    run: impl AsyncFnOnce(S) -> Result<(), E>,
+) -> ! {
+    let settings = settings.unwrap_or_else(|e| fail(&format!("error: {e}")));
+    if check_only {
+        println!("ok      configuration: valid");
+        exit(if check(&settings).await { 0 } else { 1 });
+    }
+    init_tracing();
+    match run(settings).await {
+        Ok(()) => exit(0),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            exit(1)
+        }
+    }
+}

@@ -62,4 +62,9 @@ fn an_unreachable_llm_server_fails_with_one_line() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("demo: error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("the LLM did not answer"), "{stderr}");
+    // A failed demo keeps its files for inspection and says where; this one is expected.
+    let kept = errors[0].rsplit_once("(files and logs kept in ").and_then(|(_, rest)| rest.strip_suffix(')'));
+    let kept = kept.expect("the error names the kept directory");
+    assert!(std::path::Path::new(kept).join("webhook.log").is_file(), "{kept}");
+    std::fs::remove_dir_all(kept).unwrap();
 }
