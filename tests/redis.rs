@@ -1,0 +1,673 @@
+//! The real `listener` and `webhook` binaries sharing Redis: coordination of webhook replicas,
+//! the per-visitor context store, and carrying on while Redis is down.
+//!
+//! Each test starts its own `redis-server` on a free loopback port (CI installs it with
+//! apt-get); a machine without `redis-server` and `redis-cli` on PATH fails these tests.
+
+use bytes::Bytes;
+use e2e::sse_server::{Plan, SseServer};
+use e2e::{Proc, eventually, free_port, read};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const SITE: &str = "site";
+const HOOK_SECRET: &str = "s3cret";
+const LLM_PATH: &str = "/v1/chat/completions";
+const ANSWER: &str = "Here is how to do it.";
+const NO_ACTIVITY: &str = "(No activity recorded for this visitor.)";
+const OUTAGE: &str = "Redis unavailable";
+const RECOVERY: &str = "Redis reachable again";
+
+/// Generous limit for something that must happen.
+const LIMIT: Duration = Duration::from_secs(20);
+/// How long "nothing happens" is watched for.
+const QUIET: Duration = Duration::from_millis(1500);
+
+// ---------------------------------------------------------------------------------------------
+// redis-server and redis-cli
+// ---------------------------------------------------------------------------------------------
+
+/// Fails the test at once, with a clear message, when the Redis tools are missing.
+fn require_redis_tools() {
+    for tool in ["redis-server", "redis-cli"] {
+        let found = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        assert!(
+            found.is_ok_and(|status| status.success()),
+            "`{tool}` is not on PATH: these tests need a real Redis (apt-get install redis-server)"
+        );
+    }
+}
+
+/// A `redis-server` of one test, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on `port` (no persistence) and waits until it answers PING.
+    fn start(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("redis.log");
+        let out = std::fs::File::create(&log).expect("redis log file");
+        let err = out.try_clone().expect("redis log file");
+        let port_arg = port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port_arg, "--save", "", "--appendonly", "no"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need `redis-server` and `redis-cli` on PATH \
+                     (apt-get install redis-server)"
+                )
+            });
+        let mut server = RedisServer { child, port, log, _dir: dir };
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if redis_cli(port, &["PING"]) == "PONG" {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server on port {port} exited ({status}):\n{}", read(&server.log));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} never answered PING:\n{}",
+                read(&server.log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        redis_url(self.port)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// Runs `redis-cli -p port args...` and returns its trimmed output (empty when it cannot connect).
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-cli ({e}): these tests need `redis-cli` on PATH (apt-get install redis-server)")
+        });
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A number printed by redis-cli (`LLEN`, `TTL`, `EXISTS`), or `None`.
+fn redis_int(port: u16, args: &[&str]) -> Option<i64> {
+    redis_cli(port, args).parse().ok()
+}
+
+/// A key prefix unique to one test (each test has its own server anyway; this checks the prefix
+/// is honoured by both binaries).
+fn prefix(test: &str) -> String {
+    format!("e2e-{test}:")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream frames and hook bodies
+// ---------------------------------------------------------------------------------------------
+
+/// An Autoplay `actions` frame for `session` with one action per title.
+fn actions_frame(session: &str, titles: &[&str]) -> String {
+    let actions: Vec<Value> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            json!({
+                "index": i,
+                "type": "click",
+                "title": title,
+                "description": format!("The visitor did: {title}"),
+                "timestamp_start": 1_700_000_000.0 + i as f64,
+                "timestamp_end": 1_700_000_000.5 + i as f64,
+                "raw_url": "https://app.example.com/page?ref=x",
+                "canonical_url": "https://app.example.com/page",
+            })
+        })
+        .collect();
+    let frame = json!({
+        "type": "actions",
+        "product_id": "prod_abc",
+        "session_id": session,
+        "count": titles.len(),
+        "forwarded_at": 1_700_000_010.0,
+        "actions": actions,
+    });
+    format!("data: {frame}\n\n")
+}
+
+/// A visitor's text message, shaped like tests/fixtures/crisp/message-send-text.json.
+fn visitor_message(session: &str, fingerprint: u64, content: &str) -> Value {
+    json!({
+        "website_id": SITE,
+        "event": "message:send",
+        "data": {
+            "website_id": SITE,
+            "session_id": session,
+            "type": "text",
+            "content": content,
+            "from": "user",
+            "origin": "chat",
+            "stamped": true,
+            "timestamp": 1_506_985_696_616_u64,
+            "fingerprint": fingerprint,
+            "user": {"nickname": "visitor493603", "user_id": session}
+        },
+        "timestamp": 1_506_985_696_616_u64
+    })
+}
+
+/// A human operator's message (not automated, a fingerprint the bot never sent).
+fn human_operator_message(session: &str, fingerprint: u64, content: &str) -> Value {
+    json!({
+        "website_id": SITE,
+        "event": "message:received",
+        "data": {
+            "website_id": SITE,
+            "session_id": session,
+            "type": "text",
+            "from": "operator",
+            "origin": "chat",
+            "content": content,
+            "fingerprint": fingerprint,
+            "timestamp": 1_700_123_460_000_u64,
+            "automated": false,
+            "user": {"type": "participant", "nickname": "Anna", "user_id": "operator-anna"}
+        },
+        "timestamp": 1_700_123_460_000_u64
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stand-ins for OpenAI and Crisp
+// ---------------------------------------------------------------------------------------------
+
+/// One server for OpenAI (answering after `llm_delay`) and Crisp; `metas` gives conversations'
+/// `GET .../meta` session data (others have none).
+async fn stand_in(llm_delay: Duration, metas: &[(&str, Value)]) -> MockServer {
+    let server = MockServer::start().await;
+    let completion = json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]
+    });
+    Mock::given(method("POST"))
+        .and(path(LLM_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion).set_delay(llm_delay))
+        .mount(&server)
+        .await;
+    for (session, session_data) in metas {
+        let meta = json!({"error": false, "reason": "resolved", "data": {"nickname": "v", "data": session_data}});
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/website/{SITE}/conversation/{session}/meta")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(meta))
+            .mount(&server)
+            .await;
+    }
+    let conversation = |leaf: &str| format!("^/v1/website/{SITE}/conversation/[^/]+/{leaf}$");
+    Mock::given(method("GET"))
+        .and(path_regex(conversation("meta")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"nickname": "x"}})))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(conversation("messages")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(conversation("compose")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "updated"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(conversation("message")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"error": false, "reason": "dispatched", "data": {"fingerprint": 4242}})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+fn is_llm(request: &Request) -> bool {
+    request.method.as_str() == "POST" && request.url.path() == LLM_PATH
+}
+
+fn is_crisp_post(request: &Request, session: &str) -> bool {
+    request.method.as_str() == "POST"
+        && request.url.path() == format!("/v1/website/{SITE}/conversation/{session}/message")
+}
+
+async fn received(server: &MockServer) -> Vec<Request> {
+    server.received_requests().await.unwrap_or_default()
+}
+
+/// The prompts (last user message) of the chat-completion requests received, oldest first.
+async fn llm_prompts(server: &MockServer) -> Vec<String> {
+    received(server).await.iter().filter(|r| is_llm(r)).map(prompt_of).collect()
+}
+
+fn prompt_of(request: &Request) -> String {
+    let call: Value = serde_json::from_slice(&request.body).expect("chat request body is JSON");
+    let messages = call["messages"].as_array().expect("messages array");
+    let last = messages.last().expect("at least one message");
+    assert_eq!(last["role"], "user", "{call}");
+    last["content"].as_str().expect("content string").to_owned()
+}
+
+/// The Crisp message posts into `session` received so far.
+async fn crisp_posts(server: &MockServer, session: &str) -> usize {
+    received(server).await.iter().filter(|r| is_crisp_post(r, session)).count()
+}
+
+/// Waits up to [`LIMIT`] for `count` Crisp message posts into `session`; returns how many came.
+async fn wait_posts(server: &MockServer, session: &str, count: usize) -> usize {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let seen = crisp_posts(server, session).await;
+        if seen >= count || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits up to [`LIMIT`] for an LLM request asking `question`; returns its prompt.
+async fn prompt_for(server: &MockServer, question: &str, log: impl Fn() -> String) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(prompt) = llm_prompts(server).await.into_iter().find(|p| p.contains(question)) {
+            return prompt;
+        }
+        assert!(Instant::now() < deadline, "{question:?} never reached the LLM; log:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two binaries
+// ---------------------------------------------------------------------------------------------
+
+/// Redis settings; given explicitly so that they win over anything `TEST_REDIS_URL` injects.
+fn redis_env(url: &str, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![("REDIS_URL", url.to_owned()), ("REDIS_KEY_PREFIX", prefix.to_owned())]
+}
+
+struct Webhook {
+    proc: Proc,
+    url: String,
+    http: reqwest::Client,
+    cwd: tempfile::TempDir,
+}
+
+impl Webhook {
+    /// Starts a webhook in a working directory of its own, talking to `server`, with `extra`
+    /// settings on top, and waits until `/health` answers.
+    async fn start(server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
+        let cwd = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = format!("{}/v1", server.uri());
+        let mut env = vec![
+            ("OPENAI_BASE_URL", base.clone()),
+            ("OPENAI_API_KEY", "sk-test".to_owned()),
+            ("CRISP_API_BASE_URL", base),
+            ("CRISP_TOKEN_IDENTIFIER", "ident".to_owned()),
+            ("CRISP_TOKEN_KEY", "key".to_owned()),
+            ("WEBSITE_ID", SITE.to_owned()),
+            ("WEBHOOK_SECRET", HOOK_SECRET.to_owned()),
+            ("BIND_ADDR", format!("127.0.0.1:{port}")),
+        ];
+        env.extend(extra.iter().cloned());
+        let mut proc = Proc::spawn("webhook", cwd.path(), &env, &[]);
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Ok(response) = http.get(format!("{url}/health")).send().await
+                && response.status() == 200
+            {
+                break;
+            }
+            assert!(proc.is_running(), "webhook exited at start:\n{}", proc.stderr());
+            assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Webhook { proc, url, http, cwd }
+    }
+
+    fn cwd(&self) -> &Path {
+        self.cwd.path()
+    }
+
+    /// Delivers a hook with the right key, checks the 200 `{"status":"ok"}`, and returns how
+    /// long the answer took.
+    async fn deliver(&self, body: &Value) -> Duration {
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/crisp/hooks?key={HOOK_SECRET}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("hook request");
+        let took = started.elapsed();
+        assert_eq!(response.status(), 200, "log:\n{}", self.stderr());
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+        took
+    }
+
+    fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+}
+
+/// A listener in a working directory of its own, against a loopback stream that sends `frames`
+/// and then stays open.
+struct Listener {
+    proc: Proc,
+    _stream: SseServer,
+    cwd: tempfile::TempDir,
+}
+
+impl Listener {
+    async fn start(frames: &[String], extra: &[(&'static str, String)]) -> Listener {
+        let chunks = frames.iter().map(|f| Bytes::from(f.clone())).collect();
+        let stream = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
+        let cwd = tempfile::tempdir().unwrap();
+        let mut env = vec![("STREAM_URL", stream.url.clone()), ("SUMMARY_THRESHOLD", "0".to_owned())];
+        env.extend(extra.iter().cloned());
+        let proc = Proc::spawn("listener", cwd.path(), &env, &[]);
+        Listener { proc, _stream: stream, cwd }
+    }
+
+    fn event_data(&self) -> PathBuf {
+        self.cwd.path().join("event_data.txt")
+    }
+
+    fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook replicas sharing Redis
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_message_delivered_to_two_replicas_is_answered_once() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let server = stand_in(Duration::ZERO, &[]).await;
+    let env = redis_env(&redis.url(), &prefix("dedupe"));
+    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+    assert_ne!(a.cwd(), b.cwd());
+
+    let session = "session_dedupe";
+    let hook = visitor_message(session, 150_698_569_649_423, "Hey :)");
+    tokio::join!(a.deliver(&hook), b.deliver(&hook));
+
+    assert_eq!(wait_posts(&server, session, 1).await, 1, "never answered; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(crisp_posts(&server, session).await, 1, "answered twice; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+    assert_eq!(llm_prompts(&server).await.len(), 1, "one LLM call only");
+    let seen_key = format!("{}seen:{session}:150698569649423", prefix("dedupe"));
+    assert_eq!(redis.cli(&["EXISTS", &seen_key]), "1", "the delivery was recorded in Redis");
+}
+
+#[tokio::test]
+async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let server = stand_in(Duration::from_secs(1), &[]).await;
+    let key_prefix = prefix("order");
+    let env = redis_env(&redis.url(), &key_prefix);
+    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+    let logs = || format!("A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+
+    let session = "session_order";
+    let (first, second, third) = ("first question ONE", "second question TWO", "third question THREE");
+    a.deliver(&visitor_message(session, 1, first)).await;
+    // Message 1 is being answered (the LLM takes a second)...
+    prompt_for(&server, first, logs).await;
+    // ...when message 2 reaches replica B: wait until it is queued (or already answered).
+    b.deliver(&visitor_message(session, 2, second)).await;
+    let queue = format!("{key_prefix}queue:{session}");
+    let deadline = Instant::now() + LIMIT;
+    while redis_int(redis.port, &["LLEN", &queue]).unwrap_or(0) == 0
+        && !llm_prompts(&server).await.iter().any(|p| p.contains(second))
+    {
+        assert!(Instant::now() < deadline, "message 2 was never queued in Redis; {}", logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.deliver(&visitor_message(session, 3, third)).await;
+
+    // Every message reaches the LLM, then every LLM answer reaches Crisp.
+    prompt_for(&server, third, logs).await;
+    prompt_for(&server, second, logs).await;
+    let calls = llm_prompts(&server).await.len();
+    assert_eq!(wait_posts(&server, session, calls).await, calls, "{}", logs());
+    tokio::time::sleep(QUIET).await;
+
+    // In arrival order, LLM requests and Crisp posts alternate: never two LLM requests in
+    // flight for the conversation.
+    let requests = received(&server).await;
+    let sequence: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| {
+            if is_llm(r) {
+                Some("llm")
+            } else if is_crisp_post(r, session) {
+                Some("post")
+            } else {
+                None
+            }
+        })
+        .collect();
+    let expected: Vec<&str> = (0..sequence.len()).map(|i| if i % 2 == 0 { "llm" } else { "post" }).collect();
+    assert_eq!(sequence, expected, "LLM requests overlapped; {}", logs());
+
+    let prompts = llm_prompts(&server).await;
+    assert!(prompts.len() == 2 || prompts.len() == 3, "{prompts:#?}");
+    assert!(prompts[0].ends_with(&format!("User question: {first}")), "message 1 answered first: {prompts:#?}");
+    assert!(!prompts[0].contains(second) && !prompts[0].contains(third), "{prompts:#?}");
+    let rest = prompts[1..].join("\n=====\n");
+    let (at_second, at_third) = (rest.find(second).unwrap(), rest.find(third).unwrap());
+    assert!(at_second < at_third, "message 2 answered before message 3: {prompts:#?}");
+    for (i, text) in [first, second, third].iter().enumerate() {
+        let times = prompts.iter().filter(|p| p.contains(text)).count();
+        assert_eq!(times, 1, "message {} asked {times} times: {prompts:#?}", i + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_human_operator_writing_via_one_replica_silences_the_other() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let server = stand_in(Duration::ZERO, &[]).await;
+    let key_prefix = prefix("human");
+    let env = redis_env(&redis.url(), &key_prefix);
+    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+
+    let session = "session_human";
+    a.deliver(&human_operator_message(session, 880_001, "Hi, Anna from support here!")).await;
+    let flag = format!("{key_prefix}human:{session}");
+    let shared = eventually(LIMIT, || redis.cli(&["EXISTS", &flag]) == "1").await;
+    assert!(shared, "the takeover never reached Redis; A:\n{}", a.stderr());
+
+    b.deliver(&visitor_message(session, 9, "Is anyone there?")).await;
+    let silent = eventually(LIMIT, || b.stderr().contains("a human operator has this conversation")).await;
+    assert!(silent, "B never noticed the takeover; B:\n{}", b.stderr());
+    tokio::time::sleep(QUIET).await;
+    assert!(llm_prompts(&server).await.is_empty(), "B asked the LLM; B:\n{}", b.stderr());
+    assert_eq!(crisp_posts(&server, session).await, 0, "B answered during a human takeover");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis down
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_webhook_answers_while_redis_is_down_logs_the_outage_once_and_its_end() {
+    require_redis_tools();
+    let port = free_port();
+    let server = stand_in(Duration::ZERO, &[]).await;
+    let webhook = Webhook::start(&server, &redis_env(&redis_url(port), &prefix("down"))).await;
+
+    for i in 1..=3_u64 {
+        let session = format!("session_down_{i}");
+        let question = format!("question {i} while Redis is down");
+        let took = webhook.deliver(&visitor_message(&session, 700 + i, &question)).await;
+        assert!(took < Duration::from_secs(1), "hook {i} acknowledged in {took:?}");
+        let prompt = prompt_for(&server, &question, || webhook.stderr()).await;
+        assert!(prompt.contains(NO_ACTIVITY), "{prompt}");
+        assert_eq!(wait_posts(&server, &session, 1).await, 1, "visitor {i} unanswered:\n{}", webhook.stderr());
+    }
+    let log = webhook.stderr();
+    assert_eq!(log.matches(OUTAGE).count(), 1, "the outage is logged once:\n{log}");
+    assert!(!log.contains(RECOVERY), "{log}");
+
+    let redis = RedisServer::start(port);
+    let session = "session_back";
+    let took = webhook.deliver(&visitor_message(session, 800, "question once Redis is back")).await;
+    assert!(took < Duration::from_secs(1), "acknowledged in {took:?}");
+    assert_eq!(wait_posts(&server, session, 1).await, 1, "unanswered:\n{}", webhook.stderr());
+    let recovered = eventually(LIMIT, || webhook.stderr().contains(RECOVERY)).await;
+    assert!(recovered, "no {RECOVERY:?} after a message with Redis back:\n{}", webhook.stderr());
+    assert_eq!(webhook.stderr().matches(OUTAGE).count(), 1, "{}", webhook.stderr());
+    drop(redis);
+}
+
+#[tokio::test]
+async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
+    require_redis_tools();
+    let port = free_port();
+    let key_prefix = prefix("buffer");
+    let titles = ["R action 1", "R action 2", "R action 3", "R action 4", "R action 5"];
+    let frames = [
+        actions_frame("ps_R", &titles[0..2]),
+        actions_frame("ps_R", &titles[2..4]),
+        actions_frame("ps_R", &titles[4..]),
+    ];
+    let listener = Listener::start(&frames, &redis_env(&redis_url(port), &key_prefix)).await;
+
+    let written = eventually(LIMIT, || {
+        let file = read(&listener.event_data());
+        titles.iter().all(|t| file.contains(t))
+    })
+    .await;
+    assert!(
+        written,
+        "event_data.txt never held every batch:\n{}\nlog:\n{}",
+        read(&listener.event_data()),
+        listener.stderr()
+    );
+    let outage = eventually(LIMIT, || listener.stderr().contains(OUTAGE)).await;
+    assert!(outage, "the outage was never logged:\n{}", listener.stderr());
+
+    let redis = RedisServer::start(port);
+    let actions = format!("{key_prefix}s:ps_R:a");
+    let caught_up = eventually(LIMIT, || redis_int(port, &["LLEN", &actions]) == Some(titles.len() as i64)).await;
+    assert!(
+        caught_up,
+        "LLEN {actions} = {:?}, want {}; log:\n{}",
+        redis.cli(&["LLEN", &actions]),
+        titles.len(),
+        listener.stderr()
+    );
+    let stored = redis.cli(&["LRANGE", &actions, "0", "-1"]);
+    let positions: Vec<usize> =
+        titles.iter().map(|t| stored.find(t).unwrap_or_else(|| panic!("{t:?} not stored: {stored}"))).collect();
+    assert!(positions.is_sorted(), "actions stored out of order: {stored}");
+    let recovered = eventually(LIMIT, || listener.stderr().contains(RECOVERY)).await;
+    assert!(recovered, "{}", listener.stderr());
+    assert_eq!(listener.stderr().matches(OUTAGE).count(), 1, "{}", listener.stderr());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The context store in Redis
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn activity_read_by_the_listener_reaches_the_webhooks_prompt_through_redis() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let key_prefix = prefix("context");
+    let env = redis_env(&redis.url(), &key_prefix);
+    let listener = Listener::start(&[actions_frame("ps_X", &["Opened pricing"])], &env).await;
+    let actions = format!("{key_prefix}s:ps_X:a");
+    let stored = eventually(LIMIT, || redis_int(redis.port, &["LLEN", &actions]) == Some(1)).await;
+    assert!(stored, "the listener never stored ps_X in Redis:\n{}", listener.stderr());
+
+    let server = stand_in(Duration::ZERO, &[("session_X", json!({"autoplay_session_id": "ps_X"}))]).await;
+    let webhook = Webhook::start(&server, &env).await;
+    let question = "How much is the Pro plan?";
+    webhook.deliver(&visitor_message("session_X", 31, question)).await;
+    let prompt = prompt_for(&server, question, || webhook.stderr()).await;
+    assert!(prompt.contains("Opened pricing"), "{prompt}");
+    assert!(!prompt.contains(NO_ACTIVITY), "{prompt}");
+    assert_eq!(wait_posts(&server, "session_X", 1).await, 1, "{}", webhook.stderr());
+    for cwd in [listener.cwd.path(), webhook.cwd()] {
+        assert!(!cwd.join("data").exists(), "an embedded store was opened in {}", cwd.display());
+    }
+}
+
+#[tokio::test]
+async fn stored_actions_expire_after_the_ttl_and_are_capped() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let key_prefix = prefix("expiry");
+    let titles = ["E action 1", "E action 2", "E action 3", "E action 4", "E action 5"];
+    let mut env = redis_env(&redis.url(), &key_prefix);
+    env.extend([("CONTEXT_TTL_SECS", "5".to_owned()), ("CONTEXT_MAX_ACTIONS", "3".to_owned())]);
+    let listener = Listener::start(&[actions_frame("ps_E", &titles)], &env).await;
+
+    let actions = format!("{key_prefix}s:ps_E:a");
+    let stored = eventually(LIMIT, || redis_int(redis.port, &["LLEN", &actions]).is_some_and(|n| n > 0)).await;
+    assert!(stored, "never stored:\n{}", listener.stderr());
+    let ttl = redis_int(redis.port, &["TTL", &actions]);
+    assert!(ttl.is_some_and(|t| (1..=5).contains(&t)), "TTL {actions} = {ttl:?}");
+    assert_eq!(redis.cli(&["LLEN", &actions]), "3", "capped at CONTEXT_MAX_ACTIONS");
+    let kept = redis.cli(&["LRANGE", &actions, "0", "-1"]);
+    for t in &titles[..2] {
+        assert!(!kept.contains(t), "{t:?} should have been trimmed: {kept}");
+    }
+    for t in &titles[2..] {
+        assert!(kept.contains(t), "{t:?} should be kept: {kept}");
+    }
+    let gone = eventually(LIMIT, || redis.cli(&["EXISTS", &actions]) == "0").await;
+    assert!(gone, "{actions} never expired");
+    assert!(read(&listener.event_data()).contains("E action 1"), "the activity file keeps every action");
+}
