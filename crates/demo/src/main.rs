@@ -128,7 +128,10 @@ async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
         }
     };
 
-    println!("== crisp-agent demo: no account, everything on loopback ==");
+    println!(
+        "== crisp-agent demo: no account needed; Autoplay, Crisp{} are loopback stand-ins ==",
+        if upstream_url.is_some() { "" } else { " and the LLM" }
+    );
     println!(
         "working directory: {}{}",
         dir.display(),

@@ -106,9 +106,11 @@ impl Proc {
         self.exited
     }
 
+    /// The last line the process logged, without terminal colour codes.
     pub fn last_log_line(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)").trim().to_owned()
+        let line = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)");
+        without_ansi(line).trim().to_owned()
     }
 
     /// SIGTERM (the graceful shutdown both binaries implement), then waits up to `limit`;
@@ -138,11 +140,40 @@ impl Proc {
     }
 }
 
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.try_wait().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_codes_are_dropped_from_log_lines() {
+        let line = "\u{1b}[2m2026-11-24T12:42:13Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m no answer \u{1b}[3merror\u{1b}[0m\u{1b}[2m=\u{1b}[0mx";
+        assert_eq!(super::without_ansi(line), "2026-11-24T12:42:13Z ERROR no answer error=x");
     }
 }
