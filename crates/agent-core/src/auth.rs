@@ -7,9 +7,23 @@ use subtle::ConstantTimeEq;
 /// Whether `given` equals `expected`, in time independent of where they differ and of their
 /// lengths (both are hashed first, so only digests are compared).
 pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
-    let given = Sha256::digest(given);
-    let expected = Sha256::digest(expected);
-    given.ct_eq(&expected).into()
+    SecretDigest::new(expected).matches(given)
+}
+
+/// A secret kept as its SHA-256 digest, hashed once, to check candidates against in constant
+/// time (see [`secrets_match`]).
+#[derive(Clone)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
+    }
+
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let given: [u8; 32] = Sha256::digest(given).into();
+        given.ct_eq(&self.0).into()
+    }
 }
 
 /// Lowercase hex HMAC-SHA256 of `message` under `key`.

@@ -119,7 +119,7 @@ impl SseParser {
             }
         }
         while !chunk.is_empty() {
-            match memchr2(b'\r', b'\n', chunk) {
+            match memchr::memchr2(b'\r', b'\n', chunk) {
                 None => {
                     self.extend_line(chunk);
                     return;
@@ -258,10 +258,6 @@ impl SseParser {
         self.event.clear();
         self.excerpt.clear();
     }
-}
-
-fn memchr2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&x| x == a || x == b)
 }
 
 #[cfg(test)]

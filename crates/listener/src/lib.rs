@@ -6,7 +6,7 @@ pub mod stream;
 pub mod summarizer;
 
 use agent_core::activity_file::{ActivityFile, format_action_block};
-use agent_core::payload::{StreamPayload, parse_payload};
+use agent_core::payload::{ActionsBatch, StreamPayload, parse_payload};
 use agent_core::sse::SseItem;
 use agent_core::telemetry;
 use config::Settings;
@@ -25,13 +25,23 @@ pub struct Ingest {
     file: ActivityFile,
     summarizer: Option<Arc<Summarizer>>,
     store: StoreFeed,
+    /// Action blocks of the current network read, written at [`FrameSink::flush`].
     block: Vec<u8>,
+    /// The batches behind `block`, handed to summaries and the store after the write.
+    batches: Vec<ActionsBatch>,
     skipped_warn: RateLimitedWarn,
 }
 
 impl Ingest {
     pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>, store: StoreFeed) -> Self {
-        Self { file, summarizer, store, block: Vec::with_capacity(4096), skipped_warn: RateLimitedWarn::new(20) }
+        Self {
+            file,
+            summarizer,
+            store,
+            block: Vec::with_capacity(64 * 1024),
+            batches: Vec::new(),
+            skipped_warn: RateLimitedWarn::new(20),
+        }
     }
 
     fn skip(&mut self, reason: &dyn std::fmt::Display, excerpt: &str) {
@@ -44,6 +54,32 @@ impl Ingest {
 }
 
 impl FrameSink for Ingest {
+    /// Writes the batches of one network read in one `write(2)`: whole batches only, so a
+    /// reader never sees half of one, and one system call instead of one per batch. (All of
+    /// them arrived at the same instant, so the reset check once before them is the same as
+    /// once before each.)
+    fn flush(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.append_batch(&self.block) {
+            tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
+        }
+        self.block.clear();
+        // Only now, so a summary can never land in the file before the actions it covers.
+        for batch in self.batches.drain(..) {
+            tracing::debug!(session = batch.session_key(), actions = batch.count, "batch written");
+            if let Some(summarizer) = &self.summarizer
+                && !batch.actions.is_empty()
+            {
+                summarizer.record(batch.session_key(), &batch.actions);
+            }
+            if !batch.actions.is_empty() || batch.conversation_id.is_some() {
+                self.store.send(StoreWrite::Batch(batch));
+            }
+        }
+    }
+
     fn frame(&mut self, item: SseItem) {
         let event = match item {
             SseItem::Event(event) => event,
@@ -70,20 +106,8 @@ impl FrameSink for Ingest {
             );
         }
         metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
-        self.block.clear();
         format_action_block(&batch.actions, &mut self.block);
-        if let Err(e) = self.file.append_batch(&self.block) {
-            tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
-        }
-        tracing::debug!(session = batch.session_key(), actions = batch.count, "batch written");
-        if let Some(summarizer) = &self.summarizer
-            && !batch.actions.is_empty()
-        {
-            summarizer.record(batch.session_key(), &batch.actions);
-        }
-        if !batch.actions.is_empty() || batch.conversation_id.is_some() {
-            self.store.send(StoreWrite::Batch(batch));
-        }
+        self.batches.push(batch);
     }
 }
 

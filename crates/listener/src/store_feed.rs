@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Writes waiting for the store before new ones are dropped.
-const QUEUE: usize = 10_000;
+const QUEUE: usize = 2_000;
 /// How often expired sessions and links are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
@@ -24,6 +24,7 @@ pub enum StoreWrite {
 #[derive(Clone)]
 pub struct StoreFeed {
     tx: mpsc::Sender<StoreWrite>,
+    dropped_warn: Arc<std::sync::Mutex<RateLimitedWarn>>,
 }
 
 pub struct StoreWriter {
@@ -36,13 +37,23 @@ impl StoreFeed {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let handle = tokio::spawn(write_until_stopped(store, rx, stop.clone()));
-        (StoreFeed { tx }, StoreWriter { handle, stop })
+        (
+            StoreFeed { tx, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
+            StoreWriter { handle, stop },
+        )
     }
 
     /// Queues a write; never waits.
     pub fn send(&self, write: StoreWrite) {
         if self.tx.try_send(write).is_err() {
-            tracing::warn!("context store is behind; a write was dropped (the activity file is unaffected)");
+            let allowed =
+                self.dropped_warn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).allow(Instant::now());
+            if let Some(suppressed) = allowed {
+                tracing::warn!(
+                    dropped_since_last = suppressed,
+                    "context store is behind; a write was dropped (the activity file is unaffected)"
+                );
+            }
         }
     }
 }
@@ -55,19 +66,46 @@ impl StoreWriter {
     }
 }
 
-/// One write; while the store is unreachable (Redis down) it waits and tries again, so queued
-/// writes catch up once it is back. The queue in front is bounded, so memory is too.
+/// Writes gathered from the queue, in order: consecutive batches go to the store together.
+enum Work {
+    Batches(Vec<ActionsBatch>),
+    Summary { session: String, summary: String },
+}
+
+fn gather(first: StoreWrite, rx: &mut mpsc::Receiver<StoreWrite>) -> Vec<Work> {
+    let mut work: Vec<Work> = Vec::new();
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(write) = next.take() {
+        match (write, work.last_mut()) {
+            (StoreWrite::Batch(batch), Some(Work::Batches(batches))) => batches.push(batch),
+            (StoreWrite::Batch(batch), _) => work.push(Work::Batches(vec![batch])),
+            (StoreWrite::Summary { session, summary }, _) => work.push(Work::Summary { session, summary }),
+        }
+        taken += 1;
+        if taken < MAX_GATHER {
+            next = rx.try_recv().ok();
+        }
+    }
+    work
+}
+
+/// Writes at most this many queued items per store call.
+const MAX_GATHER: usize = 512;
+
+/// One piece of work; while the store is unreachable (Redis down) it waits and tries again,
+/// so queued writes catch up once it is back. The queue in front is bounded, so memory is too.
 async fn write_with_patience(
     store: &dyn ContextStore,
-    write: &StoreWrite,
+    work: &Work,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let mut delay = Duration::from_millis(250);
     loop {
         let now = SystemTime::now();
-        let result = match write {
-            StoreWrite::Batch(batch) => store.record_batch(batch, now).await,
-            StoreWrite::Summary { session, summary } => store.record_summary(session, summary, now).await,
+        let result = match work {
+            Work::Batches(batches) => store.record_batches(batches, now).await,
+            Work::Summary { session, summary } => store.record_summary(session, summary, now).await,
         };
         match result {
             Err(StoreError::Unavailable(_)) if !stop.is_cancelled() => {
@@ -90,7 +128,7 @@ async fn write_until_stopped(
     let mut errors = RateLimitedWarn::new(10);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
-        let write = if stop.is_cancelled() {
+        let first = if stop.is_cancelled() {
             match rx.try_recv() {
                 Ok(write) => write,
                 Err(_) => return,
@@ -101,11 +139,12 @@ async fn write_until_stopped(
                 _ = stop.cancelled() => continue,
             }
         };
-        let result = write_with_patience(store.as_ref(), &write, &stop).await;
-        if let Err(e) = result
-            && let Some(suppressed) = errors.allow(Instant::now())
-        {
-            tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");
+        for work in gather(first, &mut rx) {
+            if let Err(e) = write_with_patience(store.as_ref(), &work, &stop).await
+                && let Some(suppressed) = errors.allow(Instant::now())
+            {
+                tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");
+            }
         }
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + SWEEP_EVERY;

@@ -62,6 +62,8 @@ pub enum Disconnect {
 /// What the connection loop hands each frame to.
 pub trait FrameSink {
     fn frame(&mut self, item: SseItem);
+    /// Called after the frames of one network read: a chance to write them out together.
+    fn flush(&mut self) {}
 }
 
 pub struct StreamClient {
@@ -196,6 +198,7 @@ impl StreamClient {
                 got_valid_frame |= matches!(item, SseItem::Event(_));
                 sink.frame(item);
             }
+            sink.flush();
         }
     }
 }

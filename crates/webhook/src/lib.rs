@@ -6,6 +6,8 @@ pub mod replies;
 pub mod routes;
 pub mod traces;
 
+use agent_core::ExposeSecret;
+use agent_core::auth::SecretDigest;
 use config::Settings;
 use context::ContextSource;
 use replies::{Replies, ReplyDeps};
@@ -55,7 +57,7 @@ pub async fn run(
         agent_core::telemetry::install_recorder().map_err(|e| tracing::warn!(error = %e, "metrics unavailable")).ok();
     let state = Arc::new(AppState {
         metrics,
-        webhook_secret: settings.webhook_secret,
+        webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
         website_id: settings.website_id,
         hook_signing_secret: settings.crisp_hook_secret,
         replies: replies.clone(),

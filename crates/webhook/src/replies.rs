@@ -102,9 +102,12 @@ impl Replies {
     }
 
     /// An operator wrote in a conversation: unless it is the bot itself, a human took over.
-    pub fn operator_wrote(&self, message: OperatorMessage) {
+    /// Waits (briefly) until the takeover is recorded, so a visitor message acknowledged after
+    /// this hook already finds the bot silenced; a slow Redis finishes in the background.
+    pub async fn operator_wrote(&self, message: OperatorMessage) {
         let inner = Arc::clone(&self.inner);
-        self.inner.tracker.spawn(async move { inner.note_operator(message).await });
+        let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
+        let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
     }
 
     /// Stops taking work and waits up to `grace` for every accepted message to be answered.
@@ -208,6 +211,8 @@ impl Inner {
     async fn reply(&self, session: &str, reply_id: &str, burst: &[VisitorMessage]) {
         let crisp = &self.deps.crisp;
         // Typing goes on first, alongside the context lookups, and before the LLM call.
+        // The slot bounds all the work of a reply (lookups included), not only the LLM call.
+        let Ok(_slot) = self.slots.acquire().await else { return };
         let (typing, activity, history) = tokio::join!(
             crisp.compose(session, true),
             self.deps.context.activity_for(session),
@@ -216,10 +221,7 @@ impl Inner {
         if let Err(e) = typing {
             tracing::warn!(session, error = %e, "cannot show the typing indicator");
         }
-        let outcome = match self.slots.acquire().await {
-            Ok(_slot) => self.answer_and_send(session, reply_id, burst, &activity, history).await,
-            Err(_) => Outcome::Failed,
-        };
+        let outcome = self.answer_and_send(session, reply_id, burst, &activity, history).await;
         if let Err(e) = crisp.compose(session, false).await {
             tracing::warn!(session, error = %e, "cannot clear the typing indicator");
         }

@@ -1,7 +1,7 @@
 //! HTTP routes: the Crisp web hook and health checks.
 
 use crate::replies::{Replies, Submitted};
-use agent_core::auth::{secrets_match, verify_crisp_signature};
+use agent_core::auth::{SecretDigest, verify_crisp_signature};
 use agent_core::crisp::{HookError, HookEvent, classify};
 use agent_core::{ExposeSecret, SecretString};
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -21,7 +21,8 @@ pub const MAX_HOOK_BODY: usize = 1 << 20;
 pub struct AppState {
     /// Renders `/metrics`; `None` when no recorder could be installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub webhook_secret: SecretString,
+    /// The `?key=` secret, held only as its digest.
+    pub webhook_secret: SecretDigest,
     pub website_id: String,
     /// Plugin hooks: the X-Crisp-Signature key, when configured.
     pub hook_signing_secret: Option<SecretString>,
@@ -64,13 +65,13 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"status": "error", "error": message}))).into_response()
 }
 
-fn key_matches(query: Option<&str>, secret: &SecretString) -> bool {
+fn key_matches(query: Option<&str>, secret: &SecretDigest) -> bool {
     let given = query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value);
-    given.is_some_and(|given| secrets_match(given.as_bytes(), secret.expose_secret().as_bytes()))
+    given.is_some_and(|given| secret.matches(given.as_bytes()))
 }
 
 /// Checks a plugin hook's X-Crisp-Signature over the raw body.
@@ -127,7 +128,7 @@ async fn crisp_hook(
         }
         HookEvent::OperatorText(message) => {
             count_hook("operator_message");
-            state.replies.operator_wrote(message)
+            state.replies.operator_wrote(message).await
         }
         HookEvent::Ignored(reason) => {
             count_hook("ignored");

@@ -94,7 +94,7 @@ impl Harness {
             4,
         );
         let state = Arc::new(AppState {
-            webhook_secret: SecretString::from(secret),
+            webhook_secret: agent_core::auth::SecretDigest::new(secret.as_bytes()),
             website_id: WEBSITE.into(),
             hook_signing_secret: None,
             metrics: None,

@@ -23,12 +23,33 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "lowercase")]
-#[allow(clippy::large_enum_variant)] // short-lived, one per line being written or read
-enum Record {
-    Action { a: Action },
-    Summary { s: String },
+/// One line of a session file, as written: `{"k":"action","a":{..}}` or
+/// `{"k":"summary","s":".."}`.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    k: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    a: Option<&'a Action>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s: Option<&'a str>,
+}
+
+impl<'a> RecordRef<'a> {
+    fn action(a: &'a Action) -> Self {
+        Self { k: "action", a: Some(a), s: None }
+    }
+
+    fn summary(s: &'a str) -> Self {
+        Self { k: "summary", a: None, s: Some(s) }
+    }
+}
+
+/// One line as read back: a plain struct, so serde parses it in one pass (an internally
+/// tagged enum would buffer every line first).
+#[derive(Deserialize)]
+struct RecordLine {
+    a: Option<Action>,
+    s: Option<String>,
 }
 
 #[derive(Clone)]
@@ -39,6 +60,8 @@ pub struct FileStore {
 struct Inner {
     root: PathBuf,
     limits: StoreLimits,
+    /// Bounds file work in flight, so a burst of replies cannot start hundreds of threads.
+    io_slots: tokio::sync::Semaphore,
     /// Links already on disk, so a steady stream of batches does not rewrite them.
     links_written: moka::sync::Cache<PathBuf, String>,
 }
@@ -55,8 +78,11 @@ impl FileStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
-                links_written: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(limits.ttl / 2).build(),
+                // Time to live, not idle: a link is rewritten (its mtime refreshed) at least every
+                // half TTL while its visitor is active, so it never expires under them.
+                links_written: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(limits.ttl / 2).build(),
                 limits,
+                io_slots: tokio::sync::Semaphore::new(16),
             }),
         })
     }
@@ -69,6 +95,7 @@ impl FileStore {
         &self,
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _slot = self.inner.io_slots.acquire().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -94,21 +121,17 @@ impl Inner {
         meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > self.limits.ttl)
     }
 
-    fn append_records(&self, session: &str, records: &[Record], now: SystemTime) -> io::Result<()> {
+    /// Appends ready-made record lines to a session's file, compacting it when it grew.
+    fn append_lines(&self, session: &str, lines: &[u8], now: SystemTime) -> io::Result<()> {
         let path = self.session_path(session);
         let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
         let meta = file.metadata()?;
         if meta.len() > 0 && self.is_expired(&meta, now) {
             file.set_len(0)?; // an expired session starts afresh
         }
-        let mut buf = Vec::with_capacity(records.len() * 256);
-        for record in records {
-            serde_json::to_writer(&mut buf, record).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        file.write_all(&buf)?;
+        file.write_all(lines)?;
         let compact_above = (self.limits.max_actions as u64 * 1024).max(64 * 1024);
-        if meta.len() + buf.len() as u64 > compact_above {
+        if meta.len() + lines.len() as u64 > compact_above {
             self.compact(&path, &mut file)?;
         }
         Ok(())
@@ -118,12 +141,12 @@ impl Inner {
     fn compact(&self, path: &Path, file: &mut File) -> io::Result<()> {
         let context = parse_session(read_all(file)?.as_slice(), self.limits.max_actions);
         let mut buf = Vec::new();
-        if let Some(s) = context.summary {
-            serde_json::to_writer(&mut buf, &Record::Summary { s }).map_err(io::Error::other)?;
+        if let Some(summary) = &context.summary {
+            serde_json::to_writer(&mut buf, &RecordRef::summary(summary)).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        for a in context.actions {
-            serde_json::to_writer(&mut buf, &Record::Action { a }).map_err(io::Error::other)?;
+        for action in &context.actions {
+            serde_json::to_writer(&mut buf, &RecordRef::action(action)).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
         write_atomically(path, &buf)
@@ -190,10 +213,10 @@ fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
 fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
     let mut context = SessionContext::default();
     for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Record>(line) {
-            Ok(Record::Action { a }) => context.actions.push(a),
-            Ok(Record::Summary { s }) => context.summary = Some(s),
-            Err(_) => {}
+        match serde_json::from_slice::<RecordLine>(line) {
+            Ok(RecordLine { a: Some(a), .. }) => context.actions.push(a),
+            Ok(RecordLine { s: Some(s), .. }) => context.summary = Some(s),
+            _ => {}
         }
     }
     let excess = context.actions.len().saturating_sub(max_actions);
@@ -209,23 +232,49 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 impl ContextStore for FileStore {
     fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
-        let session = batch.session_key().to_owned();
-        let records: Vec<Record> = batch.actions.iter().map(|a| Record::Action { a: a.clone() }).collect();
-        let user = batch.user_id.clone();
-        let conversation = batch.conversation_id.clone();
-        let has_session = batch.session_id.is_some();
-        Box::pin(self.blocking(move |inner| {
-            if !records.is_empty() {
-                inner.append_records(&session, &records, now)?;
+        self.record_batches(std::slice::from_ref(batch), now)
+    }
+
+    fn record_batches<'a>(
+        &'a self,
+        batches: &'a [ActionsBatch],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        // Serialised here, grouped by session in arrival order: one append per session.
+        let mut sessions: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut links: Vec<(&'static str, String, String)> = Vec::new();
+        for batch in batches {
+            let session = batch.session_key();
+            if !batch.actions.is_empty() {
+                let lines = match sessions.iter_mut().find(|(s, _)| s == session) {
+                    Some((_, lines)) => lines,
+                    None => {
+                        sessions.push((session.to_owned(), Vec::new()));
+                        &mut sessions.last_mut().expect("just pushed").1
+                    }
+                };
+                for action in &batch.actions {
+                    // Writing JSON into a Vec cannot fail for these types.
+                    let _ = serde_json::to_writer(&mut *lines, &RecordRef::action(action));
+                    lines.push(b'\n');
+                }
             }
             // Links only make sense to a real session, never to the shared "unknown" bucket.
-            if has_session {
-                if let Some(user) = user.as_deref().filter(|u| !u.is_empty()) {
-                    inner.write_link("users", user, &session)?;
+            if batch.session_id.is_some() {
+                if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
+                    links.push(("users", user.to_owned(), session.to_owned()));
                 }
-                if let Some(conversation) = conversation.as_deref() {
-                    inner.write_link("conversations", conversation, &session)?;
+                if let Some(conversation) = batch.conversation_id.as_deref() {
+                    links.push(("conversations", conversation.to_owned(), session.to_owned()));
                 }
+            }
+        }
+        Box::pin(self.blocking(move |inner| {
+            for (session, lines) in &sessions {
+                inner.append_lines(session, lines, now)?;
+            }
+            for (kind, id, session) in &links {
+                inner.write_link(kind, id, session)?;
             }
             Ok(())
         }))
@@ -238,8 +287,9 @@ impl ContextStore for FileStore {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let session = session.to_owned();
-        let record = Record::Summary { s: summary.to_owned() };
-        Box::pin(self.blocking(move |inner| inner.append_records(&session, &[record], now)))
+        let mut line = serde_json::to_vec(&RecordRef::summary(summary)).unwrap_or_default();
+        line.push(b'\n');
+        Box::pin(self.blocking(move |inner| inner.append_lines(&session, &line, now)))
     }
 
     fn session_context<'a>(

@@ -48,6 +48,21 @@ pub trait ContextStore: Send + Sync + 'static {
     /// it carries.
     fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Several batches at once, in order (the listener's writer catching up); backends may do
+    /// better than one call per batch.
+    fn record_batches<'a>(
+        &'a self,
+        batches: &'a [ActionsBatch],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for batch in batches {
+                self.record_batch(batch, now).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Replaces the session's latest summary.
     fn record_summary<'a>(
         &'a self,

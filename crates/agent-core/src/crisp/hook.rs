@@ -1,6 +1,6 @@
 //! Crisp web hook bodies, turned into the few events the product acts on.
 
-use serde_json::Value;
+use std::borrow::Cow;
 
 /// A visitor's text message in the chat box of our website: the only thing that starts a reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,40 +42,98 @@ pub enum HookError {
     NotAnObject,
 }
 
+/// The fields of a hook the bot reads. Every field is lenient: a value of another JSON type
+/// reads as absent, so any JSON object is a well-formed hook. Strings borrow from the body
+/// where they can; everything else is skipped without being built.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    website_id: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Lenient<Data<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Data<'a> {
+    #[serde(borrow)]
+    website_id: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    session_id: Lenient<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    from: Lenient<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Lenient<Cow<'a, str>>,
+    fingerprint: Lenient<u64>,
+    timestamp: Lenient<i64>,
+    automated: Lenient<bool>,
+}
+
+/// `Some` when the JSON value has the expected type, `None` for any other value.
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(None)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Borrow the raw JSON of this one value, then try the wanted type on it; a mismatch
+        // leaves the rest of the body unaffected.
+        let raw: &'de serde_json::value::RawValue = serde::Deserialize::deserialize(deserializer)?;
+        // serde would read a struct from an array too; no field here is ever an array.
+        if raw.get().starts_with('[') {
+            return Ok(Lenient(None));
+        }
+        Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
 /// Parses a hook body and decides what it means for a bot serving `website_id`.
 pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| HookError::NotJson)?;
-    let Value::Object(envelope) = value else {
-        return Err(HookError::NotAnObject);
-    };
-    let event = envelope.get("event").and_then(Value::as_str).unwrap_or_default();
-    let Some(data) = envelope.get("data").and_then(Value::as_object) else {
+    let text = std::str::from_utf8(body).map_err(|_| HookError::NotJson)?;
+    if !text.trim_start().starts_with('{') {
+        // Valid JSON of another kind is "not an object"; anything else is not JSON at all.
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err(HookError::NotAnObject),
+            Err(_) => Err(HookError::NotJson),
+        };
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|_| HookError::NotJson)?;
+    let event = envelope.event.0.as_deref().unwrap_or_default();
+    let Some(data) = envelope.data.0 else {
         return Ok(HookEvent::Ignored("no data object"));
     };
-    let str_field = |name: &str| data.get(name).and_then(Value::as_str);
-    let hook_website = str_field("website_id").or_else(|| envelope.get("website_id").and_then(Value::as_str));
+    let hook_website = data.website_id.0.as_deref().or(envelope.website_id.0.as_deref());
     if hook_website.is_some_and(|w| w != website_id) {
         return Ok(HookEvent::Ignored("another website"));
     }
-    let Some(session_id) = str_field("session_id").filter(|s| !s.is_empty()) else {
+    let Some(session_id) = data.session_id.0.as_deref().filter(|s| !s.is_empty()) else {
         return Ok(HookEvent::Ignored("event without session_id"));
     };
-    let kind = str_field("type").unwrap_or_default();
-    let fingerprint = data.get("fingerprint").and_then(Value::as_u64);
-    match (event, str_field("from")) {
+    let kind = data.kind.0.as_deref().unwrap_or_default();
+    let fingerprint = data.fingerprint.0;
+    match (event, data.from.0.as_deref()) {
         ("message:send", Some("user")) => {
             if kind != "text" {
                 return Ok(HookEvent::Ignored("not a text message"));
             }
-            let Some(content) = str_field("content") else {
+            let Some(content) = data.content.0 else {
                 return Ok(HookEvent::Ignored("text message without content"));
             };
             Ok(HookEvent::VisitorText(VisitorMessage {
                 website_id: website_id.to_owned(),
                 session_id: session_id.to_owned(),
-                content: content.to_owned(),
+                content: content.into_owned(),
                 fingerprint,
-                timestamp: data.get("timestamp").and_then(Value::as_i64),
+                timestamp: data.timestamp.0,
             }))
         }
         // Private notes and system events are not someone talking to the visitor.
@@ -83,8 +141,8 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
             Ok(HookEvent::OperatorText(OperatorMessage {
                 session_id: session_id.to_owned(),
                 fingerprint,
-                automated: data.get("automated").and_then(Value::as_bool).unwrap_or(false),
-                content: (kind == "text").then(|| str_field("content").map(str::to_owned)).flatten(),
+                automated: data.automated.0.unwrap_or(false),
+                content: if kind == "text" { data.content.0.map(Cow::into_owned) } else { None },
             }))
         }
         _ => Ok(HookEvent::Ignored("not a message the bot acts on")),

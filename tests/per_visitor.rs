@@ -1,0 +1,668 @@
+//! Every answer is grounded in that visitor's own activity, and no one else's.
+//!
+//! The real `listener` and `webhook` binaries share one working directory and one `DATA_DIR`:
+//! the listener reads a loopback Autoplay stream into the per-visitor context store, the
+//! webhook answers Crisp hooks against stand-ins for OpenAI and the Crisp REST API.
+
+use bytes::Bytes;
+use e2e::sse_server::{Plan, SseServer};
+use e2e::{Proc, eventually, free_port, read};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SITE: &str = "site";
+const HOOK_SECRET: &str = "s3cret";
+const LINK_SECRET: &str = "linkkey";
+const LLM_PATH: &str = "/v1/chat/completions";
+const ANSWER: &str = "Here is how to do it.";
+const NO_ACTIVITY: &str = "(No activity recorded for this visitor.)";
+const ACTIVITY_INTRO: &str = "Use it to give context-aware answers.\n\n";
+const ACTIVITY_END: &str = "\n\n---\nAnswer the user's question";
+
+const ACTIONS_FULL: &str = include_str!("fixtures/autoplay/actions-full.sse");
+const EXPECTED: &str = include_str!("fixtures/autoplay/expected-event_data.txt");
+
+const A_TITLES: [&str; 2] = ["Opened billing A", "Viewed invoices A"];
+const B_TITLES: [&str; 2] = ["Clicked export B", "Downloaded CSV B"];
+
+/// Generous limit for something that must happen.
+const LIMIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Stream frames and hook bodies
+// ---------------------------------------------------------------------------------------------
+
+/// The three lines the activity file holds for an action of [`actions_frame`] at `index`.
+fn block(index: usize, title: &str) -> String {
+    format!(
+        "[{index}] Action: {title}\n     Details: The visitor did: {title}\n     Page:    https://app.example.com/page\n"
+    )
+}
+
+/// An Autoplay `actions` frame for `session` with one action per title; `extra` adds top-level
+/// fields such as `user_id` or `conversation_id`.
+fn actions_frame(session: &str, extra: Value, titles: &[&str]) -> String {
+    let actions: Vec<Value> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            json!({
+                "index": i,
+                "type": "click",
+                "title": title,
+                "description": format!("The visitor did: {title}"),
+                "timestamp_start": 1_700_000_000.0 + i as f64,
+                "timestamp_end": 1_700_000_000.5 + i as f64,
+                "raw_url": "https://app.example.com/page?ref=x",
+                "canonical_url": "https://app.example.com/page",
+            })
+        })
+        .collect();
+    let mut frame = json!({
+        "type": "actions",
+        "product_id": "prod_abc",
+        "session_id": session,
+        "count": titles.len(),
+        "forwarded_at": 1_700_000_010.0,
+        "actions": actions,
+    });
+    if let (Some(frame), Value::Object(extra)) = (frame.as_object_mut(), extra) {
+        frame.extend(extra);
+    }
+    format!("data: {frame}\n\n")
+}
+
+/// A visitor's text message, shaped like tests/fixtures/crisp/message-send-text.json.
+fn visitor_message(session: &str, fingerprint: u64, content: &str) -> Value {
+    json!({
+        "website_id": SITE,
+        "event": "message:send",
+        "data": {
+            "website_id": SITE,
+            "session_id": session,
+            "type": "text",
+            "content": content,
+            "from": "user",
+            "origin": "chat",
+            "stamped": true,
+            "timestamp": 1_506_985_696_616_u64,
+            "fingerprint": fingerprint,
+            "user": {"nickname": "visitor493603", "user_id": session}
+        },
+        "timestamp": 1_506_985_696_616_u64
+    })
+}
+
+/// Lowercase hex HMAC-SHA256, as the site's backend signs `autoplay_user_id`.
+fn hmac_hex(key: &str, message: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stand-ins for OpenAI and Crisp
+// ---------------------------------------------------------------------------------------------
+
+/// `GET .../meta` answer `data` whose session data (`data.data`) is `session_data`.
+fn with_session_data(session_data: Value) -> Value {
+    json!({"nickname": "visitor493603", "data": session_data})
+}
+
+/// One server for OpenAI and Crisp; `metas` gives each conversation's `GET .../meta` `data`
+/// (conversations not listed have no session data).
+async fn stand_in(metas: &[(&str, Value)]) -> MockServer {
+    let server = MockServer::start().await;
+    let completion = json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]
+    });
+    Mock::given(method("POST"))
+        .and(path(LLM_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .mount(&server)
+        .await;
+    for (session, meta) in metas {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/website/{SITE}/conversation/{session}/meta")))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "resolved", "data": meta})),
+            )
+            .mount(&server)
+            .await;
+    }
+    let conversation = |leaf: &str| format!("^/v1/website/{SITE}/conversation/[^/]+/{leaf}$");
+    Mock::given(method("GET"))
+        .and(path_regex(conversation("meta")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"nickname": "x"}})))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(conversation("messages")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex(conversation("compose")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "updated"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(conversation("message")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"error": false, "reason": "dispatched", "data": {"fingerprint": 4242}})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Bodies of the chat-completion requests the stand-in received, oldest first.
+async fn llm_calls(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == LLM_PATH)
+        .map(|r| serde_json::from_slice(&r.body).expect("chat request body is JSON"))
+        .collect()
+}
+
+/// The last message of a chat request: the prompt with the activity and the question.
+fn prompt_of(call: &Value) -> String {
+    let messages = call["messages"].as_array().expect("messages array");
+    let last = messages.last().expect("at least one message");
+    assert_eq!(last["role"], "user", "{call}");
+    last["content"].as_str().expect("content string").to_owned()
+}
+
+/// The "Current User Activity" part of a prompt.
+fn activity_of(prompt: &str) -> &str {
+    let start = prompt.find(ACTIVITY_INTRO).expect("activity intro") + ACTIVITY_INTRO.len();
+    let end = prompt.rfind(ACTIVITY_END).expect("activity end");
+    &prompt[start..end]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two binaries
+// ---------------------------------------------------------------------------------------------
+
+/// A working directory shared by both binaries, with its `DATA_DIR`.
+struct Shared {
+    dir: tempfile::TempDir,
+    data_dir: PathBuf,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Shared { dir, data_dir }
+    }
+
+    fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn event_data(&self) -> PathBuf {
+        self.dir.path().join("event_data.txt")
+    }
+
+    /// Starts the listener against a stream that sends `frames` and then stays open.
+    async fn listener(&self, frames: &[String], extra: &[(&'static str, String)]) -> (SseServer, Proc) {
+        let chunks = frames.iter().map(|f| Bytes::from(f.clone())).collect();
+        let stream = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
+        let mut env = vec![
+            ("STREAM_URL", stream.url.clone()),
+            ("SUMMARY_THRESHOLD", "0".to_owned()),
+            ("DATA_DIR", self.data_dir.display().to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        let proc = Proc::spawn("listener", self.cwd(), &env, &[]);
+        (stream, proc)
+    }
+
+    /// Starts the webhook against `server` with `extra` settings on top.
+    async fn webhook(&self, server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
+        let base = format!("{}/v1", server.uri());
+        let mut env = vec![
+            ("OPENAI_BASE_URL", base.clone()),
+            ("OPENAI_API_KEY", "sk-test".to_owned()),
+            ("CRISP_API_BASE_URL", base),
+            ("CRISP_TOKEN_IDENTIFIER", "ident".to_owned()),
+            ("CRISP_TOKEN_KEY", "key".to_owned()),
+            ("WEBSITE_ID", SITE.to_owned()),
+            ("WEBHOOK_SECRET", HOOK_SECRET.to_owned()),
+            ("DATA_DIR", self.data_dir.display().to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        Webhook::start(self.cwd(), env).await
+    }
+}
+
+struct Webhook {
+    proc: Proc,
+    url: String,
+    http: reqwest::Client,
+    /// Fingerprints of the visitor messages [`Webhook::ask`] sends.
+    fingerprints: AtomicU64,
+}
+
+impl Webhook {
+    async fn start(cwd: &Path, mut env: Vec<(&'static str, String)>) -> Webhook {
+        let port = free_port();
+        env.push(("BIND_ADDR", format!("127.0.0.1:{port}")));
+        let mut proc = Proc::spawn("webhook", cwd, &env, &[]);
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if http.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(proc.is_running(), "webhook exited at start:\n{}", proc.stderr());
+            assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Webhook { proc, url, http, fingerprints: AtomicU64::new(1_000) }
+    }
+
+    /// Delivers a hook with the right key and checks the 200.
+    async fn deliver(&self, body: &Value) {
+        let response = self
+            .http
+            .post(format!("{}/crisp/hooks?key={HOOK_SECRET}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("hook request");
+        assert_eq!(response.status(), 200, "log:\n{}", self.proc.stderr());
+    }
+
+    /// Asks `question` in conversation `session` and returns the prompt the LLM was sent for it.
+    async fn ask(&self, server: &MockServer, session: &str, question: &str) -> String {
+        let fingerprint = self.fingerprints.fetch_add(1, Ordering::Relaxed);
+        self.deliver(&visitor_message(session, fingerprint, question)).await;
+        self.prompt_for(server, question).await
+    }
+
+    /// Asks in conversation `session` until its prompt carries every one of `titles`, which
+    /// the listener stores off its reading path (in whichever store backend is configured);
+    /// returns that prompt.
+    async fn ask_until(&self, server: &MockServer, session: &str, titles: &[&str], listener: &Proc) -> String {
+        let deadline = Instant::now() + LIMIT;
+        for probe in 1.. {
+            let prompt = self.ask(server, session, &format!("Probe {probe} in {session}")).await;
+            if titles.iter().all(|t| prompt.contains(t)) {
+                return prompt;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{session} never got {titles:?}; last prompt:\n{prompt}\nlistener log:\n{}\nwebhook log:\n{}",
+                listener.stderr(),
+                self.proc.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        unreachable!()
+    }
+
+    /// Waits for the LLM request answering `question` and returns its prompt.
+    async fn prompt_for(&self, server: &MockServer, question: &str) -> String {
+        let suffix = format!("User question: {question}");
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let calls = llm_calls(server).await;
+            let mut matching = calls.iter().map(prompt_of).filter(|p| p.ends_with(&suffix));
+            if let Some(prompt) = matching.next() {
+                assert!(matching.next().is_none(), "{question:?} was answered twice");
+                return prompt;
+            }
+            assert!(Instant::now() < deadline, "{question:?} never reached the LLM; log:\n{}", self.proc.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn assert_has_all(prompt: &str, titles: &[&str]) {
+    for title in titles {
+        assert!(prompt.contains(title), "{title:?} missing from the prompt:\n{prompt}");
+    }
+}
+
+fn assert_has_none(prompt: &str, titles: &[&str]) {
+    for title in titles {
+        assert!(!prompt.contains(title), "{title:?} leaked into the prompt:\n{prompt}");
+    }
+}
+
+fn session_link(autoplay_session: &str) -> Value {
+    with_session_data(json!({"autoplay_session_id": autoplay_session}))
+}
+
+fn signed_user(user: &str) -> Value {
+    with_session_data(json!({"autoplay_user_id": user, "autoplay_user_sig": hmac_hex(LINK_SECRET, user)}))
+}
+
+fn link_secret() -> (&'static str, String) {
+    ("LINK_SECRET", LINK_SECRET.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which visitor's activity
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn two_visitors_at_once_each_get_an_answer_grounded_in_their_own_activity_only() {
+    let shared = Shared::new();
+    let frames = [actions_frame("ps_A", json!({}), &A_TITLES), actions_frame("ps_B", json!({}), &B_TITLES)];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    let server = stand_in(&[("session_A", session_link("ps_A")), ("session_B", session_link("ps_B"))]).await;
+    let webhook = shared.webhook(&server, &[]).await;
+    // Both visitors' activity is in the store.
+    webhook.ask_until(&server, "session_A", &A_TITLES, &listener).await;
+    webhook.ask_until(&server, "session_B", &B_TITLES, &listener).await;
+
+    let question_a = "How do I pay my invoice? (asked by A)";
+    let question_b = "Where did my CSV go? (asked by B)";
+    let (hook_a, hook_b) =
+        (visitor_message("session_A", 101, question_a), visitor_message("session_B", 201, question_b));
+    tokio::join!(webhook.deliver(&hook_a), webhook.deliver(&hook_b));
+    let (prompt_a, prompt_b) =
+        tokio::join!(webhook.prompt_for(&server, question_a), webhook.prompt_for(&server, question_b));
+
+    assert_has_all(&prompt_a, &A_TITLES);
+    assert_has_none(&prompt_a, &B_TITLES);
+    assert_has_all(&prompt_b, &B_TITLES);
+    assert_has_none(&prompt_b, &A_TITLES);
+    assert!(!prompt_a.contains(question_b) && !prompt_b.contains(question_a), "questions crossed over");
+}
+
+#[tokio::test]
+async fn a_user_id_signed_with_link_secret_links_the_conversation_to_that_users_latest_session() {
+    let shared = Shared::new();
+    let titles = ["Upgraded plan U", "Opened team settings U"];
+    let (_stream, listener) = shared.listener(&[actions_frame("ps_U", json!({"user_id": "u_42"}), &titles)], &[]).await;
+    let server = stand_in(&[("session_U", signed_user("u_42"))]).await;
+    let webhook = shared.webhook(&server, &[link_secret()]).await;
+
+    let prompt = webhook.ask_until(&server, "session_U", &titles, &listener).await;
+    assert!(!prompt.contains(NO_ACTIVITY), "{prompt}");
+}
+
+#[tokio::test]
+async fn a_spoofed_or_unsigned_user_id_links_nothing() {
+    let shared = Shared::new();
+    let titles = ["Upgraded plan U", "Opened team settings U"];
+    let (_stream, listener) = shared.listener(&[actions_frame("ps_U", json!({"user_id": "u_42"}), &titles)], &[]).await;
+    let wrong_key = json!({"autoplay_user_id": "u_42", "autoplay_user_sig": hmac_hex("not-the-link-key", "u_42")});
+    let other_user = json!({"autoplay_user_id": "u_42", "autoplay_user_sig": hmac_hex(LINK_SECRET, "u_43")});
+    let garbage = json!({"autoplay_user_id": "u_42", "autoplay_user_sig": "not hex at all"});
+    let unsigned = json!({"autoplay_user_id": "u_42"});
+    let spoofed = [
+        ("session_wrong_key", with_session_data(wrong_key)),
+        ("session_other_user", with_session_data(other_user)),
+        ("session_garbage", with_session_data(garbage)),
+        ("session_unsigned", with_session_data(unsigned)),
+    ];
+    let mut metas = vec![("session_signed", signed_user("u_42"))];
+    metas.extend(spoofed.iter().cloned());
+    let server = stand_in(&metas).await;
+    let webhook = shared.webhook(&server, &[link_secret()]).await;
+    // The genuine link works, so the user's activity is there to be stolen.
+    webhook.ask_until(&server, "session_signed", &titles, &listener).await;
+
+    for (session, _) in &spoofed {
+        let prompt = webhook.ask(&server, session, &format!("What did I do? ({session})")).await;
+        assert_has_none(&prompt, &titles);
+        assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{session}: {prompt}");
+    }
+}
+
+#[tokio::test]
+async fn a_signed_user_id_is_ignored_when_link_secret_is_not_set() {
+    let shared = Shared::new();
+    let titles = ["Upgraded plan U"];
+    let (_stream, listener) = shared.listener(&[actions_frame("ps_U", json!({"user_id": "u_42"}), &titles)], &[]).await;
+    let server = stand_in(&[("session_control", session_link("ps_U")), ("session_U", signed_user("u_42"))]).await;
+    let webhook = shared.webhook(&server, &[]).await;
+    webhook.ask_until(&server, "session_control", &titles, &listener).await;
+
+    let prompt = webhook.ask(&server, "session_U", "Can I add seats?").await;
+    assert_has_none(&prompt, &titles);
+    assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{prompt}");
+}
+
+#[tokio::test]
+async fn a_batch_naming_the_crisp_conversation_links_it_to_that_autoplay_session() {
+    let shared = Shared::new();
+    let titles = ["Opened settings C", "Changed password C"];
+    let frames = [
+        actions_frame("ps_B", json!({}), &B_TITLES),
+        actions_frame("ps_C", json!({"conversation_id": "session_C"}), &titles),
+    ];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    // session_C's meta carries no session data at all.
+    let server =
+        stand_in(&[("session_C", json!({"nickname": "visitor493603"})), ("session_B", session_link("ps_B"))]).await;
+    let webhook = shared.webhook(&server, &[]).await;
+    webhook.ask_until(&server, "session_B", &B_TITLES, &listener).await;
+
+    let prompt = webhook.ask_until(&server, "session_C", &titles, &listener).await;
+    assert_has_none(&prompt, &B_TITLES);
+}
+
+#[tokio::test]
+async fn a_conversation_with_no_link_gets_no_activity_and_nobody_elses() {
+    let shared = Shared::new();
+    let frames = [actions_frame("ps_A", json!({}), &A_TITLES), actions_frame("ps_B", json!({}), &B_TITLES)];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    let server = stand_in(&[
+        ("session_A", session_link("ps_A")),
+        ("session_B", session_link("ps_B")),
+        ("session_N", with_session_data(json!({"plan": "free"}))),
+    ])
+    .await;
+    let webhook = shared.webhook(&server, &[]).await;
+    webhook.ask_until(&server, "session_A", &A_TITLES, &listener).await;
+    webhook.ask_until(&server, "session_B", &B_TITLES, &listener).await;
+    assert!(read(&shared.event_data()).contains(A_TITLES[0]), "the shared file holds other visitors' activity");
+
+    let prompt = webhook.ask(&server, "session_N", "Hello?").await;
+    assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{prompt}");
+    assert_has_none(&prompt, &A_TITLES);
+    assert_has_none(&prompt, &B_TITLES);
+}
+
+// ---------------------------------------------------------------------------------------------
+// How much, and for how long
+// ---------------------------------------------------------------------------------------------
+
+/// Pushes `frame` every 300 ms (a visitor who keeps clicking) until aborted.
+fn keep_clicking(stream: &SseServer, frame: String) -> tokio::task::JoinHandle<()> {
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        loop {
+            stream.push(frame.clone()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn activity_idle_for_longer_than_context_ttl_secs_is_forgotten_while_live_activity_stays() {
+    let shared = Shared::new();
+    let ttl = [("CONTEXT_TTL_SECS", "2".to_owned())];
+    let idle_titles = ["Opened billing idle"];
+    let live_titles = ["Still browsing live"];
+    let live_frame = actions_frame("ps_live", json!({}), &live_titles);
+    let frames = [actions_frame("ps_idle", json!({}), &idle_titles), live_frame.clone()];
+    let (stream, listener) = shared.listener(&frames, &ttl).await;
+    let server =
+        stand_in(&[("session_idle", session_link("ps_idle")), ("session_live", session_link("ps_live"))]).await;
+    let webhook = shared.webhook(&server, &ttl).await;
+    // The idle visitor's one batch is stored by now; they do nothing more.
+    webhook.ask_until(&server, "session_idle", &idle_titles, &listener).await;
+    let stored_by = Instant::now();
+    let feeder = keep_clicking(&stream, live_frame);
+    tokio::time::sleep((stored_by + Duration::from_secs(3)).saturating_duration_since(Instant::now())).await;
+
+    let idle = webhook.ask(&server, "session_idle", "Where was I?").await;
+    let live = webhook.ask(&server, "session_live", "Where am I?").await;
+    feeder.abort();
+    assert_eq!(activity_of(&idle), NO_ACTIVITY, "{idle}");
+    assert_has_all(&live, &live_titles);
+}
+
+#[tokio::test]
+async fn the_links_of_a_visitor_who_keeps_clicking_outlive_context_ttl_secs() {
+    let shared = Shared::new();
+    let ttl = ("CONTEXT_TTL_SECS", "2".to_owned());
+    let titles = ["Still clicking K"];
+    let frame = actions_frame("ps_K", json!({"user_id": "u_7", "conversation_id": "session_conv"}), &titles);
+    let (stream, listener) = shared.listener(std::slice::from_ref(&frame), std::slice::from_ref(&ttl)).await;
+    let server = stand_in(&[("session_user", signed_user("u_7"))]).await;
+    let webhook = shared.webhook(&server, &[ttl, link_secret()]).await;
+    // Both links work at first.
+    webhook.ask_until(&server, "session_user", &titles, &listener).await;
+    webhook.ask_until(&server, "session_conv", &titles, &listener).await;
+    let linked_by = Instant::now();
+
+    // The visitor keeps clicking, well within the TTL each time, for twice the TTL.
+    let feeder = keep_clicking(&stream, frame);
+    tokio::time::sleep((linked_by + Duration::from_secs(4)).saturating_duration_since(Instant::now())).await;
+    let by_user = webhook.ask(&server, "session_user", "Still linked by my user id?").await;
+    let by_conversation = webhook.ask(&server, "session_conv", "Still linked by this conversation?").await;
+    feeder.abort();
+    let expired: Vec<&str> = [("signed user id", &by_user), ("conversation id", &by_conversation)]
+        .into_iter()
+        .filter(|(_, prompt)| !prompt.contains(titles[0]))
+        .map(|(link, _)| link)
+        .collect();
+    assert!(
+        expired.is_empty(),
+        "these links expired although the visitor kept clicking: {expired:?}\nby user:\n{by_user}\nby conversation:\n{by_conversation}"
+    );
+}
+
+#[tokio::test]
+async fn context_max_chars_keeps_the_newest_actions() {
+    let shared = Shared::new();
+    let steps: Vec<String> = (0..30).map(|i| format!("Step {i:02}")).collect();
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let (_stream, listener) = shared.listener(&[actions_frame("ps_Z", json!({}), &steps)], &[]).await;
+    let server = stand_in(&[("session_Z", session_link("ps_Z"))]).await;
+    let webhook = shared.webhook(&server, &[("CONTEXT_MAX_CHARS", "400".into())]).await;
+
+    let prompt = webhook.ask_until(&server, "session_Z", &["Step 29"], &listener).await;
+    let activity = activity_of(&prompt);
+    assert!(!activity.contains("Step 00"), "the oldest action is dropped first:\n{activity}");
+    assert!(activity.chars().count() <= 400, "{} characters:\n{activity}", activity.chars().count());
+    // What is kept is a run of the newest actions, in order, ending with the last.
+    let kept: Vec<&str> = steps.iter().copied().filter(|s| activity.contains(s)).collect();
+    assert!(kept.len() > 1 && kept.len() < steps.len(), "{activity}");
+    assert_eq!(kept, steps[steps.len() - kept.len()..], "{activity}");
+}
+
+/// Answers summary requests (a single user message) with a summary naming the visitor whose
+/// actions it lists, and reply requests with [`ANSWER`].
+struct SummariesPerVisitor;
+
+impl wiremock::Respond for SummariesPerVisitor {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let text = messages.first().and_then(|m| m["content"].as_str()).unwrap_or_default();
+        let content = match messages.len() {
+            1 if text.contains("billing A") => "SUMMARY-A: went to billing.",
+            1 if text.contains("export B") => "SUMMARY-B: exported a CSV.",
+            1 => "SUMMARY-?",
+            _ => ANSWER,
+        };
+        ResponseTemplate::new(200).set_body_json(json!({"choices": [{"message": {"content": content}}]}))
+    }
+}
+
+#[tokio::test]
+async fn a_visitors_summary_is_in_their_prompt_and_nobody_elses() {
+    let shared = Shared::new();
+    let llm = MockServer::start().await;
+    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(SummariesPerVisitor).mount(&llm).await;
+    let summaries = [
+        ("SUMMARY_THRESHOLD", "2".to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+    ];
+    let frames = [actions_frame("ps_A", json!({}), &A_TITLES), actions_frame("ps_B", json!({}), &B_TITLES)];
+    let (_stream, listener) = shared.listener(&frames, &summaries).await;
+    let server = stand_in(&[("session_A", session_link("ps_A")), ("session_B", session_link("ps_B"))]).await;
+    let webhook = shared.webhook(&server, &[]).await;
+
+    let prompt_a = webhook.ask_until(&server, "session_A", &["SUMMARY-A"], &listener).await;
+    let prompt_b = webhook.ask_until(&server, "session_B", &["SUMMARY-B"], &listener).await;
+    assert!(activity_of(&prompt_a).starts_with("=== SUMMARY ===\nSUMMARY-A: went to billing.\n"), "{prompt_a}");
+    assert_has_all(&prompt_a, &A_TITLES);
+    assert_has_none(&prompt_a, &["SUMMARY-B", B_TITLES[0]]);
+    assert!(activity_of(&prompt_b).starts_with("=== SUMMARY ===\nSUMMARY-B: exported a CSV.\n"), "{prompt_b}");
+    assert_has_all(&prompt_b, &B_TITLES);
+    assert_has_none(&prompt_b, &["SUMMARY-A", A_TITLES[0]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared activity file
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn context_scope_shared_puts_the_whole_activity_file_in_every_prompt() {
+    let shared = Shared::new();
+    let file = format!("{}{}", block(0, A_TITLES[0]), block(0, B_TITLES[0]));
+    std::fs::write(shared.event_data(), &file).unwrap();
+    let server = stand_in(&[("session_A", session_link("ps_A"))]).await;
+    let webhook = shared.webhook(&server, &[("CONTEXT_SCOPE", "shared".into())]).await;
+
+    let prompt = webhook.ask(&server, "session_A", "What did I do?").await;
+    assert_eq!(activity_of(&prompt), file, "{prompt}");
+}
+
+#[tokio::test]
+async fn the_listener_writes_the_reference_activity_file_while_it_feeds_the_store() {
+    let shared = Shared::new();
+    let (stream, listener) = shared.listener(&[ACTIONS_FULL.to_owned()], &[]).await;
+    let file = shared.event_data();
+    if !eventually(LIMIT, || read(&file) == EXPECTED).await {
+        assert_eq!(read(&file), EXPECTED, "listener log:\n{}", listener.stderr());
+    }
+
+    stream.push(actions_frame("ps_B", json!({}), &B_TITLES[..1])).await;
+    let expected = format!("{EXPECTED}{}", block(0, B_TITLES[0]));
+    if !eventually(LIMIT, || read(&file) == expected).await {
+        assert_eq!(read(&file), expected, "listener log:\n{}", listener.stderr());
+    }
+    assert_eq!(
+        read(&file).lines().skip(9).collect::<Vec<_>>(),
+        [
+            "[0] Action: Clicked export B",
+            "     Details: The visitor did: Clicked export B",
+            "     Page:    https://app.example.com/page"
+        ]
+    );
+
+    // The same batches reached the store, each under its own session.
+    let server = stand_in(&[("session_full", session_link("ps_abc123")), ("session_B", session_link("ps_B"))]).await;
+    let webhook = shared.webhook(&server, &[]).await;
+    let full = ["Page Load: Dashboard", "Click Export CSV button", "Click billing settings link"];
+    let prompt = webhook.ask_until(&server, "session_full", &full, &listener).await;
+    assert_eq!(activity_of(&prompt), EXPECTED, "the store renders the session as the file shows it");
+    let prompt = webhook.ask_until(&server, "session_B", &B_TITLES[..1], &listener).await;
+    assert_eq!(activity_of(&prompt), block(0, B_TITLES[0]));
+}
