@@ -1,0 +1,659 @@
+//! Operability of the real binaries: Prometheus metrics, JSON logs, `--check` and reply traces,
+//! against loopback stand-ins for Autoplay, OpenAI and Crisp.
+
+use bytes::Bytes;
+use e2e::sse_server::{Plan, SseServer};
+use e2e::{Proc, bin_path, eventually, free_port, read};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const WEBSITE: &str = "42286ab3-b29a-4fde-8538-da0ae501d825";
+const SESSION: &str = "session_36ba3566-9651-4790-afc8-ffedbccc317f";
+const SECRET: &str = "hook-secret-e2e";
+const LLM_PATH: &str = "/v1/chat/completions";
+const ANSWER: &str = "Click **Upgrade** in the top-right corner.";
+const FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
+
+const DOCS_EXAMPLE: &str = include_str!("fixtures/crisp/message-send-text.json");
+const OPERATOR_ECHO: &str = include_str!("fixtures/crisp/message-received-operator-echo.json");
+const ACTIONS_FULL: &str = include_str!("fixtures/autoplay/actions-full.sse");
+
+/// Generous limit for something that must happen on a loaded two-core machine.
+const LIMIT: Duration = Duration::from_secs(30);
+/// `--check` must be done well within this.
+const CHECK_LIMIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Stand-ins and helpers
+// ---------------------------------------------------------------------------------------------
+
+fn llm_answer(content: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
+    }))
+}
+
+fn crisp_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "ok", "data": {}}))
+}
+
+fn models_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}))
+}
+
+/// One server standing in for OpenAI (`llm` for chat completions, `GET /v1/models` 200) and
+/// Crisp (`website` for `GET /v1/website/{WEBSITE}`; every other Crisp call answered 200).
+async fn stand_in(llm: ResponseTemplate, website: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(llm).mount(&server).await;
+    Mock::given(method("GET")).and(path("/v1/models")).respond_with(models_ok()).mount(&server).await;
+    Mock::given(method("GET")).and(path(format!("/v1/website/{WEBSITE}"))).respond_with(website).mount(&server).await;
+    Mock::given(path_regex("^/v1/website/")).respond_with(crisp_ok()).with_priority(10).mount(&server).await;
+    server
+}
+
+async fn default_stand_in() -> MockServer {
+    stand_in(llm_answer(ANSWER), crisp_ok()).await
+}
+
+/// The environment of a correctly configured webhook talking to `server`.
+fn webhook_env(server: &MockServer) -> Vec<(&'static str, String)> {
+    let base = format!("{}/v1", server.uri());
+    vec![
+        ("OPENAI_BASE_URL", base.clone()),
+        ("OPENAI_API_KEY", "sk-test".into()),
+        ("CRISP_API_BASE_URL", base),
+        ("CRISP_TOKEN_IDENTIFIER", "ident".into()),
+        ("CRISP_TOKEN_KEY", "key".into()),
+        ("WEBSITE_ID", WEBSITE.into()),
+        ("WEBHOOK_SECRET", SECRET.into()),
+    ]
+}
+
+fn set(env: &mut Vec<(&'static str, String)>, name: &'static str, value: impl Into<String>) {
+    env.retain(|(k, _)| *k != name);
+    env.push((name, value.into()));
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// A running webhook and its base URL.
+struct Webhook {
+    process: Proc,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Webhook {
+    /// Starts the binary in `cwd` on a free loopback port and waits until `/health` answers.
+    async fn start(cwd: &Path, mut env: Vec<(&'static str, String)>) -> Webhook {
+        let port = free_port();
+        set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
+        let mut process = Proc::spawn("webhook", cwd, &env, &[]);
+        let url = format!("http://127.0.0.1:{port}");
+        let http = http();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let health = http.get(format!("{url}/health")).send().await;
+            if health.is_ok_and(|response| response.status() == 200) {
+                break;
+            }
+            assert!(process.is_running(), "webhook exited at start: {}", process.stderr());
+            assert!(Instant::now() < deadline, "webhook never answered /health: {}", process.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Webhook { process, url, http }
+    }
+
+    async fn hook_with_key(&self, key: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/crisp/hooks?key={key}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("hook request")
+    }
+
+    /// Delivers `body` with the right key and checks the 200.
+    async fn deliver(&self, body: &str) {
+        let response = self.hook_with_key(SECRET, body).await;
+        assert_eq!(response.status(), 200, "log: {}", self.stderr());
+    }
+
+    fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.url)
+    }
+
+    fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+/// The docs example moved to another conversation (and another fingerprint).
+fn message_in(session: &str, fingerprint: u64) -> String {
+    let mut hook: Value = serde_json::from_str(DOCS_EXAMPLE).unwrap();
+    hook["data"]["session_id"] = json!(session);
+    hook["data"]["user"]["user_id"] = json!(session);
+    hook["data"]["fingerprint"] = json!(fingerprint);
+    hook.to_string()
+}
+
+/// `POST .../conversation/*/message` calls the stand-in received: replies posted to Crisp.
+async fn crisp_posts(server: &MockServer) -> Vec<Request> {
+    let received = server.received_requests().await.unwrap_or_default();
+    received
+        .into_iter()
+        .filter(|r| {
+            r.method.as_str() == "POST"
+                && r.url.path().starts_with("/v1/website/")
+                && r.url.path().ends_with("/message")
+        })
+        .collect()
+}
+
+async fn wait_crisp_posts(server: &MockServer, count: usize) -> Vec<Request> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let seen = crisp_posts(server).await;
+        if seen.len() >= count || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the series `series` (name with its labels, exactly as rendered) in a
+/// Prometheus text body.
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> Option<String> {
+    let response = http.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// Polls `url` until `check` holds for its body; returns that body, or panics with the last one.
+async fn metrics_until(url: &str, what: &str, check: impl Fn(&str) -> bool, log: impl Fn() -> String) -> String {
+    let http = http();
+    let deadline = Instant::now() + LIMIT;
+    let mut last = None;
+    loop {
+        if let Some(body) = fetch(&http, url).await {
+            if check(&body) {
+                return body;
+            }
+            last = Some(body);
+        }
+        assert!(Instant::now() < deadline, "{what} never held at {url}; last body:\n{last:?}\nlog:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Output of one `--check` run.
+struct CheckRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl CheckRun {
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+
+    fn shown(&self) -> String {
+        format!("exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.took, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `name --check` in `cwd` with exactly `env` (plus PATH), on a blocking thread so the
+/// stand-ins on this runtime keep answering; kills it after [`CHECK_LIMIT`].
+async fn run_check(name: &'static str, cwd: &Path, env: &[(&'static str, String)]) -> CheckRun {
+    let binary = bin_path(name);
+    let cwd = cwd.to_path_buf();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = tempfile::tempdir().unwrap();
+        let stdout_path = out.path().join("stdout");
+        let stderr_path = out.path().join("stderr");
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .arg("--check")
+            .current_dir(&cwd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("spawn --check");
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if started.elapsed() > CHECK_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        CheckRun { code, stdout: read(&stdout_path), stderr: read(&stderr_path), took: started.elapsed() }
+    })
+    .await
+    .unwrap()
+}
+
+fn assert_no_secret(run: &CheckRun, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "{secret} printed:\n{}", run.shown());
+    }
+}
+
+fn assert_prompt(run: &CheckRun) {
+    assert!(run.took < CHECK_LIMIT, "--check took {:?}:\n{}", run.took, run.shown());
+    assert!(run.code.is_some(), "--check did not exit within {CHECK_LIMIT:?}:\n{}", run.shown());
+}
+
+/// `.json` files in `dir`, sorted.
+fn traces_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Webhook metrics
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn webhook_metrics_count_hooks_by_outcome_replies_and_call_latencies() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let webhook = Webhook::start(cwd.path(), webhook_env(&server)).await;
+
+    webhook.deliver(DOCS_EXAMPLE).await;
+    assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "reply posted; log: {}", webhook.stderr());
+    webhook.deliver(OPERATOR_ECHO).await;
+    let wrong = webhook.hook_with_key("not-the-secret", DOCS_EXAMPLE).await;
+    assert_eq!(wrong.status(), 401);
+
+    let body = metrics_until(
+        &webhook.metrics_url(),
+        "hook, reply and latency metrics",
+        |body| {
+            metric(body, r#"hooks_received_total{outcome="unauthorized"}"#) == Some(1.0)
+                && metric(body, r#"hooks_received_total{outcome="operator_message"}"#) == Some(1.0)
+                && metric(body, r#"hooks_received_total{outcome="visitor_message"}"#) == Some(1.0)
+                && metric(body, "replies_sent_total") == Some(1.0)
+                && body.contains("llm_request_duration_seconds_bucket")
+                && body.contains("crisp_request_duration_seconds_bucket")
+        },
+        || webhook.stderr(),
+    )
+    .await;
+    for line in [
+        r#"hooks_received_total{outcome="unauthorized"} 1"#,
+        r#"hooks_received_total{outcome="operator_message"} 1"#,
+        r#"hooks_received_total{outcome="visitor_message"} 1"#,
+        "replies_sent_total 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no line {line:?} in:\n{body}");
+    }
+    assert_eq!(metric(&body, "fallback_replies_total"), None, "no fallback was sent:\n{body}");
+    assert!(!body.contains(SECRET), "the hook secret must not appear in metrics:\n{body}");
+}
+
+#[tokio::test]
+async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
+    let refusal = ResponseTemplate::new(400)
+        .set_body_json(json!({"error": {"message": "bad request", "type": "invalid_request_error"}}));
+    let server = stand_in(refusal, crisp_ok()).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let webhook = Webhook::start(cwd.path(), webhook_env(&server)).await;
+    webhook.deliver(DOCS_EXAMPLE).await;
+
+    let posts = wait_crisp_posts(&server, 1).await;
+    assert_eq!(posts.len(), 1, "fallback posted; log: {}", webhook.stderr());
+    let posted: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(posted["content"], FALLBACK);
+
+    let body = metrics_until(
+        &webhook.metrics_url(),
+        "fallback_replies_total 1",
+        |body| metric(body, "fallback_replies_total") == Some(1.0),
+        || webhook.stderr(),
+    )
+    .await;
+    assert!(body.lines().any(|l| l == "fallback_replies_total 1"), "{body}");
+    assert_ne!(metric(&body, "replies_sent_total"), Some(1.0), "a fallback is not an answer:\n{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Listener metrics
+// ---------------------------------------------------------------------------------------------
+
+/// A listener with `METRICS_ADDR` on a free port, started in its own directory.
+struct MeteredListener {
+    proc: Proc,
+    metrics_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl MeteredListener {
+    fn start(server: &SseServer, extra: &[(&'static str, String)]) -> MeteredListener {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut env = vec![
+            ("STREAM_URL", server.url.clone()),
+            ("SUMMARY_THRESHOLD", "0".to_owned()),
+            ("METRICS_ADDR", addr.clone()),
+        ];
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend(extra.iter().cloned());
+        let proc = Proc::spawn("listener", dir.path(), &env, &[]);
+        MeteredListener { proc, metrics_url: format!("http://{addr}/metrics"), _dir: dir }
+    }
+
+    async fn until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        metrics_until(&self.metrics_url, what, check, || self.proc.stderr()).await
+    }
+}
+
+#[tokio::test]
+async fn listener_metrics_count_actions_skipped_frames_connection_and_reconnects() {
+    let chunks = vec![Bytes::from(ACTIONS_FULL), Bytes::from_static(b"data: not-json\n\n")];
+    let server = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
+    let listener = MeteredListener::start(&server, &[]);
+
+    let body = listener
+        .until("actions, skipped frames and the connection gauge", |body| {
+            metric(body, "actions_ingested_total") == Some(3.0)
+                && metric(body, "frames_skipped_total") == Some(1.0)
+                && metric(body, "stream_connected") == Some(1.0)
+        })
+        .await;
+    for line in ["actions_ingested_total 3", "frames_skipped_total 1", "stream_connected 1"] {
+        assert!(body.lines().any(|l| l == line), "no line {line:?} in:\n{body}");
+    }
+
+    server.close_all();
+    let body = listener
+        .until("stream_reconnects_total >= 1", |body| metric(body, "stream_reconnects_total").is_some_and(|n| n >= 1.0))
+        .await;
+    assert_eq!(metric(&body, "actions_ingested_total"), Some(3.0), "{body}");
+    // The next connection (held idle by the server) brings the gauge back to 1.
+    listener
+        .until("stream_connected 1 after the reconnect", |body| metric(body, "stream_connected") == Some(1.0))
+        .await;
+    assert!(server.requests().len() >= 2, "the listener reconnected");
+}
+
+#[tokio::test]
+async fn listener_metrics_count_written_summaries() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(LLM_PATH))
+        .respond_with(llm_answer("The user exported a CSV, then opened billing."))
+        .mount(&llm)
+        .await;
+    let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
+    let env = [
+        ("SUMMARY_THRESHOLD", "3".to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+    ];
+    let listener = MeteredListener::start(&server, &env);
+    let body =
+        listener.until("summaries_written_total 1", |body| metric(body, "summaries_written_total") == Some(1.0)).await;
+    assert!(body.lines().any(|l| l == "summaries_written_total 1"), "{body}");
+    assert!(body.contains("llm_request_duration_seconds_bucket"), "the summary call is timed:\n{body}");
+    assert_eq!(metric(&body, "summaries_failed_total"), None, "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. JSON logs
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_reply_lines_carry_session_and_reply_id() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut env = webhook_env(&server);
+    set(&mut env, "LOG_FORMAT", "json");
+    let mut webhook = Webhook::start(cwd.path(), env).await;
+    webhook.deliver(DOCS_EXAMPLE).await;
+    assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
+    assert!(eventually(LIMIT, || webhook.stderr().contains("reply sent")).await, "log: {}", webhook.stderr());
+
+    // Stop it so that every line is complete before reading the log.
+    webhook.process.signal("TERM");
+    let status = webhook.process.wait_exit(LIMIT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "log: {}", webhook.stderr());
+    let log = webhook.stderr();
+
+    let mut lines = 0;
+    let mut reply_lines = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\nlog:\n{log}"));
+        assert!(parsed.is_object(), "not a JSON object: {line}");
+        lines += 1;
+        if parsed.pointer("/fields/message").and_then(Value::as_str) == Some("reply sent") {
+            reply_lines.push(line);
+        }
+    }
+    assert!(lines >= 3, "start, accepted, reply and stop lines expected:\n{log}");
+    assert!(!reply_lines.is_empty(), "no \"reply sent\" line:\n{log}");
+    for line in reply_lines {
+        assert!(line.contains(SESSION), "the reply line lacks the Crisp session: {line}");
+        assert!(line.contains("reply_id"), "the reply line lacks a reply_id: {line}");
+    }
+    let accepted = log.lines().find(|l| l.contains("visitor message accepted")).expect("accepted line");
+    assert!(accepted.contains(SESSION), "{accepted}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. --check
+// ---------------------------------------------------------------------------------------------
+
+const CRISP_KEY: &str = "crisp-SECRET-4b2d19";
+const OPENAI_KEY: &str = "sk-SECRET-a83f05";
+const HOOK_SECRET: &str = "hook-SECRET-9c1e77";
+const UNKEY: &str = "uk_SECRET_7d3a51";
+
+fn webhook_check_env(server: &MockServer) -> Vec<(&'static str, String)> {
+    let mut env = webhook_env(server);
+    set(&mut env, "CRISP_TOKEN_KEY", CRISP_KEY);
+    set(&mut env, "OPENAI_API_KEY", OPENAI_KEY);
+    set(&mut env, "WEBHOOK_SECRET", HOOK_SECRET);
+    env
+}
+
+#[tokio::test]
+async fn webhook_check_with_every_service_up_prints_ok_lines_and_exits_zero() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let run = run_check("webhook", cwd.path(), &webhook_check_env(&server)).await;
+    assert_prompt(&run);
+    assert_eq!(run.code, Some(0), "{}", run.shown());
+    let lines = run.lines();
+    assert_eq!(lines.len(), 3, "configuration, OpenAI and Crisp:\n{}", run.shown());
+    assert!(lines.iter().all(|l| l.starts_with("ok")), "{}", run.shown());
+    assert!(lines.iter().any(|l| l.contains("OpenAI")) && lines.iter().any(|l| l.contains("Crisp")), "{}", run.shown());
+    assert_no_secret(&run, &[CRISP_KEY, OPENAI_KEY, HOOK_SECRET]);
+
+    let received = server.received_requests().await.unwrap_or_default();
+    assert!(received.iter().any(|r| r.method.as_str() == "GET" && r.url.path() == "/v1/models"), "OpenAI was reached");
+    let website = format!("/v1/website/{WEBSITE}");
+    assert!(received.iter().any(|r| r.method.as_str() == "GET" && r.url.path() == website), "Crisp was reached");
+    assert!(received.iter().all(|r| r.url.path() != LLM_PATH), "--check must not ask for a completion");
+}
+
+#[tokio::test]
+async fn webhook_check_with_a_refused_crisp_token_names_crisp_and_the_reason_and_fails() {
+    let refused =
+        ResponseTemplate::new(401).set_body_json(json!({"error": true, "reason": "unauthorized", "data": {}}));
+    let server = stand_in(llm_answer(ANSWER), refused).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let run = run_check("webhook", cwd.path(), &webhook_check_env(&server)).await;
+    assert_prompt(&run);
+    assert!(run.code.is_some_and(|c| c != 0), "{}", run.shown());
+    let failed = run.lines().into_iter().find(|l| l.starts_with("FAILED  Crisp"));
+    let failed = failed.unwrap_or_else(|| panic!("no \"FAILED  Crisp\" line:\n{}", run.shown()));
+    assert!(failed.contains("unauthorized"), "{failed}");
+    assert!(run.lines().iter().any(|l| l.starts_with("ok") && l.contains("OpenAI")), "{}", run.shown());
+    assert_no_secret(&run, &[CRISP_KEY, OPENAI_KEY, HOOK_SECRET]);
+}
+
+fn listener_check_env(stream: &SseServer, llm: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("STREAM_URL", stream.url.clone()),
+        ("UNKEY_API_KEY", UNKEY.to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn listener_check_with_the_stream_and_openai_up_exits_zero() {
+    let llm = default_stand_in().await;
+    let stream = SseServer::start(vec![], Some(Plan::StreamThenHold(vec![]))).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let run = run_check("listener", cwd.path(), &listener_check_env(&stream, &llm)).await;
+    assert_prompt(&run);
+    assert_eq!(run.code, Some(0), "{}", run.shown());
+    let lines = run.lines();
+    assert_eq!(lines.len(), 3, "configuration, stream and OpenAI:\n{}", run.shown());
+    assert!(lines.iter().all(|l| l.starts_with("ok")), "{}", run.shown());
+    assert_no_secret(&run, &[UNKEY, OPENAI_KEY]);
+    let requests = stream.requests();
+    assert_eq!(requests.len(), 1, "one probe of the stream");
+    let auth = requests[0].headers.get("authorization").and_then(|v| v.to_str().ok());
+    assert_eq!(auth, Some(format!("Bearer {UNKEY}").as_str()), "the probe uses the token");
+}
+
+#[tokio::test]
+async fn listener_check_with_a_refused_stream_token_reports_401_and_fails() {
+    let llm = default_stand_in().await;
+    let stream = SseServer::start(vec![], Some(Plan::Status(401))).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let run = run_check("listener", cwd.path(), &listener_check_env(&stream, &llm)).await;
+    assert_prompt(&run);
+    assert!(run.code.is_some_and(|c| c != 0), "{}", run.shown());
+    let failed = run.lines().into_iter().find(|l| l.starts_with("FAILED"));
+    let failed = failed.unwrap_or_else(|| panic!("no FAILED line:\n{}", run.shown()));
+    assert!(failed.contains("401"), "{failed}");
+    assert_no_secret(&run, &[UNKEY, OPENAI_KEY]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Reply traces
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let traces = cwd.path().join("traces");
+    let mut env = webhook_env(&server);
+    set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
+    let webhook = Webhook::start(cwd.path(), env).await;
+    webhook.deliver(DOCS_EXAMPLE).await;
+    assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
+
+    let written = eventually(LIMIT, || {
+        traces_in(&traces).first().is_some_and(|f| serde_json::from_str::<Value>(&read(f)).is_ok())
+    })
+    .await;
+    assert!(written, "no readable trace in {}; log: {}", traces.display(), webhook.stderr());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let files = traces_in(&traces);
+    assert_eq!(files.len(), 1, "exactly one trace: {files:?}");
+
+    let trace: Value = serde_json::from_str(&read(&files[0])).unwrap();
+    assert_eq!(trace["crisp_session"], SESSION, "{trace:#}");
+    let reply_id = trace["reply_id"].as_str().unwrap_or_else(|| panic!("no reply_id: {trace:#}"));
+    assert!(!reply_id.is_empty());
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with(&format!("-{reply_id}.json")), "file {name} names reply {reply_id}");
+    let messages = trace["request"]["messages"].as_array().unwrap_or_else(|| panic!("no request.messages: {trace:#}"));
+    assert_eq!(messages.len(), 2, "system + user: {trace:#}");
+    assert_eq!(messages[0]["role"], "system");
+    assert!(messages[0]["content"].as_str().is_some_and(|s| !s.is_empty()), "{trace:#}");
+    assert_eq!(messages[1]["role"], "user");
+    let user = messages[1]["content"].as_str().unwrap();
+    assert!(user.contains("User question: Hey :)"), "{user}");
+    assert_eq!(trace["answer"], ANSWER);
+    assert_eq!(trace["outcome"], "answered");
+
+    // The trace holds exactly what was sent to the LLM.
+    let llm: Vec<Request> = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == LLM_PATH)
+        .collect();
+    assert_eq!(llm.len(), 1);
+    let sent: Value = serde_json::from_slice(&llm[0].body).unwrap();
+    assert_eq!(sent["messages"], trace["request"]["messages"]);
+}
+
+#[tokio::test]
+async fn trace_max_files_keeps_only_the_newest_traces() {
+    let server = default_stand_in().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let traces = cwd.path().join("traces");
+    let mut env = webhook_env(&server);
+    set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
+    set(&mut env, "TRACE_MAX_FILES", "2");
+    let webhook = Webhook::start(cwd.path(), env).await;
+
+    let sessions: Vec<String> = (0..4).map(|i| format!("session_00000000-0000-4000-8000-00000000000{i}")).collect();
+    for (i, session) in sessions.iter().enumerate() {
+        webhook.deliver(&message_in(session, 1_000 + i as u64)).await;
+    }
+    assert_eq!(wait_crisp_posts(&server, 4).await.len(), 4, "four replies; log: {}", webhook.stderr());
+
+    // Traces are written after each post: wait until all four replies traced and pruned.
+    let pruned = eventually(LIMIT, || {
+        let n = traces_in(&traces).len();
+        n <= 2 && webhook.stderr().matches("reply sent").count() >= 4 && n > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let files = traces_in(&traces);
+    assert!(pruned && files.len() <= 2, "at most 2 traces expected, found {files:?}; log: {}", webhook.stderr());
+    assert_eq!(files.len(), 2, "the newest TRACE_MAX_FILES are kept: {files:?}");
+    for file in &files {
+        let trace: Value = serde_json::from_str(&read(file)).unwrap();
+        assert!(sessions.iter().any(|s| trace["crisp_session"] == s.as_str()), "{trace:#}");
+        assert_eq!(trace["outcome"], "answered");
+    }
+}
