@@ -105,6 +105,10 @@ impl Replies {
     /// Waits (briefly) until the takeover is recorded, so a visitor message acknowledged after
     /// this hook already finds the bot silenced; a slow Redis finishes in the background.
     pub async fn operator_wrote(&self, message: OperatorMessage) {
+        if self.inner.deps.shared.is_none() {
+            // Memory only: nothing to wait for, no task needed.
+            return self.inner.note_operator(message).await;
+        }
         let inner = Arc::clone(&self.inner);
         let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
         let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
@@ -162,6 +166,9 @@ impl Inner {
     }
 
     async fn note_operator(&self, message: OperatorMessage) {
+        if message.automated {
+            return; // bots and automations never take a conversation over
+        }
         let session = message.session_id.as_str();
         let mut marks = Vec::new();
         marks.extend(message.fingerprint.map(OwnMark::Fingerprint));
@@ -171,9 +178,6 @@ impl Inner {
             if shared.unwrap_or(false) || self.local.is_own(session, mark).await.unwrap_or(false) {
                 return;
             }
-        }
-        if message.automated {
-            return;
         }
         let _ = self.local.set_human_takeover(session).await;
         let _ = self.ask(|c| c.set_human_takeover(session)).await;

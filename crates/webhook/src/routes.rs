@@ -53,8 +53,25 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Counts a hook by outcome; the counters are looked up once, not on every request.
 fn count_hook(outcome: &'static str) {
-    metrics::counter!(agent_core::telemetry::HOOKS_RECEIVED, "outcome" => outcome).increment(1);
+    use std::sync::OnceLock;
+    const OUTCOMES: [&str; 7] = [
+        "unauthorized",
+        "bad_signature",
+        "bad_request",
+        "visitor_message",
+        "overloaded",
+        "operator_message",
+        "ignored",
+    ];
+    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        OUTCOMES.iter().map(|o| metrics::counter!(agent_core::telemetry::HOOKS_RECEIVED, "outcome" => *o)).collect()
+    });
+    if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+        counters[i].increment(1);
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
