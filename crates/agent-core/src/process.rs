@@ -8,6 +8,9 @@ pub const EXIT_CONFIG: i32 = 2;
 
 /// Loads `.env` from the working directory (the environment wins), then parses flags and
 /// environment. Any error is one line on stderr and exit status 2: no panic, no backtrace.
+/// A setting given as an empty value (`TRACE_DIR=` in a copied `.env.example`) counts as unset.
+///
+/// Call it first thing in `main`, before any thread starts: it edits the environment.
 pub fn parse_cli<T: clap::Parser>() -> T {
     if let Err(err) = dotenvy::dotenv()
         && !err.not_found()
@@ -20,6 +23,15 @@ pub fn parse_cli<T: clap::Parser>() -> T {
                 _ => "unreadable".to_owned(),
             };
             fail(&format!("error: cannot read .env: {detail}"));
+        }
+    }
+    for arg in T::command().get_arguments() {
+        if let Some(name) = arg.get_env()
+            && std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty())
+        {
+            // SAFETY: called at the start of `main`, before the runtime or any other thread
+            // exists, so nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(name) };
         }
     }
     match T::try_parse() {
@@ -88,6 +100,14 @@ pub async fn shutdown_signal() {
 
 /// The shape both binaries' `main` share: settings or a one-line error, `--check` or logs and
 /// the service until it stops; exit status 0 on a clean stop, 1 on a runtime error.
+/// The multi-threaded Tokio runtime both binaries run on; built after [`parse_cli`].
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("error: cannot start the async runtime: {e}")))
+}
+
 pub async fn serve<S, E: std::fmt::Display>(
     settings: Result<S, crate::config::ConfigError>,
     check_only: bool,

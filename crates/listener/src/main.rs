@@ -1,15 +1,16 @@
-use agent_core::process::{parse_cli, serve, shutdown_signal};
+use agent_core::process::{parse_cli, runtime, serve, shutdown_signal};
 use listener::config::Cli;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli: Cli = parse_cli();
     let check_only = cli.check;
-    serve(
-        cli.into_settings(),
-        check_only,
-        async |s| listener::check(s).await,
-        async |s| listener::run(s, shutdown_signal()).await,
-    )
-    .await
+    runtime().block_on(async {
+        serve(
+            cli.into_settings(),
+            check_only,
+            async |s| listener::check(s).await,
+            async |s| listener::run(s, shutdown_signal()).await,
+        )
+        .await
+    })
 }
