@@ -23,11 +23,16 @@ pub struct Action {
     pub timestamp_start: f64,
     #[serde(deserialize_with = "null_as_default")]
     pub timestamp_end: f64,
-    #[serde(deserialize_with = "null_as_default")]
+    // Stored actions keep what prompts use; the rest repeats the batch or is not needed.
+    #[serde(deserialize_with = "null_as_default", skip_serializing)]
     pub raw_url: String,
+    #[serde(skip_serializing)]
     pub session_id: Option<String>,
+    #[serde(skip_serializing)]
     pub user_id: Option<String>,
+    #[serde(skip_serializing)]
     pub email: Option<String>,
+    #[serde(skip_serializing)]
     pub conversation_id: Option<String>,
 }
 

@@ -63,7 +63,8 @@ struct Inner {
     /// Bounds file work in flight, so a burst of replies cannot start hundreds of threads.
     io_slots: tokio::sync::Semaphore,
     /// Links already on disk, so a steady stream of batches does not rewrite them.
-    links_written: moka::sync::Cache<PathBuf, String>,
+    /// Keyed by kind and id, so the common case (nothing changed) hashes no file name.
+    links_written: moka::sync::Cache<(&'static str, String), String>,
 }
 
 const DIRS: [&str; 3] = ["sessions", "users", "conversations"];
@@ -152,13 +153,13 @@ impl Inner {
         write_atomically(path, &buf)
     }
 
-    fn write_link(&self, kind: &str, id: &str, session: &str) -> io::Result<()> {
-        let path = self.link_path(kind, id);
-        if self.links_written.get(&path).is_some_and(|s| s == session) {
+    fn write_link(&self, kind: &'static str, id: &str, session: &str) -> io::Result<()> {
+        let key = (kind, id.to_owned());
+        if self.links_written.get(&key).is_some_and(|s| s == session) {
             return Ok(());
         }
-        write_atomically(&path, session.as_bytes())?;
-        self.links_written.insert(path, session.to_owned());
+        write_atomically(&self.link_path(kind, id), session.as_bytes())?;
+        self.links_written.insert(key, session.to_owned());
         Ok(())
     }
 
@@ -193,8 +194,8 @@ impl Inner {
             for entry in fs::read_dir(self.root.join(dir))? {
                 let entry = entry?;
                 let expired = entry.metadata().map(|m| m.is_file() && self.is_expired(&m, now)).unwrap_or(false);
+                // A link's cache entry lives half the TTL, so it is gone before its file expires.
                 if expired && fs::remove_file(entry.path()).is_ok() {
-                    self.links_written.invalidate(&entry.path());
                     removed += 1;
                 }
             }
