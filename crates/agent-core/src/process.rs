@@ -8,7 +8,8 @@ pub const EXIT_CONFIG: i32 = 2;
 
 /// Loads `.env` from the working directory (the environment wins), then parses flags and
 /// environment. Any error is one line on stderr and exit status 2: no panic, no backtrace.
-/// A setting given as an empty value (`TRACE_DIR=` in a copied `.env.example`) counts as unset.
+/// An optional setting given as an empty value (`TRACE_DIR=` in a copied `.env.example`)
+/// counts as unset.
 ///
 /// Call it first thing in `main`, before any thread starts: it edits the environment.
 pub fn parse_cli<T: clap::Parser>() -> T {
@@ -26,7 +27,10 @@ pub fn parse_cli<T: clap::Parser>() -> T {
         }
     }
     for arg in T::command().get_arguments() {
+        // Only settings without a default: for the others an empty value means something
+        // (`FALLBACK_MESSAGE=` turns the fallback off).
         if let Some(name) = arg.get_env()
+            && arg.get_default_values().is_empty()
             && std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty())
         {
             // SAFETY: called at the start of `main`, before the runtime or any other thread
