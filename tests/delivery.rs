@@ -1,9 +1,12 @@
 //! Exactly one timely answer per visitor message: the real `webhook` binary against stand-ins
 //! for OpenAI and the Crisp REST API.
 
-use e2e::{Proc, eventually, free_port};
+use e2e::eventually;
+use e2e::stand_ins::{
+    LLM_PATH, Webhook, all_requests, body_of, completion, compose_ok, last_user_message, meta, mount_conversation,
+    mount_llm, no_history, requests_to, set, visitor_message, webhook_env,
+};
 use serde_json::{Value, json};
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path, path_regex};
@@ -11,11 +14,13 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const SITE: &str = "site";
 const HOOK_SECRET: &str = "s3cret";
-const LLM_PATH: &str = "/v1/chat/completions";
 const ANSWER: &str = "Open Settings, then Billing.";
 const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 /// The Crisp stand-in numbers the bot's messages from here on.
 const FIRST_BOT_FINGERPRINT: u64 = 7001;
+
+/// The user id of the human operator writing in the conversations.
+const OPERATOR: &str = "9f0e4c1a-5b7d-4e2f-8a3c-1d2e3f4a5b6c";
 
 const PLUGIN_HOOK: &str = include_str!("fixtures/crisp/plugin-hook-variant.json");
 
@@ -27,14 +32,6 @@ const QUIET: Duration = Duration::from_millis(1500);
 // ---------------------------------------------------------------------------------------------
 // Stand-ins
 // ---------------------------------------------------------------------------------------------
-
-fn completion(content: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
-    }))
-}
 
 fn llm_refusal(status: u16) -> ResponseTemplate {
     ResponseTemplate::new(status)
@@ -53,94 +50,42 @@ impl Respond for Dispatched {
 }
 
 fn conversation(leaf: &str) -> String {
-    format!("^/v1/website/[^/]+/conversation/[^/]+/{leaf}$")
+    e2e::stand_ins::conversation("[^/]+", leaf)
 }
 
 /// One server for OpenAI (answers `llm`) and Crisp (everything accepted; no history).
 async fn stand_in(llm: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(llm).mount(&server).await;
+    mount_llm(&server, llm).await;
     crisp_defaults(&server).await;
     server
 }
 
 /// The Crisp routes at their usual answers, below any mock mounted with a higher priority.
 async fn crisp_defaults(server: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path_regex(conversation("message")))
-        .respond_with(Dispatched(AtomicU64::new(FIRST_BOT_FINGERPRINT)))
-        .with_priority(10)
-        .mount(server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex(conversation("compose")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "updated"})))
-        .with_priority(10)
-        .mount(server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("meta")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"data": {}}})))
-        .with_priority(10)
-        .mount(server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("messages")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": []})))
-        .with_priority(10)
-        .mount(server)
-        .await;
+    let any = "[^/]+";
+    mount_conversation(server, "POST", any, "message", Dispatched(AtomicU64::new(FIRST_BOT_FINGERPRINT)), 10).await;
+    mount_conversation(server, "PATCH", any, "compose", compose_ok(), 10).await;
+    mount_conversation(server, "GET", any, "meta", meta(json!({"data": {}})), 10).await;
+    mount_conversation(server, "GET", any, "messages", no_history(), 10).await;
 }
 
 fn message_path(session: &str) -> String {
-    format!("/v1/website/{SITE}/conversation/{session}/message")
+    e2e::stand_ins::message_path(SITE, session)
 }
 
 fn compose_path(session: &str) -> String {
     format!("/v1/website/{SITE}/conversation/{session}/compose")
 }
 
-/// Every request the stand-in received, in arrival order.
-async fn all_requests(server: &MockServer) -> Vec<Request> {
-    server.received_requests().await.unwrap_or_default()
-}
-
-async fn requests_to(server: &MockServer, verb: &str, request_path: &str) -> Vec<Request> {
-    all_requests(server)
-        .await
-        .into_iter()
-        .filter(|r| r.method.as_str() == verb && r.url.path() == request_path)
-        .collect()
-}
-
 /// Waits up to [`LIMIT`] for `count` requests to `verb request_path`; returns those seen.
 async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: usize) -> Vec<Request> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let seen = requests_to(server, verb, request_path).await;
-        if seen.len() >= count || Instant::now() > deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn body_of(request: &Request) -> Value {
-    serde_json::from_slice(&request.body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&request.body)))
+    e2e::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
 }
 
 /// The `content` of each message POST, in order.
 fn contents(posts: &[Request]) -> Vec<String> {
     posts.iter().map(|p| body_of(p)["content"].as_str().expect("content").to_owned()).collect()
-}
-
-/// The last message of a chat request (the prompt ending with the question).
-fn last_user_message(call: &Request) -> String {
-    let body = body_of(call);
-    let last = body["messages"].as_array().and_then(|m| m.last()).cloned().expect("messages");
-    assert_eq!(last["role"], "user", "{body}");
-    last["content"].as_str().unwrap().to_owned()
 }
 
 /// Position of the first request matching `verb request_path` (and `body`, when given).
@@ -154,129 +99,23 @@ fn position(requests: &[Request], verb: &str, request_path: &str, body: Option<&
 // Hook bodies
 // ---------------------------------------------------------------------------------------------
 
-/// A visitor's text message, shaped like tests/fixtures/crisp/message-send-text.json.
-fn visitor_message(session: &str, fingerprint: u64, content: &str) -> Value {
-    json!({
-        "website_id": SITE,
-        "event": "message:send",
-        "data": {
-            "website_id": SITE,
-            "session_id": session,
-            "type": "text",
-            "content": content,
-            "from": "user",
-            "origin": "chat",
-            "stamped": true,
-            "timestamp": 1_506_985_696_616_u64,
-            "fingerprint": fingerprint,
-            "user": {"nickname": "visitor493603", "user_id": session}
-        },
-        "timestamp": 1_506_985_696_616_u64
-    })
-}
-
 /// An operator's text message as Crisp echoes it (`message:received`).
 fn operator_message(session: &str, fingerprint: u64, content: &str, automated: bool) -> Value {
-    json!({
-        "website_id": SITE,
-        "event": "message:received",
-        "data": {
-            "website_id": SITE,
-            "session_id": session,
-            "type": "text",
-            "from": "operator",
-            "origin": "chat",
-            "content": content,
-            "fingerprint": fingerprint,
-            "timestamp": 1_700_123_460_000_u64,
-            "automated": automated,
-            "user": {"type": "participant", "nickname": "Anna", "user_id": "9f0e4c1a-5b7d-4e2f-8a3c-1d2e3f4a5b6c"}
-        },
-        "timestamp": 1_700_123_460_000_u64
-    })
+    e2e::stand_ins::operator_message(SITE, session, fingerprint, content, automated, OPERATOR)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The binary
 // ---------------------------------------------------------------------------------------------
 
-struct Webhook {
-    proc: Proc,
-    url: String,
-    http: reqwest::Client,
-    _cwd: tempfile::TempDir,
-}
-
-impl Webhook {
-    /// Starts the webhook (shared context scope, empty working directory) with `extra` on top.
-    async fn start(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
-        let cwd = tempfile::tempdir().unwrap();
-        let base = format!("{}/v1", server.uri());
-        let port = free_port();
-        let mut env: Vec<(&str, String)> = vec![
-            ("OPENAI_BASE_URL", base.clone()),
-            ("OPENAI_API_KEY", "sk-test".into()),
-            ("CRISP_API_BASE_URL", base),
-            ("CRISP_TOKEN_IDENTIFIER", "ident".into()),
-            ("CRISP_TOKEN_KEY", "key".into()),
-            ("WEBSITE_ID", SITE.into()),
-            ("WEBHOOK_SECRET", HOOK_SECRET.into()),
-            ("CONTEXT_SCOPE", "shared".into()),
-            ("BIND_ADDR", format!("127.0.0.1:{port}")),
-        ];
-        for (name, value) in extra {
-            env.retain(|(k, _)| k != name);
-            env.push((name, (*value).to_owned()));
-        }
-        let mut proc = Proc::spawn("webhook", cwd.path(), &env, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if http.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(proc.is_running(), "webhook exited at start:\n{}", proc.stderr());
-            assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Webhook { proc, url, http, _cwd: cwd }
+/// Starts the webhook (shared context scope, empty working directory) with `extra` on top.
+async fn start_webhook(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
+    let mut env = webhook_env(server, SITE, HOOK_SECRET);
+    set(&mut env, "CONTEXT_SCOPE", "shared");
+    for (name, value) in extra {
+        set(&mut env, name, *value);
     }
-
-    /// Posts raw bytes to the hook URL with the right key and extra headers; returns the status.
-    async fn post_raw(&self, body: &str, headers: &[(&str, &str)]) -> u16 {
-        let mut request = self
-            .http
-            .post(format!("{}/crisp/hooks?key={HOOK_SECRET}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.send().await.expect("hook request").status().as_u16()
-    }
-
-    /// Delivers a hook with the right key and checks the 200.
-    async fn deliver(&self, body: &Value) {
-        let status = self.post_raw(&body.to_string(), &[]).await;
-        assert_eq!(status, 200, "log:\n{}", self.stderr());
-    }
-
-    fn stderr(&self) -> String {
-        self.proc.stderr()
-    }
-
-    /// Waits (without blocking the runtime) for the process to exit.
-    async fn exited(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while self.proc.is_running() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.proc.wait_exit(Duration::from_secs(1))
-    }
+    Webhook::start_in_tempdir(env, LIMIT).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,8 +125,8 @@ impl Webhook {
 #[tokio::test]
 async fn a_hook_redelivered_three_times_is_answered_once() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    let hook = visitor_message("session_R", 11, "How do I export?");
+    let webhook = start_webhook(&server, &[]).await;
+    let hook = visitor_message(SITE, "session_R", 11, "How do I export?");
     for _ in 0..3 {
         webhook.deliver(&hook).await;
     }
@@ -300,9 +139,9 @@ async fn a_hook_redelivered_three_times_is_answered_once() {
 #[tokio::test]
 async fn the_same_fingerprint_in_another_conversation_is_a_different_message() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    webhook.deliver(&visitor_message("session_R1", 11, "How do I export?")).await;
-    webhook.deliver(&visitor_message("session_R2", 11, "How do I export?")).await;
+    let webhook = start_webhook(&server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_R1", 11, "How do I export?")).await;
+    webhook.deliver(&visitor_message(SITE, "session_R2", 11, "How do I export?")).await;
     assert_eq!(wait_for(&server, "POST", &message_path("session_R1"), 1).await.len(), 1);
     assert_eq!(wait_for(&server, "POST", &message_path("session_R2"), 1).await.len(), 1);
 }
@@ -310,12 +149,12 @@ async fn the_same_fingerprint_in_another_conversation_is_a_different_message() {
 #[tokio::test]
 async fn messages_arriving_while_an_answer_is_written_are_answered_together_by_the_next_one() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_millis(1500))).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_burst";
-    webhook.deliver(&visitor_message(session, 1, "first question")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "first question")).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 1).await.len(), 1, "{}", webhook.stderr());
-    webhook.deliver(&visitor_message(session, 2, "second question")).await;
-    webhook.deliver(&visitor_message(session, 3, "third question")).await;
+    webhook.deliver(&visitor_message(SITE, session, 2, "second question")).await;
+    webhook.deliver(&visitor_message(SITE, session, 3, "third question")).await;
     assert!(
         requests_to(&server, "POST", &message_path(session)).await.is_empty(),
         "test premise: messages 2 and 3 arrived while the first answer was still being written"
@@ -343,9 +182,9 @@ async fn messages_arriving_while_an_answer_is_written_are_answered_together_by_t
 #[tokio::test]
 async fn different_conversations_are_answered_in_parallel() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_secs(3))).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    webhook.deliver(&visitor_message("session_P1", 1, "one")).await;
-    webhook.deliver(&visitor_message("session_P2", 1, "two")).await;
+    let webhook = start_webhook(&server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_P1", 1, "one")).await;
+    webhook.deliver(&visitor_message(SITE, "session_P2", 1, "two")).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 2).await.len(), 2);
     assert!(
         requests_to(&server, "POST", &message_path("session_P1")).await.is_empty(),
@@ -364,10 +203,10 @@ fn typing(kind: &str) -> Value {
 #[tokio::test]
 async fn typing_starts_before_the_llm_call_and_stops_after_the_reply() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_millis(500))).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_T";
     let sent = Instant::now();
-    webhook.deliver(&visitor_message(session, 1, "Are you there?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "Are you there?")).await;
     assert_eq!(wait_for(&server, "PATCH", &compose_path(session), 1).await.len(), 1, "{}", webhook.stderr());
     let shown_after = sent.elapsed();
     assert!(shown_after < Duration::from_secs(1), "typing shown {shown_after:?} after the hook");
@@ -384,10 +223,10 @@ async fn typing_starts_before_the_llm_call_and_stops_after_the_reply() {
 #[tokio::test]
 async fn typing_stops_when_the_llm_fails_with_or_without_a_fallback() {
     let server = stand_in(llm_refusal(400)).await;
-    let with_fallback = Webhook::start(&server, &[]).await;
-    let without = Webhook::start(&server, &[("FALLBACK_MESSAGE", "")]).await;
-    with_fallback.deliver(&visitor_message("session_F1", 1, "Hello?")).await;
-    without.deliver(&visitor_message("session_F2", 1, "Hello?")).await;
+    let with_fallback = start_webhook(&server, &[]).await;
+    let without = start_webhook(&server, &[("FALLBACK_MESSAGE", "")]).await;
+    with_fallback.deliver(&visitor_message(SITE, "session_F1", 1, "Hello?")).await;
+    without.deliver(&visitor_message(SITE, "session_F2", 1, "Hello?")).await;
 
     for (session, webhook) in [("session_F1", &with_fallback), ("session_F2", &without)] {
         let compose = wait_for(&server, "PATCH", &compose_path(session), 2).await;
@@ -420,11 +259,11 @@ async fn wait_takeover_logged(webhook: &Webhook, session: &str) {
 #[tokio::test]
 async fn a_human_operator_writing_silences_the_bot_in_that_conversation_only() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     webhook.deliver(&operator_message("session_H", 999, "Hi, Anna here. Let me check.", false)).await;
     wait_takeover_logged(&webhook, "session_H").await;
-    webhook.deliver(&visitor_message("session_H", 1000, "Thanks Anna!")).await;
-    webhook.deliver(&visitor_message("session_other", 1, "Anyone?")).await;
+    webhook.deliver(&visitor_message(SITE, "session_H", 1000, "Thanks Anna!")).await;
+    webhook.deliver(&visitor_message(SITE, "session_other", 1, "Anyone?")).await;
 
     assert_eq!(wait_for(&server, "POST", &message_path("session_other"), 1).await.len(), 1, "{}", webhook.stderr());
     tokio::time::sleep(QUIET).await;
@@ -438,10 +277,10 @@ async fn a_human_operator_writing_silences_the_bot_in_that_conversation_only() {
 #[tokio::test]
 async fn a_takeover_is_in_effect_as_soon_as_the_operators_hook_is_acknowledged() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     // The visitor's hook goes out only once the operator's was answered 200.
     webhook.deliver(&operator_message("session_H", 999, "Hi, Anna here. Let me check.", false)).await;
-    webhook.deliver(&visitor_message("session_H", 1000, "Thanks Anna!")).await;
+    webhook.deliver(&visitor_message(SITE, "session_H", 1000, "Thanks Anna!")).await;
     tokio::time::sleep(QUIET).await;
     let calls = requests_to(&server, "POST", LLM_PATH).await;
     let typing = requests_to(&server, "PATCH", &compose_path("session_H")).await;
@@ -458,16 +297,16 @@ async fn a_takeover_is_in_effect_as_soon_as_the_operators_hook_is_acknowledged()
 #[tokio::test]
 async fn the_bots_own_echo_does_not_count_as_a_human_takeover() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_E";
-    webhook.deliver(&visitor_message(session, 1, "How do I pay?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "How do I pay?")).await;
     let posts = wait_for(&server, "POST", &message_path(session), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     // Crisp echoes the bot's reply with the fingerprint it assigned, not flagged automated.
     webhook.deliver(&operator_message(session, FIRST_BOT_FINGERPRINT, ANSWER, false)).await;
     // Time for a takeover to take effect, had the echo been mistaken for one.
     tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(session, 2, "And how do I get an invoice?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 2, "And how do I get an invoice?")).await;
 
     let posts = wait_for(&server, "POST", &message_path(session), 2).await;
     assert_eq!(posts.len(), 2, "the next visitor message is answered; log:\n{}", webhook.stderr());
@@ -476,9 +315,9 @@ async fn the_bots_own_echo_does_not_count_as_a_human_takeover() {
 #[tokio::test]
 async fn a_human_operator_writing_while_the_answer_is_written_drops_that_answer() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_millis(1500))).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_H3";
-    webhook.deliver(&visitor_message(session, 1, "Can a human help?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "Can a human help?")).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 1).await.len(), 1, "{}", webhook.stderr());
     webhook.deliver(&operator_message(session, 999, "Anna here, I've got this.", false)).await;
     let compose = wait_for(&server, "PATCH", &compose_path(session), 2).await;
@@ -491,7 +330,7 @@ async fn a_human_operator_writing_while_the_answer_is_written_drops_that_answer(
 #[tokio::test]
 async fn the_bots_echo_arriving_before_crisp_confirms_the_send_is_not_a_takeover() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(completion(ANSWER)).mount(&server).await;
+    mount_llm(&server, completion(ANSWER)).await;
     let slow_send = ResponseTemplate::new(200)
         .set_body_json(json!({"error": false, "reason": "dispatched", "data": {"fingerprint": FIRST_BOT_FINGERPRINT}}))
         .set_delay(Duration::from_millis(1500));
@@ -503,15 +342,15 @@ async fn the_bots_echo_arriving_before_crisp_confirms_the_send_is_not_a_takeover
         .mount(&server)
         .await;
     crisp_defaults(&server).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_E2";
-    webhook.deliver(&visitor_message(session, 1, "How do I pay?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "How do I pay?")).await;
     assert_eq!(wait_for(&server, "POST", &message_path(session), 1).await.len(), 1, "{}", webhook.stderr());
     // Crisp's echo hook can beat the answer to the send itself.
     webhook.deliver(&operator_message(session, FIRST_BOT_FINGERPRINT, ANSWER, false)).await;
     // Time for a takeover to take effect, had the echo been mistaken for one.
     tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(session, 2, "And how do I get an invoice?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 2, "And how do I get an invoice?")).await;
     let posts = wait_for(&server, "POST", &message_path(session), 2).await;
     assert_eq!(posts.len(), 2, "the next visitor message is answered; log:\n{}", webhook.stderr());
 }
@@ -519,13 +358,13 @@ async fn the_bots_echo_arriving_before_crisp_confirms_the_send_is_not_a_takeover
 #[tokio::test]
 async fn an_operators_private_note_does_not_silence_the_bot() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_note";
     let mut note = operator_message(session, 556, "Internal: VIP customer", false);
     note["data"]["type"] = json!("note");
     webhook.deliver(&note).await;
     tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(session, 1, "How do I export?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "How do I export?")).await;
     let posts = wait_for(&server, "POST", &message_path(session), 1).await;
     assert_eq!(contents(&posts), [ANSWER], "{}", webhook.stderr());
 }
@@ -533,11 +372,11 @@ async fn an_operators_private_note_does_not_silence_the_bot() {
 #[tokio::test]
 async fn an_automated_operator_message_does_not_silence_the_bot() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[]).await;
+    let webhook = start_webhook(&server, &[]).await;
     let session = "session_auto";
     webhook.deliver(&operator_message(session, 555, "Welcome! Ask us anything.", true)).await;
     tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(session, 1, "How do I export?")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "How do I export?")).await;
     let posts = wait_for(&server, "POST", &message_path(session), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     assert_eq!(contents(&posts), [ANSWER]);
@@ -546,18 +385,18 @@ async fn an_automated_operator_message_does_not_silence_the_bot() {
 #[tokio::test]
 async fn the_bot_answers_again_once_human_takeover_secs_have_passed() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
+    let webhook = start_webhook(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
     let session = "session_H2";
     webhook.deliver(&operator_message(session, 999, "Anna here.", false)).await;
     wait_takeover_logged(&webhook, session).await;
     // The takeover was recorded at the latest now, so it has expired 3 s from now.
     let taken_over_by = Instant::now();
-    webhook.deliver(&visitor_message(session, 1, "while the human has it")).await;
+    webhook.deliver(&visitor_message(SITE, session, 1, "while the human has it")).await;
     tokio::time::sleep(QUIET).await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "silent during the takeover");
 
     tokio::time::sleep((taken_over_by + Duration::from_secs(3)).saturating_duration_since(Instant::now())).await;
-    webhook.deliver(&visitor_message(session, 2, "after the takeover")).await;
+    webhook.deliver(&visitor_message(SITE, session, 2, "after the takeover")).await;
     let posts = wait_for(&server, "POST", &message_path(session), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     let calls = requests_to(&server, "POST", LLM_PATH).await;
@@ -575,7 +414,7 @@ async fn the_bot_answers_again_once_human_takeover_secs_have_passed() {
 /// A stand-in whose first `n` message posts get `refusal`; the rest are accepted.
 async fn crisp_refusing_first(n: u64, refusal: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(completion(ANSWER)).mount(&server).await;
+    mount_llm(&server, completion(ANSWER)).await;
     Mock::given(method("POST"))
         .and(path_regex(conversation("message")))
         .respond_with(refusal)
@@ -590,8 +429,8 @@ async fn crisp_refusing_first(n: u64, refusal: ResponseTemplate) -> MockServer {
 /// Sends one visitor message and returns the message posts once `attempts` were seen and
 /// nothing more came.
 async fn attempts_for_one_message(server: &MockServer, attempts: usize) -> (Webhook, Vec<Request>) {
-    let webhook = Webhook::start(server, &[]).await;
-    webhook.deliver(&visitor_message("session_X", 1, "Is this thing on?")).await;
+    let webhook = start_webhook(server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_X", 1, "Is this thing on?")).await;
     let posts = wait_for(server, "POST", &message_path("session_X"), attempts).await;
     assert_eq!(posts.len(), attempts, "{}", webhook.stderr());
     tokio::time::sleep(QUIET).await;
@@ -637,10 +476,10 @@ async fn llm_unavailability_is_retried_and_the_real_answer_posted() {
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(completion(ANSWER)).mount(&server).await;
+    mount_llm(&server, completion(ANSWER)).await;
     crisp_defaults(&server).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    webhook.deliver(&visitor_message("session_L", 1, "Hello?")).await;
+    let webhook = start_webhook(&server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_L", 1, "Hello?")).await;
     let posts = wait_for(&server, "POST", &message_path("session_L"), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     assert_eq!(contents(&posts), [ANSWER], "the real answer, not the fallback");
@@ -650,8 +489,8 @@ async fn llm_unavailability_is_retried_and_the_real_answer_posted() {
 #[tokio::test]
 async fn when_the_llm_cannot_answer_the_visitor_gets_the_default_fallback_message() {
     let server = stand_in(llm_refusal(400)).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    webhook.deliver(&visitor_message("session_D", 1, "Hello?")).await;
+    let webhook = start_webhook(&server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
     let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     assert_eq!(
@@ -665,8 +504,8 @@ async fn when_the_llm_cannot_answer_the_visitor_gets_the_default_fallback_messag
 #[tokio::test]
 async fn an_empty_llm_answer_gets_the_fallback_message_not_an_empty_reply() {
     let server = stand_in(completion("   ")).await;
-    let webhook = Webhook::start(&server, &[]).await;
-    webhook.deliver(&visitor_message("session_D", 1, "Hello?")).await;
+    let webhook = start_webhook(&server, &[]).await;
+    webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
     let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
     assert_eq!(contents(&posts), [DEFAULT_FALLBACK], "{}", webhook.stderr());
 }
@@ -674,8 +513,8 @@ async fn an_empty_llm_answer_gets_the_fallback_message_not_an_empty_reply() {
 #[tokio::test]
 async fn fallback_message_replaces_the_default_fallback() {
     let server = stand_in(llm_refusal(400)).await;
-    let webhook = Webhook::start(&server, &[("FALLBACK_MESSAGE", "Custom")]).await;
-    webhook.deliver(&visitor_message("session_D", 1, "Hello?")).await;
+    let webhook = start_webhook(&server, &[("FALLBACK_MESSAGE", "Custom")]).await;
+    webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
     let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
     assert_eq!(contents(&posts), ["Custom"], "{}", webhook.stderr());
 }
@@ -687,10 +526,10 @@ async fn fallback_message_replaces_the_default_fallback() {
 #[tokio::test]
 async fn sigterm_lets_every_accepted_message_be_answered_then_exits_zero() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_secs(2))).await;
-    let mut webhook = Webhook::start(&server, &[]).await;
+    let mut webhook = start_webhook(&server, &[]).await;
     let sessions = ["session_S1", "session_S2", "session_S3"];
     for session in sessions {
-        webhook.deliver(&visitor_message(session, 1, "Quick question")).await;
+        webhook.deliver(&visitor_message(SITE, session, 1, "Quick question")).await;
     }
     let posted_before = requests_to(&server, "POST", &message_path(sessions[0])).await.len();
     webhook.proc.signal("TERM");
@@ -711,13 +550,9 @@ async fn sigterm_lets_every_accepted_message_be_answered_then_exits_zero() {
 /// A stand-in whose conversation history is `history`.
 async fn stand_in_with_history(history: Value) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(completion(ANSWER)).mount(&server).await;
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("messages")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": history})))
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    mount_llm(&server, completion(ANSWER)).await;
+    let history = ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": history}));
+    mount_conversation(&server, "GET", "[^/]+", "messages", history, 1).await;
     crisp_defaults(&server).await;
     server
 }
@@ -733,8 +568,8 @@ fn earlier_turns() -> Value {
 /// Roles and contents of the one LLM call made for "How do I import?" (fingerprint 3).
 async fn llm_messages_with(env: &[(&'static str, &str)]) -> Vec<(String, String)> {
     let server = stand_in_with_history(earlier_turns()).await;
-    let webhook = Webhook::start(&server, env).await;
-    webhook.deliver(&visitor_message("session_hist", 3, "How do I import?")).await;
+    let webhook = start_webhook(&server, env).await;
+    webhook.deliver(&visitor_message(SITE, "session_hist", 3, "How do I import?")).await;
     let calls = wait_for(&server, "POST", LLM_PATH, 1).await;
     assert_eq!(calls.len(), 1, "{}", webhook.stderr());
     body_of(&calls[0])["messages"]
@@ -798,7 +633,7 @@ fn signed_hook() -> SignedHook {
 async fn with_crisp_hook_secret_a_correctly_signed_plugin_hook_is_accepted_and_answered() {
     let hook = signed_hook();
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[("CRISP_HOOK_SECRET", &hook.secret), ("WEBSITE_ID", &hook.website)]).await;
+    let webhook = start_webhook(&server, &[("CRISP_HOOK_SECRET", &hook.secret), ("WEBSITE_ID", &hook.website)]).await;
     let headers = [("X-Crisp-Request-Timestamp", hook.timestamp.as_str()), ("X-Crisp-Signature", &hook.signature)];
     assert_eq!(webhook.post_raw(&hook.body, &headers).await, 200, "{}", webhook.stderr());
     let reply = format!("/v1/website/{}/conversation/{}/message", hook.website, hook.session);
@@ -809,7 +644,7 @@ async fn with_crisp_hook_secret_a_correctly_signed_plugin_hook_is_accepted_and_a
 async fn with_crisp_hook_secret_an_altered_or_unsigned_plugin_hook_is_refused() {
     let hook = signed_hook();
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = Webhook::start(&server, &[("CRISP_HOOK_SECRET", &hook.secret), ("WEBSITE_ID", &hook.website)]).await;
+    let webhook = start_webhook(&server, &[("CRISP_HOOK_SECRET", &hook.secret), ("WEBSITE_ID", &hook.website)]).await;
     let altered_body = hook.body.replace("Hey :)", "Hey :(");
     assert_ne!(altered_body, hook.body);
     let pretty_body = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&hook.body).unwrap()).unwrap();

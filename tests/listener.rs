@@ -2,12 +2,13 @@
 
 use bytes::Bytes;
 use e2e::sse_server::{Plan, SseServer};
+use e2e::stand_ins::{completion, llm_calls, mount_llm, summary_env, wait_for_count};
 use e2e::{Proc, eventually, read};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ACTIONS_FULL: &str = include_str!("fixtures/autoplay/actions-full.sse");
@@ -104,43 +105,8 @@ fn one_byte_chunks(text: &[u8]) -> Plan {
     Plan::StreamThenHold(text.iter().map(|b| Bytes::copy_from_slice(&[*b])).collect())
 }
 
-/// Settings that turn summaries on against the OpenAI stand-in.
-fn llm_env(llm: &MockServer, threshold: usize) -> Vec<(&'static str, String)> {
-    vec![
-        ("SUMMARY_THRESHOLD", threshold.to_string()),
-        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
-        ("OPENAI_API_KEY", "sk-test".into()),
-    ]
-}
-
-fn completion(content: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
-    }))
-}
-
-/// Bodies of the chat-completion calls the stand-in received, oldest first.
-async fn llm_calls(llm: &MockServer) -> Vec<Value> {
-    llm.received_requests()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/v1/chat/completions")
-        .map(|r| serde_json::from_slice(&r.body).expect("chat request body is JSON"))
-        .collect()
-}
-
 async fn wait_llm_calls(llm: &MockServer, n: usize, limit: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let calls = llm_calls(llm).await;
-        if calls.len() >= n || Instant::now() > deadline {
-            return calls;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(limit, n, || llm_calls(llm)).await
 }
 
 fn prompt_of(call: &Value) -> &str {
@@ -256,8 +222,8 @@ async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_
 async fn a_summary_is_requested_once_the_session_passes_the_threshold_and_appended_verbatim() {
     let llm = MockServer::start().await;
     let summary = "  The user opened the dashboard and exported a CSV.\n\nThen they went to billing settings.  \n";
-    Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(completion(summary)).mount(&llm).await;
-    let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+    mount_llm(&llm, completion(summary)).await;
+    let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5)).await;
 
     // Three actions: below the threshold, no call.
     l.expect_file(EXPECTED).await;
@@ -287,7 +253,7 @@ async fn a_summary_is_requested_once_the_session_passes_the_threshold_and_append
 async fn openai_model_selects_the_summary_model() {
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(completion("Short summary.")).mount(&llm).await;
-    let mut env = llm_env(&llm, 3);
+    let mut env = summary_env(&llm, 3);
     env.push(("OPENAI_MODEL", "my-local-model".into()));
     let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &env).await;
     l.expect_file(&format!("{EXPECTED}\n=== SUMMARY ===\nShort summary.\n")).await;
@@ -303,7 +269,7 @@ async fn actions_of_different_sessions_are_counted_apart() {
     Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
     // ps_abc123 gets 3 actions and the anonymous session 2: five in all, but neither reaches 5.
     let stream = [ACTIONS_FULL, LEGACY].concat();
-    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &llm_env(&llm, 5)).await;
+    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &summary_env(&llm, 5)).await;
     l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(llm_calls(&llm).await.is_empty(), "no session reached the threshold");
@@ -338,7 +304,8 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
         .await;
     Mock::given(method("POST")).respond_with(completion("Nine actions summarised.")).mount(&llm).await;
     let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
+            .await;
 
     l.expect_stderr("summary failed").await;
     let calls = llm_calls(&llm).await;
@@ -365,7 +332,8 @@ async fn a_failing_llm_is_retried_a_bounded_number_of_times_and_writes_nothing()
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&llm).await;
     let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
+            .await;
     let gave_up = eventually(Duration::from_secs(40), || l.proc.stderr().contains("summary failed")).await;
     assert!(gave_up, "stderr:\n{}", l.proc.stderr());
     assert_eq!(llm_calls(&llm).await.len(), 4, "four attempts in all");
@@ -383,7 +351,8 @@ async fn a_summary_in_flight_at_sigterm_is_still_written() {
         .mount(&llm)
         .await;
     let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &llm_env(&llm, 5)).await;
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
+            .await;
     assert_eq!(wait_llm_calls(&llm, 1, LIMIT).await.len(), 1);
     l.proc.signal("TERM");
     let status = l.proc.wait_exit(Duration::from_secs(10)).expect("exits");

@@ -3,18 +3,21 @@
 
 use bytes::Bytes;
 use e2e::sse_server::{Plan, SseServer};
+use e2e::stand_ins::{
+    Env, LLM_PATH, Webhook, completion, crisp_ok, http, mount_crisp_catch_all, mount_llm, requests_to, set,
+    summary_env, wait_for_count,
+};
 use e2e::{Proc, bin_path, eventually, free_port, read};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const WEBSITE: &str = "42286ab3-b29a-4fde-8538-da0ae501d825";
 const SESSION: &str = "session_36ba3566-9651-4790-afc8-ffedbccc317f";
 const SECRET: &str = "hook-secret-e2e";
-const LLM_PATH: &str = "/v1/chat/completions";
 const ANSWER: &str = "Click **Upgrade** in the top-right corner.";
 const FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
@@ -31,19 +34,6 @@ const CHECK_LIMIT: Duration = Duration::from_secs(20);
 // Stand-ins and helpers
 // ---------------------------------------------------------------------------------------------
 
-fn llm_answer(content: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
-    }))
-}
-
-fn crisp_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "ok", "data": {}}))
-}
-
 fn models_ok() -> ResponseTemplate {
     ResponseTemplate::new(200)
         .set_body_json(json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}))
@@ -53,91 +43,20 @@ fn models_ok() -> ResponseTemplate {
 /// Crisp (`website` for `GET /v1/website/{WEBSITE}`; every other Crisp call answered 200).
 async fn stand_in(llm: ResponseTemplate, website: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(llm).mount(&server).await;
+    mount_llm(&server, llm).await;
     Mock::given(method("GET")).and(path("/v1/models")).respond_with(models_ok()).mount(&server).await;
     Mock::given(method("GET")).and(path(format!("/v1/website/{WEBSITE}"))).respond_with(website).mount(&server).await;
-    Mock::given(path_regex("^/v1/website/")).respond_with(crisp_ok()).with_priority(10).mount(&server).await;
+    mount_crisp_catch_all(&server).await;
     server
 }
 
 async fn default_stand_in() -> MockServer {
-    stand_in(llm_answer(ANSWER), crisp_ok()).await
+    stand_in(completion(ANSWER), crisp_ok()).await
 }
 
 /// The environment of a correctly configured webhook talking to `server`.
-fn webhook_env(server: &MockServer) -> Vec<(&'static str, String)> {
-    let base = format!("{}/v1", server.uri());
-    vec![
-        ("OPENAI_BASE_URL", base.clone()),
-        ("OPENAI_API_KEY", "sk-test".into()),
-        ("CRISP_API_BASE_URL", base),
-        ("CRISP_TOKEN_IDENTIFIER", "ident".into()),
-        ("CRISP_TOKEN_KEY", "key".into()),
-        ("WEBSITE_ID", WEBSITE.into()),
-        ("WEBHOOK_SECRET", SECRET.into()),
-    ]
-}
-
-fn set(env: &mut Vec<(&'static str, String)>, name: &'static str, value: impl Into<String>) {
-    env.retain(|(k, _)| *k != name);
-    env.push((name, value.into()));
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-/// A running webhook and its base URL.
-struct Webhook {
-    process: Proc,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Webhook {
-    /// Starts the binary in `cwd` on a free loopback port and waits until `/health` answers.
-    async fn start(cwd: &Path, mut env: Vec<(&'static str, String)>) -> Webhook {
-        let port = free_port();
-        set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
-        let mut process = Proc::spawn("webhook", cwd, &env, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let http = http();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let health = http.get(format!("{url}/health")).send().await;
-            if health.is_ok_and(|response| response.status() == 200) {
-                break;
-            }
-            assert!(process.is_running(), "webhook exited at start: {}", process.stderr());
-            assert!(Instant::now() < deadline, "webhook never answered /health: {}", process.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Webhook { process, url, http }
-    }
-
-    async fn hook_with_key(&self, key: &str, body: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/crisp/hooks?key={key}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("hook request")
-    }
-
-    /// Delivers `body` with the right key and checks the 200.
-    async fn deliver(&self, body: &str) {
-        let response = self.hook_with_key(SECRET, body).await;
-        assert_eq!(response.status(), 200, "log: {}", self.stderr());
-    }
-
-    fn metrics_url(&self) -> String {
-        format!("{}/metrics", self.url)
-    }
-
-    fn stderr(&self) -> String {
-        self.process.stderr()
-    }
+fn webhook_env(server: &MockServer) -> Env {
+    e2e::stand_ins::webhook_env(server, WEBSITE, SECRET)
 }
 
 /// The docs example moved to another conversation (and another fingerprint).
@@ -163,14 +82,7 @@ async fn crisp_posts(server: &MockServer) -> Vec<Request> {
 }
 
 async fn wait_crisp_posts(server: &MockServer, count: usize) -> Vec<Request> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let seen = crisp_posts(server).await;
-        if seen.len() >= count || Instant::now() > deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(LIMIT, count, || crisp_posts(server)).await
 }
 
 /// The value of the series `series` (name with its labels, exactly as rendered) in a
@@ -295,7 +207,7 @@ fn traces_in(dir: &Path) -> Vec<PathBuf> {
 async fn webhook_metrics_count_hooks_by_outcome_replies_and_call_latencies() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), webhook_env(&server)).await;
+    let webhook = Webhook::start(cwd.path(), webhook_env(&server), LIMIT).await;
 
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "reply posted; log: {}", webhook.stderr());
@@ -335,7 +247,7 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
         .set_body_json(json!({"error": {"message": "bad request", "type": "invalid_request_error"}}));
     let server = stand_in(refusal, crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), webhook_env(&server)).await;
+    let webhook = Webhook::start(cwd.path(), webhook_env(&server), LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
 
     let posts = wait_crisp_posts(&server, 1).await;
@@ -417,17 +329,9 @@ async fn listener_metrics_count_actions_skipped_frames_connection_and_reconnects
 #[tokio::test]
 async fn listener_metrics_count_written_summaries() {
     let llm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(LLM_PATH))
-        .respond_with(llm_answer("The user exported a CSV, then opened billing."))
-        .mount(&llm)
-        .await;
+    mount_llm(&llm, completion("The user exported a CSV, then opened billing.")).await;
     let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
-    let env = [
-        ("SUMMARY_THRESHOLD", "3".to_owned()),
-        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
-        ("OPENAI_API_KEY", "sk-test".to_owned()),
-    ];
+    let env = summary_env(&llm, 3);
     let listener = MeteredListener::start(&server, &env);
     let body =
         listener.until("summaries_written_total 1", |body| metric(body, "summaries_written_total") == Some(1.0)).await;
@@ -446,14 +350,14 @@ async fn json_logs_are_one_object_per_line_and_reply_lines_carry_session_and_rep
     let cwd = tempfile::tempdir().unwrap();
     let mut env = webhook_env(&server);
     set(&mut env, "LOG_FORMAT", "json");
-    let mut webhook = Webhook::start(cwd.path(), env).await;
+    let mut webhook = Webhook::start(cwd.path(), env, LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
     assert!(eventually(LIMIT, || webhook.stderr().contains("reply sent")).await, "log: {}", webhook.stderr());
 
     // Stop it so that every line is complete before reading the log.
-    webhook.process.signal("TERM");
-    let status = webhook.process.wait_exit(LIMIT);
+    webhook.proc.signal("TERM");
+    let status = webhook.proc.wait_exit(LIMIT);
     assert_eq!(status.and_then(|s| s.code()), Some(0), "log: {}", webhook.stderr());
     let log = webhook.stderr();
 
@@ -519,7 +423,7 @@ async fn webhook_check_with_every_service_up_prints_ok_lines_and_exits_zero() {
 async fn webhook_check_with_a_refused_crisp_token_names_crisp_and_the_reason_and_fails() {
     let refused =
         ResponseTemplate::new(401).set_body_json(json!({"error": true, "reason": "unauthorized", "data": {}}));
-    let server = stand_in(llm_answer(ANSWER), refused).await;
+    let server = stand_in(completion(ANSWER), refused).await;
     let cwd = tempfile::tempdir().unwrap();
     let run = run_check("webhook", cwd.path(), &webhook_check_env(&server)).await;
     assert_prompt(&run);
@@ -583,7 +487,7 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     let traces = cwd.path().join("traces");
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
-    let webhook = Webhook::start(cwd.path(), env).await;
+    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
 
@@ -613,13 +517,7 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     assert_eq!(trace["outcome"], "answered");
 
     // The trace holds exactly what was sent to the LLM.
-    let llm: Vec<Request> = server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path() == LLM_PATH)
-        .collect();
+    let llm = requests_to(&server, "POST", LLM_PATH).await;
     assert_eq!(llm.len(), 1);
     let sent: Value = serde_json::from_slice(&llm[0].body).unwrap();
     assert_eq!(sent["messages"], trace["request"]["messages"]);
@@ -633,7 +531,7 @@ async fn trace_max_files_keeps_only_the_newest_traces() {
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
     set(&mut env, "TRACE_MAX_FILES", "2");
-    let webhook = Webhook::start(cwd.path(), env).await;
+    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
 
     let sessions: Vec<String> = (0..4).map(|i| format!("session_00000000-0000-4000-8000-00000000000{i}")).collect();
     for (i, session) in sessions.iter().enumerate() {

@@ -6,20 +6,22 @@
 
 use bytes::Bytes;
 use e2e::sse_server::{Plan, SseServer};
-use e2e::{Proc, eventually, free_port, read};
+use e2e::stand_ins::{
+    actions_frame, completion, llm_calls, mount_llm, summary_env, user_prompt, visitor_message, visitor_stand_in,
+    webhook_env,
+};
+use e2e::{Proc, eventually, read};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 const SITE: &str = "site";
 const HOOK_SECRET: &str = "s3cret";
 const LINK_SECRET: &str = "linkkey";
-const LLM_PATH: &str = "/v1/chat/completions";
 const ANSWER: &str = "Here is how to do it.";
 const NO_ACTIVITY: &str = "(No activity recorded for this visitor.)";
 const ACTIVITY_INTRO: &str = "Use it to give context-aware answers.\n\n";
@@ -45,60 +47,6 @@ fn block(index: usize, title: &str) -> String {
     )
 }
 
-/// An Autoplay `actions` frame for `session` with one action per title; `extra` adds top-level
-/// fields such as `user_id` or `conversation_id`.
-fn actions_frame(session: &str, extra: Value, titles: &[&str]) -> String {
-    let actions: Vec<Value> = titles
-        .iter()
-        .enumerate()
-        .map(|(i, title)| {
-            json!({
-                "index": i,
-                "type": "click",
-                "title": title,
-                "description": format!("The visitor did: {title}"),
-                "timestamp_start": 1_700_000_000.0 + i as f64,
-                "timestamp_end": 1_700_000_000.5 + i as f64,
-                "raw_url": "https://app.example.com/page?ref=x",
-                "canonical_url": "https://app.example.com/page",
-            })
-        })
-        .collect();
-    let mut frame = json!({
-        "type": "actions",
-        "product_id": "prod_abc",
-        "session_id": session,
-        "count": titles.len(),
-        "forwarded_at": 1_700_000_010.0,
-        "actions": actions,
-    });
-    if let (Some(frame), Value::Object(extra)) = (frame.as_object_mut(), extra) {
-        frame.extend(extra);
-    }
-    format!("data: {frame}\n\n")
-}
-
-/// A visitor's text message, shaped like tests/fixtures/crisp/message-send-text.json.
-fn visitor_message(session: &str, fingerprint: u64, content: &str) -> Value {
-    json!({
-        "website_id": SITE,
-        "event": "message:send",
-        "data": {
-            "website_id": SITE,
-            "session_id": session,
-            "type": "text",
-            "content": content,
-            "from": "user",
-            "origin": "chat",
-            "stamped": true,
-            "timestamp": 1_506_985_696_616_u64,
-            "fingerprint": fingerprint,
-            "user": {"nickname": "visitor493603", "user_id": session}
-        },
-        "timestamp": 1_506_985_696_616_u64
-    })
-}
-
 /// Lowercase hex HMAC-SHA256, as the site's backend signs `autoplay_user_id`.
 fn hmac_hex(key: &str, message: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
@@ -118,72 +66,7 @@ fn with_session_data(session_data: Value) -> Value {
 /// One server for OpenAI and Crisp; `metas` gives each conversation's `GET .../meta` `data`
 /// (conversations not listed have no session data).
 async fn stand_in(metas: &[(&str, Value)]) -> MockServer {
-    let server = MockServer::start().await;
-    let completion = json!({
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]
-    });
-    Mock::given(method("POST"))
-        .and(path(LLM_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
-        .mount(&server)
-        .await;
-    for (session, meta) in metas {
-        Mock::given(method("GET"))
-            .and(path(format!("/v1/website/{SITE}/conversation/{session}/meta")))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "resolved", "data": meta})),
-            )
-            .mount(&server)
-            .await;
-    }
-    let conversation = |leaf: &str| format!("^/v1/website/{SITE}/conversation/[^/]+/{leaf}$");
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("meta")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"nickname": "x"}})))
-        .with_priority(10)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("messages")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex(conversation("compose")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "updated"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(conversation("message")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"error": false, "reason": "dispatched", "data": {"fingerprint": 4242}})),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-/// Bodies of the chat-completion requests the stand-in received, oldest first.
-async fn llm_calls(server: &MockServer) -> Vec<Value> {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path() == LLM_PATH)
-        .map(|r| serde_json::from_slice(&r.body).expect("chat request body is JSON"))
-        .collect()
-}
-
-/// The last message of a chat request: the prompt with the activity and the question.
-fn prompt_of(call: &Value) -> String {
-    let messages = call["messages"].as_array().expect("messages array");
-    let last = messages.last().expect("at least one message");
-    assert_eq!(last["role"], "user", "{call}");
-    last["content"].as_str().expect("content string").to_owned()
+    visitor_stand_in(SITE, completion(ANSWER), metas).await
 }
 
 /// The "Current User Activity" part of a prompt.
@@ -234,65 +117,31 @@ impl Shared {
 
     /// Starts the webhook against `server` with `extra` settings on top.
     async fn webhook(&self, server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
-        let base = format!("{}/v1", server.uri());
-        let mut env = vec![
-            ("OPENAI_BASE_URL", base.clone()),
-            ("OPENAI_API_KEY", "sk-test".to_owned()),
-            ("CRISP_API_BASE_URL", base),
-            ("CRISP_TOKEN_IDENTIFIER", "ident".to_owned()),
-            ("CRISP_TOKEN_KEY", "key".to_owned()),
-            ("WEBSITE_ID", SITE.to_owned()),
-            ("WEBHOOK_SECRET", HOOK_SECRET.to_owned()),
-            ("DATA_DIR", self.data_dir.display().to_string()),
-        ];
+        let mut env = webhook_env(server, SITE, HOOK_SECRET);
+        env.push(("DATA_DIR", self.data_dir.display().to_string()));
         env.extend(extra.iter().cloned());
-        Webhook::start(self.cwd(), env).await
+        let inner = e2e::stand_ins::Webhook::start(self.cwd(), env, LIMIT).await;
+        Webhook { inner, fingerprints: AtomicU64::new(1_000) }
     }
 }
 
+/// A webhook sending visitor messages of its own.
 struct Webhook {
-    proc: Proc,
-    url: String,
-    http: reqwest::Client,
+    inner: e2e::stand_ins::Webhook,
     /// Fingerprints of the visitor messages [`Webhook::ask`] sends.
     fingerprints: AtomicU64,
 }
 
 impl Webhook {
-    async fn start(cwd: &Path, mut env: Vec<(&'static str, String)>) -> Webhook {
-        let port = free_port();
-        env.push(("BIND_ADDR", format!("127.0.0.1:{port}")));
-        let mut proc = Proc::spawn("webhook", cwd, &env, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if http.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(proc.is_running(), "webhook exited at start:\n{}", proc.stderr());
-            assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Webhook { proc, url, http, fingerprints: AtomicU64::new(1_000) }
-    }
-
     /// Delivers a hook with the right key and checks the 200.
     async fn deliver(&self, body: &Value) {
-        let response = self
-            .http
-            .post(format!("{}/crisp/hooks?key={HOOK_SECRET}", self.url))
-            .json(body)
-            .send()
-            .await
-            .expect("hook request");
-        assert_eq!(response.status(), 200, "log:\n{}", self.proc.stderr());
+        self.inner.deliver(body).await;
     }
 
     /// Asks `question` in conversation `session` and returns the prompt the LLM was sent for it.
     async fn ask(&self, server: &MockServer, session: &str, question: &str) -> String {
         let fingerprint = self.fingerprints.fetch_add(1, Ordering::Relaxed);
-        self.deliver(&visitor_message(session, fingerprint, question)).await;
+        self.deliver(&visitor_message(SITE, session, fingerprint, question)).await;
         self.prompt_for(server, question).await
     }
 
@@ -310,7 +159,7 @@ impl Webhook {
                 Instant::now() < deadline,
                 "{session} never got {titles:?}; last prompt:\n{prompt}\nlistener log:\n{}\nwebhook log:\n{}",
                 listener.stderr(),
-                self.proc.stderr()
+                self.inner.stderr()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -323,12 +172,12 @@ impl Webhook {
         let deadline = Instant::now() + LIMIT;
         loop {
             let calls = llm_calls(server).await;
-            let mut matching = calls.iter().map(prompt_of).filter(|p| p.ends_with(&suffix));
+            let mut matching = calls.iter().map(user_prompt).filter(|p| p.ends_with(&suffix));
             if let Some(prompt) = matching.next() {
                 assert!(matching.next().is_none(), "{question:?} was answered twice");
                 return prompt;
             }
-            assert!(Instant::now() < deadline, "{question:?} never reached the LLM; log:\n{}", self.proc.stderr());
+            assert!(Instant::now() < deadline, "{question:?} never reached the LLM; log:\n{}", self.inner.stderr());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -376,7 +225,7 @@ async fn two_visitors_at_once_each_get_an_answer_grounded_in_their_own_activity_
     let question_a = "How do I pay my invoice? (asked by A)";
     let question_b = "Where did my CSV go? (asked by B)";
     let (hook_a, hook_b) =
-        (visitor_message("session_A", 101, question_a), visitor_message("session_B", 201, question_b));
+        (visitor_message(SITE, "session_A", 101, question_a), visitor_message(SITE, "session_B", 201, question_b));
     tokio::join!(webhook.deliver(&hook_a), webhook.deliver(&hook_b));
     let (prompt_a, prompt_b) =
         tokio::join!(webhook.prompt_for(&server, question_a), webhook.prompt_for(&server, question_b));
@@ -597,12 +446,8 @@ impl wiremock::Respond for SummariesPerVisitor {
 async fn a_visitors_summary_is_in_their_prompt_and_nobody_elses() {
     let shared = Shared::new();
     let llm = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(SummariesPerVisitor).mount(&llm).await;
-    let summaries = [
-        ("SUMMARY_THRESHOLD", "2".to_owned()),
-        ("OPENAI_BASE_URL", format!("{}/v1", llm.uri())),
-        ("OPENAI_API_KEY", "sk-test".to_owned()),
-    ];
+    mount_llm(&llm, SummariesPerVisitor).await;
+    let summaries = summary_env(&llm, 2);
     let frames = [actions_frame("ps_A", json!({}), &A_TITLES), actions_frame("ps_B", json!({}), &B_TITLES)];
     let (_stream, listener) = shared.listener(&frames, &summaries).await;
     let server = stand_in(&[("session_A", session_link("ps_A")), ("session_B", session_link("ps_B"))]).await;

@@ -6,17 +6,19 @@
 
 use bytes::Bytes;
 use e2e::sse_server::{Plan, SseServer};
+use e2e::stand_ins::{
+    LLM_PATH, Webhook, actions_frame, all_requests, completion, llm_calls, message_path, requests_to, user_prompt,
+    visitor_message, visitor_stand_in, webhook_env,
+};
 use e2e::{Proc, eventually, free_port, read};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{MockServer, Request};
 
 const SITE: &str = "site";
 const HOOK_SECRET: &str = "s3cret";
-const LLM_PATH: &str = "/v1/chat/completions";
 const ANSWER: &str = "Here is how to do it.";
 const NO_ACTIVITY: &str = "(No activity recorded for this visitor.)";
 const OUTAGE: &str = "Redis unavailable";
@@ -137,75 +139,9 @@ fn prefix(test: &str) -> String {
 // Stream frames and hook bodies
 // ---------------------------------------------------------------------------------------------
 
-/// An Autoplay `actions` frame for `session` with one action per title.
-fn actions_frame(session: &str, titles: &[&str]) -> String {
-    let actions: Vec<Value> = titles
-        .iter()
-        .enumerate()
-        .map(|(i, title)| {
-            json!({
-                "index": i,
-                "type": "click",
-                "title": title,
-                "description": format!("The visitor did: {title}"),
-                "timestamp_start": 1_700_000_000.0 + i as f64,
-                "timestamp_end": 1_700_000_000.5 + i as f64,
-                "raw_url": "https://app.example.com/page?ref=x",
-                "canonical_url": "https://app.example.com/page",
-            })
-        })
-        .collect();
-    let frame = json!({
-        "type": "actions",
-        "product_id": "prod_abc",
-        "session_id": session,
-        "count": titles.len(),
-        "forwarded_at": 1_700_000_010.0,
-        "actions": actions,
-    });
-    format!("data: {frame}\n\n")
-}
-
-/// A visitor's text message, shaped like tests/fixtures/crisp/message-send-text.json.
-fn visitor_message(session: &str, fingerprint: u64, content: &str) -> Value {
-    json!({
-        "website_id": SITE,
-        "event": "message:send",
-        "data": {
-            "website_id": SITE,
-            "session_id": session,
-            "type": "text",
-            "content": content,
-            "from": "user",
-            "origin": "chat",
-            "stamped": true,
-            "timestamp": 1_506_985_696_616_u64,
-            "fingerprint": fingerprint,
-            "user": {"nickname": "visitor493603", "user_id": session}
-        },
-        "timestamp": 1_506_985_696_616_u64
-    })
-}
-
 /// A human operator's message (not automated, a fingerprint the bot never sent).
 fn human_operator_message(session: &str, fingerprint: u64, content: &str) -> Value {
-    json!({
-        "website_id": SITE,
-        "event": "message:received",
-        "data": {
-            "website_id": SITE,
-            "session_id": session,
-            "type": "text",
-            "from": "operator",
-            "origin": "chat",
-            "content": content,
-            "fingerprint": fingerprint,
-            "timestamp": 1_700_123_460_000_u64,
-            "automated": false,
-            "user": {"type": "participant", "nickname": "Anna", "user_id": "operator-anna"}
-        },
-        "timestamp": 1_700_123_460_000_u64
-    })
+    e2e::stand_ins::operator_message(SITE, session, fingerprint, content, false, "operator-anna")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,51 +151,9 @@ fn human_operator_message(session: &str, fingerprint: u64, content: &str) -> Val
 /// One server for OpenAI (answering after `llm_delay`) and Crisp; `metas` gives conversations'
 /// `GET .../meta` session data (others have none).
 async fn stand_in(llm_delay: Duration, metas: &[(&str, Value)]) -> MockServer {
-    let server = MockServer::start().await;
-    let completion = json!({
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]
-    });
-    Mock::given(method("POST"))
-        .and(path(LLM_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion).set_delay(llm_delay))
-        .mount(&server)
-        .await;
-    for (session, session_data) in metas {
-        let meta = json!({"error": false, "reason": "resolved", "data": {"nickname": "v", "data": session_data}});
-        Mock::given(method("GET"))
-            .and(path(format!("/v1/website/{SITE}/conversation/{session}/meta")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(meta))
-            .mount(&server)
-            .await;
-    }
-    let conversation = |leaf: &str| format!("^/v1/website/{SITE}/conversation/[^/]+/{leaf}$");
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("meta")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"nickname": "x"}})))
-        .with_priority(10)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex(conversation("messages")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex(conversation("compose")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "updated"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(conversation("message")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"error": false, "reason": "dispatched", "data": {"fingerprint": 4242}})),
-        )
-        .mount(&server)
-        .await;
-    server
+    let metas: Vec<(&str, Value)> =
+        metas.iter().map(|(session, data)| (*session, json!({"nickname": "v", "data": data}))).collect();
+    visitor_stand_in(SITE, completion(ANSWER).set_delay(llm_delay), &metas).await
 }
 
 fn is_llm(request: &Request) -> bool {
@@ -267,42 +161,22 @@ fn is_llm(request: &Request) -> bool {
 }
 
 fn is_crisp_post(request: &Request, session: &str) -> bool {
-    request.method.as_str() == "POST"
-        && request.url.path() == format!("/v1/website/{SITE}/conversation/{session}/message")
-}
-
-async fn received(server: &MockServer) -> Vec<Request> {
-    server.received_requests().await.unwrap_or_default()
+    request.method.as_str() == "POST" && request.url.path() == message_path(SITE, session)
 }
 
 /// The prompts (last user message) of the chat-completion requests received, oldest first.
 async fn llm_prompts(server: &MockServer) -> Vec<String> {
-    received(server).await.iter().filter(|r| is_llm(r)).map(prompt_of).collect()
-}
-
-fn prompt_of(request: &Request) -> String {
-    let call: Value = serde_json::from_slice(&request.body).expect("chat request body is JSON");
-    let messages = call["messages"].as_array().expect("messages array");
-    let last = messages.last().expect("at least one message");
-    assert_eq!(last["role"], "user", "{call}");
-    last["content"].as_str().expect("content string").to_owned()
+    llm_calls(server).await.iter().map(user_prompt).collect()
 }
 
 /// The Crisp message posts into `session` received so far.
 async fn crisp_posts(server: &MockServer, session: &str) -> usize {
-    received(server).await.iter().filter(|r| is_crisp_post(r, session)).count()
+    requests_to(server, "POST", &message_path(SITE, session)).await.len()
 }
 
 /// Waits up to [`LIMIT`] for `count` Crisp message posts into `session`; returns how many came.
 async fn wait_posts(server: &MockServer, session: &str, count: usize) -> usize {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let seen = crisp_posts(server, session).await;
-        if seen >= count || Instant::now() > deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e2e::stand_ins::wait_for(server, "POST", &message_path(SITE, session), count, LIMIT).await.len()
 }
 
 /// Waits up to [`LIMIT`] for an LLM request asking `question`; returns its prompt.
@@ -326,72 +200,12 @@ fn redis_env(url: &str, prefix: &str) -> Vec<(&'static str, String)> {
     vec![("REDIS_URL", url.to_owned()), ("REDIS_KEY_PREFIX", prefix.to_owned())]
 }
 
-struct Webhook {
-    proc: Proc,
-    url: String,
-    http: reqwest::Client,
-    cwd: tempfile::TempDir,
-}
-
-impl Webhook {
-    /// Starts a webhook in a working directory of its own, talking to `server`, with `extra`
-    /// settings on top, and waits until `/health` answers.
-    async fn start(server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
-        let cwd = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let base = format!("{}/v1", server.uri());
-        let mut env = vec![
-            ("OPENAI_BASE_URL", base.clone()),
-            ("OPENAI_API_KEY", "sk-test".to_owned()),
-            ("CRISP_API_BASE_URL", base),
-            ("CRISP_TOKEN_IDENTIFIER", "ident".to_owned()),
-            ("CRISP_TOKEN_KEY", "key".to_owned()),
-            ("WEBSITE_ID", SITE.to_owned()),
-            ("WEBHOOK_SECRET", HOOK_SECRET.to_owned()),
-            ("BIND_ADDR", format!("127.0.0.1:{port}")),
-        ];
-        env.extend(extra.iter().cloned());
-        let mut proc = Proc::spawn("webhook", cwd.path(), &env, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(response) = http.get(format!("{url}/health")).send().await
-                && response.status() == 200
-            {
-                break;
-            }
-            assert!(proc.is_running(), "webhook exited at start:\n{}", proc.stderr());
-            assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Webhook { proc, url, http, cwd }
-    }
-
-    fn cwd(&self) -> &Path {
-        self.cwd.path()
-    }
-
-    /// Delivers a hook with the right key, checks the 200 `{"status":"ok"}`, and returns how
-    /// long the answer took.
-    async fn deliver(&self, body: &Value) -> Duration {
-        let started = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/crisp/hooks?key={HOOK_SECRET}", self.url))
-            .json(body)
-            .send()
-            .await
-            .expect("hook request");
-        let took = started.elapsed();
-        assert_eq!(response.status(), 200, "log:\n{}", self.stderr());
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
-        took
-    }
-
-    fn stderr(&self) -> String {
-        self.proc.stderr()
-    }
+/// Starts a webhook in a working directory of its own, talking to `server`, with `extra`
+/// settings on top, and waits until `/health` answers.
+async fn start_webhook(server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
+    let mut env = webhook_env(server, SITE, HOOK_SECRET);
+    env.extend(extra.iter().cloned());
+    Webhook::start_in_tempdir(env, LIMIT).await
 }
 
 /// A listener in a working directory of its own, against a loopback stream that sends `frames`
@@ -432,12 +246,12 @@ async fn a_message_delivered_to_two_replicas_is_answered_once() {
     let redis = RedisServer::start(free_port());
     let server = stand_in(Duration::ZERO, &[]).await;
     let env = redis_env(&redis.url(), &prefix("dedupe"));
-    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
     assert_ne!(a.cwd(), b.cwd());
 
     let session = "session_dedupe";
-    let hook = visitor_message(session, 150_698_569_649_423, "Hey :)");
-    tokio::join!(a.deliver(&hook), b.deliver(&hook));
+    let hook = visitor_message(SITE, session, 150_698_569_649_423, "Hey :)");
+    tokio::join!(a.deliver_ok(&hook), b.deliver_ok(&hook));
 
     assert_eq!(wait_posts(&server, session, 1).await, 1, "never answered; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
     tokio::time::sleep(QUIET).await;
@@ -454,16 +268,16 @@ async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
     let server = stand_in(Duration::from_secs(1), &[]).await;
     let key_prefix = prefix("order");
     let env = redis_env(&redis.url(), &key_prefix);
-    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
     let logs = || format!("A:\n{}\nB:\n{}", a.stderr(), b.stderr());
 
     let session = "session_order";
     let (first, second, third) = ("first question ONE", "second question TWO", "third question THREE");
-    a.deliver(&visitor_message(session, 1, first)).await;
+    a.deliver_ok(&visitor_message(SITE, session, 1, first)).await;
     // Message 1 is being answered (the LLM takes a second)...
     prompt_for(&server, first, logs).await;
     // ...when message 2 reaches replica B: wait until it is queued (or already answered).
-    b.deliver(&visitor_message(session, 2, second)).await;
+    b.deliver_ok(&visitor_message(SITE, session, 2, second)).await;
     let queue = format!("{key_prefix}queue:{session}");
     let deadline = Instant::now() + LIMIT;
     while redis_int(redis.port, &["LLEN", &queue]).unwrap_or(0) == 0
@@ -472,7 +286,7 @@ async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
         assert!(Instant::now() < deadline, "message 2 was never queued in Redis; {}", logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    a.deliver(&visitor_message(session, 3, third)).await;
+    a.deliver_ok(&visitor_message(SITE, session, 3, third)).await;
 
     // Every message reaches the LLM, then every LLM answer reaches Crisp.
     prompt_for(&server, third, logs).await;
@@ -483,7 +297,7 @@ async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
 
     // In arrival order, LLM requests and Crisp posts alternate: never two LLM requests in
     // flight for the conversation.
-    let requests = received(&server).await;
+    let requests = all_requests(&server).await;
     let sequence: Vec<&str> = requests
         .iter()
         .filter_map(|r| {
@@ -519,15 +333,15 @@ async fn a_human_operator_writing_via_one_replica_silences_the_other() {
     let server = stand_in(Duration::ZERO, &[]).await;
     let key_prefix = prefix("human");
     let env = redis_env(&redis.url(), &key_prefix);
-    let (a, b) = tokio::join!(Webhook::start(&server, &env), Webhook::start(&server, &env));
+    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
 
     let session = "session_human";
-    a.deliver(&human_operator_message(session, 880_001, "Hi, Anna from support here!")).await;
+    a.deliver_ok(&human_operator_message(session, 880_001, "Hi, Anna from support here!")).await;
     let flag = format!("{key_prefix}human:{session}");
     let shared = eventually(LIMIT, || redis.cli(&["EXISTS", &flag]) == "1").await;
     assert!(shared, "the takeover never reached Redis; A:\n{}", a.stderr());
 
-    b.deliver(&visitor_message(session, 9, "Is anyone there?")).await;
+    b.deliver_ok(&visitor_message(SITE, session, 9, "Is anyone there?")).await;
     let silent = eventually(LIMIT, || b.stderr().contains("a human operator has this conversation")).await;
     assert!(silent, "B never noticed the takeover; B:\n{}", b.stderr());
     tokio::time::sleep(QUIET).await;
@@ -544,12 +358,12 @@ async fn the_webhook_answers_while_redis_is_down_logs_the_outage_once_and_its_en
     require_redis_tools();
     let port = free_port();
     let server = stand_in(Duration::ZERO, &[]).await;
-    let webhook = Webhook::start(&server, &redis_env(&redis_url(port), &prefix("down"))).await;
+    let webhook = start_webhook(&server, &redis_env(&redis_url(port), &prefix("down"))).await;
 
     for i in 1..=3_u64 {
         let session = format!("session_down_{i}");
         let question = format!("question {i} while Redis is down");
-        let took = webhook.deliver(&visitor_message(&session, 700 + i, &question)).await;
+        let took = webhook.deliver_ok(&visitor_message(SITE, &session, 700 + i, &question)).await;
         assert!(took < Duration::from_secs(1), "hook {i} acknowledged in {took:?}");
         let prompt = prompt_for(&server, &question, || webhook.stderr()).await;
         assert!(prompt.contains(NO_ACTIVITY), "{prompt}");
@@ -561,7 +375,7 @@ async fn the_webhook_answers_while_redis_is_down_logs_the_outage_once_and_its_en
 
     let redis = RedisServer::start(port);
     let session = "session_back";
-    let took = webhook.deliver(&visitor_message(session, 800, "question once Redis is back")).await;
+    let took = webhook.deliver_ok(&visitor_message(SITE, session, 800, "question once Redis is back")).await;
     assert!(took < Duration::from_secs(1), "acknowledged in {took:?}");
     assert_eq!(wait_posts(&server, session, 1).await, 1, "unanswered:\n{}", webhook.stderr());
     let recovered = eventually(LIMIT, || webhook.stderr().contains(RECOVERY)).await;
@@ -577,9 +391,9 @@ async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
     let key_prefix = prefix("buffer");
     let titles = ["R action 1", "R action 2", "R action 3", "R action 4", "R action 5"];
     let frames = [
-        actions_frame("ps_R", &titles[0..2]),
-        actions_frame("ps_R", &titles[2..4]),
-        actions_frame("ps_R", &titles[4..]),
+        actions_frame("ps_R", json!({}), &titles[0..2]),
+        actions_frame("ps_R", json!({}), &titles[2..4]),
+        actions_frame("ps_R", json!({}), &titles[4..]),
     ];
     let listener = Listener::start(&frames, &redis_env(&redis_url(port), &key_prefix)).await;
 
@@ -626,15 +440,15 @@ async fn activity_read_by_the_listener_reaches_the_webhooks_prompt_through_redis
     let redis = RedisServer::start(free_port());
     let key_prefix = prefix("context");
     let env = redis_env(&redis.url(), &key_prefix);
-    let listener = Listener::start(&[actions_frame("ps_X", &["Opened pricing"])], &env).await;
+    let listener = Listener::start(&[actions_frame("ps_X", json!({}), &["Opened pricing"])], &env).await;
     let actions = format!("{key_prefix}s:ps_X:a");
     let stored = eventually(LIMIT, || redis_int(redis.port, &["LLEN", &actions]) == Some(1)).await;
     assert!(stored, "the listener never stored ps_X in Redis:\n{}", listener.stderr());
 
     let server = stand_in(Duration::ZERO, &[("session_X", json!({"autoplay_session_id": "ps_X"}))]).await;
-    let webhook = Webhook::start(&server, &env).await;
+    let webhook = start_webhook(&server, &env).await;
     let question = "How much is the Pro plan?";
-    webhook.deliver(&visitor_message("session_X", 31, question)).await;
+    webhook.deliver_ok(&visitor_message(SITE, "session_X", 31, question)).await;
     let prompt = prompt_for(&server, question, || webhook.stderr()).await;
     assert!(prompt.contains("Opened pricing"), "{prompt}");
     assert!(!prompt.contains(NO_ACTIVITY), "{prompt}");
@@ -652,7 +466,7 @@ async fn stored_actions_expire_after_the_ttl_and_are_capped() {
     let titles = ["E action 1", "E action 2", "E action 3", "E action 4", "E action 5"];
     let mut env = redis_env(&redis.url(), &key_prefix);
     env.extend([("CONTEXT_TTL_SECS", "5".to_owned()), ("CONTEXT_MAX_ACTIONS", "3".to_owned())]);
-    let listener = Listener::start(&[actions_frame("ps_E", &titles)], &env).await;
+    let listener = Listener::start(&[actions_frame("ps_E", json!({}), &titles)], &env).await;
 
     let actions = format!("{key_prefix}s:ps_E:a");
     let stored = eventually(LIMIT, || redis_int(redis.port, &["LLEN", &actions]).is_some_and(|n| n > 0)).await;

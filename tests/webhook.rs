@@ -1,17 +1,19 @@
 //! The real `webhook` binary against one loopback stand-in for both OpenAI and the Crisp REST API.
 
+use e2e::stand_ins::{
+    DEFAULT_PRIORITY, Env, LLM_PATH, Webhook, body_of, completion, crisp_ok, header_of, message_path,
+    mount_conversation, mount_crisp_catch_all, mount_llm, requests_to, set, unset, webhook_env,
+};
 use e2e::{Proc, bin_path, eventually, free_port};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{MockServer, Request, ResponseTemplate};
 
 const WEBSITE: &str = "42286ab3-b29a-4fde-8538-da0ae501d825";
 const SESSION: &str = "session_36ba3566-9651-4790-afc8-ffedbccc317f";
 const SECRET: &str = "hook-secret-e2e";
-const LLM_PATH: &str = "/v1/chat/completions";
 const ANSWER: &str = "Click **Upgrade** in the top-right corner.";
 
 const DOCS_EXAMPLE: &str = include_str!("fixtures/crisp/message-send-text.json");
@@ -25,33 +27,20 @@ const LIMIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(1500);
 
 fn crisp_message_path(website: &str) -> String {
-    format!("/v1/website/{website}/conversation/{SESSION}/message")
+    message_path(website, SESSION)
 }
 
 fn llm_answer() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}]
-    }))
-}
-
-fn crisp_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({"error": false, "reason": "ok", "data": {}}))
+    completion(ANSWER)
 }
 
 /// One server standing in for OpenAI (`llm`) and Crisp (`message` for `POST .../message`; any
 /// other Crisp call, such as a typing indicator or a history read, is answered 200).
 async fn stand_in(llm: ResponseTemplate, message: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(llm).mount(&server).await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/v1/website/[^/]+/conversation/[^/]+/message$"))
-        .respond_with(message)
-        .mount(&server)
-        .await;
-    Mock::given(path_regex("^/v1/website/")).respond_with(crisp_ok()).with_priority(10).mount(&server).await;
+    mount_llm(&server, llm).await;
+    mount_conversation(&server, "POST", "[^/]+", "message", message, DEFAULT_PRIORITY).await;
+    mount_crisp_catch_all(&server).await;
     server
 }
 
@@ -60,114 +49,20 @@ async fn default_stand_in() -> MockServer {
 }
 
 /// The environment of a correctly configured webhook talking to `server`.
-fn env_for(server: &MockServer) -> Vec<(&'static str, String)> {
-    let base = format!("{}/v1", server.uri());
-    vec![
-        ("OPENAI_BASE_URL", base.clone()),
-        ("OPENAI_API_KEY", "sk-test".into()),
-        ("CRISP_API_BASE_URL", base),
-        ("CRISP_TOKEN_IDENTIFIER", "ident".into()),
-        ("CRISP_TOKEN_KEY", "key".into()),
-        ("WEBSITE_ID", WEBSITE.into()),
-        ("WEBHOOK_SECRET", SECRET.into()),
-    ]
-}
-
-fn set(env: &mut Vec<(&'static str, String)>, name: &'static str, value: impl Into<String>) {
-    env.retain(|(k, _)| *k != name);
-    env.push((name, value.into()));
-}
-
-fn unset(env: &mut Vec<(&'static str, String)>, name: &str) {
-    env.retain(|(k, _)| *k != name);
-}
-
-/// A running webhook and its base URL.
-struct Webhook {
-    process: Proc,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Webhook {
-    /// Starts the binary in `cwd` on a free loopback port and waits until `/health` answers.
-    async fn start(cwd: &Path, mut env: Vec<(&'static str, String)>) -> Webhook {
-        let port = free_port();
-        set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
-        let mut process = Proc::spawn("webhook", cwd, &env, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let health = http.get(format!("{url}/health")).send().await;
-            if health.is_ok_and(|response| response.status() == 200) {
-                break;
-            }
-            assert!(process.is_running(), "webhook exited at start: {}", process.stderr());
-            assert!(Instant::now() < deadline, "webhook never answered /health: {}", process.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Webhook { process, url, http }
-    }
-
-    async fn hook_with_key(&self, key: &str, body: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/crisp/hooks?key={key}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("hook request")
-    }
-
-    /// Delivers `body` with the right key and checks the 200 `{"status":"ok"}`.
-    async fn deliver(&self, body: &str) {
-        let response = self.hook_with_key(SECRET, body).await;
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
-    }
-
-    fn stderr(&self) -> String {
-        self.process.stderr()
-    }
-}
-
-async fn requests_to(server: &MockServer, verb: &str, request_path: &str) -> Vec<Request> {
-    let received = server.received_requests().await.unwrap_or_default();
-    received.into_iter().filter(|r| r.method.as_str() == verb && r.url.path() == request_path).collect()
+fn env_for(server: &MockServer) -> Env {
+    webhook_env(server, WEBSITE, SECRET)
 }
 
 /// Waits up to [`LIMIT`] for `count` requests to `verb request_path`; returns those seen.
 async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: usize) -> Vec<Request> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let seen = requests_to(server, verb, request_path).await;
-        if seen.len() >= count || Instant::now() > deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn body_of(request: &Request) -> Value {
-    serde_json::from_slice(&request.body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&request.body)))
-}
-
-fn header_of<'a>(request: &'a Request, name: &str) -> &'a str {
-    request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name} header"))
+    e2e::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
 }
 
 /// Runs a webhook with `env` in `cwd`, delivers the docs example, and returns the one LLM
 /// request and the one Crisp message post it caused (to `website`).
-async fn answer_docs_example(
-    server: &MockServer,
-    cwd: &Path,
-    env: Vec<(&'static str, String)>,
-    website: &str,
-) -> (Request, Request) {
-    let webhook = Webhook::start(cwd, env).await;
-    webhook.deliver(DOCS_EXAMPLE).await;
+async fn answer_docs_example(server: &MockServer, cwd: &Path, env: Env, website: &str) -> (Request, Request) {
+    let webhook = Webhook::start(cwd, env, LIMIT).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     let posts = wait_for(server, "POST", &crisp_message_path(website), 1).await;
     assert_eq!(posts.len(), 1, "one reply posted to Crisp; log: {}", webhook.stderr());
     let llm = requests_to(server, "POST", LLM_PATH).await;
@@ -182,10 +77,10 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
     let mut env = env_for(&server);
     set(&mut env, "CONTEXT_SCOPE", "shared");
-    let webhook = Webhook::start(cwd.path(), env).await;
+    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
 
     let started = Instant::now();
-    webhook.deliver(DOCS_EXAMPLE).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert!(started.elapsed() < Duration::from_secs(2), "acknowledged in {:?}", started.elapsed());
 
     let posts = wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await;
@@ -222,9 +117,9 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
 async fn hook_is_acknowledged_before_any_outside_call_completes() {
     let server = stand_in(llm_answer().set_delay(Duration::from_secs(3)), crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server)).await;
+    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
     let started = Instant::now();
-    webhook.deliver(DOCS_EXAMPLE).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "the hook waited {took:?} for the slow LLM");
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1, "still answered later");
@@ -294,10 +189,10 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
         ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "not_subscribed", "data": {}}));
     let server = stand_in(llm_answer(), refusal).await;
     let cwd = tempfile::tempdir().unwrap();
-    let mut webhook = Webhook::start(cwd.path(), env_for(&server)).await;
-    webhook.deliver(DOCS_EXAMPLE).await;
+    let mut webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert!(eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await, "log: {}", webhook.stderr());
-    assert!(webhook.process.is_running());
+    assert!(webhook.proc.is_running());
     let health = webhook.http.get(format!("{}/health", webhook.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
@@ -306,8 +201,8 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
 async fn operator_echo_never_reaches_the_llm() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server)).await;
-    webhook.deliver(OPERATOR_ECHO).await;
+    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    webhook.deliver_ok(OPERATOR_ECHO).await;
     tokio::time::sleep(QUIET).await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "the bot must not answer itself");
     assert!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.is_empty());
@@ -317,9 +212,9 @@ async fn operator_echo_never_reaches_the_llm() {
 async fn redelivered_message_is_answered_once() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server)).await;
-    webhook.deliver(DOCS_EXAMPLE).await;
-    webhook.deliver(DOCS_EXAMPLE).await;
+    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1);
     tokio::time::sleep(QUIET).await;
     assert_eq!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.len(), 1, "one reply only");
@@ -330,12 +225,12 @@ async fn redelivered_message_is_answered_once() {
 async fn sigterm_lets_the_reply_in_flight_reach_crisp_then_exits_zero() {
     let server = stand_in(llm_answer().set_delay(Duration::from_secs(2)), crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let mut webhook = Webhook::start(cwd.path(), env_for(&server)).await;
-    webhook.deliver(DOCS_EXAMPLE).await;
+    let mut webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 1).await.len(), 1, "the reply is in flight");
     assert!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.is_empty(), "not yet posted");
-    webhook.process.signal("TERM");
-    let status = webhook.process.wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", webhook.stderr()));
+    webhook.proc.signal("TERM");
+    let status = webhook.proc.wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", webhook.stderr()));
     assert_eq!(status.code(), Some(0), "log: {}", webhook.stderr());
     let posts = requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await;
     assert_eq!(posts.len(), 1, "the reply was posted before exit; log: {}", webhook.stderr());
@@ -355,7 +250,7 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
     set(&mut env, "OPENAI_API_KEY", openai_key);
     // Debug logs included: they must not carry a secret either.
     set(&mut env, "RUST_LOG", "debug");
-    let webhook = Webhook::start(cwd.path(), env.clone()).await;
+    let webhook = Webhook::start(cwd.path(), env.clone(), LIMIT).await;
 
     let wrong = webhook.hook_with_key("hook-SECRET-wrong", DOCS_EXAMPLE).await;
     assert_eq!(wrong.status(), 401);

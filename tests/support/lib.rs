@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real binaries, run against loopback stand-ins.
 
 pub mod sse_server;
+pub mod stand_ins;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
