@@ -4,14 +4,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Whether `given` equals `expected`, in time independent of where they differ and of their
-/// lengths (both are hashed first, so only digests are compared).
-pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
-    SecretDigest::new(expected).matches(given)
-}
-
-/// A secret kept as its SHA-256 digest, hashed once, to check candidates against in constant
-/// time (see [`secrets_match`]).
+/// A secret kept as its SHA-256 digest, hashed once. [`SecretDigest::matches`] compares a
+/// candidate's digest with it in constant time, so the time taken depends neither on where the
+/// two differ nor on their lengths.
 #[derive(Clone)]
 pub struct SecretDigest([u8; 32]);
 
@@ -58,10 +53,11 @@ mod tests {
 
     #[test]
     fn secrets_match_only_when_equal() {
-        assert!(secrets_match(b"s3cret", b"s3cret"));
-        assert!(!secrets_match(b"s3cret", b"s3cres"));
-        assert!(!secrets_match(b"", b"s3cret"));
-        assert!(!secrets_match(b"s3cret-longer", b"s3cret"));
+        let expected = SecretDigest::new(b"s3cret");
+        assert!(expected.matches(b"s3cret"));
+        assert!(!expected.matches(b"s3cres"));
+        assert!(!expected.matches(b""));
+        assert!(!expected.matches(b"s3cret-longer"));
     }
 
     #[test]

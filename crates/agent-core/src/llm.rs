@@ -221,9 +221,14 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
         "request error"
     };
     match e.url() {
-        Some(url) => format!("{kind} ({}://{}{})", url.scheme(), url.host_str().unwrap_or(""), url.path()),
+        Some(url) => format!("{kind} ({})", redacted_url(url)),
         None => kind.to_owned(),
     }
+}
+
+/// A URL without credentials, port or query, for logs and errors.
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
 
 #[cfg(test)]

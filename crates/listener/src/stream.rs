@@ -1,6 +1,6 @@
 //! The Autoplay stream connection: connect, read frames, reconnect forever with backoff.
 
-use agent_core::llm::describe_reqwest;
+use agent_core::llm::{describe_reqwest, redacted_url};
 use agent_core::sse::{SseItem, SseParser};
 use agent_core::telemetry;
 use agent_core::{ExposeSecret, SecretString};
@@ -108,7 +108,7 @@ impl StreamClient {
             .unwrap_or("")
             .to_owned();
         if status == StatusCode::OK && content_type.starts_with("text/event-stream") {
-            Ok(format!("HTTP 200 {content_type} from {}", redacted(&self.url)))
+            Ok(format!("HTTP 200 {content_type} from {}", redacted_url(&self.url)))
         } else {
             Err(format!("HTTP {status} {content_type}: not an event stream"))
         }
@@ -172,7 +172,7 @@ impl StreamClient {
         if status != StatusCode::OK || !is_sse {
             return (Disconnect::Transient(format!("unexpected answer: HTTP {status}, not an event stream")), false);
         }
-        tracing::info!(url = %redacted(&self.url), "stream connected");
+        tracing::info!(url = %redacted_url(&self.url), "stream connected");
         metrics::gauge!(telemetry::STREAM_CONNECTED).set(1.0);
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new();
@@ -210,11 +210,6 @@ fn configuration_hint(status: StatusCode) -> Option<&'static str> {
         400 => "the product is not in event_stream/sse mode; check its Autoplay set-up and STREAM_URL",
         _ => return None,
     })
-}
-
-/// The URL without query or credentials, for logs.
-pub fn redacted(url: &reqwest::Url) -> String {
-    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
 
 /// Lets through at most `burst` warnings per minute, then counts what it held back.
