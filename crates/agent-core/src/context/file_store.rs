@@ -17,10 +17,11 @@ use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
 use crate::payload::{Action, ActionsBatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 /// One line of a session file, as written: `{"k":"action","a":{..}}` or
@@ -44,6 +45,14 @@ impl<'a> RecordRef<'a> {
     }
 }
 
+/// How every record line starts (serde writes `k` first), so the tail of a session can be
+/// found without parsing it.
+const ACTION_PREFIX: &[u8] = br#"{"k":"action""#;
+const SUMMARY_PREFIX: &[u8] = br#"{"k":"summary""#;
+
+/// Session files kept open for appending, at most (each costs a file descriptor).
+const OPEN_SESSION_FILES: usize = 128;
+
 /// One line as read back: a plain struct, so serde parses it in one pass (an internally
 /// tagged enum would buffer every line first).
 #[derive(Deserialize)]
@@ -65,6 +74,16 @@ struct Inner {
     /// Links already on disk, so a steady stream of batches does not rewrite them.
     /// Keyed by kind and id, so the common case (nothing changed) hashes no file name.
     links_written: moka::sync::Cache<(&'static str, String), String>,
+    /// Session files open for appending, by session id: a steady stream of batches costs one
+    /// `write(2)` each instead of open, stat, write and close. The listener is the only
+    /// writer of a session file, so what is known here of its length and age is the truth.
+    appenders: Mutex<HashMap<String, Appender>>,
+}
+
+struct Appender {
+    file: File,
+    len: u64,
+    last_write: SystemTime,
 }
 
 const DIRS: [&str; 3] = ["sessions", "users", "conversations"];
@@ -84,6 +103,7 @@ impl FileStore {
                 links_written: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(limits.ttl / 2).build(),
                 limits,
                 io_slots: tokio::sync::Semaphore::new(16),
+                appenders: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -122,32 +142,74 @@ impl Inner {
         meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > self.limits.ttl)
     }
 
+    fn is_stale(&self, last_write: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(last_write).is_ok_and(|age| age > self.limits.ttl)
+    }
+
     /// Appends ready-made record lines to a session's file, compacting it when it grew.
     fn append_lines(&self, session: &str, lines: &[u8], now: SystemTime) -> io::Result<()> {
-        let path = self.session_path(session);
-        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
-        let meta = file.metadata()?;
-        if meta.len() > 0 && self.is_expired(&meta, now) {
-            file.set_len(0)?; // an expired session starts afresh
+        let mut appenders = self.appenders.lock().unwrap_or_else(PoisonError::into_inner);
+        let reusable = appenders.get(session).is_some_and(|a| !self.is_stale(a.last_write, now));
+        if !reusable {
+            // New to this process, or idle past the TTL (then its file is expired or swept).
+            let idle = appenders.remove(session).is_some();
+            if appenders.len() >= OPEN_SESSION_FILES
+                && let Some(idlest) = appenders.iter().min_by_key(|(_, a)| a.last_write).map(|(s, _)| s.clone())
+            {
+                appenders.remove(&idlest);
+            }
+            let appender = self.open_appender(session, now, idle)?;
+            appenders.insert(session.to_owned(), appender);
         }
-        file.write_all(lines)?;
-        let compact_above = (self.limits.max_actions as u64 * 1024).max(64 * 1024);
-        if meta.len() + lines.len() as u64 > compact_above {
-            self.compact(&path, &mut file)?;
+        let Some(appender) = appenders.get_mut(session) else {
+            return Ok(()); // inserted just above
+        };
+        if let Err(e) = appender.file.write_all(lines) {
+            appenders.remove(session); // reopened on the next write
+            return Err(e);
+        }
+        appender.len += lines.len() as u64;
+        appender.last_write = now;
+        if appender.len > self.compact_above() {
+            // The rename leaves this handle on the old file: the next write reopens.
+            let appender = appenders.remove(session);
+            if let Some(mut appender) = appender {
+                self.compact(&self.session_path(session), &mut appender.file)?;
+            }
         }
         Ok(())
     }
 
-    /// Rewrites a session file with its newest actions and latest summary (atomic rename).
-    fn compact(&self, path: &Path, file: &mut File) -> io::Result<()> {
-        let context = parse_session(read_all(file)?.as_slice(), self.limits.max_actions);
-        let mut buf = Vec::new();
-        if let Some(summary) = &context.summary {
-            serde_json::to_writer(&mut buf, &RecordRef::summary(summary)).map_err(io::Error::other)?;
-            buf.push(b'\n');
+    /// A session file is rewritten once it holds several times what a lookup keeps: each
+    /// rewrite costs a new file and a rename (ext4 then flushes it and frees the old blocks),
+    /// while a lookup only reads the tail, so a bigger file costs a lookup little.
+    fn compact_above(&self) -> u64 {
+        (self.limits.max_actions as u64 * 4096).max(256 * 1024)
+    }
+
+    /// Opens a session file for appending; `idle`: this process last wrote it longer than the
+    /// TTL ago, so whatever it holds has expired.
+    fn open_appender(&self, session: &str, now: SystemTime, idle: bool) -> io::Result<Appender> {
+        let file = OpenOptions::new().create(true).append(true).read(true).open(self.session_path(session))?;
+        let meta = file.metadata()?;
+        let mut len = meta.len();
+        if len > 0 && (idle || self.is_expired(&meta, now)) {
+            file.set_len(0)?; // an expired session starts afresh
+            len = 0;
         }
-        for action in &context.actions {
-            serde_json::to_writer(&mut buf, &RecordRef::action(action)).map_err(io::Error::other)?;
+        Ok(Appender { file, len, last_write: now })
+    }
+
+    /// Rewrites a session file with its newest actions and latest summary (atomic rename).
+    /// Record lines are copied as they are: nothing is parsed or serialised again.
+    fn compact(&self, path: &Path, file: &mut File) -> io::Result<()> {
+        // An append handle's offset is at the end: read from the start.
+        file.rewind()?;
+        let bytes = read_all(file)?;
+        let (summary, actions) = tail_records(&bytes, self.limits.max_actions);
+        let mut buf = Vec::with_capacity(bytes.len().min(256 * 1024));
+        for line in summary.into_iter().chain(actions) {
+            buf.extend_from_slice(line);
             buf.push(b'\n');
         }
         write_atomically(path, &buf)
@@ -189,6 +251,8 @@ impl Inner {
     }
 
     fn sweep(&self, now: SystemTime) -> io::Result<usize> {
+        // Idle sessions give back their file descriptors.
+        self.appenders.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, a| !self.is_stale(a.last_write, now));
         let mut removed = 0;
         for dir in DIRS {
             for entry in fs::read_dir(self.root.join(dir))? {
@@ -210,19 +274,37 @@ fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The newest `max_actions` actions and the latest summary; unreadable lines are skipped.
-fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
-    let mut context = SessionContext::default();
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<RecordLine>(line) {
-            Ok(RecordLine { a: Some(a), .. }) => context.actions.push(a),
-            Ok(RecordLine { s: Some(s), .. }) => context.summary = Some(s),
-            _ => {}
+/// The newest `max_actions` action lines and the latest summary line, each oldest first;
+/// found from the end by their prefix, so a lookup parses only what it returns.
+fn tail_records(bytes: &[u8], max_actions: usize) -> (Option<&[u8]>, Vec<&[u8]>) {
+    let mut summary = None;
+    let mut actions = Vec::with_capacity(max_actions.min(1024));
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |i| i + 1);
+        let line = &bytes[start..end];
+        end = start.saturating_sub(1);
+        if line.starts_with(ACTION_PREFIX) && actions.len() < max_actions {
+            actions.push(line);
+        } else if summary.is_none() && line.starts_with(SUMMARY_PREFIX) {
+            summary = Some(line);
+        }
+        if summary.is_some() && actions.len() == max_actions {
+            break;
         }
     }
-    let excess = context.actions.len().saturating_sub(max_actions);
-    context.actions.drain(..excess);
-    context
+    actions.reverse();
+    (summary, actions)
+}
+
+/// The newest `max_actions` actions and the latest summary; unreadable lines are skipped.
+fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
+    let (summary, actions) = tail_records(bytes, max_actions);
+    let parse = |line: &[u8]| serde_json::from_slice::<RecordLine>(line).ok();
+    SessionContext {
+        summary: summary.and_then(parse).and_then(|r| r.s),
+        actions: actions.into_iter().filter_map(parse).filter_map(|r| r.a).collect(),
+    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -367,6 +449,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn compaction_keeps_the_newest_actions_and_the_summary() {
+        let (_dir, store) = store(3, 600);
+        let now = SystemTime::now();
+        store.record_summary("a", "early summary", now).await.unwrap();
+        let path = store.inner.session_path("a");
+        let long = "x".repeat(2000);
+        let mut previous_size = 0;
+        for i in 0..200 {
+            store.record_batch(&batch("a", None, &[&format!("{i}{long}")]), now).await.unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            if size < previous_size {
+                // Just compacted: what the visitor did last is still there, and the summary.
+                let ctx = store.session_context("a", now).await.unwrap().unwrap();
+                assert_eq!(ctx.summary.as_deref(), Some("early summary"), "after action {i}");
+                let expected: Vec<String> = (i - 2..=i).map(|n| format!("{n}{long}")).collect();
+                assert_eq!(titles(&ctx), expected, "after action {i}");
+                return;
+            }
+            previous_size = size;
+        }
+        panic!("the file was never compacted");
+    }
+
+    #[test]
+    fn the_tail_is_found_by_prefix_oldest_first() {
+        let bytes = b"{\"k\":\"summary\",\"s\":\"old\"}\n{\"k\":\"action\",\"a\":{\"title\":\"1\"}}\n\
+            garbage\n{\"k\":\"summary\",\"s\":\"new\"}\n{\"k\":\"action\",\"a\":{\"title\":\"2\"}}\n\
+            {\"k\":\"action\",\"a\":{\"title\":\"3\"}}\n";
+        let (summary, actions) = tail_records(bytes, 2);
+        assert_eq!(summary, Some(&b"{\"k\":\"summary\",\"s\":\"new\"}"[..]));
+        assert_eq!(actions.len(), 2);
+        assert!(actions[0].ends_with(b"\"2\"}}") && actions[1].ends_with(b"\"3\"}}"));
+        let ctx = parse_session(bytes, 10);
+        assert_eq!(titles(&ctx), ["1", "2", "3"]);
+        assert_eq!(ctx.summary.as_deref(), Some("new"));
+        assert_eq!(parse_session(b"", 10), SessionContext::default());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_tail_matches_a_forward_scan(
+            lines in proptest::collection::vec(prop_oneof![
+                Just("{\"k\":\"action\",\"a\":{}}"), Just("{\"k\":\"summary\",\"s\":\"\"}"), Just(""), Just("junk"),
+            ].prop_map(str::to_owned), 0..40),
+            numbered in proptest::bool::ANY,
+            max_actions in 1usize..10,
+        ) {
+            let lines: Vec<String> =
+                lines.iter().enumerate().map(|(i, l)| if numbered { format!("{l}{i}") } else { l.clone() }).collect();
+            let bytes = lines.join("\n").into_bytes();
+            let all: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+            let expected_actions: Vec<&[u8]> = all.iter().copied().filter(|l| l.starts_with(ACTION_PREFIX)).collect();
+            let skip = expected_actions.len().saturating_sub(max_actions);
+            let expected_summary = all.iter().copied().rev().find(|l| l.starts_with(SUMMARY_PREFIX));
+            let (summary, actions) = tail_records(&bytes, max_actions);
+            prop_assert_eq!(summary, expected_summary);
+            prop_assert_eq!(actions, expected_actions[skip..].to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn more_sessions_than_open_files_all_land() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        let sessions = OPEN_SESSION_FILES * 2 + 7;
+        for round in 0..2 {
+            for s in 0..sessions {
+                store.record_batch(&batch(&format!("s{s}"), None, &[&format!("{round}")]), now).await.unwrap();
+            }
+        }
+        for s in 0..sessions {
+            let ctx = store.session_context(&format!("s{s}"), now).await.unwrap().unwrap();
+            assert_eq!(titles(&ctx), ["0", "1"], "session s{s}");
+        }
+        assert!(store.inner.appenders.lock().unwrap().len() <= OPEN_SESSION_FILES);
+    }
+
+    #[tokio::test]
     async fn keeps_only_the_newest_actions_even_after_compaction() {
         let (_dir, store) = store(3, 600);
         let now = SystemTime::now();
@@ -379,7 +541,7 @@ mod tests {
         assert_eq!(ctx.actions.len(), 3);
         assert!(ctx.actions[2].title.starts_with("99"));
         let size = std::fs::metadata(store.inner.session_path("a")).unwrap().len();
-        assert!(size < 200 * 1024, "compaction bounds the file: {size}");
+        assert!(size <= store.inner.compact_above() + 4096, "compaction bounds the file: {size}");
     }
 
     #[tokio::test]
@@ -417,12 +579,16 @@ mod tests {
         assert!(store.session_context("s1", now).await.unwrap().is_some());
         assert_eq!(store.sweep_expired(later).await.unwrap(), 2);
         assert!(store.session_context("s1", now).await.unwrap().is_none());
-        // A session written again after expiry starts afresh.
+        // A session written again after expiry starts afresh: idle in this process...
         store.record_batch(&batch("s1", None, &["old"]), now).await.unwrap();
+        store.record_batch(&batch("s1", None, &["new"]), later).await.unwrap();
+        assert_eq!(titles(&store.session_context("s1", now).await.unwrap().unwrap()), ["new"]);
+        // ...or found old on disk by a process that starts (its file's age tells).
+        let restarted = FileStore::open(store.root(), store.inner.limits.clone()).unwrap();
         let path = store.inner.session_path("s1");
         File::options().write(true).open(&path).unwrap().set_modified(now - Duration::from_secs(120)).unwrap();
-        store.record_batch(&batch("s1", None, &["new"]), now).await.unwrap();
-        assert_eq!(titles(&store.session_context("s1", now).await.unwrap().unwrap()), ["new"]);
+        restarted.record_batch(&batch("s1", None, &["newer"]), now).await.unwrap();
+        assert_eq!(titles(&restarted.session_context("s1", now).await.unwrap().unwrap()), ["newer"]);
     }
 
     #[tokio::test]
