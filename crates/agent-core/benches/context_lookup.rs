@@ -7,18 +7,18 @@ use agent_core::context::{ContextStore, FileStore, StoreLimits, render_context};
 use agent_core::payload::{Action, ActionsBatch};
 use std::time::{Duration, Instant, SystemTime};
 
-fn batch(session: &str, n: usize, pad: usize) -> ActionsBatch {
+fn batch(session: &str, n: usize, pad: usize) -> ActionsBatch<'static> {
     let actions = (0..n)
         .map(|i| Action {
-            title: format!("Click button {i}"),
-            description: format!("User clicked button {i} {}", "x".repeat(pad)),
+            title: format!("Click button {i}").into(),
+            description: format!("User clicked button {i} {}", "x".repeat(pad)).into(),
             canonical_url: "https://app.example.com/settings/:id".into(),
             kind: "click".into(),
             index: i as i64,
             ..Action::default()
         })
         .collect();
-    ActionsBatch { session_id: Some(session.into()), actions, ..ActionsBatch::default() }
+    ActionsBatch { session_id: Some(session.to_owned().into()), actions, ..ActionsBatch::default() }
 }
 
 /// Fills a store with about `bytes` of other sessions, plus the visitor looked up.
@@ -34,7 +34,7 @@ async fn fill(bytes: u64) -> (tempfile::TempDir, FileStore) {
         if bytes < per_session { (1, batch("other", 2, 200)) } else { (bytes / per_session, batch("other", 20, 380)) };
     for s in 0..sessions {
         let mut b = other.clone();
-        b.session_id = Some(format!("other-{s}"));
+        b.session_id = Some(format!("other-{s}").into());
         store.record_batch(&b, now).await.expect("write");
     }
     (dir, store)

@@ -12,7 +12,7 @@ const BATCHES: usize = 20_000;
 const SESSIONS: usize = 50;
 const PER_CALL: usize = 512;
 
-fn batches() -> Vec<ActionsBatch> {
+fn batches() -> Vec<ActionsBatch<'static>> {
     (0..BATCHES)
         .map(|b| {
             let session = b % SESSIONS;
@@ -20,21 +20,21 @@ fn batches() -> Vec<ActionsBatch> {
                 .map(|i| {
                     let n = b * 5 + i;
                     Action {
-                        title: format!("Click button {n}"),
-                        description: format!("User clicked button {n} on page {} of the dashboard", n % 100),
-                        canonical_url: format!("https://app.example.com/dashboard/page/{}", n % 100),
+                        title: format!("Click button {n}").into(),
+                        description: format!("User clicked button {n} on page {} of the dashboard", n % 100).into(),
+                        canonical_url: format!("https://app.example.com/dashboard/page/{}", n % 100).into(),
                         kind: "click".into(),
                         index: i as i64,
                         timestamp_start: 1_700_000_000.0 + n as f64,
                         timestamp_end: 1_700_000_000.8 + n as f64,
-                        raw_url: format!("https://app.example.com/dashboard/page/{}?ref=email", n % 100),
+                        raw_url: format!("https://app.example.com/dashboard/page/{}?ref=email", n % 100).into(),
                         ..Action::default()
                     }
                 })
                 .collect();
             ActionsBatch {
-                session_id: Some(format!("ps_bench_{session}")),
-                user_id: Some(format!("distinct_id_{session}")),
+                session_id: Some(format!("ps_bench_{session}").into()),
+                user_id: Some(format!("distinct_id_{session}").into()),
                 actions,
                 count: 5,
                 ..ActionsBatch::default()

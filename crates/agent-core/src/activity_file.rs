@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Appends the three-line block of each action, `[i]` counting from 0 within the batch.
-pub fn format_action_block(actions: &[Action], out: &mut Vec<u8>) {
+pub fn format_action_block(actions: &[Action<'_>], out: &mut Vec<u8>) {
     for (i, action) in actions.iter().enumerate() {
         // Writes into a Vec cannot fail.
         let _ = write!(
@@ -78,11 +78,11 @@ mod tests {
     use super::*;
     use crate::payload::{StreamPayload, parse_payload};
 
-    fn fixture_actions() -> Vec<Action> {
+    fn fixture_actions() -> Vec<Action<'static>> {
         let sse = include_str!("../tests/fixtures/autoplay/actions-full.sse");
         let data = sse.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         match parse_payload(data).unwrap().payload {
-            StreamPayload::Actions(b) => b.actions,
+            StreamPayload::Actions(b) => b.actions.into_iter().map(Action::into_owned).collect(),
             _ => unreachable!(),
         }
     }

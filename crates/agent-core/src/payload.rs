@@ -2,62 +2,92 @@
 //!
 //! `null` or missing fields take their defaults, unknown fields are ignored, and a field of the
 //! wrong type makes the whole frame invalid (it is skipped and logged by the caller).
+//!
+//! Strings borrow from the frame's text (they are copied only when the JSON escapes them), so
+//! reading a busy stream allocates little; [`Action::into_owned`] makes a copy that outlives it.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
 
 /// One UI action inside an `actions` batch.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
-pub struct Action {
-    #[serde(deserialize_with = "null_as_default")]
-    pub title: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub description: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub canonical_url: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub index: i64,
-    #[serde(rename = "type", deserialize_with = "null_as_default")]
-    pub kind: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub timestamp_start: f64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub timestamp_end: f64,
-    // Stored actions keep what prompts use; the rest repeats the batch or is not needed.
+pub struct Action<'a> {
+    #[serde(borrow, deserialize_with = "lenient_str")]
+    pub title: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "lenient_str")]
+    pub description: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "lenient_str")]
+    pub canonical_url: Cow<'a, str>,
+    // Stored actions (the only use of `Serialize`) keep what prompts show: the title, the
+    // details and the page. The rest repeats the batch or no prompt reads it, and storing less
+    // keeps the listener's store writer ahead of a busy stream.
     #[serde(deserialize_with = "null_as_default", skip_serializing)]
-    pub raw_url: String,
-    #[serde(skip_serializing)]
-    pub session_id: Option<String>,
-    #[serde(skip_serializing)]
-    pub user_id: Option<String>,
-    #[serde(skip_serializing)]
-    pub email: Option<String>,
-    #[serde(skip_serializing)]
-    pub conversation_id: Option<String>,
+    pub index: i64,
+    #[serde(rename = "type", borrow, deserialize_with = "lenient_str", skip_serializing)]
+    pub kind: Cow<'a, str>,
+    #[serde(deserialize_with = "null_as_default", skip_serializing)]
+    pub timestamp_start: f64,
+    #[serde(deserialize_with = "null_as_default", skip_serializing)]
+    pub timestamp_end: f64,
+    #[serde(borrow, deserialize_with = "lenient_str", skip_serializing)]
+    pub raw_url: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
+    pub session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
+    pub user_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
+    pub email: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
+    pub conversation_id: Option<Cow<'a, str>>,
 }
 
-impl Action {
+impl Action<'_> {
     /// The SDK's one-line rendering: `[{index}] {type}: {description} — {canonical_url}`.
     pub fn to_text(&self) -> String {
         format!("[{}] {}: {} \u{2014} {}", self.index, self.kind, self.description, self.canonical_url)
     }
+
+    /// A copy that no longer borrows from the frame.
+    pub fn into_owned(self) -> Action<'static> {
+        Action {
+            title: owned(self.title),
+            description: owned(self.description),
+            canonical_url: owned(self.canonical_url),
+            index: self.index,
+            kind: owned(self.kind),
+            timestamp_start: self.timestamp_start,
+            timestamp_end: self.timestamp_end,
+            raw_url: owned(self.raw_url),
+            session_id: self.session_id.map(owned),
+            user_id: self.user_id.map(owned),
+            email: self.email.map(owned),
+            conversation_id: self.conversation_id.map(owned),
+        }
+    }
+}
+
+fn owned(s: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(s.into_owned())
 }
 
 /// An `actions` frame: a batch of actions of one session.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ActionsBatch {
-    pub product_id: String,
-    pub session_id: Option<String>,
-    pub user_id: Option<String>,
-    pub email: Option<String>,
-    pub actions: Vec<Action>,
+pub struct ActionsBatch<'a> {
+    pub product_id: Cow<'a, str>,
+    pub session_id: Option<Cow<'a, str>>,
+    pub user_id: Option<Cow<'a, str>>,
+    pub email: Option<Cow<'a, str>>,
+    pub actions: Vec<Action<'a>>,
     /// Always `actions.len()`: the wire `count` is reconciled (see [`Parsed::count_mismatch`]).
     pub count: usize,
     pub forwarded_at: f64,
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<Cow<'a, str>>,
 }
 
-impl ActionsBatch {
+impl ActionsBatch<'_> {
     /// The summarizer key: the session id, or `unknown` for anonymous batches.
     pub fn session_key(&self) -> &str {
         self.session_id.as_deref().unwrap_or("unknown")
@@ -75,8 +105,8 @@ pub struct ServerSummary {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamPayload {
-    Actions(ActionsBatch),
+pub enum StreamPayload<'a> {
+    Actions(ActionsBatch<'a>),
     Summary(ServerSummary),
     UsertourTrigger,
     /// A `type` this product does not know; ignored.
@@ -85,8 +115,8 @@ pub enum StreamPayload {
 
 /// A parsed frame, plus what the parser had to correct.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
-    pub payload: StreamPayload,
+pub struct Parsed<'a> {
+    pub payload: StreamPayload<'a>,
     /// `Some(wire_count)` when an actions batch's `count` disagreed with its actions.
     pub count_mismatch: Option<i64>,
 }
@@ -104,31 +134,40 @@ pub enum PayloadError {
 /// Every field any known payload type carries; one pass of serde over the frame.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct WireFrame {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    product_id: Option<String>,
-    session_id: Option<String>,
-    user_id: Option<String>,
-    email: Option<String>,
-    actions: Option<Vec<Action>>,
+struct WireFrame<'a> {
+    #[serde(rename = "type", borrow, deserialize_with = "optional_str")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    product_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    actions: Option<Vec<Action<'a>>>,
     count: Option<i64>,
     forwarded_at: Option<f64>,
-    conversation_id: Option<String>,
-    summary: Option<String>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    conversation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "optional_str")]
+    summary: Option<Cow<'a, str>>,
     replaces: Option<i64>,
 }
 
 /// Parses the `data` of one SSE frame.
-pub fn parse_payload(data: &str) -> Result<Parsed, PayloadError> {
+pub fn parse_payload(data: &str) -> Result<Parsed<'_>, PayloadError> {
     // serde would also read a JSON array into a struct; only objects are payloads.
     if !data.trim_start().starts_with('{') {
         return Err(PayloadError::NotAnObject);
     }
     let wire: WireFrame = serde_json::from_str(data).map_err(|e| PayloadError::Invalid(e.to_string()))?;
     let kind = wire.kind.ok_or(PayloadError::MissingType)?;
-    let falsy_none = |s: Option<String>| s.filter(|s| !s.is_empty());
-    let payload = match kind.as_str() {
+    fn falsy_none(s: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+        s.filter(|s| !s.is_empty())
+    }
+    let payload = match &*kind {
         "actions" => {
             let actions = wire.actions.unwrap_or_default();
             let wire_count = wire.count.unwrap_or(0);
@@ -148,14 +187,14 @@ pub fn parse_payload(data: &str) -> Result<Parsed, PayloadError> {
             });
         }
         "summary" => StreamPayload::Summary(ServerSummary {
-            product_id: wire.product_id.unwrap_or_default(),
-            session_id: falsy_none(wire.session_id),
-            summary: wire.summary.unwrap_or_default(),
+            product_id: wire.product_id.unwrap_or_default().into_owned(),
+            session_id: falsy_none(wire.session_id).map(Cow::into_owned),
+            summary: wire.summary.unwrap_or_default().into_owned(),
             replaces: wire.replaces.unwrap_or(0),
             forwarded_at: wire.forwarded_at.unwrap_or(0.0),
         }),
         "usertour_trigger" => StreamPayload::UsertourTrigger,
-        _ => StreamPayload::Unknown(kind),
+        _ => StreamPayload::Unknown(kind.into_owned()),
     };
     Ok(Parsed { payload, count_mismatch: None })
 }
@@ -168,6 +207,41 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// A string that borrows from the input when it can (serde's own `Cow<str>` always copies).
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// A string field where `null` reads as empty.
+fn lenient_str<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'a, str>, D::Error> {
+    Ok(optional_str(deserializer)?.unwrap_or_default())
+}
+
+/// An optional string field (`null` is `None`).
+fn optional_str<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<BorrowedStr<'de>>::deserialize(deserializer)?.map(|s| s.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +251,7 @@ mod tests {
         sse.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()
     }
 
-    fn actions(parsed: Parsed) -> ActionsBatch {
+    fn actions(parsed: Parsed<'_>) -> ActionsBatch<'_> {
         match parsed.payload {
             StreamPayload::Actions(batch) => batch,
             other => panic!("expected actions, got {other:?}"),
@@ -219,6 +293,17 @@ mod tests {
         assert_eq!(batch.actions[1].kind, "");
         assert_eq!(batch.actions[1].raw_url, "");
         assert_eq!(batch.actions[1].to_text(), "[0] : User landed on /checkout/payment \u{2014} /checkout/payment");
+    }
+
+    #[test]
+    fn strings_borrow_from_the_frame_unless_escaped() {
+        let data = r#"{"type":"actions","session_id":"ps_1","actions":[{"title":"plain","description":"caf\u00e9 \"quoted\""}]}"#;
+        let batch = actions(parse_payload(data).unwrap());
+        assert!(matches!(batch.session_id, Some(Cow::Borrowed("ps_1"))));
+        assert!(matches!(batch.actions[0].title, Cow::Borrowed("plain")));
+        assert!(matches!(&batch.actions[0].description, Cow::Owned(s) if s == "caf\u{e9} \"quoted\""));
+        let owned: Action<'static> = batch.actions[0].clone().into_owned();
+        assert_eq!(owned, batch.actions[0]);
     }
 
     #[test]
@@ -272,7 +357,8 @@ mod tests {
             index in any::<i64>(),
         ) {
             let body = serde_json::json!({"type":"actions","count":count,"actions":[{"title":title,"index":index}]});
-            let batch = actions(parse_payload(&body.to_string()).unwrap());
+            let body = body.to_string();
+            let batch = actions(parse_payload(&body).unwrap());
             prop_assert_eq!(batch.count, 1);
         }
     }

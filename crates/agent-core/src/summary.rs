@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const SUMMARY_PROMPT_TEMPLATE: &str = include_str!("../prompts/summary_prompt.txt");
 
 /// The reference SDK's summary prompt around the numbered action list.
-pub fn summary_prompt(actions: &[Action]) -> String {
+pub fn summary_prompt(actions: &[Action<'_>]) -> String {
     let mut list = String::new();
     for (n, action) in actions.iter().enumerate() {
         if n > 0 {
@@ -49,12 +49,12 @@ impl SummaryPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryJob {
     pub session: String,
-    pub actions: Vec<Action>,
+    pub actions: Vec<Action<'static>>,
 }
 
 #[derive(Debug)]
 struct SessionState {
-    pending: VecDeque<Action>,
+    pending: VecDeque<Action<'static>>,
     in_flight: bool,
     last_seen: Instant,
 }
@@ -84,7 +84,7 @@ impl SessionSummaries {
     }
 
     /// Records a batch; returns a job when the session is due and has none running.
-    pub fn record(&mut self, session: &str, actions: &[Action], now: Instant) -> Option<SummaryJob> {
+    pub fn record(&mut self, session: &str, actions: &[Action<'_>], now: Instant) -> Option<SummaryJob> {
         if !self.sessions.contains_key(session) {
             self.make_room(now);
         }
@@ -94,7 +94,7 @@ impl SessionSummaries {
             last_seen: now,
         });
         state.last_seen = now;
-        state.pending.extend(actions.iter().cloned());
+        state.pending.extend(actions.iter().map(|a| a.clone().into_owned()));
         let excess = state.pending.len().saturating_sub(self.policy.max_pending);
         state.pending.drain(..excess);
         self.take_job_if_due(session)
@@ -154,17 +154,17 @@ impl SessionSummaries {
 mod tests {
     use super::*;
 
-    fn act(i: i64, kind: &str) -> Action {
+    fn act(i: i64, kind: &str) -> Action<'static> {
         Action {
             index: i,
-            kind: kind.into(),
-            description: format!("desc {i}"),
+            kind: kind.to_owned().into(),
+            description: format!("desc {i}").into(),
             canonical_url: "https://yourapp.com/dashboard".into(),
             ..Action::default()
         }
     }
 
-    fn batch(start: i64) -> Vec<Action> {
+    fn batch(start: i64) -> Vec<Action<'static>> {
         vec![act(start, "pageview"), act(start + 1, "click"), act(start + 2, "click")]
     }
 

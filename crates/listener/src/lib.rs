@@ -6,13 +6,14 @@ pub mod stream;
 pub mod summarizer;
 
 use agent_core::activity_file::{ActivityFile, format_action_block};
-use agent_core::payload::{ActionsBatch, StreamPayload, parse_payload};
+use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::sse::SseItem;
+use agent_core::summary::SummaryJob;
 use agent_core::telemetry;
 use config::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store_feed::{StoreFeed, StoreWrite};
+use store_feed::{PackedBatch, StoreFeed, StoreWrite};
 use stream::{FrameSink, RateLimitedWarn, StreamClient};
 use summarizer::Summarizer;
 use tokio::sync::watch;
@@ -27,8 +28,12 @@ pub struct Ingest {
     store: StoreFeed,
     /// Action blocks of the current network read, written at [`FrameSink::flush`].
     block: Vec<u8>,
-    /// The batches behind `block`, handed to summaries and the store after the write.
-    batches: Vec<ActionsBatch>,
+    /// Batches behind `block` (an empty one still creates the file).
+    batches: usize,
+    /// Summaries that came due with those batches, started once they are written.
+    due_summaries: Vec<SummaryJob>,
+    /// What the context store needs of those batches, handed over after the write.
+    for_store: Vec<PackedBatch>,
     skipped_warn: RateLimitedWarn,
 }
 
@@ -39,7 +44,9 @@ impl Ingest {
             summarizer,
             store,
             block: Vec::with_capacity(64 * 1024),
-            batches: Vec::new(),
+            batches: 0,
+            due_summaries: Vec::new(),
+            for_store: Vec::new(),
             skipped_warn: RateLimitedWarn::new(20),
         }
     }
@@ -59,24 +66,22 @@ impl FrameSink for Ingest {
     /// them arrived at the same instant, so the reset check once before them is the same as
     /// once before each.)
     fn flush(&mut self) {
-        if self.batches.is_empty() {
+        if self.batches == 0 {
             return;
         }
         if let Err(e) = self.file.append_batch(&self.block) {
             tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
         }
         self.block.clear();
+        self.batches = 0;
         // Only now, so a summary can never land in the file before the actions it covers.
-        for batch in self.batches.drain(..) {
-            tracing::debug!(session = batch.session_key(), actions = batch.count, "batch written");
-            if let Some(summarizer) = &self.summarizer
-                && !batch.actions.is_empty()
-            {
-                summarizer.record(batch.session_key(), &batch.actions);
+        if let Some(summarizer) = &self.summarizer {
+            for job in self.due_summaries.drain(..) {
+                summarizer.start(job);
             }
-            if !batch.actions.is_empty() || batch.conversation_id.is_some() {
-                self.store.send(StoreWrite::Batch(batch));
-            }
+        }
+        if !self.for_store.is_empty() {
+            self.store.send(StoreWrite::Batches(std::mem::take(&mut self.for_store)));
         }
     }
 
@@ -88,6 +93,7 @@ impl FrameSink for Ingest {
         if event.event == "heartbeat" || event.data.is_empty() {
             return;
         }
+        // Borrows from the frame's text: nothing is copied on this, the stream-reading, thread.
         let parsed = match parse_payload(&event.data) {
             Ok(parsed) => parsed,
             Err(e) => return self.skip(&e, &event.data),
@@ -105,9 +111,19 @@ impl FrameSink for Ingest {
                 "count disagrees with actions; using the actions"
             );
         }
+        tracing::debug!(session = batch.session_key(), actions = batch.count, "batch read");
         metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
         format_action_block(&batch.actions, &mut self.block);
-        self.batches.push(batch);
+        self.batches += 1;
+        if let Some(summarizer) = &self.summarizer
+            && !batch.actions.is_empty()
+            && let Some(job) = summarizer.record(batch.session_key(), &batch.actions)
+        {
+            self.due_summaries.push(job);
+        }
+        if !batch.actions.is_empty() || batch.conversation_id.is_some() {
+            self.for_store.push(PackedBatch::pack(&batch));
+        }
     }
 }
 
@@ -149,12 +165,27 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
     let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    // The stream is read on a thread of its own with a single-threaded runtime: the HTTP
+    // connection and the reader then take turns on one thread, instead of waking each other
+    // across threads for every chunk, and the store writer and summaries never delay it.
+    let reader = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(client.run(&mut ingest, stop_rx));
+        drop(ingest); // the last frames go to the store writer before the thread ends
+        let _ = ended_tx.send(());
+        Ok::<(), std::io::Error>(())
+    })?;
     tracing::info!(file = %settings.event_data_path.display(), "Listening for live website clicks\u{2026} (Press Ctrl+C to stop)");
     tokio::select! {
-        () = client.run(&mut ingest, stop_rx) => {}
+        _ = ended_rx => {}
         () = shutdown => { let _ = stop_tx.send(true); }
     }
-    drop(ingest);
+    match tokio::task::spawn_blocking(move || reader.join()).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(anyhow::anyhow!("cannot start the stream reader: {e}")),
+        Ok(Err(_)) | Err(_) => return Err(anyhow::anyhow!("the stream reader stopped unexpectedly")),
+    }
     if let Some(summarizer) = summarizer {
         summarizer.drain(SHUTDOWN_GRACE).await;
     }

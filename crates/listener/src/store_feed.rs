@@ -1,29 +1,112 @@
-//! Feeds the per-visitor context store from the stream, off the reading path: a bounded queue
-//! and one writer task, so a slow store never stalls the stream (it loses store writes, counted
+//! Feeds the per-visitor context store from the stream, off the reading path: a queue bounded
+//! in bytes and one writer task, so a slow store never stalls the stream (it loses store writes, counted
 //! and logged, but never the activity file).
 
 use crate::stream::RateLimitedWarn;
 use agent_core::context::{ContextStore, StoreError};
-use agent_core::payload::ActionsBatch;
+use agent_core::payload::{Action, ActionsBatch};
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Writes waiting for the store before new ones are dropped.
-const QUEUE: usize = 2_000;
+/// Bytes waiting for the store before new writes are dropped: seconds of a busy site's
+/// stream, and the bound on memory while the store is down.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes handed to the store in one call, at most (more calls when more is queued).
+const CALL_BYTES: usize = 2 * 1024 * 1024;
 /// How often expired sessions and links are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
 pub enum StoreWrite {
-    Batch(ActionsBatch),
-    Summary { session: String, summary: String },
+    /// The batches of one network read, already in the activity file (one message per read,
+    /// not per batch, so the reading thread and the writer rarely wake each other).
+    Batches(Vec<PackedBatch>),
+    Summary {
+        session: String,
+        summary: String,
+    },
+}
+
+impl StoreWrite {
+    fn bytes(&self) -> usize {
+        match self {
+            StoreWrite::Batches(batches) => batches.iter().map(PackedBatch::bytes).sum(),
+            StoreWrite::Summary { session, summary } => session.len() + summary.len(),
+        }
+    }
+}
+
+/// What the context store needs of an `actions` batch, packed into one buffer by the reading
+/// thread: a copy of a few strings there costs far less than parsing the frame again here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedBatch {
+    text: String,
+    /// Where each string ends in `text`: the session, user and conversation ids (empty when
+    /// absent), then the title, details and page of each action.
+    ends: Vec<usize>,
+    /// Which of the three ids are present.
+    present: [bool; 3],
+}
+
+impl PackedBatch {
+    const IDS: usize = 3;
+
+    pub fn pack(batch: &ActionsBatch<'_>) -> Self {
+        let ids = [&batch.session_id, &batch.user_id, &batch.conversation_id];
+        let strings = ids
+            .iter()
+            .map(|id| id.as_deref().unwrap_or(""))
+            .chain(batch.actions.iter().flat_map(|a| [&*a.title, &*a.description, &*a.canonical_url]));
+        let mut text = String::with_capacity(
+            ids.iter().map(|id| id.as_ref().map_or(0, |s| s.len())).sum::<usize>()
+                + batch
+                    .actions
+                    .iter()
+                    .map(|a| a.title.len() + a.description.len() + a.canonical_url.len())
+                    .sum::<usize>(),
+        );
+        let mut ends = Vec::with_capacity(Self::IDS + 3 * batch.actions.len());
+        for s in strings {
+            text.push_str(s);
+            ends.push(text.len());
+        }
+        Self { text, ends, present: ids.map(Option::is_some) }
+    }
+
+    /// The batch again, borrowing from the buffer: ids, and each action's title, details
+    /// and page (all a store keeps).
+    pub fn unpack(&self) -> ActionsBatch<'_> {
+        let mut start = 0;
+        let mut strings = self.ends.iter().map(|&end| {
+            let s = &self.text[start..end];
+            start = end;
+            Cow::Borrowed(s)
+        });
+        let mut id = |present: bool| strings.next().filter(|_| present);
+        let (session_id, user_id, conversation_id) = (id(self.present[0]), id(self.present[1]), id(self.present[2]));
+        let mut actions = Vec::with_capacity((self.ends.len() - Self::IDS) / 3);
+        while let (Some(title), Some(description), Some(canonical_url)) =
+            (strings.next(), strings.next(), strings.next())
+        {
+            actions.push(Action { title, description, canonical_url, ..Action::default() });
+        }
+        ActionsBatch { session_id, user_id, conversation_id, count: actions.len(), actions, ..ActionsBatch::default() }
+    }
+
+    fn bytes(&self) -> usize {
+        self.text.len() + self.ends.len() * std::mem::size_of::<usize>()
+    }
 }
 
 #[derive(Clone)]
 pub struct StoreFeed {
-    tx: mpsc::Sender<StoreWrite>,
+    tx: mpsc::UnboundedSender<StoreWrite>,
+    /// Bytes in the channel; bounds it (the channel itself is unbounded).
+    queued: Arc<AtomicUsize>,
     dropped_warn: Arc<std::sync::Mutex<RateLimitedWarn>>,
 }
 
@@ -34,26 +117,30 @@ pub struct StoreWriter {
 
 impl StoreFeed {
     pub fn start(store: Arc<dyn ContextStore>) -> (StoreFeed, StoreWriter) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(write_until_stopped(store, rx, stop.clone()));
+        let handle = tokio::spawn(write_until_stopped(store, Queue { rx, queued: Arc::clone(&queued) }, stop.clone()));
         (
-            StoreFeed { tx, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
+            StoreFeed { tx, queued, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
             StoreWriter { handle, stop },
         )
     }
 
     /// Queues a write; never waits.
     pub fn send(&self, write: StoreWrite) {
-        if self.tx.try_send(write).is_err() {
-            let allowed =
-                self.dropped_warn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).allow(Instant::now());
-            if let Some(suppressed) = allowed {
-                tracing::warn!(
-                    dropped_since_last = suppressed,
-                    "context store is behind; a write was dropped (the activity file is unaffected)"
-                );
-            }
+        let bytes = write.bytes();
+        let room = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes <= QUEUE_BYTES;
+        if room && self.tx.send(write).is_ok() {
+            return;
+        }
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let allowed = self.dropped_warn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).allow(Instant::now());
+        if let Some(suppressed) = allowed {
+            tracing::warn!(
+                dropped_since_last = suppressed,
+                "context store is behind; a write was dropped (the activity file is unaffected)"
+            );
         }
     }
 }
@@ -66,32 +153,44 @@ impl StoreWriter {
     }
 }
 
-/// Writes gathered from the queue, in order: consecutive batches go to the store together.
+/// The writer's end of the channel.
+struct Queue {
+    rx: mpsc::UnboundedReceiver<StoreWrite>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn taken(&self, write: &StoreWrite) -> usize {
+        let bytes = write.bytes();
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        bytes
+    }
+}
+
+/// Writes gathered from the queue, in order: consecutive frames go to the store together.
 enum Work {
-    Batches(Vec<ActionsBatch>),
+    Batches(Vec<PackedBatch>),
     Summary { session: String, summary: String },
 }
 
-fn gather(first: StoreWrite, rx: &mut mpsc::Receiver<StoreWrite>) -> Vec<Work> {
+/// `first` and what else is queued, up to [`CALL_BYTES`].
+fn gather(first: StoreWrite, queue: &mut Queue) -> Vec<Work> {
     let mut work: Vec<Work> = Vec::new();
+    let mut bytes = queue.taken(&first);
     let mut next = Some(first);
-    let mut taken = 0;
     while let Some(write) = next.take() {
         match (write, work.last_mut()) {
-            (StoreWrite::Batch(batch), Some(Work::Batches(batches))) => batches.push(batch),
-            (StoreWrite::Batch(batch), _) => work.push(Work::Batches(vec![batch])),
+            (StoreWrite::Batches(more), Some(Work::Batches(batches))) => batches.extend(more),
+            (StoreWrite::Batches(batches), _) => work.push(Work::Batches(batches)),
             (StoreWrite::Summary { session, summary }, _) => work.push(Work::Summary { session, summary }),
         }
-        taken += 1;
-        if taken < MAX_GATHER {
-            next = rx.try_recv().ok();
+        if bytes < CALL_BYTES {
+            next = queue.rx.try_recv().ok();
+            bytes += next.as_ref().map_or(0, |w| queue.taken(w));
         }
     }
     work
 }
-
-/// Writes at most this many queued items per store call.
-const MAX_GATHER: usize = 512;
 
 /// One piece of work; while the store is unreachable (Redis down) it waits and tries again,
 /// so queued writes catch up once it is back. The queue in front is bounded, so memory is too.
@@ -100,11 +199,15 @@ async fn write_with_patience(
     work: &Work,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
+    let batches: Vec<ActionsBatch<'_>> = match work {
+        Work::Batches(packed) => packed.iter().map(PackedBatch::unpack).collect(),
+        Work::Summary { .. } => Vec::new(),
+    };
     let mut delay = Duration::from_millis(250);
     loop {
         let now = SystemTime::now();
         let result = match work {
-            Work::Batches(batches) => store.record_batches(batches, now).await,
+            Work::Batches(_) => store.record_batches(&batches, now).await,
             Work::Summary { session, summary } => store.record_summary(session, summary, now).await,
         };
         match result {
@@ -120,26 +223,22 @@ async fn write_with_patience(
     }
 }
 
-async fn write_until_stopped(
-    store: Arc<dyn ContextStore>,
-    mut rx: mpsc::Receiver<StoreWrite>,
-    stop: CancellationToken,
-) {
+async fn write_until_stopped(store: Arc<dyn ContextStore>, mut queue: Queue, stop: CancellationToken) {
     let mut errors = RateLimitedWarn::new(10);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
         let first = if stop.is_cancelled() {
-            match rx.try_recv() {
+            match queue.rx.try_recv() {
                 Ok(write) => write,
                 Err(_) => return,
             }
         } else {
             tokio::select! {
-                write = rx.recv() => match write { Some(write) => write, None => return },
+                write = queue.rx.recv() => match write { Some(write) => write, None => return },
                 _ = stop.cancelled() => continue,
             }
         };
-        for work in gather(first, &mut rx) {
+        for work in gather(first, &mut queue) {
             if let Err(e) = write_with_patience(store.as_ref(), &work, &stop).await
                 && let Some(suppressed) = errors.allow(Instant::now())
             {
@@ -153,6 +252,59 @@ async fn write_until_stopped(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "context sweep failed"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stored_view(batch: &ActionsBatch<'_>) -> ActionsBatch<'static> {
+        let actions: Vec<Action<'static>> = batch
+            .actions
+            .iter()
+            .map(|a| Action {
+                title: a.title.to_string().into(),
+                description: a.description.to_string().into(),
+                canonical_url: a.canonical_url.to_string().into(),
+                ..Action::default()
+            })
+            .collect();
+        let own = |s: &Option<Cow<'_, str>>| s.as_ref().map(|s| Cow::Owned(s.to_string()));
+        ActionsBatch {
+            session_id: own(&batch.session_id),
+            user_id: own(&batch.user_id),
+            conversation_id: own(&batch.conversation_id),
+            count: actions.len(),
+            actions,
+            ..ActionsBatch::default()
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn unpacking_gives_back_what_the_store_keeps(
+            ids in proptest::array::uniform3(proptest::option::of(".{0,12}")),
+            actions in proptest::collection::vec(proptest::array::uniform3(".{0,20}"), 0..8),
+        ) {
+            let [session_id, user_id, conversation_id] = ids.map(|id| id.map(Cow::Owned));
+            let batch = ActionsBatch {
+                product_id: "p".into(),
+                session_id,
+                user_id,
+                email: Some("e@example.com".into()),
+                conversation_id,
+                count: actions.len(),
+                actions: actions
+                    .into_iter()
+                    .map(|[t, d, u]| Action { title: t.into(), description: d.into(), canonical_url: u.into(), index: 7, ..Action::default() })
+                    .collect(),
+                forwarded_at: 1.0,
+            };
+            let packed = PackedBatch::pack(&batch);
+            prop_assert_eq!(packed.unpack(), stored_view(&batch));
         }
     }
 }

@@ -18,9 +18,12 @@ pub struct Summarizer {
     file: ActivityFile,
     store: StoreFeed,
     slots: Arc<Semaphore>,
+    /// The runtime summaries run on (the process's), whichever thread starts them.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Summarizer {
+    /// Must be called within the runtime the summaries are to run on.
     pub fn new(llm: LlmClient, threshold: usize, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(SessionSummaries::new(SummaryPolicy::new(threshold))),
@@ -28,15 +31,19 @@ impl Summarizer {
             file,
             store,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SUMMARIES as usize)),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
-    /// Counts a batch; starts a summary in the background when the session is due. Never waits.
-    pub fn record(self: &Arc<Self>, session: &str, actions: &[Action]) {
-        let job = self.with_sessions(|s| s.record(session, actions, Instant::now()));
-        if let Some(job) = job {
-            self.spawn(job);
-        }
+    /// Counts a batch; returns the summary now due for its session, if any, for [`Self::start`]
+    /// once the batch is in the file (a summary never lands before the actions it covers).
+    pub fn record(&self, session: &str, actions: &[Action<'_>]) -> Option<SummaryJob> {
+        self.with_sessions(|s| s.record(session, actions, Instant::now()))
+    }
+
+    /// Runs a summary in the background. Never waits.
+    pub fn start(self: &Arc<Self>, job: SummaryJob) {
+        self.spawn(job);
     }
 
     /// Forgets idle sessions, every 30 s, for as long as the listener runs.
@@ -62,7 +69,7 @@ impl Summarizer {
 
     fn spawn(self: &Arc<Self>, job: SummaryJob) {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let Ok(_slot) = this.slots.acquire().await else { return };
             let request = ChatRequest {
                 messages: vec![ChatMessage::new(Role::User, summary_prompt(&job.actions))],

@@ -30,13 +30,13 @@ use std::time::SystemTime;
 struct RecordRef<'a> {
     k: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    a: Option<&'a Action>,
+    a: Option<&'a Action<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     s: Option<&'a str>,
 }
 
 impl<'a> RecordRef<'a> {
-    fn action(a: &'a Action) -> Self {
+    fn action(a: &'a Action<'a>) -> Self {
         Self { k: "action", a: Some(a), s: None }
     }
 
@@ -56,8 +56,9 @@ const OPEN_SESSION_FILES: usize = 128;
 /// One line as read back: a plain struct, so serde parses it in one pass (an internally
 /// tagged enum would buffer every line first).
 #[derive(Deserialize)]
-struct RecordLine {
-    a: Option<Action>,
+struct RecordLine<'a> {
+    #[serde(borrow)]
+    a: Option<Action<'a>>,
     s: Option<String>,
 }
 
@@ -300,10 +301,12 @@ fn tail_records(bytes: &[u8], max_actions: usize) -> (Option<&[u8]>, Vec<&[u8]>)
 /// The newest `max_actions` actions and the latest summary; unreadable lines are skipped.
 fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
     let (summary, actions) = tail_records(bytes, max_actions);
-    let parse = |line: &[u8]| serde_json::from_slice::<RecordLine>(line).ok();
+    fn parse(line: &[u8]) -> Option<RecordLine<'_>> {
+        serde_json::from_slice(line).ok()
+    }
     SessionContext {
         summary: summary.and_then(parse).and_then(|r| r.s),
-        actions: actions.into_iter().filter_map(parse).filter_map(|r| r.a).collect(),
+        actions: actions.into_iter().filter_map(parse).filter_map(|r| r.a).map(Action::into_owned).collect(),
     }
 }
 
@@ -314,13 +317,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl ContextStore for FileStore {
-    fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a ActionsBatch<'_>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.record_batches(std::slice::from_ref(batch), now)
     }
 
     fn record_batches<'a>(
         &'a self,
-        batches: &'a [ActionsBatch],
+        batches: &'a [ActionsBatch<'_>],
         now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         // Serialised here, grouped by session in arrival order: one append per session.
@@ -412,11 +419,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn batch(session: &str, user: Option<&str>, titles: &[&str]) -> ActionsBatch {
+    fn batch(session: &str, user: Option<&str>, titles: &[&str]) -> ActionsBatch<'static> {
         ActionsBatch {
-            session_id: Some(session.into()),
-            user_id: user.map(Into::into),
-            actions: titles.iter().map(|t| Action { title: (*t).into(), ..Action::default() }).collect(),
+            session_id: Some(session.to_owned().into()),
+            user_id: user.map(|u| u.to_owned().into()),
+            actions: titles.iter().map(|t| Action { title: (*t).to_owned().into(), ..Action::default() }).collect(),
             ..ActionsBatch::default()
         }
     }
@@ -429,7 +436,7 @@ mod tests {
     }
 
     fn titles(ctx: &SessionContext) -> Vec<&str> {
-        ctx.actions.iter().map(|a| a.title.as_str()).collect()
+        ctx.actions.iter().map(|a| &*a.title).collect()
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionContext {
     pub summary: Option<String>,
-    pub actions: Vec<Action>,
+    pub actions: Vec<Action<'static>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +46,17 @@ pub struct StoreLimits {
 pub trait ContextStore: Send + Sync + 'static {
     /// Appends a batch's actions to its session and records the user and conversation links
     /// it carries.
-    fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a ActionsBatch<'_>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Several batches at once, in order (the listener's writer catching up); backends may do
     /// better than one call per batch.
     fn record_batches<'a>(
         &'a self,
-        batches: &'a [ActionsBatch],
+        batches: &'a [ActionsBatch<'_>],
         now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {

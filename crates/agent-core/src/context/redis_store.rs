@@ -39,7 +39,11 @@ impl RedisStore {
 }
 
 impl ContextStore for RedisStore {
-    fn record_batch<'a>(&'a self, batch: &'a ActionsBatch, _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn record_batch<'a>(
+        &'a self,
+        batch: &'a ActionsBatch<'_>,
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let session = batch.session_key();
             let ttl = self.ttl_secs();
@@ -98,7 +102,8 @@ impl ContextStore for RedisStore {
             if actions.is_empty() && summary.is_none() {
                 return Ok(None);
             }
-            let mut actions: Vec<Action> = actions.iter().filter_map(|a| serde_json::from_str(a).ok()).collect();
+            let mut actions: Vec<Action<'static>> =
+                actions.iter().filter_map(|a| serde_json::from_str::<Action>(a).ok()).map(Action::into_owned).collect();
             let excess = actions.len().saturating_sub(self.limits.max_actions);
             actions.drain(..excess);
             Ok(Some(SessionContext { summary, actions }))

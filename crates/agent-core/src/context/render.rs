@@ -68,10 +68,10 @@ mod tests {
     use super::*;
     use crate::payload::Action;
 
-    fn action(i: usize) -> Action {
+    fn action(i: usize) -> Action<'static> {
         Action {
-            title: format!("Click {i}"),
-            description: format!("desc {i}"),
+            title: format!("Click {i}").into(),
+            description: format!("desc {i}").into(),
             canonical_url: "/p".into(),
             ..Action::default()
         }
