@@ -4,7 +4,8 @@ use crate::replies::{Replies, Submitted};
 use agent_core::auth::{SecretDigest, verify_crisp_signature};
 use agent_core::crisp::{HookError, HookEvent, classify};
 use agent_core::{ExposeSecret, SecretString};
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -102,19 +103,30 @@ fn signature_matches(headers: &HeaderMap, body: &[u8], secret: &SecretString) ->
     }
 }
 
-async fn crisp_hook(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !key_matches(query.as_deref(), &state.webhook_secret) {
+/// The hook's answer once the message is taken (or deliberately ignored): fixed bytes.
+fn hook_ok() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+/// Takes the request whole: the headers are read in place (an extractor would copy them for
+/// every hook) and the body is collected here, after the key check.
+async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    let (parts, body) = request.into_parts();
+    if !key_matches(parts.uri.query(), &state.webhook_secret) {
         count_hook("unauthorized");
         tracing::warn!("hook refused: wrong or missing key");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
+    let body: Bytes = match axum::body::to_bytes(body, MAX_HOOK_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            count_hook("bad_request");
+            tracing::warn!(error = %e, "hook refused: body too large or unreadable");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
+        }
+    };
     if let Some(secret) = &state.hook_signing_secret
-        && !signature_matches(&headers, &body, secret)
+        && !signature_matches(&parts.headers, &body, secret)
     {
         count_hook("bad_signature");
         tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
@@ -152,5 +164,5 @@ async fn crisp_hook(
             tracing::debug!(reason, "hook ignored")
         }
     }
-    Json(json!({"status": "ok"})).into_response()
+    hook_ok()
 }
