@@ -125,7 +125,13 @@ impl SseParser {
                     return;
                 }
                 Some(pos) => {
-                    self.extend_line(&chunk[..pos]);
+                    let whole_line = &chunk[..pos];
+                    // A line wholly inside this chunk is read in place (no copy), unless it is
+                    // too long: then the copying path poisons the frame.
+                    let in_place = self.line.is_empty() && !self.discarding_line && pos <= self.max_line;
+                    if !in_place {
+                        self.extend_line(whole_line);
+                    }
                     let ended_with_cr = chunk[pos] == b'\r';
                     chunk = &chunk[pos + 1..];
                     if ended_with_cr {
@@ -135,7 +141,11 @@ impl SseParser {
                             Some(_) => {}
                         }
                     }
-                    self.end_line(out);
+                    if in_place {
+                        self.complete_line(whole_line, out);
+                    } else {
+                        self.end_line(out);
+                    }
                 }
             }
         }
@@ -179,16 +189,21 @@ impl SseParser {
             return;
         }
         let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            self.dispatch(out);
-        } else {
-            self.process_field(&line);
-        }
+        self.complete_line(&line, out);
         // Reuse the allocation unless one huge line left it big.
         self.line = line;
         self.line.clear();
         if self.line.capacity() > 64 * 1024 {
             self.line.shrink_to(4096);
+        }
+    }
+
+    /// A whole line: an empty one ends the frame, any other is a field.
+    fn complete_line(&mut self, line: &[u8], out: &mut Vec<SseItem>) {
+        if line.is_empty() {
+            self.dispatch(out);
+        } else {
+            self.process_field(line);
         }
     }
 
@@ -236,13 +251,17 @@ impl SseParser {
             out.push(SseItem::Skipped { reason, excerpt: String::from_utf8_lossy(&self.excerpt).into_owned() });
         } else if !self.data.is_empty() {
             self.data.pop(); // the trailing LF
-            match (std::str::from_utf8(&self.data), std::str::from_utf8(&self.event)) {
+            // The frame's buffer becomes the event's text (validated, not copied); the next
+            // frame starts in a new one of about the same size.
+            let next = Vec::with_capacity(self.data.len().min(64 * 1024));
+            let data = std::mem::replace(&mut self.data, next);
+            match (String::from_utf8(data), std::str::from_utf8(&self.event)) {
                 (Ok(data), Ok(event)) => out.push(SseItem::Event(SseEvent {
                     event: if event.is_empty() { "message".to_owned() } else { event.to_owned() },
-                    data: data.to_owned(),
+                    data,
                 })),
-                _ => {
-                    let data = self.data.clone();
+                (data, _) => {
+                    let data = data.map_or_else(|e| e.into_bytes(), String::into_bytes);
                     self.remember_excerpt(&data);
                     out.push(SseItem::Skipped {
                         reason: SkipReason::InvalidUtf8,
