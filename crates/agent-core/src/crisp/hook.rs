@@ -74,6 +74,73 @@ struct Data<'a> {
     automated: Lenient<bool>,
 }
 
+/// The same fields read strictly, for the common case of a hook of the expected shape: one
+/// pass over the body instead of two for every value. Any value of another type fails it, and
+/// the body is read again as an [`Envelope`].
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StrictEnvelope<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    website_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<ObjectOnly<StrictData<'a>>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StrictData<'a> {
+    #[serde(borrow)]
+    website_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    from: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    fingerprint: Option<u64>,
+    timestamp: Option<i64>,
+    automated: Option<bool>,
+}
+
+impl<'a> From<StrictEnvelope<'a>> for Envelope<'a> {
+    fn from(e: StrictEnvelope<'a>) -> Self {
+        let data = e.data.map(|ObjectOnly(d)| Data {
+            website_id: Lenient(d.website_id),
+            session_id: Lenient(d.session_id),
+            kind: Lenient(d.kind),
+            from: Lenient(d.from),
+            content: Lenient(d.content),
+            fingerprint: Lenient(d.fingerprint),
+            timestamp: Lenient(d.timestamp),
+            automated: Lenient(d.automated),
+        });
+        Envelope { event: Lenient(e.event), website_id: Lenient(e.website_id), data: Lenient(data) }
+    }
+}
+
+/// A struct read from a JSON object only (serde would also read one from an array).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData)).map(ObjectOnly)
+    }
+}
+
 /// `Some` when the JSON value has the expected type, `None` for any other value.
 struct Lenient<T>(Option<T>);
 
@@ -106,46 +173,54 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
             Err(_) => Err(HookError::NotJson),
         };
     }
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|_| HookError::NotJson)?;
+    let envelope: Envelope<'_> = match serde_json::from_str::<StrictEnvelope<'_>>(text) {
+        Ok(strict) => strict.into(),
+        Err(_) => serde_json::from_str(text).map_err(|_| HookError::NotJson)?,
+    };
+    Ok(decide(envelope, website_id))
+}
+
+/// What a hook means for a bot serving `website_id`.
+fn decide(envelope: Envelope<'_>, website_id: &str) -> HookEvent {
     let event = envelope.event.0.as_deref().unwrap_or_default();
     let Some(data) = envelope.data.0 else {
-        return Ok(HookEvent::Ignored("no data object"));
+        return HookEvent::Ignored("no data object");
     };
     let hook_website = data.website_id.0.as_deref().or(envelope.website_id.0.as_deref());
     if hook_website.is_some_and(|w| w != website_id) {
-        return Ok(HookEvent::Ignored("another website"));
+        return HookEvent::Ignored("another website");
     }
     let Some(session_id) = data.session_id.0.as_deref().filter(|s| !s.is_empty()) else {
-        return Ok(HookEvent::Ignored("event without session_id"));
+        return HookEvent::Ignored("event without session_id");
     };
     let kind = data.kind.0.as_deref().unwrap_or_default();
     let fingerprint = data.fingerprint.0;
     match (event, data.from.0.as_deref()) {
         ("message:send", Some("user")) => {
             if kind != "text" {
-                return Ok(HookEvent::Ignored("not a text message"));
+                return HookEvent::Ignored("not a text message");
             }
             let Some(content) = data.content.0 else {
-                return Ok(HookEvent::Ignored("text message without content"));
+                return HookEvent::Ignored("text message without content");
             };
-            Ok(HookEvent::VisitorText(VisitorMessage {
+            HookEvent::VisitorText(VisitorMessage {
                 website_id: website_id.to_owned(),
                 session_id: session_id.to_owned(),
                 content: content.into_owned(),
                 fingerprint,
                 timestamp: data.timestamp.0,
-            }))
+            })
         }
         // Private notes and system events are not someone talking to the visitor.
         ("message:received" | "message:send", Some("operator")) if !matches!(kind, "note" | "event") => {
-            Ok(HookEvent::OperatorText(OperatorMessage {
+            HookEvent::OperatorText(OperatorMessage {
                 session_id: session_id.to_owned(),
                 fingerprint,
                 automated: data.automated.0.unwrap_or(false),
                 content: if kind == "text" { data.content.0.map(Cow::into_owned) } else { None },
-            }))
+            })
         }
-        _ => Ok(HookEvent::Ignored("not a message the bot acts on")),
+        _ => HookEvent::Ignored("not a message the bot acts on"),
     }
 }
 
@@ -216,7 +291,47 @@ mod tests {
         );
     }
 
+    /// Hook-like bodies whose fields take values of every JSON type.
+    fn hook_like() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("12".to_owned()),
+            Just("-3.5".to_owned()),
+            Just("[]".to_owned()),
+            Just("[\"a\",\"b\"]".to_owned()),
+            Just("{}".to_owned()),
+            Just("\"text\"".to_owned()),
+            Just("\"user\"".to_owned()),
+            Just("\"operator\"".to_owned()),
+            Just("\"message:send\"".to_owned()),
+            Just(format!("\"{WEBSITE}\"")),
+            Just(format!("\"{SESSION}\"")),
+        ];
+        let field = |names: &'static [&'static str]| (proptest::sample::select(names), value.clone());
+        const DATA_FIELDS: &[&str] =
+            &["website_id", "session_id", "type", "from", "content", "fingerprint", "timestamp", "automated"];
+        let data = proptest::collection::vec(field(DATA_FIELDS), 0..9).prop_map(|fields| {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        });
+        let data = prop_oneof![data, value.clone()];
+        (proptest::collection::vec(field(&["event", "website_id", "extra"]), 0..4), proptest::option::of(data))
+            .prop_map(|(fields, data)| {
+                let mut body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                body.extend(data.map(|d| format!("\"data\":{d}")));
+                format!("{{{}}}", body.join(","))
+            })
+    }
+
     proptest! {
+        #[test]
+        fn the_strict_fast_path_decides_as_the_lenient_reading(body in hook_like()) {
+            // (A repeated field makes both readings fail: the body is then not a hook.)
+            let lenient = serde_json::from_str::<Envelope<'_>>(&body).map(|e| decide(e, WEBSITE));
+            prop_assert_eq!(classify(body.as_bytes(), WEBSITE), lenient.map_err(|_| HookError::NotJson));
+        }
+
         #[test]
         fn random_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = classify(&body, WEBSITE);
