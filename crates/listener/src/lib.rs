@@ -13,7 +13,7 @@ use agent_core::telemetry;
 use config::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store_feed::{PackedBatch, StoreFeed, StoreWrite};
+use store_feed::{PackedBatches, StoreFeed, StoreWrite};
 use stream::{FrameSink, RateLimitedWarn, StreamClient};
 use summarizer::Summarizer;
 use tokio::sync::watch;
@@ -33,7 +33,7 @@ pub struct Ingest {
     /// Summaries that came due with those batches, started once they are written.
     due_summaries: Vec<SummaryJob>,
     /// What the context store needs of those batches, handed over after the write.
-    for_store: Vec<PackedBatch>,
+    for_store: PackedBatches,
     skipped_warn: RateLimitedWarn,
 }
 
@@ -46,7 +46,7 @@ impl Ingest {
             block: Vec::with_capacity(64 * 1024),
             batches: 0,
             due_summaries: Vec::new(),
-            for_store: Vec::new(),
+            for_store: PackedBatches::default(),
             skipped_warn: RateLimitedWarn::new(20),
         }
     }
@@ -81,7 +81,8 @@ impl FrameSink for Ingest {
             }
         }
         if !self.for_store.is_empty() {
-            self.store.send(StoreWrite::Batches(std::mem::take(&mut self.for_store)));
+            let next = PackedBatches::sized_like(&self.for_store);
+            self.store.send(StoreWrite::Batches(std::mem::replace(&mut self.for_store, next)));
         }
     }
 
@@ -122,7 +123,7 @@ impl FrameSink for Ingest {
             self.due_summaries.push(job);
         }
         if !batch.actions.is_empty() || batch.conversation_id.is_some() {
-            self.for_store.push(PackedBatch::pack(&batch));
+            self.for_store.push(&batch);
         }
     }
 }

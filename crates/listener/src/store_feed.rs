@@ -24,7 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(300);
 pub enum StoreWrite {
     /// The batches of one network read, already in the activity file (one message per read,
     /// not per batch, so the reading thread and the writer rarely wake each other).
-    Batches(Vec<PackedBatch>),
+    Batches(PackedBatches),
     Summary {
         session: String,
         summary: String,
@@ -34,67 +34,93 @@ pub enum StoreWrite {
 impl StoreWrite {
     fn bytes(&self) -> usize {
         match self {
-            StoreWrite::Batches(batches) => batches.iter().map(PackedBatch::bytes).sum(),
+            StoreWrite::Batches(batches) => batches.bytes(),
             StoreWrite::Summary { session, summary } => session.len() + summary.len(),
         }
     }
 }
 
-/// What the context store needs of an `actions` batch, packed into one buffer by the reading
-/// thread: a copy of a few strings there costs far less than parsing the frame again here.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PackedBatch {
+/// What the context store needs of the `actions` batches of one network read, packed into one
+/// buffer by the reading thread: a copy of a few strings there costs far less than parsing the
+/// frames again here, and one buffer per read is three allocations, not two per batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackedBatches {
     text: String,
-    /// Where each string ends in `text`: the session, user and conversation ids (empty when
-    /// absent), then the title, details and page of each action.
+    /// Where each string ends in `text`: per batch, the session, user and conversation ids
+    /// (empty when absent), then the title, details and page of each action.
     ends: Vec<usize>,
+    batches: Vec<BatchHead>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct BatchHead {
+    /// Its first string in `ends`.
+    first: usize,
+    actions: usize,
     /// Which of the three ids are present.
     present: [bool; 3],
 }
 
-impl PackedBatch {
-    const IDS: usize = 3;
+impl PackedBatches {
+    /// Room for about as much as `like` held, so a stream of similar reads does not regrow.
+    pub fn sized_like(like: &PackedBatches) -> Self {
+        Self {
+            text: String::with_capacity(like.text.len()),
+            ends: Vec::with_capacity(like.ends.len()),
+            batches: Vec::with_capacity(like.batches.len()),
+        }
+    }
 
-    pub fn pack(batch: &ActionsBatch<'_>) -> Self {
+    pub fn push(&mut self, batch: &ActionsBatch<'_>) {
         let ids = [&batch.session_id, &batch.user_id, &batch.conversation_id];
+        self.batches.push(BatchHead {
+            first: self.ends.len(),
+            actions: batch.actions.len(),
+            present: ids.map(Option::is_some),
+        });
         let strings = ids
             .iter()
             .map(|id| id.as_deref().unwrap_or(""))
             .chain(batch.actions.iter().flat_map(|a| [&*a.title, &*a.description, &*a.canonical_url]));
-        let mut text = String::with_capacity(
-            ids.iter().map(|id| id.as_ref().map_or(0, |s| s.len())).sum::<usize>()
-                + batch
-                    .actions
-                    .iter()
-                    .map(|a| a.title.len() + a.description.len() + a.canonical_url.len())
-                    .sum::<usize>(),
-        );
-        let mut ends = Vec::with_capacity(Self::IDS + 3 * batch.actions.len());
         for s in strings {
-            text.push_str(s);
-            ends.push(text.len());
+            self.text.push_str(s);
+            self.ends.push(self.text.len());
         }
-        Self { text, ends, present: ids.map(Option::is_some) }
     }
 
-    /// The batch again, borrowing from the buffer: ids, and each action's title, details
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// The batches again, borrowing from the buffer: ids, and each action's title, details
     /// and page (all a store keeps).
-    pub fn unpack(&self) -> ActionsBatch<'_> {
-        let mut start = 0;
-        let mut strings = self.ends.iter().map(|&end| {
-            let s = &self.text[start..end];
-            start = end;
-            Cow::Borrowed(s)
-        });
-        let mut id = |present: bool| strings.next().filter(|_| present);
-        let (session_id, user_id, conversation_id) = (id(self.present[0]), id(self.present[1]), id(self.present[2]));
-        let mut actions = Vec::with_capacity((self.ends.len() - Self::IDS) / 3);
-        while let (Some(title), Some(description), Some(canonical_url)) =
-            (strings.next(), strings.next(), strings.next())
-        {
-            actions.push(Action { title, description, canonical_url, ..Action::default() });
-        }
-        ActionsBatch { session_id, user_id, conversation_id, count: actions.len(), actions, ..ActionsBatch::default() }
+    pub fn unpack(&self) -> impl Iterator<Item = ActionsBatch<'_>> {
+        self.batches.iter().map(|head| {
+            let string = |i: usize| {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                Cow::Borrowed(&self.text[start..self.ends[i]])
+            };
+            let id = |n: usize| head.present[n].then(|| string(head.first + n));
+            let actions: Vec<Action<'_>> = (0..head.actions)
+                .map(|a| {
+                    let at = head.first + 3 + 3 * a;
+                    Action {
+                        title: string(at),
+                        description: string(at + 1),
+                        canonical_url: string(at + 2),
+                        ..Action::default()
+                    }
+                })
+                .collect();
+            ActionsBatch {
+                session_id: id(0),
+                user_id: id(1),
+                conversation_id: id(2),
+                count: actions.len(),
+                actions,
+                ..ActionsBatch::default()
+            }
+        })
     }
 
     fn bytes(&self) -> usize {
@@ -169,7 +195,7 @@ impl Queue {
 
 /// Writes gathered from the queue, in order: consecutive frames go to the store together.
 enum Work {
-    Batches(Vec<PackedBatch>),
+    Batches(Vec<PackedBatches>),
     Summary { session: String, summary: String },
 }
 
@@ -180,8 +206,8 @@ fn gather(first: StoreWrite, queue: &mut Queue) -> Vec<Work> {
     let mut next = Some(first);
     while let Some(write) = next.take() {
         match (write, work.last_mut()) {
-            (StoreWrite::Batches(more), Some(Work::Batches(batches))) => batches.extend(more),
-            (StoreWrite::Batches(batches), _) => work.push(Work::Batches(batches)),
+            (StoreWrite::Batches(more), Some(Work::Batches(batches))) => batches.push(more),
+            (StoreWrite::Batches(batches), _) => work.push(Work::Batches(vec![batches])),
             (StoreWrite::Summary { session, summary }, _) => work.push(Work::Summary { session, summary }),
         }
         if bytes < CALL_BYTES {
@@ -200,7 +226,7 @@ async fn write_with_patience(
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let batches: Vec<ActionsBatch<'_>> = match work {
-        Work::Batches(packed) => packed.iter().map(PackedBatch::unpack).collect(),
+        Work::Batches(packed) => packed.iter().flat_map(PackedBatches::unpack).collect(),
         Work::Summary { .. } => Vec::new(),
     };
     let mut delay = Duration::from_millis(250);
@@ -286,9 +312,14 @@ mod tests {
     proptest! {
         #[test]
         fn unpacking_gives_back_what_the_store_keeps(
-            ids in proptest::array::uniform3(proptest::option::of(".{0,12}")),
-            actions in proptest::collection::vec(proptest::array::uniform3(".{0,20}"), 0..8),
+            batches in proptest::collection::vec((
+                proptest::array::uniform3(proptest::option::of(".{0,12}")),
+                proptest::collection::vec(proptest::array::uniform3(".{0,20}"), 0..8),
+            ), 0..5),
         ) {
+          let mut packed = PackedBatches::default();
+          let mut expected = Vec::new();
+          for (ids, actions) in batches {
             let [session_id, user_id, conversation_id] = ids.map(|id| id.map(Cow::Owned));
             let batch = ActionsBatch {
                 product_id: "p".into(),
@@ -303,8 +334,10 @@ mod tests {
                     .collect(),
                 forwarded_at: 1.0,
             };
-            let packed = PackedBatch::pack(&batch);
-            prop_assert_eq!(packed.unpack(), stored_view(&batch));
+            packed.push(&batch);
+            expected.push(stored_view(&batch));
+          }
+          prop_assert_eq!(packed.unpack().collect::<Vec<_>>(), expected);
         }
     }
 }
