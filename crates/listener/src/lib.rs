@@ -172,8 +172,8 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // across threads for every chunk, and the store writer and summaries never delay it.
     let reader = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Every network read was written and handed on (`flush`) before `run` returns.
         runtime.block_on(client.run(&mut ingest, stop_rx));
-        drop(ingest); // the last frames go to the store writer before the thread ends
         let _ = ended_tx.send(());
         Ok::<(), std::io::Error>(())
     })?;
