@@ -41,11 +41,6 @@ impl Summarizer {
         self.with_sessions(|s| s.record(session, actions, Instant::now()))
     }
 
-    /// Runs a summary in the background. Never waits.
-    pub fn start(self: &Arc<Self>, job: SummaryJob) {
-        self.spawn(job);
-    }
-
     /// Forgets idle sessions, every 30 s, for as long as the listener runs.
     pub async fn sweep_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -67,7 +62,8 @@ impl Summarizer {
         f(&mut self.sessions.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn spawn(self: &Arc<Self>, job: SummaryJob) {
+    /// Runs a summary in the background. Never waits.
+    pub fn start(self: &Arc<Self>, job: SummaryJob) {
         let this = Arc::clone(self);
         self.runtime.spawn(async move {
             let Ok(_slot) = this.slots.acquire().await else { return };
@@ -98,7 +94,7 @@ impl Summarizer {
             drop(_slot);
             let next = this.with_sessions(|s| s.finish(job, succeeded, Instant::now()));
             if let Some(next) = next {
-                this.spawn(next);
+                this.start(next);
             }
         });
     }

@@ -5,7 +5,7 @@ use agent_core::auth::{SecretDigest, verify_crisp_signature};
 use agent_core::crisp::{HookError, HookEvent, classify};
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,7 +36,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
         .route("/", get(health))
-        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
         // The span names the path only: the query holds the hook secret.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())

@@ -139,8 +139,9 @@ impl Inner {
         self.root.join(kind).join(hashed(id))
     }
 
+    /// A file last modified longer than the TTL ago.
     fn is_expired(&self, meta: &fs::Metadata, now: SystemTime) -> bool {
-        meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > self.limits.ttl)
+        meta.modified().is_ok_and(|modified| self.is_stale(modified, now))
     }
 
     fn is_stale(&self, last_write: SystemTime, now: SystemTime) -> bool {
