@@ -294,6 +294,17 @@ async fn a_takeover_is_in_effect_as_soon_as_the_operators_hook_is_acknowledged()
     assert!(requests_to(&server, "POST", &message_path("session_H")).await.is_empty(), "the bot must stay silent");
 }
 
+/// Delivers Crisp's echo of the bot's first reply, then the visitor's next message, which must
+/// still be answered: the echo is no human takeover.
+async fn echo_then_next_message_is_answered(server: &MockServer, webhook: &Webhook, session: &str) {
+    webhook.deliver(&operator_message(session, FIRST_BOT_FINGERPRINT, ANSWER, false)).await;
+    // Time for a takeover to take effect, had the echo been mistaken for one.
+    tokio::time::sleep(QUIET).await;
+    webhook.deliver(&visitor_message(SITE, session, 2, "And how do I get an invoice?")).await;
+    let posts = wait_for(server, "POST", &message_path(session), 2).await;
+    assert_eq!(posts.len(), 2, "the next visitor message is answered; log:\n{}", webhook.stderr());
+}
+
 #[tokio::test]
 async fn the_bots_own_echo_does_not_count_as_a_human_takeover() {
     let server = stand_in(completion(ANSWER)).await;
@@ -303,13 +314,7 @@ async fn the_bots_own_echo_does_not_count_as_a_human_takeover() {
     let posts = wait_for(&server, "POST", &message_path(session), 1).await;
     assert_eq!(posts.len(), 1, "{}", webhook.stderr());
     // Crisp echoes the bot's reply with the fingerprint it assigned, not flagged automated.
-    webhook.deliver(&operator_message(session, FIRST_BOT_FINGERPRINT, ANSWER, false)).await;
-    // Time for a takeover to take effect, had the echo been mistaken for one.
-    tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(SITE, session, 2, "And how do I get an invoice?")).await;
-
-    let posts = wait_for(&server, "POST", &message_path(session), 2).await;
-    assert_eq!(posts.len(), 2, "the next visitor message is answered; log:\n{}", webhook.stderr());
+    echo_then_next_message_is_answered(&server, &webhook, session).await;
 }
 
 #[tokio::test]
@@ -347,12 +352,7 @@ async fn the_bots_echo_arriving_before_crisp_confirms_the_send_is_not_a_takeover
     webhook.deliver(&visitor_message(SITE, session, 1, "How do I pay?")).await;
     assert_eq!(wait_for(&server, "POST", &message_path(session), 1).await.len(), 1, "{}", webhook.stderr());
     // Crisp's echo hook can beat the answer to the send itself.
-    webhook.deliver(&operator_message(session, FIRST_BOT_FINGERPRINT, ANSWER, false)).await;
-    // Time for a takeover to take effect, had the echo been mistaken for one.
-    tokio::time::sleep(QUIET).await;
-    webhook.deliver(&visitor_message(SITE, session, 2, "And how do I get an invoice?")).await;
-    let posts = wait_for(&server, "POST", &message_path(session), 2).await;
-    assert_eq!(posts.len(), 2, "the next visitor message is answered; log:\n{}", webhook.stderr());
+    echo_then_next_message_is_answered(&server, &webhook, session).await;
 }
 
 #[tokio::test]
