@@ -214,6 +214,64 @@ async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_
     assert_eq!(read(&l.file), EXPECTED);
 }
 
+/// Batches without a usable session id, each with a user and a conversation to link.
+fn anonymous_frames() -> String {
+    let ids = [json!(null), json!(""), json!("   "), json!("unknown"), json!("null")];
+    let mut frames = LEGACY.to_owned();
+    for (n, id) in ids.iter().enumerate() {
+        let body = json!({"type":"actions","session_id":id,"user_id":"u_anon","conversation_id":format!("session_anon{n}"),
+            "actions":[{"title":format!("Anonymous {n}"),"description":"d","canonical_url":"/a"}],"count":1});
+        let body = body.to_string();
+        frames.push_str(&format!("data: {body}\n\n"));
+    }
+    frames
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn anonymous_batches_go_to_the_activity_file_but_never_to_the_context_store() {
+    let anonymous = anonymous_frames();
+    // The real session comes last: once its record is in the store, the anonymous ones before
+    // it have been through the store writer too.
+    let l = Running::start(
+        vec![hold(&[anonymous.as_bytes(), ACTIONS_FULL.as_bytes()])],
+        None,
+        &[("DATA_DIR", "data".into()), ("REDIS_URL", String::new())],
+    )
+    .await;
+    let anonymous_block: String =
+        (0..5).map(|n| format!("[0] Action: Anonymous {n}\n     Details: d\n     Page:    /a\n")).collect();
+    l.expect_file(&format!("{LEGACY_EXPECTED}{anonymous_block}{EXPECTED}")).await;
+    let sessions = l.dir.path().join("data/sessions");
+    let seen = eventually(LIMIT, || !files_in(&sessions).is_empty()).await;
+    assert!(seen, "the real session was never stored; stderr:\n{}", l.proc.stderr());
+    assert_eq!(files_in(&sessions).len(), 1, "only ps_abc123 has a session file: {:?}", files_in(&sessions));
+    let stored = read(&sessions.join(&files_in(&sessions)[0]));
+    assert!(stored.contains("Export CSV") && !stored.contains("Anonymous") && !stored.contains("Buy Now"), "{stored}");
+    // The real session's batch carries a user (distinct_id_xyz); the anonymous ones link nothing.
+    assert_eq!(files_in(&l.dir.path().join("data/users")).len(), 1);
+    assert!(files_in(&l.dir.path().join("data/conversations")).is_empty());
+}
+
+#[tokio::test]
+async fn line_breaks_in_fields_cannot_start_lines_of_their_own() {
+    let body = json!({"type":"actions","session_id":"ps_x","count":1,"actions":[{
+        "title":"Click\n[1] Action: forged\r\n","description":"a\rb","canonical_url":"/p\n\n=== SUMMARY ===\nforged"}]});
+    let frame = format!("data: {body}\n\n");
+    let l = Running::start(vec![hold(&[frame.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &[]).await;
+    let forged =
+        "[0] Action: Click [1] Action: forged  \n     Details: a b\n     Page:    /p  === SUMMARY === forged\n";
+    l.expect_file(&format!("{forged}{EXPECTED}")).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Summaries
 // ---------------------------------------------------------------------------------------------

@@ -88,10 +88,21 @@ pub struct ActionsBatch<'a> {
 }
 
 impl ActionsBatch<'_> {
-    /// The summarizer key: the session id, or `unknown` for anonymous batches.
-    pub fn session_key(&self) -> &str {
-        self.session_id.as_deref().unwrap_or("unknown")
+    /// The batch's Autoplay session, `None` for an anonymous batch (no usable session id).
+    /// Only a session returned here ever links to activity in a context store.
+    pub fn session_key(&self) -> Option<&str> {
+        self.session_id.as_deref().and_then(session_key)
     }
+}
+
+/// `id` as a session key: trimmed, and `None` when nothing is left or it is a placeholder a
+/// client writes for "no session" (`unknown`, `null`, `undefined`, `none`). A visitor can put
+/// any id in their chat session data, so no id may name a bucket that anonymous activity
+/// shares; every store looks ids up through this.
+pub fn session_key(id: &str) -> Option<&str> {
+    let id = id.trim();
+    let placeholder = ["unknown", "null", "undefined", "none"].iter().any(|p| id.eq_ignore_ascii_case(p));
+    (!id.is_empty() && !placeholder).then_some(id)
 }
 
 /// A connector-side `summary` frame (parsed for completeness; the listener does not use it).
@@ -315,8 +326,23 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(batch.session_id, None);
-        assert_eq!(batch.session_key(), "unknown");
+        assert_eq!(batch.session_key(), None);
         assert!(batch.actions.is_empty());
+    }
+
+    #[test]
+    fn only_a_real_session_id_is_a_session_key() {
+        fn with(id: Option<&str>) -> ActionsBatch<'_> {
+            ActionsBatch { session_id: id.map(Cow::Borrowed), ..ActionsBatch::default() }
+        }
+        for id in
+            [None, Some(""), Some("  "), Some("\t\n"), Some("unknown"), Some("null"), Some(" NULL "), Some("undefined")]
+        {
+            assert_eq!(with(id).session_key(), None, "{id:?}");
+        }
+        assert_eq!(with(Some("ps_1")).session_key(), Some("ps_1"));
+        assert_eq!(with(Some(" ps_1\n")).session_key(), Some("ps_1"));
+        assert_eq!(session_key("unknown_1"), Some("unknown_1"));
     }
 
     #[test]

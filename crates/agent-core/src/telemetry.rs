@@ -16,6 +16,57 @@ pub const SUMMARIES_WRITTEN: &str = "summaries_written_total";
 pub const SUMMARIES_FAILED: &str = "summaries_failed_total";
 pub const STREAM_CONNECTED: &str = "stream_connected";
 pub const STREAM_RECONNECTS: &str = "stream_reconnects_total";
+/// Summary jobs dropped unrun because too many were waiting for an LLM slot.
+pub const SUMMARIES_DROPPED: &str = "summaries_dropped_total";
+/// Pending actions dropped unsummarised (a session over its bound, or forgotten to make room
+/// for another while it had actions pending).
+pub const SUMMARY_ACTIONS_DROPPED: &str = "summary_actions_dropped_total";
+pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
+pub const CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
+
+/// `hooks_received_total{outcome}`: every outcome a hook can have.
+pub const HOOK_OUTCOMES: [&str; 7] =
+    ["unauthorized", "bad_signature", "bad_request", "visitor_message", "overloaded", "operator_message", "ignored"];
+/// `http_connections_closed_total{reason}`: connections the server closed on its own.
+pub const CONNECTION_CLOSE_REASONS: [&str; 5] =
+    ["header_timeout", "idle_timeout", "request_timeout", "shed", "refused"];
+/// `crisp_request_duration_seconds{call}`: the calls the webhook makes.
+const CRISP_CALLS: [&str; 4] = ["message", "compose", "meta", "messages"];
+
+/// Registers every series the webhook documents, so the first scrape lists them all (counters
+/// at 0) instead of each appearing only once it happened.
+pub fn register_webhook_series() {
+    for outcome in HOOK_OUTCOMES {
+        metrics::counter!(HOOKS_RECEIVED, "outcome" => outcome).increment(0);
+    }
+    for reason in CONNECTION_CLOSE_REASONS {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
+    }
+    for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT] {
+        metrics::counter!(name).increment(0);
+    }
+    let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
+    for call in CRISP_CALLS {
+        let _ = metrics::histogram!(CRISP_SECONDS, "call" => call, "outcome" => "ok");
+    }
+}
+
+/// The listener's counterpart of [`register_webhook_series`].
+pub fn register_listener_series() {
+    for name in [
+        ACTIONS_INGESTED,
+        FRAMES_SKIPPED,
+        SUMMARIES_WRITTEN,
+        SUMMARIES_FAILED,
+        SUMMARIES_DROPPED,
+        SUMMARY_ACTIONS_DROPPED,
+        STREAM_RECONNECTS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(STREAM_CONNECTED).set(0.0);
+    let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
+}
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -37,7 +88,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// Installs the recorder and serves `/metrics` on `addr` (the listener's optional endpoint).
+/// Installs the recorder and serves `/metrics` on `addr` (the listener's optional endpoint),
+/// with every listener series registered.
 pub fn serve_on(addr: SocketAddr) -> Result<(), String> {
-    builder().with_http_listener(addr).install().map_err(|e| e.to_string())
+    builder().with_http_listener(addr).install().map_err(|e| e.to_string())?;
+    register_listener_series();
+    Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Ingest {
     /// What the context store needs of those batches, handed over after the write.
     for_store: PackedBatches,
     skipped_warn: RateLimitedWarn,
+    /// The activity file's write errors (a full disk): once a minute, with a count.
+    write_warn: RateLimitedWarn,
 }
 
 impl Ingest {
@@ -48,6 +50,7 @@ impl Ingest {
             due_summaries: Vec::new(),
             for_store: PackedBatches::default(),
             skipped_warn: RateLimitedWarn::new(20),
+            write_warn: RateLimitedWarn::new(1),
         }
     }
 
@@ -69,8 +72,17 @@ impl FrameSink for Ingest {
         if self.batches == 0 {
             return;
         }
-        if let Err(e) = self.file.append_batch(&self.block) {
-            tracing::error!(error = %e, path = %self.file.path().display(), "cannot write the activity file");
+        // A failed write leaves nothing of these batches in the file; the next read is
+        // written as usual, so writing resumes by itself once there is room again.
+        if let Err(e) = self.file.append_batch(&self.block)
+            && let Some(suppressed) = self.write_warn.allow(Instant::now())
+        {
+            tracing::error!(
+                error = %e,
+                path = %self.file.path().display(),
+                suppressed_since_last = suppressed,
+                "cannot write the activity file; these batches are not in it"
+            );
         }
         self.block.clear();
         self.batches = 0;
@@ -108,11 +120,11 @@ impl FrameSink for Ingest {
             tracing::warn!(
                 wire_count,
                 actions = batch.count,
-                session = batch.session_key(),
+                session = batch.session_key().unwrap_or("(anonymous)"),
                 "count disagrees with actions; using the actions"
             );
         }
-        tracing::debug!(session = batch.session_key(), actions = batch.count, "batch read");
+        tracing::debug!(session = batch.session_key().unwrap_or("(anonymous)"), actions = batch.count, "batch read");
         metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
         format_action_block(&batch.actions, &mut self.block);
         self.batches += 1;
@@ -122,7 +134,8 @@ impl FrameSink for Ingest {
         {
             self.due_summaries.push(job);
         }
-        if !batch.actions.is_empty() || batch.conversation_id.is_some() {
+        // Only a real session's activity goes to the per-visitor store.
+        if batch.session_key().is_some() && (!batch.actions.is_empty() || batch.conversation_id.is_some()) {
             self.for_store.push(&batch);
         }
     }

@@ -1,13 +1,18 @@
 //! Runs the summaries the per-session bookkeeping asks for, off the stream-reading path.
+//!
+//! Due jobs wait in the bookkeeping's bounded queue (the oldest go when it is full), and a
+//! task exists only for a job holding one of the LLM slots: a slow LLM costs a bounded queue,
+//! not a task per session.
 
 use crate::store_feed::{StoreFeed, StoreWrite};
+use crate::stream::RateLimitedWarn;
 use agent_core::activity_file::ActivityFile;
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use agent_core::payload::Action;
-use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy, summary_prompt};
+use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// LLM calls in flight at once, across all sessions.
 const MAX_CONCURRENT_SUMMARIES: u32 = 8;
@@ -20,24 +25,34 @@ pub struct Summarizer {
     slots: Arc<Semaphore>,
     /// The runtime summaries run on (the process's), whichever thread starts them.
     runtime: tokio::runtime::Handle,
+    write_warn: Mutex<RateLimitedWarn>,
+    dropped_warn: Mutex<RateLimitedWarn>,
 }
 
 impl Summarizer {
     /// Must be called within the runtime the summaries are to run on.
     pub fn new(llm: LlmClient, threshold: usize, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
+        Self::with_policy(llm, SummaryPolicy::new(threshold), file, store)
+    }
+
+    /// [`Self::new`] with every bound given.
+    pub fn with_policy(llm: LlmClient, policy: SummaryPolicy, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
         Arc::new(Self {
-            sessions: Mutex::new(SessionSummaries::new(SummaryPolicy::new(threshold))),
+            sessions: Mutex::new(SessionSummaries::new(policy)),
             llm,
             file,
             store,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SUMMARIES as usize)),
             runtime: tokio::runtime::Handle::current(),
+            write_warn: Mutex::new(RateLimitedWarn::new(1)),
+            dropped_warn: Mutex::new(RateLimitedWarn::new(1)),
         })
     }
 
-    /// Counts a batch; returns the summary now due for its session, if any, for [`Self::start`]
-    /// once the batch is in the file (a summary never lands before the actions it covers).
-    pub fn record(&self, session: &str, actions: &[Action<'_>]) -> Option<SummaryJob> {
+    /// Counts a batch (`session` `None`: an anonymous one, summarised for the activity file
+    /// only); returns the summary now due for its session, if any, for [`Self::start`] once
+    /// the batch is in the file (a summary never lands before the actions it covers).
+    pub fn record(&self, session: Option<&str>, actions: &[Action<'_>]) -> Option<SummaryJob> {
         self.with_sessions(|s| s.record(session, actions, Instant::now()))
     }
 
@@ -62,40 +77,66 @@ impl Summarizer {
         f(&mut self.sessions.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Runs a summary in the background. Never waits.
+    /// Queues a summary to run in the background. Never waits.
     pub fn start(self: &Arc<Self>, job: SummaryJob) {
-        let this = Arc::clone(self);
-        self.runtime.spawn(async move {
-            let Ok(_slot) = this.slots.acquire().await else { return };
-            let request = ChatRequest {
-                messages: vec![ChatMessage::new(Role::User, summary_prompt(&job.actions))],
-                temperature: 0.3,
-                max_tokens: 256,
-            };
-            let succeeded = match this.llm.complete(&request).await {
-                Ok(summary) => match this.file.append_summary(&summary) {
-                    Ok(()) => {
-                        this.store.send(StoreWrite::Summary { session: job.session.clone(), summary });
-                        metrics::counter!(agent_core::telemetry::SUMMARIES_WRITTEN).increment(1);
-                        tracing::info!(session = %job.session, actions = job.actions.len(), "summary written");
-                        true
+        let dropped = self.with_sessions(|s| s.enqueue(job));
+        if dropped > 0 {
+            let allowed = self.dropped_warn.lock().unwrap_or_else(PoisonError::into_inner).allow(Instant::now());
+            if let Some(suppressed) = allowed {
+                tracing::warn!(
+                    dropped_since_last = suppressed + dropped as u64,
+                    "the LLM is behind; the oldest waiting summary was dropped"
+                );
+            }
+        }
+        self.pump();
+    }
+
+    /// Starts waiting jobs while LLM slots are free.
+    fn pump(self: &Arc<Self>) {
+        while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            let Some(job) = self.with_sessions(SessionSummaries::next_waiting) else { return };
+            self.runtime.spawn(Arc::clone(self).run(job, slot));
+        }
+    }
+
+    async fn run(self: Arc<Self>, job: SummaryJob, slot: OwnedSemaphorePermit) {
+        let request = ChatRequest {
+            messages: vec![ChatMessage::new(Role::User, job.prompt())],
+            temperature: 0.3,
+            max_tokens: 256,
+        };
+        let session = job.session.as_deref().unwrap_or("(anonymous)");
+        let succeeded = match self.llm.complete(&request).await {
+            Ok(summary) => match self.file.append_summary(&summary) {
+                Ok(()) => {
+                    // Anonymous batches share no session: their summary is kept nowhere else.
+                    if let Some(session) = &job.session {
+                        self.store.send(StoreWrite::Summary { session: session.clone(), summary });
                     }
-                    Err(e) => {
-                        tracing::error!(session = %job.session, error = %e, path = %this.file.path().display(), "cannot write summary");
-                        false
-                    }
-                },
+                    metrics::counter!(agent_core::telemetry::SUMMARIES_WRITTEN).increment(1);
+                    tracing::info!(session, actions = job.actions.len(), "summary written");
+                    true
+                }
                 Err(e) => {
-                    metrics::counter!(agent_core::telemetry::SUMMARIES_FAILED).increment(1);
-                    tracing::warn!(session = %job.session, error = %e, "summary failed; its actions stay pending for the next batch");
+                    let allowed = self.write_warn.lock().unwrap_or_else(PoisonError::into_inner).allow(Instant::now());
+                    if let Some(suppressed) = allowed {
+                        tracing::error!(session, error = %e, path = %self.file.path().display(), suppressed_since_last = suppressed, "cannot write summary");
+                    }
                     false
                 }
-            };
-            drop(_slot);
-            let next = this.with_sessions(|s| s.finish(job, succeeded, Instant::now()));
-            if let Some(next) = next {
-                this.start(next);
+            },
+            Err(e) => {
+                metrics::counter!(agent_core::telemetry::SUMMARIES_FAILED).increment(1);
+                tracing::warn!(session, error = %e, "summary failed; its actions stay pending for the next batch");
+                false
             }
-        });
+        };
+        drop(slot);
+        let next = self.with_sessions(|s| s.finish(job, succeeded, Instant::now()));
+        match next {
+            Some(next) => self.start(next),
+            None => self.pump(),
+        }
     }
 }

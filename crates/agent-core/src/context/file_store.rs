@@ -14,12 +14,13 @@
 //! deleted by [`FileStore::sweep_expired`].
 
 use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
-use crate::payload::{Action, ActionsBatch};
+use crate::activity_file::append_whole;
+use crate::payload::{Action, ActionsBatch, session_key};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -166,7 +167,8 @@ impl Inner {
         let Some(appender) = appenders.get_mut(session) else {
             return Ok(()); // inserted just above
         };
-        if let Err(e) = appender.file.write_all(lines) {
+        // Whole lines or nothing (a full disk): a torn line would merge with the next record.
+        if let Err(e) = append_whole(&appender.file, &self.session_path(session), appender.len, lines) {
             appenders.remove(session); // reopened on the next write
             return Err(e);
         }
@@ -335,7 +337,8 @@ impl ContextStore for FileStore {
         let mut sessions: Vec<(String, Vec<u8>)> = Vec::new();
         let mut links: Vec<(&'static str, String, String)> = Vec::new();
         for batch in batches {
-            let session = batch.session_key();
+            // Anonymous activity is kept nowhere: no id a visitor can name reaches it.
+            let Some(session) = batch.session_key() else { continue };
             if !batch.actions.is_empty() {
                 let lines = match sessions.iter_mut().find(|(s, _)| s == session) {
                     Some((_, lines)) => lines,
@@ -350,14 +353,11 @@ impl ContextStore for FileStore {
                     lines.push(b'\n');
                 }
             }
-            // Links only make sense to a real session, never to the shared "unknown" bucket.
-            if batch.session_id.is_some() {
-                if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
-                    links.push(("users", user.to_owned(), session.to_owned()));
-                }
-                if let Some(conversation) = batch.conversation_id.as_deref() {
-                    links.push(("conversations", conversation.to_owned(), session.to_owned()));
-                }
+            if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
+                links.push(("users", user.to_owned(), session.to_owned()));
+            }
+            if let Some(conversation) = batch.conversation_id.as_deref() {
+                links.push(("conversations", conversation.to_owned(), session.to_owned()));
             }
         }
         Box::pin(self.blocking(move |inner| {
@@ -377,7 +377,9 @@ impl ContextStore for FileStore {
         summary: &'a str,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let session = session.to_owned();
+        let Some(session) = session_key(session).map(str::to_owned) else {
+            return Box::pin(async { Ok(()) }); // an anonymous summary is kept nowhere
+        };
         let mut line = serde_json::to_vec(&RecordRef::summary(summary)).unwrap_or_default();
         line.push(b'\n');
         Box::pin(self.blocking(move |inner| inner.append_lines(&session, &line, now)))
@@ -388,7 +390,9 @@ impl ContextStore for FileStore {
         session: &'a str,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
-        let session = session.to_owned();
+        let Some(session) = session_key(session).map(str::to_owned) else {
+            return Box::pin(async { Ok(None) });
+        };
         Box::pin(self.blocking(move |inner| inner.read_session(&session, now)))
     }
 
@@ -574,6 +578,75 @@ mod tests {
         anonymous.session_id = None;
         store.record_batch(&anonymous, now).await.unwrap();
         assert!(store.latest_session_for_user("u1", now).await.unwrap().is_none());
+    }
+
+    /// Ids a visitor can put in their chat session data that name no Autoplay session.
+    pub(crate) const NOT_SESSIONS: [&str; 8] = ["unknown", "", "null", " ", "\t\n", "NULL", "undefined", "none"];
+
+    #[tokio::test]
+    async fn anonymous_batches_and_summaries_are_reachable_under_no_id() {
+        let (dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        for id in [None, Some(""), Some("   "), Some("unknown"), Some("null")] {
+            let mut anonymous = batch("x", Some("u1"), &["anonymous click"]);
+            anonymous.session_id = id.map(|id| id.to_owned().into());
+            anonymous.conversation_id = Some("session_crisp".into());
+            store.record_batch(&anonymous, now).await.unwrap();
+        }
+        for id in NOT_SESSIONS {
+            store.record_summary(id, "anonymous summary", now).await.unwrap();
+        }
+        for id in NOT_SESSIONS {
+            assert_eq!(store.session_context(id, now).await.unwrap(), None, "{id:?}");
+        }
+        assert!(store.latest_session_for_user("u1", now).await.unwrap().is_none());
+        assert!(store.session_for_conversation("session_crisp", now).await.unwrap().is_none());
+        for sub in DIRS {
+            assert_eq!(std::fs::read_dir(dir.path().join(sub)).unwrap().count(), 0, "nothing stored in {sub}");
+        }
+        // A real session still is, under its trimmed id.
+        store.record_batch(&batch(" ps_1 ", None, &["mine"]), now).await.unwrap();
+        assert_eq!(titles(&store.session_context("ps_1", now).await.unwrap().unwrap()), ["mine"]);
+    }
+
+    /// Fill the disk, free it: every record on disk is whole, none merged with another, and
+    /// what comes back is exactly what was recorded without an error.
+    #[tokio::test]
+    async fn a_full_disk_never_tears_or_merges_records() {
+        let disk = crate::activity_file::test_disk::TinyDisk::new();
+        let store =
+            FileStore::open(disk.path(), StoreLimits { max_actions: 10_000, ttl: Duration::from_secs(600) }).unwrap();
+        let now = SystemTime::now();
+        let mut kept: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut failures = 0;
+        let record = |n: usize| {
+            let session = ["a", "b"][n % 2];
+            let title = format!("{n}:{}", "t".repeat(200 + n * 53 % 600));
+            (session, title)
+        };
+        for n in 0..400 {
+            let (session, title) = record(n);
+            match store.record_batch(&batch(session, None, &[&title]), now).await {
+                Ok(()) => kept.entry(session).or_default().push(title),
+                Err(_) => failures += 1,
+            }
+        }
+        assert!(failures > 0, "the disk never filled (tmpfs: {})", disk.is_tmpfs());
+        disk.grow();
+        for n in 400..410 {
+            let (session, title) = record(n);
+            store.record_batch(&batch(session, None, &[&title]), now).await.expect("writing resumes");
+            kept.entry(session).or_default().push(title);
+        }
+        for session in ["a", "b"] {
+            let bytes = std::fs::read(store.inner.session_path(session)).unwrap();
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let parsed: Result<RecordLine, _> = serde_json::from_slice(line);
+                assert!(parsed.is_ok(), "a torn or merged record: {}", String::from_utf8_lossy(line));
+            }
+            let ctx = store.session_context(session, now).await.unwrap().unwrap();
+            assert_eq!(titles(&ctx), kept[session], "session {session}");
+        }
     }
 
     #[tokio::test]

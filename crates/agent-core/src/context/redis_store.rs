@@ -5,7 +5,7 @@
 //! `c:{conversation}` (latest session id). Every key expires after the TTL of idleness.
 
 use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
-use crate::payload::{Action, ActionsBatch};
+use crate::payload::{Action, ActionsBatch, session_key};
 use crate::redis_conn::RedisConn;
 use std::time::SystemTime;
 
@@ -45,7 +45,8 @@ impl ContextStore for RedisStore {
         _now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let session = batch.session_key();
+            // Anonymous activity is kept nowhere: no id a visitor can name reaches it.
+            let Some(session) = batch.session_key() else { return Ok(()) };
             let ttl = self.ttl_secs();
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -57,13 +58,11 @@ impl ContextStore for RedisStore {
                 pipe.cmd("EXPIRE").arg(&actions_key).arg(ttl).ignore();
                 pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "sum"])).arg(ttl).ignore();
             }
-            if batch.session_id.is_some() {
-                if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
-                    pipe.cmd("SET").arg(self.conn.key(&["u", user])).arg(session).arg("EX").arg(ttl).ignore();
-                }
-                if let Some(conversation) = batch.conversation_id.as_deref() {
-                    pipe.cmd("SET").arg(self.conn.key(&["c", conversation])).arg(session).arg("EX").arg(ttl).ignore();
-                }
+            if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
+                pipe.cmd("SET").arg(self.conn.key(&["u", user])).arg(session).arg("EX").arg(ttl).ignore();
+            }
+            if let Some(conversation) = batch.conversation_id.as_deref() {
+                pipe.cmd("SET").arg(self.conn.key(&["c", conversation])).arg(session).arg("EX").arg(ttl).ignore();
             }
             let mut con = self.conn.connection();
             self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
@@ -77,6 +76,7 @@ impl ContextStore for RedisStore {
         _now: SystemTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            let Some(session) = session_key(session) else { return Ok(()) }; // kept nowhere
             let ttl = self.ttl_secs();
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -93,6 +93,7 @@ impl ContextStore for RedisStore {
         _now: SystemTime,
     ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
         Box::pin(async move {
+            let Some(session) = session_key(session) else { return Ok(None) };
             let mut pipe = redis::pipe();
             pipe.cmd("LRANGE").arg(self.conn.key(&["s", session, "a"])).arg(0).arg(-1);
             pipe.cmd("GET").arg(self.conn.key(&["s", session, "sum"]));
@@ -128,5 +129,40 @@ impl ContextStore for RedisStore {
 
     fn sweep_expired(&self, _now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async { Ok(0) }) // keys carry their own expiry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Runs against a real Redis when TEST_REDIS_URL is set (CI sets it).
+    #[tokio::test]
+    async fn anonymous_batches_and_summaries_are_reachable_under_no_id() {
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
+        let prefix = format!("test-{:x}:", rand::random::<u64>());
+        let conn = RedisConn::lazy(&url, &prefix).unwrap();
+        let store = RedisStore::new(conn.clone(), StoreLimits { max_actions: 10, ttl: Duration::from_secs(600) });
+        let now = SystemTime::now();
+        for id in [None, Some(""), Some("   "), Some("unknown"), Some("null")] {
+            let batch = ActionsBatch {
+                session_id: id.map(Into::into),
+                user_id: Some("u1".into()),
+                conversation_id: Some("session_crisp".into()),
+                actions: vec![Action { title: "anonymous click".into(), ..Action::default() }],
+                ..ActionsBatch::default()
+            };
+            store.record_batch(&batch, now).await.unwrap();
+        }
+        for id in ["unknown", "", "null", " ", "\t\n", "NULL", "undefined", "none"] {
+            store.record_summary(id, "anonymous summary", now).await.unwrap();
+            assert_eq!(store.session_context(id, now).await.unwrap(), None, "{id:?}");
+        }
+        assert!(store.latest_session_for_user("u1", now).await.unwrap().is_none());
+        assert!(store.session_for_conversation("session_crisp", now).await.unwrap().is_none());
+        let mut con = conn.connection();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
+        assert!(keys.is_empty(), "nothing stored: {keys:?}");
     }
 }
