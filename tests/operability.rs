@@ -237,7 +237,7 @@ async fn webhook_metrics_count_hooks_by_outcome_replies_and_call_latencies() {
     ] {
         assert!(body.lines().any(|l| l == line), "no line {line:?} in:\n{body}");
     }
-    assert_eq!(metric(&body, "fallback_replies_total"), None, "no fallback was sent:\n{body}");
+    assert_eq!(metric(&body, "fallback_replies_total"), Some(0.0), "no fallback was sent:\n{body}");
     assert!(!body.contains(SECRET), "the hook secret must not appear in metrics:\n{body}");
 }
 
@@ -336,8 +336,11 @@ async fn listener_metrics_count_written_summaries() {
     let body =
         listener.until("summaries_written_total 1", |body| metric(body, "summaries_written_total") == Some(1.0)).await;
     assert!(body.lines().any(|l| l == "summaries_written_total 1"), "{body}");
-    assert!(body.contains("llm_request_duration_seconds_bucket"), "the summary call is timed:\n{body}");
-    assert_eq!(metric(&body, "summaries_failed_total"), None, "{body}");
+    assert!(
+        body.contains("llm_request_duration_seconds_count{outcome=\"ok\"} 1"),
+        "the summary call is timed:\n{body}"
+    );
+    assert_eq!(metric(&body, "summaries_failed_total"), Some(0.0), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -455,10 +455,10 @@ async fn a_visitors_summary_is_in_their_prompt_and_nobody_elses() {
 
     let prompt_a = webhook.ask_until(&server, "session_A", &["SUMMARY-A"], &listener).await;
     let prompt_b = webhook.ask_until(&server, "session_B", &["SUMMARY-B"], &listener).await;
-    assert!(activity_of(&prompt_a).starts_with("=== SUMMARY ===\nSUMMARY-A: went to billing.\n"), "{prompt_a}");
+    assert!(activity_of(&prompt_a).starts_with("=== SUMMARY ===\n  SUMMARY-A: went to billing.\n"), "{prompt_a}");
     assert_has_all(&prompt_a, &A_TITLES);
     assert_has_none(&prompt_a, &["SUMMARY-B", B_TITLES[0]]);
-    assert!(activity_of(&prompt_b).starts_with("=== SUMMARY ===\nSUMMARY-B: exported a CSV.\n"), "{prompt_b}");
+    assert!(activity_of(&prompt_b).starts_with("=== SUMMARY ===\n  SUMMARY-B: exported a CSV.\n"), "{prompt_b}");
     assert_has_all(&prompt_b, &B_TITLES);
     assert_has_none(&prompt_b, &["SUMMARY-A", A_TITLES[0]]);
 }
@@ -510,4 +510,44 @@ async fn the_listener_writes_the_reference_activity_file_while_it_feeds_the_stor
     assert_eq!(activity_of(&prompt), EXPECTED, "the store renders the session as the file shows it");
     let prompt = webhook.ask_until(&server, "session_B", &B_TITLES[..1], &listener).await;
     assert_eq!(activity_of(&prompt), block(0, B_TITLES[0]));
+}
+
+#[tokio::test]
+async fn no_session_id_a_visitor_can_set_reaches_anonymous_activity() {
+    let shared = Shared::new();
+    let anonymous = ["Anonymous click 1", "Anonymous click 2", "Anonymous click 3", "Anonymous click 4"];
+    // Batches without a usable session id: missing, null, empty, whitespace.
+    let without_id = |session: Option<Value>, title: &str| {
+        let frame = actions_frame("placeholder", json!({}), &[title]);
+        let mut payload: Value = serde_json::from_str(frame.trim().strip_prefix("data: ").unwrap()).unwrap();
+        match session {
+            Some(value) => payload["session_id"] = value,
+            None => drop(payload.as_object_mut().unwrap().remove("session_id")),
+        }
+        format!("data: {payload}\n\n")
+    };
+    let control = ["Control click"];
+    let frames = [
+        without_id(None, anonymous[0]),
+        without_id(Some(Value::Null), anonymous[1]),
+        without_id(Some(json!("")), anonymous[2]),
+        without_id(Some(json!("   ")), anonymous[3]),
+        actions_frame("ps_control", json!({}), &control),
+    ];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    let forged = ["unknown", "", "null", "   ", "None", "undefined", "anonymous", "placeholder"];
+    let mut metas: Vec<(String, Value)> = vec![("session_control".into(), session_link("ps_control"))];
+    metas.extend(forged.iter().enumerate().map(|(i, id)| (format!("session_forged_{i}"), session_link(id))));
+    let metas: Vec<(&str, Value)> = metas.iter().map(|(s, v)| (s.as_str(), v.clone())).collect();
+    let server = stand_in(&metas).await;
+    let webhook = shared.webhook(&server, &[]).await;
+    // Every batch before the control one has been read once the control one is linked.
+    webhook.ask_until(&server, "session_control", &control, &listener).await;
+    assert!(anonymous.iter().all(|t| read(&shared.event_data()).contains(t)), "the activity file keeps them all");
+
+    for (i, id) in forged.iter().enumerate() {
+        let prompt = webhook.ask(&server, &format!("session_forged_{i}"), &format!("What did I do? ({i})")).await;
+        assert_has_none(&prompt, &anonymous);
+        assert_eq!(activity_of(&prompt), NO_ACTIVITY, "autoplay_session_id {id:?}: {prompt}");
+    }
 }

@@ -37,6 +37,18 @@ pub struct Proc {
 impl Proc {
     /// Starts `name` in `cwd` with exactly `env` (plus PATH) and `args`.
     pub fn spawn(name: &str, cwd: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Proc {
+        Proc::spawn_limited(name, cwd, env, args, None)
+    }
+
+    /// [`Proc::spawn`] with the open-file limit (soft and hard) set to `open_files`, as
+    /// `ulimit -n` would.
+    pub fn spawn_limited(
+        name: &str,
+        cwd: &std::path::Path,
+        env: &[(&str, String)],
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -56,6 +68,20 @@ impl Proc {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+            // SAFETY: only setrlimit runs between fork and exec, an async-signal-safe call.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn binary");
         Proc { child, stderr_path, _dir: dir }
@@ -130,4 +156,17 @@ pub fn read(path: &std::path::Path) -> String {
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Raises this process's soft open-file limit to its hard limit (tests that open many sockets);
+/// returns the limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
 }

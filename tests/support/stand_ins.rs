@@ -103,11 +103,16 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the binary in `cwd` on a free loopback port and waits up to `limit` until
     /// `/health` answers.
-    pub async fn start(cwd: &Path, mut env: Env, limit: Duration) -> Webhook {
+    pub async fn start(cwd: &Path, env: Env, limit: Duration) -> Webhook {
+        Webhook::start_limited(cwd, env, limit, None).await
+    }
+
+    /// [`Webhook::start`] with the open-file limit set to `open_files` (`ulimit -n`).
+    pub async fn start_limited(cwd: &Path, mut env: Env, limit: Duration, open_files: Option<u64>) -> Webhook {
         let port = free_port();
         set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
         let key = env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
-        let mut proc = Proc::spawn("webhook", cwd, &env, &[]);
+        let mut proc = Proc::spawn_limited("webhook", cwd, &env, &[], open_files);
         let url = format!("http://127.0.0.1:{port}");
         let http = http();
         let deadline = Instant::now() + limit;

@@ -38,6 +38,7 @@ pub struct OpenAiArgs {
     #[arg(
         long = "openai-base-url",
         env = "OPENAI_BASE_URL",
+        hide_env_values = true,
         default_value = "https://api.openai.com/v1",
         value_name = "URL"
     )]

@@ -89,7 +89,16 @@ pub struct MemoryCoordinator {
     human: moka::sync::Cache<String, ()>,
     own: moka::sync::Cache<(String, OwnMark), ()>,
     queues: Mutex<Queues>,
-    max_waiting: usize,
+    limits: QueueLimits,
+}
+
+/// Bounds on the messages waiting to be answered.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Across all conversations (this process's memory only); beyond it enqueueing fails.
+    pub max_waiting: usize,
+    /// Per conversation: only the newest are kept, since a burst's prompt carries no more.
+    pub max_per_conversation: usize,
 }
 
 #[derive(Default)]
@@ -100,7 +109,7 @@ struct Queues {
 }
 
 impl MemoryCoordinator {
-    pub fn new(timings: &CoordTimings, max_waiting: usize) -> Self {
+    pub fn new(timings: &CoordTimings, limits: QueueLimits) -> Self {
         Self {
             seen: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(timings.seen).build(),
             human: moka::sync::Cache::builder()
@@ -109,7 +118,7 @@ impl MemoryCoordinator {
                 .build(),
             own: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(timings.own).build(),
             queues: Mutex::new(Queues::default()),
-            max_waiting,
+            limits,
         }
     }
 
@@ -152,11 +161,15 @@ impl Coordinator for MemoryCoordinator {
 
     fn enqueue<'a>(&'a self, message: &'a VisitorMessage) -> BoxFuture<'a, Result<bool, CoordError>> {
         let mut queues = self.queues();
-        if queues.total >= self.max_waiting {
+        if queues.total >= self.limits.max_waiting {
             return ready(Err(CoordError::Overloaded));
         }
-        queues.waiting.entry(message.session_id.clone()).or_default().push(message.clone());
-        queues.total += 1;
+        let queue = queues.waiting.entry(message.session_id.clone()).or_default();
+        queue.push(message.clone());
+        let excess = queue.len().saturating_sub(self.limits.max_per_conversation.max(1));
+        queue.drain(..excess);
+        queues.total = (queues.total + 1).saturating_sub(excess);
+        count_left_out(excess);
         let takes_hold = queues.held.insert(message.session_id.clone());
         ready(Ok(takes_hold))
     }
@@ -176,12 +189,21 @@ impl Coordinator for MemoryCoordinator {
     }
 }
 
+/// Older messages of a conversation left out of its next burst.
+fn count_left_out(dropped: usize) {
+    if dropped > 0 {
+        metrics::counter!(crate::telemetry::BURST_MESSAGES_LEFT_OUT).increment(dropped as u64);
+        tracing::debug!(dropped, "older waiting messages left out of the next burst");
+    }
+}
+
 /// Coordination shared by webhook replicas through Redis.
 pub struct RedisCoordinator {
     conn: RedisConn,
     timings: CoordTimings,
     /// This replica's name on the conversations it holds.
     owner: String,
+    max_per_conversation: usize,
     enqueue: redis::Script,
     next_burst: redis::Script,
     keep_holding: redis::Script,
@@ -191,16 +213,23 @@ pub struct RedisCoordinator {
 const QUEUE_TTL: Duration = Duration::from_secs(600);
 
 impl RedisCoordinator {
-    pub fn new(conn: RedisConn, timings: CoordTimings) -> Self {
+    pub fn new(conn: RedisConn, timings: CoordTimings, max_per_conversation: usize) -> Self {
         Self {
             conn,
             timings,
+            max_per_conversation: max_per_conversation.max(1),
             owner: format!("{:016x}", rand::random::<u64>()),
             enqueue: redis::Script::new(
-                r"redis.call('RPUSH', KEYS[1], ARGV[1])
+                r"local len = redis.call('RPUSH', KEYS[1], ARGV[1])
+                  local cap = tonumber(ARGV[5])
+                  local dropped = 0
+                  if len > cap then
+                    redis.call('LTRIM', KEYS[1], -cap, -1)
+                    dropped = len - cap
+                  end
                   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-                  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-                  return 0",
+                  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, dropped} end
+                  return {0, dropped}",
             ),
             next_burst: redis::Script::new(
                 r"local holder = redis.call('GET', KEYS[2])
@@ -286,9 +315,12 @@ impl Coordinator for RedisCoordinator {
                 .arg(encoded)
                 .arg(&self.owner)
                 .arg(Self::ms(self.timings.lease))
-                .arg(Self::ms(QUEUE_TTL));
+                .arg(Self::ms(QUEUE_TTL))
+                .arg(self.max_per_conversation);
             let mut con = self.conn.connection();
-            let took: i64 = self.conn.observe(invocation.invoke_async(&mut con).await).map_err(Self::unavailable)?;
+            let (took, dropped): (i64, i64) =
+                self.conn.observe(invocation.invoke_async(&mut con).await).map_err(Self::unavailable)?;
+            count_left_out(usize::try_from(dropped).unwrap_or(0));
             Ok(took == 1)
         })
     }
@@ -329,9 +361,25 @@ mod tests {
         }
     }
 
+    fn limits(max_waiting: usize, max_per_conversation: usize) -> QueueLimits {
+        QueueLimits { max_waiting, max_per_conversation }
+    }
+
+    #[tokio::test]
+    async fn a_conversation_keeps_only_its_newest_waiting_messages() {
+        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(1000, 3));
+        for i in 0..10 {
+            c.enqueue(&message("a", &i.to_string())).await.unwrap();
+        }
+        let burst = c.next_burst("a").await.unwrap();
+        assert_eq!(burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["7", "8", "9"]);
+        assert!(c.enqueue(&message("b", "x")).await.is_ok(), "the total counts only what is kept");
+        assert_eq!(c.queues().total, 1);
+    }
+
     #[tokio::test]
     async fn memory_queue_holds_one_conversation_and_releases_when_empty() {
-        let c = MemoryCoordinator::new(&CoordTimings::default(), 100);
+        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(100, 100));
         assert!(c.enqueue(&message("a", "1")).await.unwrap());
         assert!(!c.enqueue(&message("a", "2")).await.unwrap(), "already held");
         assert!(c.enqueue(&message("b", "x")).await.unwrap(), "conversations are independent");
@@ -345,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_queue_is_bounded_and_dedupes() {
-        let c = MemoryCoordinator::new(&CoordTimings::default(), 2);
+        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(2, 100));
         c.enqueue(&message("a", "1")).await.unwrap();
         c.enqueue(&message("a", "2")).await.unwrap();
         assert!(matches!(c.enqueue(&message("a", "3")).await, Err(CoordError::Overloaded)));
@@ -360,8 +408,8 @@ mod tests {
     async fn redis_coordination_across_two_replicas() {
         let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
         let prefix = format!("test-{:x}:", rand::random::<u64>());
-        let a = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default());
-        let b = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default());
+        let a = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default(), 3);
+        let b = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default(), 3);
         assert!(a.first_delivery("s", 1).await.unwrap());
         assert!(!b.first_delivery("s", 1).await.unwrap(), "a redelivery to the other replica is a duplicate");
         assert!(a.enqueue(&message("s", "1")).await.unwrap());
@@ -370,6 +418,12 @@ mod tests {
         assert_eq!(a.next_burst("s").await.unwrap().len(), 2);
         assert!(a.next_burst("s").await.unwrap().is_empty());
         assert!(b.enqueue(&message("s", "3")).await.unwrap(), "released, b takes it");
+        for i in 4..10 {
+            b.enqueue(&message("s", &i.to_string())).await.unwrap();
+        }
+        let kept = b.next_burst("s").await.unwrap();
+        assert_eq!(kept.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["7", "8", "9"], "bounded queue");
+        assert!(b.next_burst("s").await.unwrap().is_empty());
         b.set_human_takeover("s").await.unwrap();
         assert!(a.human_has("s").await.unwrap());
         let mark = OwnMark::Text("hello".into());

@@ -4,6 +4,7 @@
 //! which would stall a reply for as long as a server asks. Here every call has a timeout and
 //! the retries follow our [`RetryPolicy`].
 
+use crate::http_body::{BodyError, read_capped};
 use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,11 @@ impl std::fmt::Debug for LlmClient {
     }
 }
 
+/// Largest completion body read; a reply is at most `max_tokens` (512) tokens, a few KiB.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Largest error body read (only its message is kept).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
 /// Per-attempt limit on one completion call.
 pub const LLM_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -148,8 +154,12 @@ impl LlmClient {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
-        Err(LlmError::Status { status: status.as_u16(), message: error_message(&text), retry_after: None })
+        let text = read_capped(response, MAX_ERROR_BYTES).await.unwrap_or_default();
+        Err(LlmError::Status {
+            status: status.as_u16(),
+            message: error_message(&String::from_utf8_lossy(&text)),
+            retry_after: None,
+        })
     }
 
     /// Returns `choices[0].message.content`, retried per the policy. Never an empty `Ok`.
@@ -185,10 +195,14 @@ impl LlmClient {
         let status = response.status();
         if !status.is_success() {
             let retry_after = parse_retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
-            return Err(LlmError::Status { status: status.as_u16(), message: error_message(&text), retry_after });
+            let text = read_capped(response, MAX_ERROR_BYTES).await.unwrap_or_default();
+            let message = error_message(&String::from_utf8_lossy(&text));
+            return Err(LlmError::Status { status: status.as_u16(), message, retry_after });
         }
-        let bytes = response.bytes().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            BodyError::Broken(e) => LlmError::Transport(describe_reqwest(&e)),
+            too_large @ BodyError::TooLarge { .. } => LlmError::Decode(too_large.to_string()),
+        })?;
         let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::Decode(e.to_string()))?;
         parsed
             .choices
@@ -264,6 +278,20 @@ mod tests {
             .mount(&server)
             .await;
         assert_eq!(client(&server, RetryPolicy::none()).complete(&request()).await.unwrap(), "hello");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_not_buffered() {
+        let server = MockServer::start().await;
+        let huge = "x".repeat(MAX_ANSWER_BYTES + 1);
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"content": huge}}]
+            })))
+            .mount(&server)
+            .await;
+        let err = client(&server, RetryPolicy::none()).complete(&request()).await.unwrap_err();
+        assert!(matches!(err, LlmError::Decode(_)), "{err}");
     }
 
     #[tokio::test]

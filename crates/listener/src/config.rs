@@ -16,7 +16,7 @@ use std::time::Duration;
 #[command(name = "listener", version, about, long_about = None)]
 pub struct Cli {
     /// Full stream URL, `.../stream/{product_id}` (required).
-    #[arg(long, env = "STREAM_URL", value_name = "URL")]
+    #[arg(long, env = "STREAM_URL", hide_env_values = true, value_name = "URL")]
     pub stream_url: Option<String>,
     /// Bearer token for the stream; empty means no Authorization header.
     #[arg(long, env = "UNKEY_API_KEY", hide_env_values = true, value_name = "TOKEN", default_value = "")]

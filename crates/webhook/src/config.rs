@@ -1,6 +1,8 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
 use crate::context::ContextScope;
+use crate::replies::PromptLimits;
+use crate::server::ConnectionLimits;
 use crate::traces::TraceWriter;
 use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
@@ -37,7 +39,13 @@ pub struct Cli {
     #[arg(long, env = "CRISP_WEBSITE_ID", value_name = "UUID")]
     pub crisp_website_id: Option<String>,
     /// Crisp REST API base URL.
-    #[arg(long, env = "CRISP_API_BASE_URL", default_value = "https://api.crisp.chat/v1", value_name = "URL")]
+    #[arg(
+        long,
+        env = "CRISP_API_BASE_URL",
+        hide_env_values = true,
+        default_value = "https://api.crisp.chat/v1",
+        value_name = "URL"
+    )]
     pub crisp_api_base_url: String,
     /// Sent as X-Crisp-Tier (`plugin` or `website`, matching the token).
     #[arg(long, env = "CRISP_TIER", default_value = "plugin", value_name = "TIER")]
@@ -92,6 +100,28 @@ pub struct Cli {
     /// On SIGTERM, how long replies in flight may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS")]
     pub shutdown_grace_secs: u64,
+    /// Characters of the visitor's words in one prompt (a message or a burst; newest kept).
+    #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 4000, value_name = "N")]
+    pub max_message_chars: usize,
+    /// Newest messages of a burst answered together.
+    #[arg(long, env = "MAX_BURST_MESSAGES", default_value_t = 20, value_name = "N")]
+    pub max_burst_messages: usize,
+    /// A connection must send its request headers within this time.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_name = "SECS")]
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60, value_name = "SECS")]
+    pub idle_timeout_secs: u64,
+    /// A request (body included) must be answered within this time, else 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
+    pub request_timeout_secs: u64,
+    /// Open connections at most (lowered to fit the open-file limit); at the cap the oldest
+    /// connection that is not mid-request is closed for the new one.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Serve /metrics on this address only (e.g. 127.0.0.1:9102) instead of the public port.
+    #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// What the visitor reads when the LLM cannot answer.
@@ -120,6 +150,18 @@ pub struct Settings {
     pub system_prompt: String,
     pub max_concurrent_replies: usize,
     pub shutdown_grace: Duration,
+    pub prompt_limits: PromptLimits,
+    pub connections: ConnectionLimits,
+    /// `/metrics` on its own address; `None`: on the public port.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// At least 1: a zero would disable what the setting bounds.
+fn at_least_one(value: u64, var: &'static str) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Invalid { var, reason: "must be at least 1".into() });
+    }
+    Ok(value)
 }
 
 fn required(value: Option<&str>, var: &'static str, flag: &'static str) -> Result<String, ConfigError> {
@@ -159,9 +201,31 @@ impl Cli {
                 reason: format!("cannot read {}: {e}", path.display()),
             })?,
         };
-        if self.max_concurrent_replies == 0 {
-            return Err(ConfigError::Invalid { var: "MAX_CONCURRENT_REPLIES", reason: "must be at least 1".into() });
+        at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
+        if !agent_core::crisp::is_plain_id(&website_id) {
+            return Err(ConfigError::Invalid { var: "WEBSITE_ID", reason: "not a Crisp website id".into() });
         }
+        let prompt_limits = PromptLimits {
+            max_message_chars: at_least_one(self.max_message_chars as u64, "MAX_MESSAGE_CHARS")? as usize,
+            max_burst_messages: at_least_one(self.max_burst_messages as u64, "MAX_BURST_MESSAGES")? as usize,
+        };
+        let connections = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(at_least_one(
+                self.header_read_timeout_secs,
+                "HEADER_READ_TIMEOUT_SECS",
+            )?),
+            idle_timeout: Duration::from_secs(at_least_one(self.idle_timeout_secs, "IDLE_TIMEOUT_SECS")?),
+            request_timeout: Duration::from_secs(at_least_one(self.request_timeout_secs, "REQUEST_TIMEOUT_SECS")?),
+            max_connections: at_least_one(self.max_connections as u64, "MAX_CONNECTIONS")? as usize,
+        };
+        let metrics_addr = non_empty(self.metrics_addr.as_deref())
+            .map(|addr| {
+                addr.parse().map_err(|e| ConfigError::Invalid {
+                    var: "METRICS_ADDR",
+                    reason: format!("{e} (expected host:port, e.g. 127.0.0.1:9102)"),
+                })
+            })
+            .transpose()?;
         let redis = self.store.redis()?;
         let store = match self.context_scope {
             ContextScope::Session => Some(self.store.open(redis.as_ref())?),
@@ -169,8 +233,10 @@ impl Cli {
         };
         let timings =
             CoordTimings { human_takeover: Duration::from_secs(self.human_takeover_secs), ..CoordTimings::default() };
-        let shared: Option<Arc<dyn Coordinator>> =
-            redis.clone().map(|conn| Arc::new(RedisCoordinator::new(conn, timings.clone())) as Arc<dyn Coordinator>);
+        let shared: Option<Arc<dyn Coordinator>> = redis.clone().map(|conn| {
+            Arc::new(RedisCoordinator::new(conn, timings.clone(), prompt_limits.max_burst_messages))
+                as Arc<dyn Coordinator>
+        });
         let traces = match &self.trace_dir {
             Some(dir) if !dir.as_os_str().is_empty() => {
                 Some(TraceWriter::open(dir.clone(), self.trace_max_files).map_err(|e| ConfigError::Invalid {
@@ -201,6 +267,9 @@ impl Cli {
             system_prompt,
             max_concurrent_replies: self.max_concurrent_replies,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            prompt_limits,
+            connections,
+            metrics_addr,
         })
     }
 }

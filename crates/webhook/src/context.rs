@@ -11,7 +11,7 @@
 
 use agent_core::auth::verify_hmac_sha256_hex;
 use agent_core::context::{ContextStore, NO_ACTIVITY, StoreError, render_context, tail_within};
-use agent_core::crisp::CrispClient;
+use agent_core::crisp::{CrispClient, id_for_log};
 use agent_core::{ExposeSecret, SecretString};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -149,7 +149,7 @@ impl ContextSource {
                 links
             }
             Err(e) => {
-                tracing::warn!(session = crisp_session, error = %e, "cannot read the conversation's session data");
+                tracing::warn!(session = id_for_log(crisp_session), error = %e, "cannot read the conversation's session data");
                 MetaLinks::default()
             }
         }

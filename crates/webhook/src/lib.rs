@@ -4,16 +4,19 @@ pub mod config;
 pub mod context;
 pub mod replies;
 pub mod routes;
+pub mod server;
 pub mod traces;
 
 use agent_core::ExposeSecret;
 use agent_core::auth::SecretDigest;
+use agent_core::ratelimit::RateLimitedWarn;
 use config::Settings;
 use context::ContextSource;
 use replies::{Replies, ReplyDeps};
-use routes::{AppState, router};
+use routes::{AppState, metrics_router, router};
+use server::ConnectionLimits;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// `--check`: the LLM, Crisp and Redis, one line each. Returns whether all work.
 pub async fn check(settings: &Settings) -> bool {
@@ -50,20 +53,40 @@ pub async fn run(
             timings: settings.timings,
             traces: settings.traces,
             history_turns: settings.history_turns,
+            limits: settings.prompt_limits,
         },
         settings.max_concurrent_replies,
     );
     let metrics =
         agent_core::telemetry::install_recorder().map_err(|e| tracing::warn!(error = %e, "metrics unavailable")).ok();
+    agent_core::telemetry::register_webhook_series();
     let state = Arc::new(AppState {
         metrics,
         webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
         website_id: settings.website_id,
         hook_signing_secret: settings.crisp_hook_secret,
         replies: replies.clone(),
+        refusals: Mutex::new(RateLimitedWarn::new(5)),
     });
-    tracing::info!(addr = %listener.local_addr()?, "webhook listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let connections = ConnectionLimits {
+        max_connections: server::effective_max_connections(settings.connections.max_connections),
+        ..settings.connections
+    };
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    if let Some(addr) = settings.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: cannot listen: {e}"))?;
+        tracing::info!(%addr, "metrics at /metrics");
+        let mut stop = stopping.subscribe();
+        let app = metrics_router(Arc::clone(&state));
+        tokio::spawn(server::serve(metrics_listener, app, connections, async move {
+            let _ = stop.changed().await;
+        }));
+    }
+    tracing::info!(addr = %listener.local_addr()?, max_connections = connections.max_connections, "webhook listening");
+    server::serve(listener, router(Arc::clone(&state), settings.metrics_addr.is_none()), connections, shutdown).await?;
+    let _ = stopping.send(true);
     tracing::info!("no longer accepting hooks; finishing replies in flight");
     if !replies.drain(settings.shutdown_grace).await {
         tracing::warn!(grace = ?settings.shutdown_grace, "replies still in flight at the end of the grace period");

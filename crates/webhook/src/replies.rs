@@ -10,10 +10,10 @@
 use crate::context::{Activity, ContextSource};
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::context::BoxFuture;
-use agent_core::coordination::{CoordError, CoordTimings, Coordinator, MemoryCoordinator, OwnMark};
-use agent_core::crisp::{CrispClient, OperatorMessage, VisitorMessage};
+use agent_core::coordination::{CoordError, CoordTimings, Coordinator, MemoryCoordinator, OwnMark, QueueLimits};
+use agent_core::crisp::{CrispClient, OperatorMessage, VisitorMessage, id_for_log};
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
-use agent_core::prompt::reply_request;
+use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::telemetry;
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +41,17 @@ pub struct ReplyDeps {
     pub shared: Option<Arc<dyn Coordinator>>,
     pub timings: CoordTimings,
     pub traces: Option<TraceWriter>,
+    /// Bounds on the visitor's words in one prompt.
+    pub limits: PromptLimits,
+}
+
+/// How much of the visitor's words one prompt carries.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptLimits {
+    /// Characters of the visitor's words (one message or a coalesced burst, newest kept).
+    pub max_message_chars: usize,
+    /// Newest messages of a burst answered together.
+    pub max_burst_messages: usize,
 }
 
 /// What became of a submitted message.
@@ -70,7 +81,8 @@ struct Inner {
 
 impl Replies {
     pub fn new(deps: ReplyDeps, max_concurrent: usize) -> Self {
-        let local = Arc::new(MemoryCoordinator::new(&deps.timings, MAX_QUEUED));
+        let limits = QueueLimits { max_waiting: MAX_QUEUED, max_per_conversation: deps.limits.max_burst_messages };
+        let local = Arc::new(MemoryCoordinator::new(&deps.timings, limits));
         Self {
             inner: Arc::new(Inner {
                 deps,
@@ -142,17 +154,20 @@ impl Inner {
         if let Some(fingerprint) = message.fingerprint
             && let (Ok(false), _) = self.ask(|c| c.first_delivery(&session, fingerprint)).await
         {
-            return tracing::info!(session, "redelivered message ignored");
+            return tracing::info!(session = id_for_log(&session), "redelivered message ignored");
         }
         if self.human_has(&session).await {
-            return tracing::info!(session, "a human operator has this conversation; bot stays silent");
+            return tracing::info!(
+                session = id_for_log(&session),
+                "a human operator has this conversation; bot stays silent"
+            );
         }
         let (queued, coordinator) = self.ask(|c| c.enqueue(&message)).await;
         match queued {
             Ok(true) => self.answer_conversation(coordinator, &session).await,
-            Ok(false) => tracing::debug!(session, "queued behind the reply being written"),
+            Ok(false) => tracing::debug!(session = id_for_log(&session), "queued behind the reply being written"),
             Err(e) => {
-                tracing::error!(session, error = %e, "message dropped");
+                tracing::error!(session = id_for_log(&session), error = %e, "message dropped");
                 if let Some(fingerprint) = message.fingerprint {
                     let _ = self.ask(|c| c.forget_delivery(&session, fingerprint)).await;
                 }
@@ -181,7 +196,7 @@ impl Inner {
         }
         let _ = self.local.set_human_takeover(session).await;
         let _ = self.ask(|c| c.set_human_takeover(session)).await;
-        tracing::info!(session, "human operator took over the conversation");
+        tracing::info!(session = id_for_log(session), "human operator took over the conversation");
     }
 
     async fn remember_own(&self, session: &str, mark: OwnMark) {
@@ -195,7 +210,9 @@ impl Inner {
             let burst = match coordinator.next_burst(session).await {
                 Ok(burst) if !burst.is_empty() => burst,
                 Ok(_) => return,
-                Err(e) => return tracing::error!(session, error = %e, "lost the conversation queue"),
+                Err(e) => {
+                    return tracing::error!(session = id_for_log(session), error = %e, "lost the conversation queue");
+                }
             };
             let renew = async {
                 loop {
@@ -204,7 +221,7 @@ impl Inner {
                 }
             };
             let reply_id = format!("{:016x}", rand::random::<u64>());
-            let span = tracing::info_span!("reply", session = %session, reply_id = %reply_id);
+            let span = tracing::info_span!("reply", session = id_for_log(session), reply_id = %reply_id);
             tokio::select! {
                 () = self.reply(session, &reply_id, &burst).instrument(span) => {}
                 () = renew => {}
@@ -223,11 +240,11 @@ impl Inner {
             self.history(session, burst),
         );
         if let Err(e) = typing {
-            tracing::warn!(session, error = %e, "cannot show the typing indicator");
+            tracing::warn!(session = id_for_log(session), error = %e, "cannot show the typing indicator");
         }
         let outcome = self.answer_and_send(session, reply_id, burst, &activity, history).await;
         if let Err(e) = crisp.compose(session, false).await {
-            tracing::warn!(session, error = %e, "cannot clear the typing indicator");
+            tracing::warn!(session = id_for_log(session), error = %e, "cannot clear the typing indicator");
         }
         match outcome {
             Outcome::Answered => {
@@ -251,7 +268,12 @@ impl Inner {
         activity: &Activity,
         history: Vec<ChatMessage>,
     ) -> Outcome {
-        let question = burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+        let limits = self.deps.limits;
+        let question = visitor_words(
+            burst.iter().map(|m| m.content.as_str()),
+            limits.max_burst_messages,
+            limits.max_message_chars,
+        );
         let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         request.messages.splice(1..1, history);
         let (outcome, answer) = self.answer_and_send_request(session, &request).await;
@@ -318,7 +340,7 @@ impl Inner {
         let messages = match messages {
             Ok(messages) => messages,
             Err(e) => {
-                tracing::warn!(session, error = %e, "cannot read the conversation history; answering without it");
+                tracing::warn!(session = id_for_log(session), error = %e, "cannot read the conversation history; answering without it");
                 return Vec::new();
             }
         };

@@ -2,7 +2,8 @@
 
 use crate::replies::{Replies, Submitted};
 use agent_core::auth::{SecretDigest, verify_crisp_signature};
-use agent_core::crisp::{HookError, HookEvent, classify};
+use agent_core::crisp::{HookEvent, classify, id_for_log};
+use agent_core::ratelimit::RateLimitedWarn;
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
 use axum::extract::State;
@@ -10,9 +11,8 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -28,13 +28,17 @@ pub struct AppState {
     /// Plugin hooks: the X-Crisp-Signature key, when configured.
     pub hook_signing_secret: Option<SecretString>,
     pub replies: Replies,
+    /// Rate limit of the "hook refused" log line.
+    pub refusals: Mutex<RateLimitedWarn>,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/crisp/hooks", post(crisp_hook))
-        .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
+/// The public routes; `/metrics` too unless metrics are served on an address of their own.
+pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let mut routes = Router::new().route("/crisp/hooks", post(crisp_hook)).route("/health", get(health));
+    if with_metrics {
+        routes = routes.route("/metrics", get(render_metrics));
+    }
+    routes
         .route("/", get(health))
         // The span names the path only: the query holds the hook secret.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -42,6 +46,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         }))
         .layer(CatchPanicLayer::new())
         .with_state(state)
+}
+
+/// `/metrics` alone, for `METRICS_ADDR`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new().route("/metrics", get(render_metrics)).with_state(state)
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -55,23 +64,25 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// Counts a hook by outcome; the counters are looked up once, not on every request.
 fn count_hook(outcome: &'static str) {
+    use agent_core::telemetry::{HOOK_OUTCOMES, HOOKS_RECEIVED};
     use std::sync::OnceLock;
-    const OUTCOMES: [&str; 7] = [
-        "unauthorized",
-        "bad_signature",
-        "bad_request",
-        "visitor_message",
-        "overloaded",
-        "operator_message",
-        "ignored",
-    ];
     static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
-        OUTCOMES.iter().map(|o| metrics::counter!(agent_core::telemetry::HOOKS_RECEIVED, "outcome" => *o)).collect()
-    });
-    if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+    let counters = COUNTERS
+        .get_or_init(|| HOOK_OUTCOMES.iter().map(|o| metrics::counter!(HOOKS_RECEIVED, "outcome" => *o)).collect());
+    if let Some(i) = HOOK_OUTCOMES.iter().position(|o| *o == outcome) {
         counters[i].increment(1);
     }
+}
+
+/// Counts a refused hook and answers it; the log line is rate-limited (anyone on the internet
+/// can send refused hooks) and says how many refusals it stands for.
+fn refuse(state: &AppState, outcome: &'static str, status: StatusCode, reason: &str) -> Response {
+    count_hook(outcome);
+    let allowed = state.refusals.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
+    if let Some(suppressed) = allowed {
+        tracing::warn!(status = status.as_u16(), reason, suppressed_since_last = suppressed, "hook refused");
+    }
+    error(status, reason)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -112,36 +123,23 @@ fn hook_ok() -> Response {
 async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     if !key_matches(parts.uri.query(), &state.webhook_secret) {
-        count_hook("unauthorized");
-        tracing::warn!("hook refused: wrong or missing key");
-        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+        return refuse(&state, "unauthorized", StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let body: Bytes = match axum::body::to_bytes(body, MAX_HOOK_BODY).await {
-        Ok(body) => body,
-        Err(e) => {
-            count_hook("bad_request");
-            tracing::warn!(error = %e, "hook refused: body too large or unreadable");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
-        }
+    let Ok(body) = axum::body::to_bytes(body, MAX_HOOK_BODY).await else {
+        return refuse(&state, "bad_request", StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
     };
     if let Some(secret) = &state.hook_signing_secret
         && !signature_matches(&parts.headers, &body, secret)
     {
-        count_hook("bad_signature");
-        tracing::warn!("hook refused: missing or wrong X-Crisp-Signature");
-        return error(StatusCode::UNAUTHORIZED, "bad signature");
+        return refuse(&state, "bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
-        Err(e @ (HookError::NotJson | HookError::NotAnObject)) => {
-            count_hook("bad_request");
-            tracing::warn!(error = %e, "hook refused: malformed body");
-            return error(StatusCode::BAD_REQUEST, &e.to_string());
-        }
+        Err(e) => return refuse(&state, "bad_request", StatusCode::BAD_REQUEST, &e.to_string()),
     };
     match event {
         HookEvent::VisitorText(message) => {
-            let session = message.session_id.clone();
+            let session = id_for_log(&message.session_id).to_owned();
             match state.replies.submit(message) {
                 Submitted::Accepted => {
                     count_hook("visitor_message");

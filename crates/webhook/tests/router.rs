@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use webhook::context::{ContextScope, ContextSource};
-use webhook::replies::{Replies, ReplyDeps};
+use webhook::replies::{PromptLimits, Replies, ReplyDeps};
 use webhook::routes::{AppState, MAX_HOOK_BODY, router};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -90,6 +90,7 @@ impl Harness {
                 timings: agent_core::coordination::CoordTimings::default(),
                 traces: None,
                 history_turns: 6,
+                limits: PromptLimits { max_message_chars: 4000, max_burst_messages: 20 },
             },
             4,
         );
@@ -99,8 +100,9 @@ impl Harness {
             hook_signing_secret: None,
             metrics: None,
             replies,
+            refusals: std::sync::Mutex::new(agent_core::ratelimit::RateLimitedWarn::new(5)),
         });
-        Harness { server, app: router(state), _activity: activity }
+        Harness { server, app: router(state, true), _activity: activity }
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, Bytes) {

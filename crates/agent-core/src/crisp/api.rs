@@ -1,5 +1,6 @@
 //! The Crisp REST API v1 calls the bot makes, with timeouts and bounded retries.
 
+use crate::http_body::{BodyError, read_capped};
 use crate::llm::describe_reqwest;
 use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
 use reqwest::{Method, Url};
@@ -7,6 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
+
+/// Largest Crisp answer read (a page of messages is well under it).
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// Per-attempt limit on one Crisp call (the official SDKs use 5-10 s).
 pub const CRISP_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +34,8 @@ pub enum CrispError {
     Decode(String),
     #[error("invalid Crisp API base URL")]
     BadBaseUrl,
+    #[error("not a valid Crisp conversation id")]
+    InvalidId,
 }
 
 impl RetryableError for CrispError {
@@ -37,7 +43,7 @@ impl RetryableError for CrispError {
         match self {
             CrispError::Transport(_) => true,
             CrispError::Status { status, .. } => matches!(status, 420 | 429) || *status >= 500,
-            CrispError::Decode(_) | CrispError::BadBaseUrl => false,
+            CrispError::Decode(_) | CrispError::BadBaseUrl | CrispError::InvalidId => false,
         }
     }
 
@@ -134,12 +140,17 @@ impl CrispClient {
         self.attempt::<()>(Method::GET, url, None).await.map(drop)
     }
 
-    fn conversation_url(&self, session_id: &str, leaf: &str) -> Url {
+    /// The REST path of a conversation call; an id that is not one plain segment never gets
+    /// into a URL (hooks refuse such ids first; this holds for every caller).
+    fn conversation_url(&self, session_id: &str, leaf: &str) -> Result<Url, CrispError> {
+        if !super::hook::is_plain_id(session_id) {
+            return Err(CrispError::InvalidId);
+        }
         let mut url = self.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().extend(["website", &self.settings.website_id, "conversation", session_id, leaf]);
         }
-        url
+        Ok(url)
     }
 
     async fn call<B: Serialize>(
@@ -160,7 +171,7 @@ impl CrispClient {
         leaf: &str,
         body: Option<&B>,
     ) -> Result<Value, CrispError> {
-        let url = self.conversation_url(session_id, leaf);
+        let url = self.conversation_url(session_id, leaf)?;
         policy
             .run("Crisp call", || async {
                 let started = std::time::Instant::now();
@@ -190,7 +201,10 @@ impl CrispClient {
         let response = request.send().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
-        let bytes = response.bytes().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+        let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            BodyError::Broken(e) => CrispError::Transport(describe_reqwest(&e)),
+            too_large @ BodyError::TooLarge { .. } => CrispError::Decode(too_large.to_string()),
+        })?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("no reason given").to_owned();
@@ -249,6 +263,16 @@ mod tests {
             .await;
         let err = client(&server, RetryPolicy::default()).send_text("s", "x").await.unwrap_err();
         assert_eq!(err.to_string(), "Crisp answered HTTP 404 (not_subscribed)");
+    }
+
+    #[tokio::test]
+    async fn an_id_that_is_not_a_plain_segment_never_reaches_a_url() {
+        let server = MockServer::start().await;
+        let crisp = client(&server, RetryPolicy::none());
+        for bad in ["", ".", "..", "a/b", "x?y"] {
+            assert!(matches!(crisp.send_text(bad, "x").await, Err(CrispError::InvalidId)), "{bad:?}");
+        }
+        assert!(server.received_requests().await.unwrap_or_default().is_empty());
     }
 
     #[tokio::test]

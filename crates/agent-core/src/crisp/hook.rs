@@ -40,6 +40,27 @@ pub enum HookError {
     NotJson,
     #[error("body is not a JSON object")]
     NotAnObject,
+    /// An id that would not be one plain segment of a Crisp REST path.
+    #[error("{field} is not a valid Crisp id")]
+    InvalidId { field: &'static str },
+}
+
+/// Longest Crisp id accepted (real ones are a UUID with a short prefix).
+pub const MAX_ID_LEN: usize = 256;
+
+/// Whether `id` can stand as one segment of a REST path as it is: not empty, not `.` or `..`,
+/// at most [`MAX_ID_LEN`] bytes, and nothing that separates, escapes or ends a path segment.
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id != "."
+        && id != ".."
+        && !id.chars().any(|c| matches!(c, '/' | '\\' | '?' | '#' | '%') || c.is_whitespace() || c.is_control())
+}
+
+/// An id as it may appear in a log line: at most 100 characters.
+pub fn id_for_log(id: &str) -> &str {
+    id.char_indices().nth(100).map_or(id, |(end, _)| &id[..end])
 }
 
 /// The fields of a hook the bot reads. Every field is lenient: a value of another JSON type
@@ -177,31 +198,41 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
         Ok(strict) => strict.into(),
         Err(_) => serde_json::from_str(text).map_err(|_| HookError::NotJson)?,
     };
-    Ok(decide(envelope, website_id))
+    decide(envelope, website_id)
 }
 
 /// What a hook means for a bot serving `website_id`.
-fn decide(envelope: Envelope<'_>, website_id: &str) -> HookEvent {
+fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookError> {
     let event = envelope.event.0.as_deref().unwrap_or_default();
     let Some(data) = envelope.data.0 else {
-        return HookEvent::Ignored("no data object");
+        return Ok(HookEvent::Ignored("no data object"));
     };
+    // Ids end up in REST paths and logs: anything but a plain segment is refused outright.
+    for (field, id) in [
+        ("website_id", envelope.website_id.0.as_deref()),
+        ("data.website_id", data.website_id.0.as_deref()),
+        ("data.session_id", data.session_id.0.as_deref()),
+    ] {
+        if id.is_some_and(|id| !is_plain_id(id)) {
+            return Err(HookError::InvalidId { field });
+        }
+    }
     let hook_website = data.website_id.0.as_deref().or(envelope.website_id.0.as_deref());
     if hook_website.is_some_and(|w| w != website_id) {
-        return HookEvent::Ignored("another website");
+        return Ok(HookEvent::Ignored("another website"));
     }
-    let Some(session_id) = data.session_id.0.as_deref().filter(|s| !s.is_empty()) else {
-        return HookEvent::Ignored("event without session_id");
+    let Some(session_id) = data.session_id.0.as_deref() else {
+        return Ok(HookEvent::Ignored("event without session_id"));
     };
     let kind = data.kind.0.as_deref().unwrap_or_default();
     let fingerprint = data.fingerprint.0;
-    match (event, data.from.0.as_deref()) {
+    Ok(match (event, data.from.0.as_deref()) {
         ("message:send", Some("user")) => {
             if kind != "text" {
-                return HookEvent::Ignored("not a text message");
+                return Ok(HookEvent::Ignored("not a text message"));
             }
             let Some(content) = data.content.0 else {
-                return HookEvent::Ignored("text message without content");
+                return Ok(HookEvent::Ignored("text message without content"));
             };
             HookEvent::VisitorText(VisitorMessage {
                 website_id: website_id.to_owned(),
@@ -221,7 +252,7 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> HookEvent {
             })
         }
         _ => HookEvent::Ignored("not a message the bot acts on"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -291,6 +322,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ids_that_are_not_a_plain_path_segment_are_refused() {
+        let long = "s".repeat(MAX_ID_LEN + 1);
+        for bad in ["", ".", "..", "a/b", "a\\b", "a?b", "a#b", "a b", " ", "a\tb", "a\u{0}b", "%2e%2e", long.as_str()]
+        {
+            let session = serde_json::json!({"event": "message:send", "data": {
+                "website_id": WEBSITE, "session_id": bad, "type": "text", "from": "user", "content": "hi"}});
+            assert_eq!(
+                classify(session.to_string().as_bytes(), WEBSITE),
+                Err(HookError::InvalidId { field: "data.session_id" }),
+                "session_id {bad:?}"
+            );
+            let website = serde_json::json!({"event": "message:send", "website_id": bad, "data": {
+                "session_id": SESSION, "type": "text", "from": "user", "content": "hi"}});
+            assert_eq!(
+                classify(website.to_string().as_bytes(), WEBSITE),
+                Err(HookError::InvalidId { field: "website_id" }),
+                "website_id {bad:?}"
+            );
+        }
+        assert!(is_plain_id(SESSION) && is_plain_id(WEBSITE) && is_plain_id(&"s".repeat(MAX_ID_LEN)));
+    }
+
+    #[test]
+    fn ids_in_logs_are_cut_to_100_characters() {
+        assert_eq!(id_for_log(&"é".repeat(300)).chars().count(), 100);
+        assert_eq!(id_for_log(SESSION), SESSION);
+    }
+
     /// Hook-like bodies whose fields take values of every JSON type.
     fn hook_like() -> impl Strategy<Value = String> {
         let value = prop_oneof![
@@ -307,6 +367,8 @@ mod tests {
             Just("\"message:send\"".to_owned()),
             Just(format!("\"{WEBSITE}\"")),
             Just(format!("\"{SESSION}\"")),
+            Just("\"..\"".to_owned()),
+            Just("\"\"".to_owned()),
         ];
         let field = |names: &'static [&'static str]| (proptest::sample::select(names), value.clone());
         const DATA_FIELDS: &[&str] =
@@ -329,7 +391,10 @@ mod tests {
         fn the_strict_fast_path_decides_as_the_lenient_reading(body in hook_like()) {
             // (A repeated field makes both readings fail: the body is then not a hook.)
             let lenient = serde_json::from_str::<Envelope<'_>>(&body).map(|e| decide(e, WEBSITE));
-            prop_assert_eq!(classify(body.as_bytes(), WEBSITE), lenient.map_err(|_| HookError::NotJson));
+            prop_assert_eq!(
+                classify(body.as_bytes(), WEBSITE),
+                lenient.map_err(|_| HookError::NotJson).and_then(|decided| decided)
+            );
         }
 
         #[test]

@@ -4,4 +4,4 @@ pub mod api;
 pub mod hook;
 
 pub use api::{CrispClient, CrispError, CrispSettings};
-pub use hook::{HookError, HookEvent, OperatorMessage, VisitorMessage, classify};
+pub use hook::{HookError, HookEvent, OperatorMessage, VisitorMessage, classify, id_for_log, is_plain_id};
