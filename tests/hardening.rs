@@ -258,10 +258,19 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
         32,
     )
     .await;
-    assert!(statuses.iter().all(|s| *s == 200), "{:?}", statuses.iter().find(|s| **s != 200));
+    // Beyond what one conversation may have waiting, Crisp is asked to retry (503) before any
+    // 200: nothing is dropped after it was accepted.
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{:?}", statuses.iter().find(|s| **s != 200));
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
     // One more, sent after all of them: it is the newest, and it is answered.
     let newest = "and the final question";
-    webhook.deliver(&visitor_message(WEBSITE, SESSION, MESSAGES + 1, newest)).await;
+    // Retried as Crisp retries a 503, until the queue has room again.
+    let last = visitor_message(WEBSITE, SESSION, MESSAGES + 1, newest).to_string();
+    let deadline = Instant::now() + LIMIT * 2;
+    while webhook.hook_with_key(SECRET, &last).await.status() != 200 {
+        assert!(Instant::now() < deadline, "the queue never had room again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let deadline = Instant::now() + LIMIT * 2;
     loop {
         let calls = requests_to(&server, "POST", LLM_PATH).await;
@@ -274,5 +283,7 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
     let largest = largest_llm_request(&server).await;
     let calls = requests_to(&server, "POST", LLM_PATH).await.len();
     assert!(largest < 24 * 1024, "the largest LLM request was {largest} bytes");
-    eprintln!("{MESSAGES} messages in one conversation: {calls} LLM requests, the largest {largest} bytes");
+    eprintln!(
+        "{MESSAGES} messages in one conversation: {accepted} accepted, the rest 503; {calls} LLM requests, the largest {largest} bytes"
+    );
 }

@@ -453,8 +453,16 @@ async fn activity_read_by_the_listener_reaches_the_webhooks_prompt_through_redis
     assert!(prompt.contains("Opened pricing"), "{prompt}");
     assert!(!prompt.contains(NO_ACTIVITY), "{prompt}");
     assert_eq!(wait_posts(&server, "session_X", 1).await, 1, "{}", webhook.stderr());
+    // DATA_DIR holds at most the webhook's inbox journal (used while Redis is unreachable).
     for cwd in [listener.cwd.path(), webhook.cwd()] {
-        assert!(!cwd.join("data").exists(), "an embedded store was opened in {}", cwd.display());
+        let entries: Vec<String> = std::fs::read_dir(cwd.join("data"))
+            .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(
+            entries.iter().all(|e| e == "inbox.journal"),
+            "an embedded store was opened in {}: {entries:?}",
+            cwd.display()
+        );
     }
 }
 
@@ -484,4 +492,37 @@ async fn stored_actions_expire_after_the_ttl_and_are_capped() {
     let gone = eventually(LIMIT, || redis.cli(&["EXISTS", &actions]) == "0").await;
     assert!(gone, "{actions} never expired");
     assert!(read(&listener.event_data()).contains("E action 1"), "the activity file keeps every action");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A replica dies
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    // A's LLM never answers in time; B's answers at once.
+    let slow = stand_in(Duration::from_secs(60), &[]).await;
+    let fast = stand_in(Duration::ZERO, &[]).await;
+    let mut env = redis_env(&redis.url(), &prefix("failover"));
+    env.push(("HOLD_LEASE_SECS", "2".to_owned()));
+    let a = start_webhook(&slow, &env).await;
+    let b = start_webhook(&fast, &env).await;
+
+    let session = "session_failover";
+    let hook = visitor_message(SITE, session, 77_001, "Can you help me export?");
+    a.deliver_ok(&hook).await;
+    let writing = e2e::stand_ins::wait_for(&slow, "POST", LLM_PATH, 1, LIMIT).await;
+    assert_eq!(writing.len(), 1, "A never started its reply:\n{}", a.stderr());
+    a.proc.signal("KILL");
+    // Crisp got its 200 from A, so it may not deliver again; if it does, B takes it as a duplicate.
+    b.deliver_ok(&hook).await;
+
+    // B finishes the conversation without any new message, once A's hold expired.
+    assert_eq!(wait_posts(&fast, session, 1).await, 1, "B never resumed it:\n{}", b.stderr());
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(crisp_posts(&fast, session).await, 1, "answered twice:\n{}", b.stderr());
+    assert_eq!(crisp_posts(&slow, session).await, 0);
+    assert!(prompt_for(&fast, "Can you help me export?", || b.stderr()).await.contains("export"));
 }

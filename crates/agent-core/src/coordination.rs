@@ -1,26 +1,30 @@
 //! Who answers which visitor message, and when: the state the webhook's delivery guarantees
-//! rest on. [`MemoryCoordinator`] serves one process; [`RedisCoordinator`] lets several webhook
-//! replicas share it (a message delivered to both is answered once, a conversation by one
-//! replica at a time, in order).
+//! rest on, in one place. [`Coordination`] is the only type the reply pipeline talks to; it
+//! uses Redis when configured (several webhook replicas share it) and this process's
+//! [`LocalInbox`] otherwise, or while Redis is unreachable. That fallback is written once, here.
 //!
-//! A conversation's messages go into a queue; whoever enqueues into an idle conversation holds
-//! it and answers bursts from the queue until it is empty, then lets go, atomically with the
-//! emptiness check so no message is stranded.
+//! A message is accepted into its conversation's queue, durably (the inbox journal, or Redis),
+//! before the hook's `200`. Whoever accepts into an idle conversation holds it and answers
+//! bursts until it is empty. A burst stays recorded (in flight) until [`Coordination::finish`]:
+//! a process that dies mid-reply leaves it for the next holder, who is told the burst is
+//! `resumed` and checks the conversation before answering it again.
 
-use crate::context::BoxFuture;
 use crate::crisp::VisitorMessage;
-use crate::redis_conn::RedisConn;
+use crate::inbox::{InboxEntry, Journal, JournalError};
+use crate::redis_conn::{RedisConn, RedisDown};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {
-    #[error("coordination store unavailable: {0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] RedisDown),
     #[error("too many messages waiting")]
     Overloaded,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// Something the bot itself sent, to tell its own echo from a human operator.
@@ -49,7 +53,8 @@ pub struct CoordTimings {
     pub human_takeover: Duration,
     /// The bot's own messages.
     pub own: Duration,
-    /// A replica's hold on a conversation, renewed while it writes a reply.
+    /// A replica's hold on a conversation, renewed while it writes a reply; another replica
+    /// resumes the conversation once it expires.
     pub lease: Duration,
 }
 
@@ -59,32 +64,177 @@ impl Default for CoordTimings {
             seen: Duration::from_secs(24 * 3600),
             human_takeover: Duration::from_secs(1800),
             own: Duration::from_secs(3600),
-            lease: Duration::from_secs(90),
+            lease: Duration::from_secs(30),
         }
     }
 }
 
-pub trait Coordinator: Send + Sync + 'static {
-    /// True the first time this message is seen (within the `seen` window).
-    fn first_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<bool, CoordError>>;
-    /// Forgets a delivery that could not be taken, so its redelivery is not a duplicate.
-    fn forget_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<(), CoordError>>;
-    fn set_human_takeover<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), CoordError>>;
-    fn human_has<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, CoordError>>;
-    fn remember_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<(), CoordError>>;
-    fn is_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<bool, CoordError>>;
-    /// Queues a message. `Ok(true)`: the caller now holds the conversation and must answer it
-    /// with [`Coordinator::next_burst`] until that comes back empty.
-    fn enqueue<'a>(&'a self, message: &'a VisitorMessage) -> BoxFuture<'a, Result<bool, CoordError>>;
-    /// The messages waiting in a held conversation, oldest first; empty means the hold is
-    /// released (or was lost to another replica).
-    fn next_burst<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Vec<VisitorMessage>, CoordError>>;
-    /// Renews the hold while a long reply is written.
-    fn keep_holding<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), CoordError>>;
+/// Bounds on the messages waiting to be answered; beyond them a hook gets `503` (Crisp
+/// retries), before any `200`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Across all conversations (this process's inbox).
+    pub max_waiting: usize,
+    /// Per conversation (waiting and in flight).
+    pub max_per_conversation: usize,
 }
 
-/// One process's coordination, in memory, bounded.
-pub struct MemoryCoordinator {
+/// Where a conversation's messages are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Local,
+    Shared,
+}
+
+/// What became of an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded; the caller now holds the conversation and must answer it.
+    Holds(Origin),
+    /// Recorded behind a reply being written (by this process or another replica).
+    Queued,
+    /// Seen before: recorded already, answered once.
+    Duplicate,
+}
+
+/// The messages of one conversation answered together, oldest first.
+#[derive(Debug, Clone)]
+pub struct Burst {
+    pub session: String,
+    pub entries: Vec<InboxEntry>,
+    pub origin: Origin,
+    /// Some of it was in flight before: a reply may already have reached the visitor.
+    pub resumed: bool,
+}
+
+/// The coordination the reply pipeline uses.
+pub struct Coordination {
+    local: LocalInbox,
+    shared: Option<RedisCoordinator>,
+}
+
+impl Coordination {
+    pub fn new(local: LocalInbox, shared: Option<RedisCoordinator>) -> Self {
+        Self { local, shared }
+    }
+
+    /// Runs `op` on Redis when configured and reachable, else on the local inbox.
+    async fn either<T>(
+        &self,
+        shared: impl AsyncFnOnce(&RedisCoordinator) -> Result<T, CoordError>,
+        local: impl AsyncFnOnce(&LocalInbox) -> Result<T, CoordError>,
+    ) -> Result<T, CoordError> {
+        if let Some(redis) = &self.shared {
+            match shared(redis).await {
+                Err(CoordError::Unavailable(_)) => {}
+                other => return other,
+            }
+        }
+        local(&self.local).await
+    }
+
+    /// Records a visitor message durably.
+    pub async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
+        self.either(async |r| r.accept(message).await, async |l| l.accept(message).await).await
+    }
+
+    /// The next burst of a held conversation; empty means the hold is released.
+    pub async fn next_burst(&self, origin: Origin, session: &str) -> Result<Burst, CoordError> {
+        match (origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.next_burst(session).await,
+            _ => Ok(self.local.next_burst(session)),
+        }
+    }
+
+    /// The burst is settled (answered, silenced, already answered or expired).
+    pub async fn finish(&self, burst: &Burst) -> Result<(), CoordError> {
+        match (burst.origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.finish(&burst.session).await,
+            _ => {
+                self.local.finish(burst);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn keep_holding(&self, origin: Origin, session: &str) {
+        if let (Origin::Shared, Some(redis)) = (origin, &self.shared) {
+            let _ = redis.keep_holding(session).await;
+        }
+    }
+
+    /// Conversations with recorded messages that nobody holds, now held by this process: after
+    /// a restart (the local journal) or a replica's death (Redis, once its hold expired).
+    pub async fn take_over_orphans(&self) -> Vec<(Origin, String)> {
+        let mut taken: Vec<(Origin, String)> =
+            self.local.take_over_orphans().into_iter().map(|s| (Origin::Local, s)).collect();
+        if let Some(redis) = &self.shared
+            && let Ok(sessions) = redis.take_over_orphans().await
+        {
+            taken.extend(sessions.into_iter().map(|s| (Origin::Shared, s)));
+        }
+        taken
+    }
+
+    /// Lets go of a conversation still held at shutdown, so another replica resumes it at once.
+    pub async fn release(&self, origin: Origin, session: &str) {
+        if let (Origin::Shared, Some(redis)) = (origin, &self.shared) {
+            let _ = redis.release(session).await;
+        }
+    }
+
+    /// Messages accepted by this process and not settled yet (the local inbox).
+    pub fn pending_local(&self) -> usize {
+        self.local.pending()
+    }
+
+    /// Waits until the local journal is on disk.
+    pub async fn sync(&self) {
+        if let Some(journal) = &self.local.journal {
+            journal.sync().await;
+        }
+    }
+
+    pub async fn set_human_takeover(&self, session: &str) {
+        self.local.human.insert(session.to_owned(), ());
+        if let Some(redis) = &self.shared {
+            let _ = redis.set_human_takeover(session).await;
+        }
+    }
+
+    /// Whether a human operator has the conversation (here or on any replica).
+    pub async fn human_has(&self, session: &str) -> bool {
+        if self.local.human.contains_key(session) {
+            return true;
+        }
+        match &self.shared {
+            Some(redis) => redis.human_has(session).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    pub async fn remember_own(&self, session: &str, mark: OwnMark) {
+        if let Some(redis) = &self.shared {
+            let _ = redis.remember_own(session, &mark).await;
+        }
+        self.local.own.insert((session.to_owned(), mark), ());
+    }
+
+    /// Whether the bot sent this (here or on any replica).
+    pub async fn is_own(&self, session: &str, mark: &OwnMark) -> bool {
+        if self.local.own.contains_key(&(session.to_owned(), mark.clone())) {
+            return true;
+        }
+        match &self.shared {
+            Some(redis) => redis.is_own(session, mark).await.unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+/// This process's inbox: queues in memory, each accepted message in the journal.
+pub struct LocalInbox {
+    journal: Option<Journal>,
     seen: moka::sync::Cache<(String, u64), ()>,
     human: moka::sync::Cache<String, ()>,
     own: moka::sync::Cache<(String, OwnMark), ()>,
@@ -92,25 +242,20 @@ pub struct MemoryCoordinator {
     limits: QueueLimits,
 }
 
-/// Bounds on the messages waiting to be answered.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    /// Across all conversations (this process's memory only); beyond it enqueueing fails.
-    pub max_waiting: usize,
-    /// Per conversation: only the newest are kept, since a burst's prompt carries no more.
-    pub max_per_conversation: usize,
-}
-
 #[derive(Default)]
 struct Queues {
-    waiting: HashMap<String, Vec<VisitorMessage>>,
+    waiting: HashMap<String, VecDeque<InboxEntry>>,
+    in_flight: HashMap<String, Vec<InboxEntry>>,
     held: HashSet<String>,
     total: usize,
 }
 
-impl MemoryCoordinator {
-    pub fn new(timings: &CoordTimings, limits: QueueLimits) -> Self {
-        Self {
+impl LocalInbox {
+    /// `journal`: where accepted messages are recorded (`None`: memory only, for tests).
+    /// `replay`: the journal's pending entries, answered first.
+    pub fn new(timings: &CoordTimings, limits: QueueLimits, journal: Option<Journal>, replay: Vec<InboxEntry>) -> Self {
+        let inbox = Self {
+            journal,
             seen: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(timings.seen).build(),
             human: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -119,231 +264,289 @@ impl MemoryCoordinator {
             own: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(timings.own).build(),
             queues: Mutex::new(Queues::default()),
             limits,
+        };
+        {
+            let mut queues = inbox.queues();
+            for entry in replay {
+                if let Some(fingerprint) = entry.message.fingerprint {
+                    inbox.seen.insert((entry.message.session_id.clone(), fingerprint), ());
+                }
+                queues.total += 1;
+                // In flight: it may have been answered just before the process stopped.
+                queues.in_flight.entry(entry.message.session_id.clone()).or_default().push(entry);
+            }
         }
+        inbox
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
-    Box::pin(std::future::ready(value))
-}
-
-impl Coordinator for MemoryCoordinator {
-    fn first_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<bool, CoordError>> {
-        ready(Ok(self.seen.entry((session.to_owned(), fingerprint)).or_insert(()).is_fresh()))
+    fn pending(&self) -> usize {
+        self.queues().total
     }
 
-    fn forget_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<(), CoordError>> {
-        self.seen.invalidate(&(session.to_owned(), fingerprint));
-        ready(Ok(()))
-    }
-
-    fn set_human_takeover<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
-        self.human.insert(session.to_owned(), ());
-        ready(Ok(()))
-    }
-
-    fn human_has<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, CoordError>> {
-        ready(Ok(self.human.contains_key(session)))
-    }
-
-    fn remember_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<(), CoordError>> {
-        self.own.insert((session.to_owned(), mark.clone()), ());
-        ready(Ok(()))
-    }
-
-    fn is_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<bool, CoordError>> {
-        ready(Ok(self.own.contains_key(&(session.to_owned(), mark.clone()))))
-    }
-
-    fn enqueue<'a>(&'a self, message: &'a VisitorMessage) -> BoxFuture<'a, Result<bool, CoordError>> {
-        let mut queues = self.queues();
-        if queues.total >= self.limits.max_waiting {
-            return ready(Err(CoordError::Overloaded));
+    async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
+        let seen_key = message.fingerprint.map(|f| (message.session_id.clone(), f));
+        if let Some(key) = &seen_key
+            && !self.seen.entry(key.clone()).or_insert(()).is_fresh()
+        {
+            return Ok(Accepted::Duplicate);
         }
-        let queue = queues.waiting.entry(message.session_id.clone()).or_default();
-        queue.push(message.clone());
-        let excess = queue.len().saturating_sub(self.limits.max_per_conversation.max(1));
-        queue.drain(..excess);
-        queues.total = (queues.total + 1).saturating_sub(excess);
-        count_left_out(excess);
-        let takes_hold = queues.held.insert(message.session_id.clone());
-        ready(Ok(takes_hold))
+        let forget = || {
+            if let Some(key) = &seen_key {
+                self.seen.invalidate(key);
+            }
+        };
+        {
+            let mut queues = self.queues();
+            let session = &message.session_id;
+            let in_conversation = queues.waiting.get(session).map_or(0, VecDeque::len)
+                + queues.in_flight.get(session).map_or(0, Vec::len);
+            if queues.total >= self.limits.max_waiting || in_conversation >= self.limits.max_per_conversation {
+                drop(queues);
+                forget();
+                return Err(CoordError::Overloaded);
+            }
+            queues.total += 1; // reserved while the journal writes
+        }
+        let entry = InboxEntry::new(message.clone());
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.accept(&entry).await
+        {
+            self.queues().total -= 1;
+            forget();
+            return Err(e.into());
+        }
+        let mut queues = self.queues();
+        queues.waiting.entry(message.session_id.clone()).or_default().push_back(entry);
+        Ok(if queues.held.insert(message.session_id.clone()) {
+            Accepted::Holds(Origin::Local)
+        } else {
+            Accepted::Queued
+        })
     }
 
-    fn next_burst<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Vec<VisitorMessage>, CoordError>> {
+    fn next_burst(&self, session: &str) -> Burst {
         let mut queues = self.queues();
-        let burst = queues.waiting.remove(session).unwrap_or_default();
-        if burst.is_empty() {
+        let waiting = queues.waiting.remove(session).unwrap_or_default();
+        let in_flight = queues.in_flight.entry(session.to_owned()).or_default();
+        let resumed = !in_flight.is_empty();
+        in_flight.extend(waiting);
+        let entries = in_flight.clone();
+        if entries.is_empty() {
+            queues.in_flight.remove(session);
             queues.held.remove(session);
         }
-        queues.total -= burst.len();
-        ready(Ok(burst))
+        Burst { session: session.to_owned(), entries, origin: Origin::Local, resumed }
     }
 
-    fn keep_holding<'a>(&'a self, _session: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
-        ready(Ok(()))
+    fn finish(&self, burst: &Burst) {
+        let ids: HashSet<u64> = burst.entries.iter().map(|e| e.id).collect();
+        let mut queues = self.queues();
+        let mut settled = 0;
+        if let Some(in_flight) = queues.in_flight.get_mut(&burst.session) {
+            let before = in_flight.len();
+            in_flight.retain(|e| !ids.contains(&e.id));
+            settled = before - in_flight.len();
+        }
+        queues.total -= settled;
+        drop(queues);
+        if let Some(journal) = &self.journal {
+            journal.done(ids.into_iter().collect());
+        }
+    }
+
+    /// Conversations replayed from the journal that nobody holds yet.
+    fn take_over_orphans(&self) -> Vec<String> {
+        let mut queues = self.queues();
+        let orphans: Vec<String> = queues.in_flight.keys().filter(|s| !queues.held.contains(*s)).cloned().collect();
+        queues.held.extend(orphans.iter().cloned());
+        orphans
     }
 }
 
-/// Older messages of a conversation left out of its next burst.
-fn count_left_out(dropped: usize) {
-    if dropped > 0 {
-        metrics::counter!(crate::telemetry::BURST_MESSAGES_LEFT_OUT).increment(dropped as u64);
-        tracing::debug!(dropped, "older waiting messages left out of the next burst");
-    }
-}
-
-/// Coordination shared by webhook replicas through Redis.
+/// Coordination shared by webhook replicas through Redis: the seen marks, the per-conversation
+/// queue and in-flight list (the durable record), the hold, the set of conversations with
+/// recorded messages, the takeover flags and the bot's own-message marks.
 pub struct RedisCoordinator {
     conn: RedisConn,
     timings: CoordTimings,
-    /// This replica's name on the conversations it holds.
+    /// This replica's name on the conversations it holds: stable across restarts of the same
+    /// replica, so it resumes its own conversations at once.
     owner: String,
     max_per_conversation: usize,
-    enqueue: redis::Script,
+    accept: redis::Script,
     next_burst: redis::Script,
     keep_holding: redis::Script,
+    release: redis::Script,
 }
 
-/// Messages queued for a conversation expire after this (a replica that died holding it).
-const QUEUE_TTL: Duration = Duration::from_secs(600);
-
 impl RedisCoordinator {
-    pub fn new(conn: RedisConn, timings: CoordTimings, max_per_conversation: usize) -> Self {
+    pub fn new(conn: RedisConn, timings: CoordTimings, max_per_conversation: usize, owner: String) -> Self {
         Self {
             conn,
             timings,
+            owner,
             max_per_conversation: max_per_conversation.max(1),
-            owner: format!("{:016x}", rand::random::<u64>()),
-            enqueue: redis::Script::new(
-                r"local len = redis.call('RPUSH', KEYS[1], ARGV[1])
-                  local cap = tonumber(ARGV[5])
-                  local dropped = 0
-                  if len > cap then
-                    redis.call('LTRIM', KEYS[1], -cap, -1)
-                    dropped = len - cap
+            // KEYS: seen, queue, in flight, hold, conversations. ARGV: entry, owner, lease ms,
+            // cap, seen ms (0: no fingerprint), session.
+            accept: redis::Script::new(
+                r"if ARGV[5] ~= '0' then
+                    if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[5]) then return -1 end
                   end
-                  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-                  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, dropped} end
-                  return {0, dropped}",
+                  if redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[4]) then
+                    if ARGV[5] ~= '0' then redis.call('DEL', KEYS[1]) end
+                    return -2
+                  end
+                  redis.call('RPUSH', KEYS[2], ARGV[1])
+                  redis.call('SADD', KEYS[5], ARGV[6])
+                  if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+                  return 0",
             ),
+            // KEYS: queue, in flight, hold, conversations. ARGV: owner, lease ms, session.
             next_burst: redis::Script::new(
-                r"local holder = redis.call('GET', KEYS[2])
-                  if holder and holder ~= ARGV[1] then return {} end
-                  local items = redis.call('LRANGE', KEYS[1], 0, -1)
-                  if #items == 0 then
-                    if holder then redis.call('DEL', KEYS[2]) end
-                    return {}
-                  end
+                r"local holder = redis.call('GET', KEYS[3])
+                  if holder and holder ~= ARGV[1] then return {0, {}} end
+                  local resumed = redis.call('LLEN', KEYS[2]) > 0 and 1 or 0
+                  local waiting = redis.call('LRANGE', KEYS[1], 0, -1)
+                  for _, item in ipairs(waiting) do redis.call('RPUSH', KEYS[2], item) end
                   redis.call('DEL', KEYS[1])
-                  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-                  return items",
+                  local burst = redis.call('LRANGE', KEYS[2], 0, -1)
+                  if #burst == 0 then
+                    if holder then redis.call('DEL', KEYS[3]) end
+                    redis.call('SREM', KEYS[4], ARGV[3])
+                    return {0, {}}
+                  end
+                  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+                  return {resumed, burst}",
             ),
             keep_holding: redis::Script::new(
                 r"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
                   return 0",
             ),
+            release: redis::Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+                  return 0",
+            ),
         }
-    }
-
-    fn unavailable(e: crate::redis_conn::RedisDown) -> CoordError {
-        CoordError::Unavailable(e.0)
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CoordError> {
         let mut con = self.conn.connection();
-        self.conn.observe(cmd.query_async(&mut con).await).map_err(Self::unavailable)
+        Ok(self.conn.observe(cmd.query_async(&mut con).await)?)
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, CoordError> {
+        let mut con = self.conn.connection();
+        Ok(self.conn.observe(invocation.invoke_async(&mut con).await)?)
     }
 
     fn ms(d: Duration) -> u64 {
         d.as_millis().max(1) as u64
     }
-}
 
-impl Coordinator for RedisCoordinator {
-    fn first_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<bool, CoordError>> {
-        Box::pin(async move {
-            let key = self.conn.key(&["seen", session, &fingerprint.to_string()]);
+    fn key(&self, kind: &str, session: &str) -> String {
+        self.conn.key(&[kind, session])
+    }
+
+    async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
+        let session = message.session_id.as_str();
+        let entry = InboxEntry::new(message.clone());
+        let encoded = serde_json::to_string(&entry).unwrap_or_default();
+        let seen_key = self.conn.key(&["seen", session, &message.fingerprint.unwrap_or(0).to_string()]);
+        let seen_ms = if message.fingerprint.is_some() { Self::ms(self.timings.seen) } else { 0 };
+        let mut invocation = self.accept.key(seen_key);
+        invocation
+            .key(self.key("queue", session))
+            .key(self.key("inflight", session))
+            .key(self.key("hold", session))
+            .key(self.conn.key(&["conversations"]))
+            .arg(encoded)
+            .arg(&self.owner)
+            .arg(Self::ms(self.timings.lease))
+            .arg(self.max_per_conversation)
+            .arg(seen_ms)
+            .arg(session);
+        match self.invoke::<i64>(&invocation).await? {
+            1 => Ok(Accepted::Holds(Origin::Shared)),
+            0 => Ok(Accepted::Queued),
+            -1 => Ok(Accepted::Duplicate),
+            _ => Err(CoordError::Overloaded),
+        }
+    }
+
+    async fn next_burst(&self, session: &str) -> Result<Burst, CoordError> {
+        let mut invocation = self.next_burst.key(self.key("queue", session));
+        invocation
+            .key(self.key("inflight", session))
+            .key(self.key("hold", session))
+            .key(self.conn.key(&["conversations"]))
+            .arg(&self.owner)
+            .arg(Self::ms(self.timings.lease))
+            .arg(session);
+        let (resumed, items): (i64, Vec<String>) = self.invoke(&invocation).await?;
+        let entries = items.iter().filter_map(|item| serde_json::from_str(item).ok()).collect();
+        Ok(Burst { session: session.to_owned(), entries, origin: Origin::Shared, resumed: resumed == 1 })
+    }
+
+    async fn finish(&self, session: &str) -> Result<(), CoordError> {
+        self.query(redis::cmd("DEL").arg(self.key("inflight", session))).await
+    }
+
+    async fn keep_holding(&self, session: &str) -> Result<(), CoordError> {
+        let mut invocation = self.keep_holding.key(self.key("hold", session));
+        invocation.arg(&self.owner).arg(Self::ms(self.timings.lease));
+        self.invoke::<i64>(&invocation).await.map(drop)
+    }
+
+    async fn release(&self, session: &str) -> Result<(), CoordError> {
+        let mut invocation = self.release.key(self.key("hold", session));
+        invocation.arg(&self.owner);
+        self.invoke::<i64>(&invocation).await.map(drop)
+    }
+
+    /// Takes the hold of every conversation with recorded messages whose hold has expired (or
+    /// is this replica's own from before a restart).
+    async fn take_over_orphans(&self) -> Result<Vec<String>, CoordError> {
+        let sessions: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.conn.key(&["conversations"]))).await?;
+        let mut taken = Vec::new();
+        for session in sessions {
+            let hold = self.key("hold", &session);
             let set: Option<String> = self
-                .query(redis::cmd("SET").arg(key).arg(1).arg("NX").arg("PX").arg(Self::ms(self.timings.seen)))
+                .query(
+                    redis::cmd("SET").arg(&hold).arg(&self.owner).arg("NX").arg("PX").arg(Self::ms(self.timings.lease)),
+                )
                 .await?;
-            Ok(set.is_some())
-        })
+            let ours = set.is_some()
+                || self.query::<Option<String>>(redis::cmd("GET").arg(&hold)).await? == Some(self.owner.clone());
+            if ours {
+                taken.push(session);
+            }
+        }
+        Ok(taken)
     }
 
-    fn forget_delivery<'a>(&'a self, session: &'a str, fingerprint: u64) -> BoxFuture<'a, Result<(), CoordError>> {
-        Box::pin(async move {
-            let key = self.conn.key(&["seen", session, &fingerprint.to_string()]);
-            self.query(redis::cmd("DEL").arg(key)).await
-        })
+    async fn set_human_takeover(&self, session: &str) -> Result<(), CoordError> {
+        let key = self.key("human", session);
+        self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.human_takeover))).await
     }
 
-    fn set_human_takeover<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
-        Box::pin(async move {
-            let key = self.conn.key(&["human", session]);
-            self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.human_takeover))).await
-        })
+    async fn human_has(&self, session: &str) -> Result<bool, CoordError> {
+        self.query(redis::cmd("EXISTS").arg(self.key("human", session))).await
     }
 
-    fn human_has<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, CoordError>> {
-        Box::pin(async move { self.query(redis::cmd("EXISTS").arg(self.conn.key(&["human", session]))).await })
+    async fn remember_own(&self, session: &str, mark: &OwnMark) -> Result<(), CoordError> {
+        let key = self.conn.key(&["own", session, &mark.key_part()]);
+        self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.own))).await
     }
 
-    fn remember_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<(), CoordError>> {
-        Box::pin(async move {
-            let key = self.conn.key(&["own", session, &mark.key_part()]);
-            self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.own))).await
-        })
-    }
-
-    fn is_own<'a>(&'a self, session: &'a str, mark: &'a OwnMark) -> BoxFuture<'a, Result<bool, CoordError>> {
-        Box::pin(async move {
-            self.query(redis::cmd("EXISTS").arg(self.conn.key(&["own", session, &mark.key_part()]))).await
-        })
-    }
-
-    fn enqueue<'a>(&'a self, message: &'a VisitorMessage) -> BoxFuture<'a, Result<bool, CoordError>> {
-        Box::pin(async move {
-            let encoded = serde_json::to_string(message).map_err(|e| CoordError::Unavailable(e.to_string()))?;
-            let mut invocation = self.enqueue.key(self.conn.key(&["queue", &message.session_id]));
-            invocation
-                .key(self.conn.key(&["hold", &message.session_id]))
-                .arg(encoded)
-                .arg(&self.owner)
-                .arg(Self::ms(self.timings.lease))
-                .arg(Self::ms(QUEUE_TTL))
-                .arg(self.max_per_conversation);
-            let mut con = self.conn.connection();
-            let (took, dropped): (i64, i64) =
-                self.conn.observe(invocation.invoke_async(&mut con).await).map_err(Self::unavailable)?;
-            count_left_out(usize::try_from(dropped).unwrap_or(0));
-            Ok(took == 1)
-        })
-    }
-
-    fn next_burst<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Vec<VisitorMessage>, CoordError>> {
-        Box::pin(async move {
-            let mut invocation = self.next_burst.key(self.conn.key(&["queue", session]));
-            invocation.key(self.conn.key(&["hold", session])).arg(&self.owner).arg(Self::ms(self.timings.lease));
-            let mut con = self.conn.connection();
-            let items: Vec<String> =
-                self.conn.observe(invocation.invoke_async(&mut con).await).map_err(Self::unavailable)?;
-            Ok(items.iter().filter_map(|item| serde_json::from_str(item).ok()).collect())
-        })
-    }
-
-    fn keep_holding<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
-        Box::pin(async move {
-            let mut invocation = self.keep_holding.key(self.conn.key(&["hold", session]));
-            invocation.arg(&self.owner).arg(Self::ms(self.timings.lease));
-            let mut con = self.conn.connection();
-            let _: i64 = self.conn.observe(invocation.invoke_async(&mut con).await).map_err(Self::unavailable)?;
-            Ok(())
-        })
+    async fn is_own(&self, session: &str, mark: &OwnMark) -> Result<bool, CoordError> {
+        self.query(redis::cmd("EXISTS").arg(self.conn.key(&["own", session, &mark.key_part()]))).await
     }
 }
 
@@ -351,12 +554,12 @@ impl Coordinator for RedisCoordinator {
 mod tests {
     use super::*;
 
-    fn message(session: &str, text: &str) -> VisitorMessage {
+    fn message(session: &str, text: &str, fingerprint: Option<u64>) -> VisitorMessage {
         VisitorMessage {
             website_id: "w".into(),
             session_id: session.into(),
             content: text.into(),
-            fingerprint: None,
+            fingerprint,
             timestamp: None,
         }
     }
@@ -365,42 +568,65 @@ mod tests {
         QueueLimits { max_waiting, max_per_conversation }
     }
 
-    #[tokio::test]
-    async fn a_conversation_keeps_only_its_newest_waiting_messages() {
-        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(1000, 3));
-        for i in 0..10 {
-            c.enqueue(&message("a", &i.to_string())).await.unwrap();
-        }
-        let burst = c.next_burst("a").await.unwrap();
-        assert_eq!(burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["7", "8", "9"]);
-        assert!(c.enqueue(&message("b", "x")).await.is_ok(), "the total counts only what is kept");
-        assert_eq!(c.queues().total, 1);
+    fn local(limits: QueueLimits) -> Coordination {
+        Coordination::new(LocalInbox::new(&CoordTimings::default(), limits, None, Vec::new()), None)
+    }
+
+    fn contents(burst: &Burst) -> Vec<&str> {
+        burst.entries.iter().map(|e| e.message.content.as_str()).collect()
     }
 
     #[tokio::test]
-    async fn memory_queue_holds_one_conversation_and_releases_when_empty() {
-        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(100, 100));
-        assert!(c.enqueue(&message("a", "1")).await.unwrap());
-        assert!(!c.enqueue(&message("a", "2")).await.unwrap(), "already held");
-        assert!(c.enqueue(&message("b", "x")).await.unwrap(), "conversations are independent");
-        let burst = c.next_burst("a").await.unwrap();
-        assert_eq!(burst.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["1", "2"]);
-        assert!(!c.enqueue(&message("a", "3")).await.unwrap(), "still held until an empty burst");
-        assert_eq!(c.next_burst("a").await.unwrap().len(), 1);
-        assert!(c.next_burst("a").await.unwrap().is_empty());
-        assert!(c.enqueue(&message("a", "4")).await.unwrap(), "released");
+    async fn one_holder_per_conversation_bursts_in_order_released_when_empty() {
+        let c = local(limits(100, 100));
+        assert_eq!(c.accept(&message("a", "1", None)).await.unwrap(), Accepted::Holds(Origin::Local));
+        assert_eq!(c.accept(&message("a", "2", None)).await.unwrap(), Accepted::Queued);
+        assert_eq!(c.accept(&message("b", "x", None)).await.unwrap(), Accepted::Holds(Origin::Local));
+        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
+        assert_eq!(contents(&burst), ["1", "2"]);
+        assert!(!burst.resumed);
+        assert_eq!(c.accept(&message("a", "3", None)).await.unwrap(), Accepted::Queued, "held until an empty burst");
+        c.finish(&burst).await.unwrap();
+        assert_eq!(contents(&c.next_burst(Origin::Local, "a").await.unwrap()), ["3"]);
+        let unfinished = c.next_burst(Origin::Local, "a").await.unwrap();
+        assert!(unfinished.resumed, "an unfinished burst comes back, marked resumed");
+        c.finish(&unfinished).await.unwrap();
+        assert!(c.next_burst(Origin::Local, "a").await.unwrap().entries.is_empty());
+        assert_eq!(c.accept(&message("a", "4", None)).await.unwrap(), Accepted::Holds(Origin::Local), "released");
     }
 
     #[tokio::test]
-    async fn memory_queue_is_bounded_and_dedupes() {
-        let c = MemoryCoordinator::new(&CoordTimings::default(), limits(2, 100));
-        c.enqueue(&message("a", "1")).await.unwrap();
-        c.enqueue(&message("a", "2")).await.unwrap();
-        assert!(matches!(c.enqueue(&message("a", "3")).await, Err(CoordError::Overloaded)));
-        assert!(c.first_delivery("a", 7).await.unwrap());
-        assert!(!c.first_delivery("a", 7).await.unwrap());
-        c.forget_delivery("a", 7).await.unwrap();
-        assert!(c.first_delivery("a", 7).await.unwrap());
+    async fn full_queues_refuse_before_accepting_and_duplicates_are_told_apart() {
+        let c = local(limits(3, 2));
+        c.accept(&message("a", "1", Some(1))).await.unwrap();
+        c.accept(&message("a", "2", Some(2))).await.unwrap();
+        assert!(matches!(c.accept(&message("a", "3", Some(3))).await, Err(CoordError::Overloaded)), "per conversation");
+        assert_eq!(c.accept(&message("a", "1", Some(1))).await.unwrap(), Accepted::Duplicate);
+        c.accept(&message("b", "1", Some(1))).await.unwrap();
+        assert!(matches!(c.accept(&message("c", "1", Some(1))).await, Err(CoordError::Overloaded)), "in all");
+        // A refused message was not marked seen: its redelivery is taken once there is room.
+        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
+        c.finish(&burst).await.unwrap();
+        assert_eq!(c.accept(&message("a", "3", Some(3))).await.unwrap(), Accepted::Queued);
+        assert_eq!(c.pending_local(), 2);
+    }
+
+    #[tokio::test]
+    async fn replayed_entries_are_in_flight_orphans_taken_over_once() {
+        let replay = vec![
+            InboxEntry::new(message("a", "1", Some(1))),
+            InboxEntry::new(message("b", "x", None)),
+            InboxEntry::new(message("a", "2", Some(2))),
+        ];
+        let c = Coordination::new(LocalInbox::new(&CoordTimings::default(), limits(10, 10), None, replay), None);
+        let mut orphans = c.take_over_orphans().await;
+        orphans.sort_by(|x, y| x.1.cmp(&y.1));
+        assert_eq!(orphans, [(Origin::Local, "a".to_owned()), (Origin::Local, "b".to_owned())]);
+        assert!(c.take_over_orphans().await.is_empty(), "held now");
+        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
+        assert!(burst.resumed);
+        assert_eq!(contents(&burst), ["1", "2"]);
+        assert_eq!(c.accept(&message("a", "1", Some(1))).await.unwrap(), Accepted::Duplicate, "seen marks replayed");
     }
 
     /// Runs against a real Redis when TEST_REDIS_URL is set (CI sets it).
@@ -408,26 +634,42 @@ mod tests {
     async fn redis_coordination_across_two_replicas() {
         let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
         let prefix = format!("test-{:x}:", rand::random::<u64>());
-        let a = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default(), 3);
-        let b = RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), CoordTimings::default(), 3);
-        assert!(a.first_delivery("s", 1).await.unwrap());
-        assert!(!b.first_delivery("s", 1).await.unwrap(), "a redelivery to the other replica is a duplicate");
-        assert!(a.enqueue(&message("s", "1")).await.unwrap());
-        assert!(!b.enqueue(&message("s", "2")).await.unwrap(), "held by replica a");
-        assert!(b.next_burst("s").await.unwrap().is_empty(), "b does not hold it");
-        assert_eq!(a.next_burst("s").await.unwrap().len(), 2);
-        assert!(a.next_burst("s").await.unwrap().is_empty());
-        assert!(b.enqueue(&message("s", "3")).await.unwrap(), "released, b takes it");
-        for i in 4..10 {
-            b.enqueue(&message("s", &i.to_string())).await.unwrap();
-        }
-        let kept = b.next_burst("s").await.unwrap();
-        assert_eq!(kept.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["7", "8", "9"], "bounded queue");
-        assert!(b.next_burst("s").await.unwrap().is_empty());
-        b.set_human_takeover("s").await.unwrap();
-        assert!(a.human_has("s").await.unwrap());
+        let replica = |owner: &str, lease_ms: u64| {
+            let timings = CoordTimings { lease: Duration::from_millis(lease_ms), ..CoordTimings::default() };
+            let redis =
+                RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), timings.clone(), 3, owner.into());
+            Coordination::new(LocalInbox::new(&timings, limits(100, 100), None, Vec::new()), Some(redis))
+        };
+        let a = replica("a", 60_000);
+        let b = replica("b", 60_000);
+        assert_eq!(a.accept(&message("s", "1", Some(1))).await.unwrap(), Accepted::Holds(Origin::Shared));
+        assert_eq!(b.accept(&message("s", "1", Some(1))).await.unwrap(), Accepted::Duplicate);
+        assert_eq!(b.accept(&message("s", "2", Some(2))).await.unwrap(), Accepted::Queued, "held by replica a");
+        assert!(b.next_burst(Origin::Shared, "s").await.unwrap().entries.is_empty(), "b does not hold it");
+        let burst = a.next_burst(Origin::Shared, "s").await.unwrap();
+        assert_eq!(contents(&burst), ["1", "2"]);
+        b.accept(&message("s", "3", Some(3))).await.unwrap();
+        assert!(
+            matches!(b.accept(&message("s", "4", Some(4))).await, Err(CoordError::Overloaded)),
+            "3 per conversation"
+        );
+        // Replica a dies holding the conversation; c (short lease, as after expiry) takes it over.
+        drop(a);
+        let c = replica("c", 60_000);
+        let hold = RedisConn::lazy(&url, &prefix).unwrap().key(&["hold", "s"]);
+        let mut con = RedisConn::lazy(&url, &prefix).unwrap().connection();
+        let _: () = redis::cmd("DEL").arg(hold).query_async(&mut con).await.unwrap();
+        assert_eq!(c.take_over_orphans().await, [(Origin::Shared, "s".to_owned())]);
+        let resumed = c.next_burst(Origin::Shared, "s").await.unwrap();
+        assert!(resumed.resumed);
+        assert_eq!(contents(&resumed), ["1", "2", "3"]);
+        c.finish(&resumed).await.unwrap();
+        assert!(c.next_burst(Origin::Shared, "s").await.unwrap().entries.is_empty());
+        assert!(c.take_over_orphans().await.is_empty(), "nothing left recorded");
+        b.set_human_takeover("s").await;
+        assert!(c.human_has("s").await);
         let mark = OwnMark::Text("hello".into());
-        a.remember_own("s", &mark).await.unwrap();
-        assert!(b.is_own("s", &mark).await.unwrap());
+        c.remember_own("s", mark.clone()).await;
+        assert!(b.is_own("s", &mark).await);
     }
 }

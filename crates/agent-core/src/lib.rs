@@ -13,6 +13,7 @@ pub mod context;
 pub mod coordination;
 pub mod crisp;
 pub mod http_body;
+pub mod inbox;
 pub mod llm;
 pub mod payload;
 pub mod process;

@@ -21,18 +21,20 @@ pub struct Action<'a> {
     pub description: Cow<'a, str>,
     #[serde(borrow, deserialize_with = "lenient_str")]
     pub canonical_url: Cow<'a, str>,
-    // Stored actions (the only use of `Serialize`) keep what prompts show: the title, the
-    // details and the page. The rest repeats the batch or no prompt reads it, and storing less
-    // keeps the listener's store writer ahead of a busy stream.
-    #[serde(deserialize_with = "null_as_default", skip_serializing)]
+    // Stored actions (the only use of `Serialize`) keep what prompts show (the title, the
+    // details and the page) and what the MCP tools return (index, type, times, raw URL); the
+    // ids repeat the batch and are not stored. Empty and zero values are left out, so records
+    // stay short; a record written before these fields were stored reads them as absent
+    // (empty, zero).
+    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_i64")]
     pub index: i64,
-    #[serde(rename = "type", borrow, deserialize_with = "lenient_str", skip_serializing)]
+    #[serde(rename = "type", borrow, deserialize_with = "lenient_str", skip_serializing_if = "is_empty_str")]
     pub kind: Cow<'a, str>,
-    #[serde(deserialize_with = "null_as_default", skip_serializing)]
+    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_f64")]
     pub timestamp_start: f64,
-    #[serde(deserialize_with = "null_as_default", skip_serializing)]
+    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_f64")]
     pub timestamp_end: f64,
-    #[serde(borrow, deserialize_with = "lenient_str", skip_serializing)]
+    #[serde(borrow, deserialize_with = "lenient_str", skip_serializing_if = "is_empty_str")]
     pub raw_url: Cow<'a, str>,
     #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
     pub session_id: Option<Cow<'a, str>>,
@@ -67,6 +69,18 @@ impl Action<'_> {
             conversation_id: self.conversation_id.map(owned),
         }
     }
+}
+
+fn is_empty_str(s: &str) -> bool {
+    s.is_empty()
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 fn owned(s: Cow<'_, str>) -> Cow<'static, str> {

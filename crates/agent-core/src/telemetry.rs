@@ -21,12 +21,30 @@ pub const SUMMARIES_DROPPED: &str = "summaries_dropped_total";
 /// Pending actions dropped unsummarised (a session over its bound, or forgotten to make room
 /// for another while it had actions pending).
 pub const SUMMARY_ACTIONS_DROPPED: &str = "summary_actions_dropped_total";
+pub const MESSAGES_SETTLED: &str = "messages_settled_total";
 pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
 pub const CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
+/// `mcp_calls_total{tool,outcome}`: calls to the webhook's MCP server (`/mcp`).
+pub const MCP_CALLS: &str = "mcp_calls_total";
+/// `mcp_calls_total{tool}`: the MCP tools; `none` for a request refused before any tool.
+pub const MCP_TOOLS: [&str; 3] = ["get_visitor_activity", "get_live_user_activity", "none"];
+/// `mcp_calls_total{outcome}` of a tool call.
+pub const MCP_OUTCOMES: [&str; 5] = ["ok", "no_activity", "no_conversation", "refused", "bad_request"];
 
 /// `hooks_received_total{outcome}`: every outcome a hook can have.
-pub const HOOK_OUTCOMES: [&str; 7] =
-    ["unauthorized", "bad_signature", "bad_request", "visitor_message", "overloaded", "operator_message", "ignored"];
+pub const HOOK_OUTCOMES: [&str; 8] = [
+    "unauthorized",
+    "bad_signature",
+    "bad_request",
+    "visitor_message",
+    "overloaded",
+    "not_recorded",
+    "operator_message",
+    "ignored",
+];
+/// `messages_settled_total{outcome}`: how accepted visitor messages ended.
+pub const SETTLED_OUTCOMES: [&str; 6] =
+    ["answered", "fallback_sent", "duplicate", "silenced_by_human_takeover", "already_answered", "expired"];
 /// `http_connections_closed_total{reason}`: connections the server closed on its own.
 pub const CONNECTION_CLOSE_REASONS: [&str; 5] =
     ["header_timeout", "idle_timeout", "request_timeout", "shed", "refused"];
@@ -39,12 +57,21 @@ pub fn register_webhook_series() {
     for outcome in HOOK_OUTCOMES {
         metrics::counter!(HOOKS_RECEIVED, "outcome" => outcome).increment(0);
     }
+    for outcome in SETTLED_OUTCOMES {
+        metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome).increment(0);
+    }
     for reason in CONNECTION_CLOSE_REASONS {
         metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
     }
     for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT] {
         metrics::counter!(name).increment(0);
     }
+    for tool in &MCP_TOOLS[..2] {
+        for outcome in MCP_OUTCOMES {
+            metrics::counter!(MCP_CALLS, "tool" => *tool, "outcome" => outcome).increment(0);
+        }
+    }
+    metrics::counter!(MCP_CALLS, "tool" => "none", "outcome" => "unauthorized").increment(0);
     let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
     for call in CRISP_CALLS {
         let _ = metrics::histogram!(CRISP_SECONDS, "call" => call, "outcome" => "ok");

@@ -47,15 +47,29 @@ impl StoreWrite {
 pub struct PackedBatches {
     text: String,
     /// Where each string ends in `text`: per batch, the session, user and conversation ids
-    /// (empty when absent), then the title, details and page of each action.
+    /// (empty when absent), then the title, details, page, type and raw URL of each action.
     ends: Vec<usize>,
+    /// Each action's index, start and end times, in order.
+    numbers: Vec<ActionNumbers>,
     batches: Vec<BatchHead>,
+}
+
+/// Strings packed per action.
+const ACTION_STRINGS: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ActionNumbers {
+    index: i64,
+    timestamp_start: f64,
+    timestamp_end: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct BatchHead {
     /// Its first string in `ends`.
     first: usize,
+    /// Its first action in `numbers`.
+    first_action: usize,
     actions: usize,
     /// Which of the three ids are present.
     present: [bool; 3],
@@ -67,6 +81,7 @@ impl PackedBatches {
         Self {
             text: String::with_capacity(like.text.len()),
             ends: Vec::with_capacity(like.ends.len()),
+            numbers: Vec::with_capacity(like.numbers.len()),
             batches: Vec::with_capacity(like.batches.len()),
         }
     }
@@ -75,25 +90,30 @@ impl PackedBatches {
         let ids = [&batch.session_id, &batch.user_id, &batch.conversation_id];
         self.batches.push(BatchHead {
             first: self.ends.len(),
+            first_action: self.numbers.len(),
             actions: batch.actions.len(),
             present: ids.map(Option::is_some),
         });
-        let strings = ids
-            .iter()
-            .map(|id| id.as_deref().unwrap_or(""))
-            .chain(batch.actions.iter().flat_map(|a| [&*a.title, &*a.description, &*a.canonical_url]));
+        let strings = ids.iter().map(|id| id.as_deref().unwrap_or("")).chain(
+            batch.actions.iter().flat_map(|a| [&*a.title, &*a.description, &*a.canonical_url, &*a.kind, &*a.raw_url]),
+        );
         for s in strings {
             self.text.push_str(s);
             self.ends.push(self.text.len());
         }
+        self.numbers.extend(batch.actions.iter().map(|a| ActionNumbers {
+            index: a.index,
+            timestamp_start: a.timestamp_start,
+            timestamp_end: a.timestamp_end,
+        }));
     }
 
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
     }
 
-    /// The batches again, borrowing from the buffer: ids, and each action's title, details
-    /// and page (all a store keeps).
+    /// The batches again, borrowing from the buffer: ids, and each action's title, details,
+    /// page, type, raw URL, index and times (all a store keeps).
     pub fn unpack(&self) -> impl Iterator<Item = ActionsBatch<'_>> {
         self.batches.iter().map(|head| {
             let string = |i: usize| {
@@ -103,11 +123,17 @@ impl PackedBatches {
             let id = |n: usize| head.present[n].then(|| string(head.first + n));
             let actions: Vec<Action<'_>> = (0..head.actions)
                 .map(|a| {
-                    let at = head.first + 3 + 3 * a;
+                    let at = head.first + 3 + ACTION_STRINGS * a;
+                    let numbers = self.numbers[head.first_action + a];
                     Action {
                         title: string(at),
                         description: string(at + 1),
                         canonical_url: string(at + 2),
+                        kind: string(at + 3),
+                        raw_url: string(at + 4),
+                        index: numbers.index,
+                        timestamp_start: numbers.timestamp_start,
+                        timestamp_end: numbers.timestamp_end,
                         ..Action::default()
                     }
                 })
@@ -124,7 +150,9 @@ impl PackedBatches {
     }
 
     fn bytes(&self) -> usize {
-        self.text.len() + self.ends.len() * std::mem::size_of::<usize>()
+        self.text.len()
+            + self.ends.len() * std::mem::size_of::<usize>()
+            + self.numbers.len() * std::mem::size_of::<ActionNumbers>()
     }
 }
 
@@ -295,6 +323,11 @@ mod tests {
                 title: a.title.to_string().into(),
                 description: a.description.to_string().into(),
                 canonical_url: a.canonical_url.to_string().into(),
+                kind: a.kind.to_string().into(),
+                raw_url: a.raw_url.to_string().into(),
+                index: a.index,
+                timestamp_start: a.timestamp_start,
+                timestamp_end: a.timestamp_end,
                 ..Action::default()
             })
             .collect();
@@ -314,7 +347,7 @@ mod tests {
         fn unpacking_gives_back_what_the_store_keeps(
             batches in proptest::collection::vec((
                 proptest::array::uniform3(proptest::option::of(".{0,12}")),
-                proptest::collection::vec(proptest::array::uniform3(".{0,20}"), 0..8),
+                proptest::collection::vec((proptest::array::uniform5(".{0,20}"), any::<i64>(), 0.0..2e9f64), 0..8),
             ), 0..5),
         ) {
           let mut packed = PackedBatches::default();
@@ -330,7 +363,18 @@ mod tests {
                 count: actions.len(),
                 actions: actions
                     .into_iter()
-                    .map(|[t, d, u]| Action { title: t.into(), description: d.into(), canonical_url: u.into(), index: 7, ..Action::default() })
+                    .map(|([t, d, u, k, r], index, at)| Action {
+                        title: t.into(),
+                        description: d.into(),
+                        canonical_url: u.into(),
+                        kind: k.into(),
+                        raw_url: r.into(),
+                        index,
+                        timestamp_start: at,
+                        timestamp_end: at + 0.5,
+                        session_id: Some("repeats the batch".into()),
+                        ..Action::default()
+                    })
                     .collect(),
                 forwarded_at: 1.0,
             };

@@ -7,7 +7,7 @@ use crate::traces::TraceWriter;
 use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
 use agent_core::context::ContextStore;
-use agent_core::coordination::{CoordTimings, Coordinator, RedisCoordinator};
+use agent_core::coordination::{CoordTimings, RedisCoordinator};
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
@@ -100,6 +100,16 @@ pub struct Cli {
     /// On SIGTERM, how long replies in flight may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS")]
     pub shutdown_grace_secs: u64,
+    /// An accepted message older than this when its turn comes is settled unanswered.
+    #[arg(long, env = "REPLY_MAX_AGE_SECS", default_value_t = 3600, value_name = "SECS")]
+    pub reply_max_age_secs: u64,
+    /// Visitor messages recorded and not yet answered (this process's inbox); beyond it hooks
+    /// get 503 until replies catch up.
+    #[arg(long, env = "INBOX_MAX_MESSAGES", default_value_t = 10_000, value_name = "N")]
+    pub inbox_max_messages: usize,
+    /// With Redis: a replica's hold on a conversation; another resumes it once this expires.
+    #[arg(long, env = "HOLD_LEASE_SECS", default_value_t = 30, value_name = "SECS")]
+    pub hold_lease_secs: u64,
     /// Characters of the visitor's words in one prompt (a message or a burst; newest kept).
     #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 4000, value_name = "N")]
     pub max_message_chars: usize,
@@ -122,6 +132,27 @@ pub struct Cli {
     /// Serve /metrics on this address only (e.g. 127.0.0.1:9102) instead of the public port.
     #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// Crisp Hugo's MCP signing secret (`mcp_sec_…`); when set, signed calls to /mcp
+    /// read the activity of the visitor of the conversation they come from.
+    #[arg(long, env = "MCP_SIGNING_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub mcp_signing_secret: Option<String>,
+    /// Bearer key of other MCP clients at /mcp (get_live_user_activity); at
+    /// least 16 characters.
+    #[arg(long, env = "MCP_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub mcp_api_key: Option<String>,
+}
+
+/// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
+pub const MAX_WAITING_PER_CONVERSATION: usize = 100;
+
+/// This replica's name on the conversations it holds in Redis: the same after a restart (so it
+/// resumes its own conversations at once), different for each replica (host and port).
+fn replica_name(bind_addr: &SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    format!("{host}/{bind_addr}")
 }
 
 /// What the visitor reads when the LLM cannot answer.
@@ -131,8 +162,14 @@ pub struct Settings {
     pub traces: Option<TraceWriter>,
     pub redis: Option<agent_core::redis_conn::RedisConn>,
     /// Coordination shared with other replicas (Redis), when configured.
-    pub shared: Option<Arc<dyn Coordinator>>,
+    pub shared: Option<RedisCoordinator>,
     pub timings: CoordTimings,
+    /// Where the inbox journal lives (`DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Accepted messages older than this when their turn comes are settled unanswered.
+    pub reply_max_age: Duration,
+    /// Visitor messages recorded and not yet answered, at most.
+    pub inbox_max_messages: usize,
     pub fallback_message: Option<String>,
     pub history_turns: usize,
     pub crisp_hook_secret: Option<SecretString>,
@@ -154,6 +191,9 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// `/metrics` on its own address; `None`: on the public port.
     pub metrics_addr: Option<SocketAddr>,
+    /// `/mcp` is served when either is set.
+    pub mcp_signing_secret: Option<SecretString>,
+    pub mcp_api_key: Option<SecretString>,
 }
 
 /// At least 1: a zero would disable what the setting bounds.
@@ -231,11 +271,14 @@ impl Cli {
             ContextScope::Session => Some(self.store.open(redis.as_ref())?),
             ContextScope::Shared => None,
         };
-        let timings =
-            CoordTimings { human_takeover: Duration::from_secs(self.human_takeover_secs), ..CoordTimings::default() };
-        let shared: Option<Arc<dyn Coordinator>> = redis.clone().map(|conn| {
-            Arc::new(RedisCoordinator::new(conn, timings.clone(), prompt_limits.max_burst_messages))
-                as Arc<dyn Coordinator>
+        let timings = CoordTimings {
+            human_takeover: Duration::from_secs(self.human_takeover_secs),
+            lease: Duration::from_secs(at_least_one(self.hold_lease_secs, "HOLD_LEASE_SECS")?),
+            ..CoordTimings::default()
+        };
+        let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
+        let shared = redis.clone().map(|conn| {
+            RedisCoordinator::new(conn, timings.clone(), MAX_WAITING_PER_CONVERSATION, replica_name(&bind_addr))
         });
         let traces = match &self.trace_dir {
             Some(dir) if !dir.as_os_str().is_empty() => {
@@ -251,6 +294,9 @@ impl Cli {
             redis,
             shared,
             timings,
+            data_dir: self.store.data_dir.clone(),
+            reply_max_age,
+            inbox_max_messages: at_least_one(self.inbox_max_messages as u64, "INBOX_MAX_MESSAGES")? as usize,
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
@@ -270,6 +316,18 @@ impl Cli {
             prompt_limits,
             connections,
             metrics_addr,
+            mcp_signing_secret: non_empty(self.mcp_signing_secret.as_deref()).map(SecretString::from),
+            mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
         })
+    }
+}
+
+/// `MCP_API_KEY`, when set: long enough not to be guessed.
+fn mcp_api_key(value: Option<&str>) -> Result<Option<SecretString>, ConfigError> {
+    match non_empty(value) {
+        Some(key) if key.chars().count() < 16 => {
+            Err(ConfigError::Invalid { var: "MCP_API_KEY", reason: "must be at least 16 characters".into() })
+        }
+        key => Ok(key.map(SecretString::from)),
     }
 }

@@ -10,7 +10,7 @@
 //! 4. otherwise no activity at all.
 
 use agent_core::auth::verify_hmac_sha256_hex;
-use agent_core::context::{ContextStore, NO_ACTIVITY, StoreError, render_context, tail_within};
+use agent_core::context::{ContextStore, NO_ACTIVITY, SessionContext, StoreError, render_context_counted, tail_within};
 use agent_core::crisp::{CrispClient, id_for_log};
 use agent_core::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -44,6 +44,10 @@ pub struct Activity {
     pub text: String,
     pub linked_by: LinkedBy,
     pub autoplay_session: Option<String>,
+    /// What `text` was rendered from: the latest summary and the actions the text holds
+    /// (the newest within the character budget), oldest first. `None` when nothing is linked
+    /// or the text comes from the shared file.
+    pub context: Option<SessionContext>,
 }
 
 /// The links a conversation's session data offers.
@@ -101,7 +105,7 @@ impl ContextSource {
                 String::new()
             }
         };
-        Activity { text, linked_by: LinkedBy::SharedFile, autoplay_session: None }
+        Activity { text, linked_by: LinkedBy::SharedFile, autoplay_session: None, context: None }
     }
 
     async fn own_session(&self, store: &dyn ContextStore, crisp_session: &str) -> Activity {
@@ -125,17 +129,40 @@ impl ContextSource {
         }
         for (linked_by, session) in candidates {
             match store.session_context(&session, now).await {
-                Ok(Some(context)) => {
-                    let text = render_context(&context, self.max_chars);
+                Ok(Some(mut context)) => {
+                    let (text, kept) = render_context_counted(&context, self.max_chars);
                     if !text.is_empty() {
-                        return Activity { text, linked_by, autoplay_session: Some(session) };
+                        context.actions.drain(..context.actions.len() - kept);
+                        return Activity { text, linked_by, autoplay_session: Some(session), context: Some(context) };
                     }
                 }
                 Ok(None) => {}
                 Err(e) => lookup_failed(&e),
             }
         }
-        Activity { text: NO_ACTIVITY.to_owned(), linked_by: LinkedBy::Nothing, autoplay_session: None }
+        Activity { text: NO_ACTIVITY.to_owned(), linked_by: LinkedBy::Nothing, autoplay_session: None, context: None }
+    }
+
+    /// The latest session of an Autoplay/PostHog user id, through the store's user link
+    /// (for trusted callers only: the id is not checked against anything), with all the
+    /// actions the store keeps. `None` with the shared scope, or when nothing is recorded.
+    pub async fn user_activity(&self, user_id: &str) -> Option<SessionContext> {
+        let store = self.store.as_ref().filter(|_| self.scope == ContextScope::Session)?;
+        let now = SystemTime::now();
+        let session = match store.latest_session_for_user(user_id, now).await {
+            Ok(session) => session?,
+            Err(e) => {
+                lookup_failed(&e);
+                return None;
+            }
+        };
+        match store.session_context(&session, now).await {
+            Ok(context) => context,
+            Err(e) => {
+                lookup_failed(&e);
+                None
+            }
+        }
     }
 
     async fn meta_links(&self, crisp_session: &str) -> MetaLinks {

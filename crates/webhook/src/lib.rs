@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod context;
+pub mod mcp;
 pub mod replies;
 pub mod routes;
 pub mod server;
@@ -9,6 +10,7 @@ pub mod traces;
 
 use agent_core::ExposeSecret;
 use agent_core::auth::SecretDigest;
+use agent_core::coordination::{Coordination, LocalInbox, QueueLimits};
 use agent_core::ratelimit::RateLimitedWarn;
 use config::Settings;
 use context::ContextSource;
@@ -35,6 +37,35 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // `/mcp`, only when MCP_SIGNING_SECRET or MCP_API_KEY is set; its own ContextSource,
+    // configured (and linking) exactly as the replies' one.
+    let mcp_routes = mcp::router(
+        mcp::McpAuth::new(
+            settings.mcp_signing_secret.clone(),
+            settings.mcp_api_key.as_ref(),
+            settings.website_id.clone(),
+        ),
+        ContextSource::new(
+            settings.context_scope,
+            settings.event_data_path.clone(),
+            settings.store.clone(),
+            settings.crisp.clone(),
+            settings.link_secret.clone(),
+            settings.context_max_chars,
+        ),
+    );
+    // Every message accepted and not answered before the last stop is answered first.
+    let (journal, recorded) = agent_core::inbox::Journal::open(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("DATA_DIR {}: cannot open the inbox journal: {e}", settings.data_dir.display()))?;
+    if !recorded.is_empty() {
+        tracing::info!(messages = recorded.len(), "accepted messages recorded before the last stop; answering them");
+    }
+    let limits = QueueLimits {
+        max_waiting: settings.inbox_max_messages,
+        max_per_conversation: config::MAX_WAITING_PER_CONVERSATION,
+    };
+    let coordination =
+        Coordination::new(LocalInbox::new(&settings.timings, limits, Some(journal), recorded), settings.shared);
     let replies = Replies::new(
         ReplyDeps {
             llm: settings.llm,
@@ -49,11 +80,11 @@ pub async fn run(
             crisp: settings.crisp,
             system_prompt: settings.system_prompt,
             fallback_message: settings.fallback_message,
-            shared: settings.shared,
-            timings: settings.timings,
+            coordination,
             traces: settings.traces,
             history_turns: settings.history_turns,
             limits: settings.prompt_limits,
+            max_age: settings.reply_max_age,
         },
         settings.max_concurrent_replies,
     );
@@ -84,12 +115,25 @@ pub async fn run(
             let _ = stop.changed().await;
         }));
     }
+    let resuming = replies.resume_recorded();
     tracing::info!(addr = %listener.local_addr()?, max_connections = connections.max_connections, "webhook listening");
-    server::serve(listener, router(Arc::clone(&state), settings.metrics_addr.is_none()), connections, shutdown).await?;
+    server::serve(
+        listener,
+        mcp::with_routes(router(Arc::clone(&state), settings.metrics_addr.is_none()), mcp_routes),
+        connections,
+        shutdown,
+    )
+    .await?;
     let _ = stopping.send(true);
     tracing::info!("no longer accepting hooks; finishing replies in flight");
-    if !replies.drain(settings.shutdown_grace).await {
-        tracing::warn!(grace = ?settings.shutdown_grace, "replies still in flight at the end of the grace period");
+    resuming.abort();
+    let left = replies.drain(settings.shutdown_grace).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            grace = ?settings.shutdown_grace,
+            "accepted messages not answered within the grace period stay recorded; they are answered after the restart"
+        );
     }
     tracing::info!("webhook stopped");
     Ok(())

@@ -1,34 +1,39 @@
-//! Background replies with delivery guarantees:
-//! - a redelivered hook (same conversation and fingerprint) is answered once;
-//! - one conversation is answered one burst at a time: messages that arrive while an answer is
-//!   being written are answered together by the next one;
-//! - the typing indicator goes on before any LLM call and always off at the end;
-//! - a human operator writing in a conversation silences the bot there for a while;
-//! - when the LLM fails for good the visitor still gets a short fallback message;
-//! - on shutdown, every accepted message is answered within the grace period.
+//! Background replies around the inbox. A visitor message is recorded durably before its hook's
+//! `200` ([`Replies::submit`]); from then on it ends only as
+//! - **answered** (Crisp accepted the reply, or the fallback message),
+//! - a **duplicate** (a redelivery of a message already recorded),
+//! - **silenced** by a human operator who took the conversation over,
+//! - **already answered** (a resumed message that an operator message already follows),
+//! - or **expired**, older than `REPLY_MAX_AGE_SECS` when its turn comes,
+//!
+//! each with a log line and `messages_settled_total{outcome}`. Anything else (the LLM down with no
+//! fallback, Crisp refusing) keeps it recorded and retried with backoff. One conversation is
+//! answered one burst at a time, in order; a reply is the steps of [`Inner::reply`].
 
 use crate::context::{Activity, ContextSource};
 use crate::traces::{ReplyTrace, TraceWriter};
-use agent_core::context::BoxFuture;
-use agent_core::coordination::{CoordError, CoordTimings, Coordinator, MemoryCoordinator, OwnMark, QueueLimits};
-use agent_core::crisp::{CrispClient, OperatorMessage, VisitorMessage, id_for_log};
+use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Origin, OwnMark};
+use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, VisitorMessage, id_for_log};
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::telemetry;
-use serde_json::Value;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// Messages waiting across all conversations before new ones are refused (503, Crisp retries).
-const MAX_QUEUED: usize = 10_000;
 /// Characters kept of each earlier turn in the prompt.
 const HISTORY_TURN_CHARS: usize = 1000;
-/// How often a replica renews its hold on a conversation while writing a reply.
-const RENEW_HOLD_EVERY: Duration = Duration::from_secs(20);
+/// How often the hold on a conversation is renewed while a reply is written (a third of the
+/// lease at most).
+const RENEW_HOLD_EVERY: Duration = Duration::from_secs(10);
+/// How often conversations nobody holds are looked for (a replica died holding them).
+const RESUME_EVERY: Duration = Duration::from_secs(5);
+/// Backoff of a burst that could not be answered: doubles from 2 s up to 60 s.
+const RETRY_MIN: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct ReplyDeps {
     pub llm: LlmClient,
@@ -37,12 +42,12 @@ pub struct ReplyDeps {
     pub system_prompt: String,
     pub fallback_message: Option<String>,
     pub history_turns: usize,
-    /// Shared by webhook replicas (Redis); `None` for a single process.
-    pub shared: Option<Arc<dyn Coordinator>>,
-    pub timings: CoordTimings,
+    pub coordination: Coordination,
     pub traces: Option<TraceWriter>,
     /// Bounds on the visitor's words in one prompt.
     pub limits: PromptLimits,
+    /// A message older than this when its turn comes is settled unanswered.
+    pub max_age: Duration,
 }
 
 /// How much of the visitor's words one prompt carries.
@@ -50,17 +55,58 @@ pub struct ReplyDeps {
 pub struct PromptLimits {
     /// Characters of the visitor's words (one message or a coalesced burst, newest kept).
     pub max_message_chars: usize,
-    /// Newest messages of a burst answered together.
+    /// Newest messages of a burst put in the prompt; the burst's reply settles them all.
     pub max_burst_messages: usize,
 }
 
-/// What became of a submitted message.
+/// The hook's answer for a visitor message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
-    /// Taken: it will be answered, or dropped as a duplicate or during a human takeover.
+    /// Recorded: it will be answered (or settled as described above).
     Accepted,
-    /// Too much waiting already.
+    /// A redelivery of a recorded message.
+    Duplicate,
+    /// Too many messages waiting: `503`, Crisp retries.
     Overloaded,
+    /// It could not be recorded: `503`, Crisp retries.
+    NotRecorded,
+}
+
+/// How a burst ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Answered,
+    FallbackSent,
+    Silenced,
+    AlreadyAnswered,
+    Expired,
+}
+
+impl Settled {
+    fn name(self) -> &'static str {
+        match self {
+            Settled::Answered => "answered",
+            Settled::FallbackSent => "fallback_sent",
+            Settled::Silenced => "silenced_by_human_takeover",
+            Settled::AlreadyAnswered => "already_answered",
+            Settled::Expired => "expired",
+        }
+    }
+}
+
+/// A reply attempt's result: settled, or kept recorded for another try.
+enum Attempt {
+    Settled(Settled),
+    Retry,
+}
+
+#[derive(Default)]
+struct Holder {
+    /// Look again before letting go: a message was accepted into the conversation while its
+    /// holder was finishing.
+    look_again: bool,
+    /// Messages of the burst being answered.
+    in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -70,26 +116,21 @@ pub struct Replies {
 
 struct Inner {
     deps: ReplyDeps,
-    /// This process's coordination; also the fallback while the shared one is unreachable.
-    local: Arc<MemoryCoordinator>,
     slots: Semaphore,
     tracker: TaskTracker,
-    /// Hook handlings not finished yet, to bound memory under a flood.
-    in_progress: AtomicUsize,
-    history: moka::future::Cache<String, Arc<Vec<Value>>>,
+    /// Conversations this process is answering.
+    holders: Mutex<HashMap<(Origin, String), Holder>>,
+    history: moka::future::Cache<String, Arc<Vec<ConversationMessage>>>,
 }
 
 impl Replies {
     pub fn new(deps: ReplyDeps, max_concurrent: usize) -> Self {
-        let limits = QueueLimits { max_waiting: MAX_QUEUED, max_per_conversation: deps.limits.max_burst_messages };
-        let local = Arc::new(MemoryCoordinator::new(&deps.timings, limits));
         Self {
             inner: Arc::new(Inner {
                 deps,
-                local,
                 slots: Semaphore::new(max_concurrent.max(1)),
                 tracker: TaskTracker::new(),
-                in_progress: AtomicUsize::new(0),
+                holders: Mutex::new(HashMap::new()),
                 history: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(30))
@@ -98,177 +139,221 @@ impl Replies {
         }
     }
 
-    /// Takes a visitor message; the work (dedupe, queueing, answering) happens in the
-    /// background, so the hook's 200 never waits on Redis, the LLM or Crisp.
-    pub fn submit(&self, message: VisitorMessage) -> Submitted {
-        if self.inner.in_progress.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            self.inner.in_progress.fetch_sub(1, Ordering::Relaxed);
-            return Submitted::Overloaded;
-        }
+    /// Answers what was recorded and not answered (the journal after a restart, Redis
+    /// conversations whose replica died), now and every few seconds, until shutdown.
+    pub fn resume_recorded(&self) -> tokio::task::JoinHandle<()> {
         let inner = Arc::clone(&self.inner);
-        self.inner.tracker.spawn(async move {
-            inner.handle(message).await;
-            inner.in_progress.fetch_sub(1, Ordering::Relaxed);
-        });
-        Submitted::Accepted
+        tokio::spawn(async move {
+            loop {
+                for (origin, session) in inner.deps.coordination.take_over_orphans().await {
+                    tracing::info!(session = id_for_log(&session), "answering recorded messages");
+                    Inner::spawn_holder(&inner, origin, session);
+                }
+                tokio::time::sleep(RESUME_EVERY).await;
+            }
+        })
+    }
+
+    /// Records a visitor message durably; the answer is written in the background.
+    pub async fn submit(&self, message: VisitorMessage) -> Submitted {
+        let session = message.session_id.clone();
+        match self.inner.deps.coordination.accept(&message).await {
+            Ok(Accepted::Holds(origin)) => {
+                Inner::spawn_holder(&self.inner, origin, session);
+                Submitted::Accepted
+            }
+            Ok(Accepted::Queued) => Submitted::Accepted,
+            Ok(Accepted::Duplicate) => {
+                settled_count("duplicate", 1);
+                tracing::info!(session = id_for_log(&session), "redelivered message ignored");
+                Submitted::Duplicate
+            }
+            Err(CoordError::Overloaded) => Submitted::Overloaded,
+            Err(e) => {
+                tracing::error!(session = id_for_log(&session), error = %e, "cannot record the message");
+                Submitted::NotRecorded
+            }
+        }
     }
 
     /// An operator wrote in a conversation: unless it is the bot itself, a human took over.
     /// Waits (briefly) until the takeover is recorded, so a visitor message acknowledged after
     /// this hook already finds the bot silenced; a slow Redis finishes in the background.
     pub async fn operator_wrote(&self, message: OperatorMessage) {
-        if self.inner.deps.shared.is_none() {
-            // Memory only: nothing to wait for, no task needed.
-            return self.inner.note_operator(message).await;
-        }
         let inner = Arc::clone(&self.inner);
         let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
         let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
     }
 
-    /// Stops taking work and waits up to `grace` for every accepted message to be answered.
-    /// Returns whether everything finished in time.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    /// Stops taking work and waits up to `grace` for the replies being written. Whatever is
+    /// not answered by then stays recorded (answered after a restart, or by another replica:
+    /// this process lets go of its conversations). Returns how many messages are left: this
+    /// process's recorded ones, and on Redis those of the bursts it was answering.
+    pub async fn drain(&self, grace: Duration) -> usize {
         self.inner.tracker.close();
-        tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_ok()
+        let finished = tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_ok();
+        let coordination = &self.inner.deps.coordination;
+        let mut left_shared = 0;
+        if !finished {
+            let held: Vec<((Origin, String), usize)> =
+                self.inner.holders().iter().map(|(key, holder)| (key.clone(), holder.in_flight)).collect();
+            for ((origin, session), in_flight) in held {
+                if origin == Origin::Shared {
+                    left_shared += in_flight;
+                    coordination.release(origin, &session).await;
+                }
+            }
+        }
+        coordination.sync().await;
+        coordination.pending_local() + left_shared
     }
 }
 
 impl Inner {
-    /// The shared coordinator when there is one and it answers, else the local one.
-    async fn ask<'a, T>(
-        &'a self,
-        op: impl Fn(&'a dyn Coordinator) -> BoxFuture<'a, Result<T, CoordError>>,
-    ) -> (Result<T, CoordError>, &'a dyn Coordinator) {
-        if let Some(shared) = &self.deps.shared {
-            match op(shared.as_ref()).await {
-                Err(CoordError::Unavailable(_)) => {}
-                other => return (other, shared.as_ref()),
-            }
-        }
-        (op(self.local.as_ref()).await, self.local.as_ref())
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<(Origin, String), Holder>> {
+        self.holders.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn handle(&self, message: VisitorMessage) {
-        let session = message.session_id.clone();
-        if let Some(fingerprint) = message.fingerprint
-            && let (Ok(false), _) = self.ask(|c| c.first_delivery(&session, fingerprint)).await
+    /// Starts answering a conversation this process now holds, unless it already is.
+    fn spawn_holder(this: &Arc<Self>, origin: Origin, session: String) {
         {
-            return tracing::info!(session = id_for_log(&session), "redelivered message ignored");
-        }
-        if self.human_has(&session).await {
-            return tracing::info!(
-                session = id_for_log(&session),
-                "a human operator has this conversation; bot stays silent"
-            );
-        }
-        let (queued, coordinator) = self.ask(|c| c.enqueue(&message)).await;
-        match queued {
-            Ok(true) => self.answer_conversation(coordinator, &session).await,
-            Ok(false) => tracing::debug!(session = id_for_log(&session), "queued behind the reply being written"),
-            Err(e) => {
-                tracing::error!(session = id_for_log(&session), error = %e, "message dropped");
-                if let Some(fingerprint) = message.fingerprint {
-                    let _ = self.ask(|c| c.forget_delivery(&session, fingerprint)).await;
-                }
-            }
-        }
-    }
-
-    async fn human_has(&self, session: &str) -> bool {
-        let (shared, _) = self.ask(|c| c.human_has(session)).await;
-        shared.unwrap_or(false) || self.local.human_has(session).await.unwrap_or(false)
-    }
-
-    async fn note_operator(&self, message: OperatorMessage) {
-        if message.automated {
-            return; // bots and automations never take a conversation over
-        }
-        let session = message.session_id.as_str();
-        let mut marks = Vec::new();
-        marks.extend(message.fingerprint.map(OwnMark::Fingerprint));
-        marks.extend(message.content.clone().map(OwnMark::Text));
-        for mark in &marks {
-            let (shared, _) = self.ask(|c| c.is_own(session, mark)).await;
-            if shared.unwrap_or(false) || self.local.is_own(session, mark).await.unwrap_or(false) {
+            let mut holders = this.holders();
+            if let Some(holder) = holders.get_mut(&(origin, session.clone())) {
+                holder.look_again = true;
                 return;
             }
+            holders.insert((origin, session.clone()), Holder::default());
         }
-        let _ = self.local.set_human_takeover(session).await;
-        let _ = self.ask(|c| c.set_human_takeover(session)).await;
-        tracing::info!(session = id_for_log(session), "human operator took over the conversation");
+        let inner = Arc::clone(this);
+        this.tracker.spawn(async move { inner.answer_conversation(origin, session).await });
     }
 
-    async fn remember_own(&self, session: &str, mark: OwnMark) {
-        let _ = self.local.remember_own(session, &mark).await;
-        let _ = self.ask(|c| c.remember_own(session, &mark)).await;
-    }
-
-    /// Answers a held conversation burst by burst until its queue is empty.
-    async fn answer_conversation(&self, coordinator: &dyn Coordinator, session: &str) {
+    /// Answers a held conversation burst by burst until nothing is recorded for it.
+    async fn answer_conversation(&self, origin: Origin, session: String) {
+        let coordination = &self.deps.coordination;
+        let mut failures = 0u32;
         loop {
-            let burst = match coordinator.next_burst(session).await {
-                Ok(burst) if !burst.is_empty() => burst,
-                Ok(_) => return,
+            let key = (origin, session.clone());
+            let burst = match coordination.next_burst(origin, &session).await {
+                Ok(burst) if !burst.entries.is_empty() => {
+                    if let Some(holder) = self.holders().get_mut(&key) {
+                        holder.in_flight = burst.entries.len();
+                    }
+                    burst
+                }
+                Ok(_) => {
+                    let mut holders = self.holders();
+                    if let Some(holder) = holders.get_mut(&key)
+                        && holder.look_again
+                    {
+                        holder.look_again = false;
+                        continue;
+                    }
+                    holders.remove(&key);
+                    return;
+                }
                 Err(e) => {
-                    return tracing::error!(session = id_for_log(session), error = %e, "lost the conversation queue");
+                    tracing::warn!(session = id_for_log(&session), error = %e, "cannot read the conversation's queue; retrying");
+                    failures += 1;
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
                 }
             };
             let renew = async {
                 loop {
                     tokio::time::sleep(RENEW_HOLD_EVERY).await;
-                    let _ = coordinator.keep_holding(session).await;
+                    coordination.keep_holding(origin, &session).await;
                 }
             };
             let reply_id = format!("{:016x}", rand::random::<u64>());
-            let span = tracing::info_span!("reply", session = id_for_log(session), reply_id = %reply_id);
-            tokio::select! {
-                () = self.reply(session, &reply_id, &burst).instrument(span) => {}
-                () = renew => {}
+            let span = tracing::info_span!("reply", session = id_for_log(&session), reply_id = %reply_id);
+            // `renew` never ends: the reply always finishes first.
+            let attempt = tokio::select! {
+                attempt = self.reply(&burst, &reply_id).instrument(span.clone()) => attempt,
+                () = renew => Attempt::Retry,
+            };
+            match attempt {
+                Attempt::Settled(how) => {
+                    failures = 0;
+                    if let Err(e) = coordination.finish(&burst).await {
+                        tracing::warn!(parent: &span, error = %e, "cannot mark the burst done; it will be checked against the conversation when resumed");
+                    }
+                    settled_count(how.name(), burst.entries.len());
+                    tracing::info!(parent: &span, messages = burst.entries.len(), outcome = how.name(), "messages settled");
+                }
+                Attempt::Retry => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    tracing::warn!(parent: &span, retry_in = ?wait, "reply not delivered; the messages stay recorded and are retried");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
 
-    async fn reply(&self, session: &str, reply_id: &str, burst: &[VisitorMessage]) {
-        let crisp = &self.deps.crisp;
-        // Typing goes on first, alongside the context lookups, and before the LLM call.
+    /// One reply to a burst: expiry, takeover, context, history, the already-answered check,
+    /// prompt, LLM, takeover check again, send, trace.
+    async fn reply(&self, burst: &Burst, reply_id: &str) -> Attempt {
+        let session = burst.session.as_str();
+        let current: Vec<&VisitorMessage> =
+            burst.entries.iter().filter(|e| e.age() <= self.deps.max_age).map(|e| &e.message).collect();
+        if current.is_empty() {
+            return Attempt::Settled(Settled::Expired);
+        }
+        // Before the typing indicator and the LLM: a human has the conversation.
+        if self.deps.coordination.human_has(session).await {
+            tracing::info!("a human operator has this conversation; bot stays silent");
+            return Attempt::Settled(Settled::Silenced);
+        }
         // The slot bounds all the work of a reply (lookups included), not only the LLM call.
-        let Ok(_slot) = self.slots.acquire().await else { return };
-        let (typing, activity, history) = tokio::join!(
+        let Ok(_slot) = self.slots.acquire().await else { return Attempt::Retry };
+        let crisp = &self.deps.crisp;
+        let (typing, activity, messages) = tokio::join!(
             crisp.compose(session, true),
             self.deps.context.activity_for(session),
-            self.history(session, burst),
+            self.conversation(session, burst.resumed),
         );
         if let Err(e) = typing {
-            tracing::warn!(session = id_for_log(session), error = %e, "cannot show the typing indicator");
+            tracing::warn!(error = %e, "cannot show the typing indicator");
         }
-        let outcome = self.answer_and_send(session, reply_id, burst, &activity, history).await;
+        let attempt = if burst.resumed && already_answered(&messages, burst) {
+            Attempt::Settled(Settled::AlreadyAnswered)
+        } else {
+            let history = self.history_turns(&messages, burst);
+            self.answer(session, reply_id, &current, &activity, history).await
+        };
         if let Err(e) = crisp.compose(session, false).await {
-            tracing::warn!(session = id_for_log(session), error = %e, "cannot clear the typing indicator");
+            tracing::warn!(error = %e, "cannot clear the typing indicator");
         }
-        match outcome {
-            Outcome::Answered => {
+        match attempt {
+            Attempt::Settled(Settled::Answered) => {
                 metrics::counter!(telemetry::REPLIES_SENT).increment(1);
-                tracing::info!(messages = burst.len(), linked_by = ?activity.linked_by, "reply sent")
+                tracing::info!(messages = current.len(), linked_by = ?activity.linked_by, "reply sent")
             }
-            Outcome::FallbackSent => {
+            Attempt::Settled(Settled::FallbackSent) => {
                 metrics::counter!(telemetry::FALLBACKS_SENT).increment(1);
                 tracing::warn!("fallback message sent")
             }
-            Outcome::Silenced => tracing::info!("a human operator took over; reply dropped"),
-            Outcome::Failed => metrics::counter!(telemetry::REPLIES_FAILED).increment(1),
+            Attempt::Retry => metrics::counter!(telemetry::REPLIES_FAILED).increment(1),
+            Attempt::Settled(_) => {}
         }
+        attempt
     }
 
-    async fn answer_and_send(
+    /// Prompt, LLM (or the fallback), the takeover check, the send, the trace.
+    async fn answer(
         &self,
         session: &str,
         reply_id: &str,
-        burst: &[VisitorMessage],
+        burst: &[&VisitorMessage],
         activity: &Activity,
         history: Vec<ChatMessage>,
-    ) -> Outcome {
+    ) -> Attempt {
         let limits = self.deps.limits;
+        let left_out = burst.len().saturating_sub(limits.max_burst_messages);
+        if left_out > 0 {
+            metrics::counter!(telemetry::BURST_MESSAGES_LEFT_OUT).increment(left_out as u64);
+        }
         let question = visitor_words(
             burst.iter().map(|m| m.content.as_str()),
             limits.max_burst_messages,
@@ -276,12 +361,12 @@ impl Inner {
         );
         let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         request.messages.splice(1..1, history);
-        let (outcome, answer) = self.answer_and_send_request(session, &request).await;
+        let (attempt, answer) = self.complete_and_send(session, &request).await;
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
                 crisp_session: session,
-                at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                at: agent_core::inbox::now_ms() / 1000,
                 linked_by: format!("{:?}", activity.linked_by),
                 autoplay_session: activity.autoplay_session.as_deref(),
                 activity: &activity.text,
@@ -292,70 +377,97 @@ impl Inner {
                     "max_tokens": request.max_tokens,
                 }),
                 answer: answer.as_deref(),
-                outcome: outcome.name(),
+                outcome: match &attempt {
+                    Attempt::Settled(how) => how.name(),
+                    Attempt::Retry => "failed",
+                },
             });
         }
-        outcome
+        attempt
     }
 
-    async fn answer_and_send_request(&self, session: &str, request: &ChatRequest) -> (Outcome, Option<String>) {
-        let (text, outcome) = match self.deps.llm.complete(request).await {
-            Ok(answer) => (answer, Outcome::Answered),
+    async fn complete_and_send(&self, session: &str, request: &ChatRequest) -> (Attempt, Option<String>) {
+        let (text, settled) = match self.deps.llm.complete(request).await {
+            Ok(answer) => (answer, Settled::Answered),
             Err(e) => {
                 tracing::error!(error = %e, "no answer from the LLM");
                 match &self.deps.fallback_message {
-                    Some(fallback) => (fallback.clone(), Outcome::FallbackSent),
-                    None => return (Outcome::Failed, None),
+                    Some(fallback) => (fallback.clone(), Settled::FallbackSent),
+                    None => return (Attempt::Retry, None),
                 }
             }
         };
-        if self.human_has(session).await {
-            return (Outcome::Silenced, Some(text));
+        // Again after the LLM: a human may have written meanwhile.
+        if self.deps.coordination.human_has(session).await {
+            return (Attempt::Settled(Settled::Silenced), Some(text));
         }
-        self.remember_own(session, OwnMark::Text(text.clone())).await;
+        self.deps.coordination.remember_own(session, OwnMark::Text(text.clone())).await;
         match self.deps.crisp.send_text(session, &text).await {
             Ok(fingerprint) => {
                 if let Some(f) = fingerprint {
-                    self.remember_own(session, OwnMark::Fingerprint(f)).await;
+                    self.deps.coordination.remember_own(session, OwnMark::Fingerprint(f)).await;
                 }
                 self.history.invalidate(session).await;
-                (outcome, Some(text))
+                (Attempt::Settled(settled), Some(text))
             }
             Err(e) => {
                 tracing::error!(error = %e, "Crisp refused the reply");
-                (Outcome::Failed, Some(text))
+                (Attempt::Retry, Some(text))
+            }
+        }
+    }
+
+    async fn note_operator(&self, message: OperatorMessage) {
+        if message.automated {
+            return; // bots and automations never take a conversation over
+        }
+        let session = message.session_id.as_str();
+        let marks = message.fingerprint.map(OwnMark::Fingerprint).into_iter().chain(message.content.map(OwnMark::Text));
+        for mark in marks {
+            if self.deps.coordination.is_own(session, &mark).await {
+                return;
+            }
+        }
+        self.deps.coordination.set_human_takeover(session).await;
+        tracing::info!(session = id_for_log(session), "human operator took over the conversation");
+    }
+
+    /// The conversation's latest messages: cached for prompts, read afresh for a resumed
+    /// burst (it decides whether a reply already went out). Empty when Crisp cannot say.
+    async fn conversation(&self, session: &str, fresh: bool) -> Arc<Vec<ConversationMessage>> {
+        if !fresh && self.deps.history_turns == 0 {
+            return Arc::default();
+        }
+        if fresh {
+            self.history.invalidate(session).await;
+        }
+        let crisp = self.deps.crisp.clone();
+        let key = session.to_owned();
+        match self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the conversation's messages; answering without them");
+                Arc::default()
             }
         }
     }
 
     /// Earlier turns of the conversation (not the burst being answered), oldest first.
-    async fn history(&self, session: &str, burst: &[VisitorMessage]) -> Vec<ChatMessage> {
+    fn history_turns(&self, messages: &[ConversationMessage], burst: &Burst) -> Vec<ChatMessage> {
         if self.deps.history_turns == 0 {
             return Vec::new();
         }
-        let crisp = self.deps.crisp.clone();
-        let key = session.to_owned();
-        let messages =
-            self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await;
-        let messages = match messages {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(session = id_for_log(session), error = %e, "cannot read the conversation history; answering without it");
-                return Vec::new();
-            }
-        };
-        let current: Vec<u64> = burst.iter().filter_map(|m| m.fingerprint).collect();
+        let current: Vec<u64> = burst.entries.iter().filter_map(|e| e.message.fingerprint).collect();
         let mut turns: Vec<ChatMessage> = messages
             .iter()
-            .filter(|m| m.get("type").and_then(Value::as_str) == Some("text"))
-            .filter(|m| !m.get("fingerprint").and_then(Value::as_u64).is_some_and(|f| current.contains(&f)))
+            .filter(|m| m.fingerprint.is_none_or(|f| !current.contains(&f)))
             .filter_map(|m| {
-                let role = match m.get("from").and_then(Value::as_str)? {
+                let role = match m.from.as_str() {
                     "user" => Role::User,
                     "operator" => Role::Assistant,
                     _ => return None,
                 };
-                let text: String = m.get("content").and_then(Value::as_str)?.chars().take(HISTORY_TURN_CHARS).collect();
+                let text: String = m.text.as_deref()?.chars().take(HISTORY_TURN_CHARS).collect();
                 Some(ChatMessage::new(role, text))
             })
             .collect();
@@ -365,20 +477,73 @@ impl Inner {
     }
 }
 
-enum Outcome {
-    Answered,
-    FallbackSent,
-    Silenced,
-    Failed,
+/// Whether an operator message (the bot's or a human's) already follows the burst's newest
+/// message in the conversation: found by its fingerprint, else by time.
+fn already_answered(messages: &[ConversationMessage], burst: &Burst) -> bool {
+    let Some(newest) = burst.entries.last() else { return false };
+    let is_reply = |m: &ConversationMessage| m.from == "operator" && !matches!(m.kind.as_str(), "note" | "event");
+    if let Some(fingerprint) = newest.message.fingerprint
+        && let Some(at) = messages.iter().position(|m| m.fingerprint == Some(fingerprint))
+    {
+        return messages[at + 1..].iter().any(is_reply);
+    }
+    let since = newest.message.timestamp.unwrap_or(newest.accepted_at_ms as i64);
+    messages.iter().any(|m| is_reply(m) && m.timestamp.is_some_and(|t| t > since))
 }
 
-impl Outcome {
-    fn name(&self) -> &'static str {
-        match self {
-            Outcome::Answered => "answered",
-            Outcome::FallbackSent => "fallback_sent",
-            Outcome::Silenced => "silenced_by_human_takeover",
-            Outcome::Failed => "failed",
+fn backoff(failures: u32) -> Duration {
+    RETRY_MIN.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(RETRY_MAX)
+}
+
+fn settled_count(outcome: &'static str, messages: usize) {
+    metrics::counter!(telemetry::MESSAGES_SETTLED, "outcome" => outcome).increment(messages as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_core::inbox::InboxEntry;
+
+    fn said(from: &str, kind: &str, fingerprint: Option<u64>, timestamp: i64) -> ConversationMessage {
+        ConversationMessage {
+            kind: kind.into(),
+            from: from.into(),
+            text: None,
+            fingerprint,
+            timestamp: Some(timestamp),
         }
+    }
+
+    fn burst(fingerprint: Option<u64>, timestamp: i64) -> Burst {
+        let message = VisitorMessage {
+            website_id: "w".into(),
+            session_id: "s".into(),
+            content: "q".into(),
+            fingerprint,
+            timestamp: Some(timestamp),
+        };
+        Burst { session: "s".into(), entries: vec![InboxEntry::new(message)], origin: Origin::Local, resumed: true }
+    }
+
+    #[test]
+    fn an_operator_message_after_the_newest_one_means_answered() {
+        let visitor = said("user", "text", Some(7), 100);
+        let reply = said("operator", "text", Some(8), 101);
+        let note = said("operator", "note", Some(9), 102);
+        assert!(already_answered(&[visitor.clone(), reply.clone()], &burst(Some(7), 100)));
+        assert!(!already_answered(&[reply.clone(), visitor.clone()], &burst(Some(7), 100)), "the reply came before it");
+        assert!(!already_answered(&[visitor.clone(), note], &burst(Some(7), 100)), "a private note is no answer");
+        assert!(
+            already_answered(std::slice::from_ref(&reply), &burst(None, 100)),
+            "by time when there is no fingerprint"
+        );
+        assert!(!already_answered(&[reply], &burst(Some(70), 200)), "by time when the message is not on the page");
+        assert!(!already_answered(&[], &burst(Some(7), 100)));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -140,8 +140,8 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
     match event {
         HookEvent::VisitorText(message) => {
             let session = id_for_log(&message.session_id).to_owned();
-            match state.replies.submit(message) {
-                Submitted::Accepted => {
+            match state.replies.submit(message).await {
+                Submitted::Accepted | Submitted::Duplicate => {
                     count_hook("visitor_message");
                     tracing::info!(session, "visitor message accepted")
                 }
@@ -149,6 +149,10 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
                     count_hook("overloaded");
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+                }
+                Submitted::NotRecorded => {
+                    count_hook("not_recorded");
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the message; retry later");
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! are refused, and which hooks start a reply. The LLM and Crisp are one wiremock stand-in.
 
 use agent_core::SecretString;
+use agent_core::coordination::{CoordTimings, Coordination, LocalInbox, QueueLimits};
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::retry::RetryPolicy;
@@ -86,8 +87,16 @@ impl Harness {
                 context,
                 system_prompt: "You are a test assistant.".into(),
                 fallback_message: None,
-                shared: None,
-                timings: agent_core::coordination::CoordTimings::default(),
+                coordination: Coordination::new(
+                    LocalInbox::new(
+                        &CoordTimings::default(),
+                        QueueLimits { max_waiting: 10_000, max_per_conversation: 100 },
+                        None,
+                        Vec::new(),
+                    ),
+                    None,
+                ),
+                max_age: Duration::from_secs(3600),
                 traces: None,
                 history_turns: 6,
                 limits: PromptLimits { max_message_chars: 4000, max_burst_messages: 20 },

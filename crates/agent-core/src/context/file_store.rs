@@ -461,6 +461,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_action_keeps_its_type_times_raw_url_and_index() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        let full = Action {
+            title: "Click Export".into(),
+            description: "clicked Export CSV".into(),
+            canonical_url: "https://app.example.com/reports".into(),
+            kind: "click".into(),
+            raw_url: "https://app.example.com/reports?tab=2".into(),
+            index: 3,
+            timestamp_start: 1_700_000_000.5,
+            timestamp_end: 1_700_000_001.25,
+            session_id: Some("repeats the batch: not stored".into()),
+            ..Action::default()
+        };
+        let mut with_full = batch("a", None, &[]);
+        with_full.actions = vec![full.clone()];
+        store.record_batch(&with_full, now).await.unwrap();
+        let ctx = store.session_context("a", now).await.unwrap().unwrap();
+        assert_eq!(ctx.actions, [Action { session_id: None, ..full }]);
+    }
+
+    #[tokio::test]
+    async fn records_written_before_the_extra_fields_read_them_as_absent() {
+        let (_dir, store) = store(10, 600);
+        let now = SystemTime::now();
+        std::fs::write(
+            store.inner.session_path("old"),
+            concat!(
+                r#"{"k":"action","a":{"title":"Old click","description":"d","canonical_url":"/p"}}"#,
+                "\n",
+                r#"{"k":"summary","s":"old summary"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let ctx = store.session_context("old", now).await.unwrap().unwrap();
+        assert_eq!(ctx.summary.as_deref(), Some("old summary"));
+        assert_eq!(
+            ctx.actions,
+            [Action {
+                title: "Old click".into(),
+                description: "d".into(),
+                canonical_url: "/p".into(),
+                ..Action::default()
+            }]
+        );
+        // New records append after old ones and both read back.
+        store.record_batch(&batch("old", None, &["new click"]), now).await.unwrap();
+        assert_eq!(titles(&store.session_context("old", now).await.unwrap().unwrap()), ["Old click", "new click"]);
+    }
+
+    #[tokio::test]
     async fn compaction_keeps_the_newest_actions_and_the_summary() {
         let (_dir, store) = store(3, 600);
         let now = SystemTime::now();

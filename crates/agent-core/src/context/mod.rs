@@ -10,7 +10,7 @@ mod render;
 
 pub use file_store::FileStore;
 pub use redis_store::RedisStore;
-pub use render::{NO_ACTIVITY, render_context, tail_within};
+pub use render::{NO_ACTIVITY, render_context, render_context_counted, tail_within};
 
 use crate::payload::{Action, ActionsBatch};
 use std::future::Future;

@@ -9,6 +9,11 @@ pub const NO_ACTIVITY: &str = "(No activity recorded for this visitor.)";
 /// The latest summary, then the newest actions that fit in `max_chars` (counted in characters),
 /// in the activity file's own format. Newest actions win: older ones are dropped first.
 pub fn render_context(context: &SessionContext, max_chars: usize) -> String {
+    render_context_counted(context, max_chars).0
+}
+
+/// [`render_context`], and how many of the newest actions the text holds.
+pub fn render_context_counted(context: &SessionContext, max_chars: usize) -> (String, usize) {
     let mut out = String::new();
     if let Some(summary) = context.summary.as_deref().filter(|s| !s.trim().is_empty()) {
         // One line: the summary is model output over visitor-controlled titles, and must not
@@ -40,7 +45,7 @@ pub fn render_context(context: &SessionContext, max_chars: usize) -> String {
         format_action_block(newest, &mut block);
         out.push_str(&String::from_utf8_lossy(&block));
     }
-    out
+    (out, kept)
 }
 
 /// The end of `text` within `max_chars`, starting at a line boundary when one is near.

@@ -1,5 +1,6 @@
 //! The Crisp REST API v1 calls the bot makes, with timeouts and bounded retries.
 
+use super::hook::Lenient;
 use crate::http_body::{BodyError, read_capped};
 use crate::llm::describe_reqwest;
 use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
@@ -52,6 +53,46 @@ impl RetryableError for CrispError {
             CrispError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// A message of a conversation as `GET .../messages` lists it: what the bot reads of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationMessage {
+    /// `text`, `note`, `file`, `event`, …
+    pub kind: String,
+    /// `user` (the visitor) or `operator` (a human or the bot).
+    pub from: String,
+    /// The text of a text message.
+    pub text: Option<String>,
+    pub fingerprint: Option<u64>,
+    /// Epoch milliseconds.
+    pub timestamp: Option<i64>,
+}
+
+/// `{"data": [...]}`; a field of an unexpected type reads as absent, as in hooks.
+#[derive(serde::Deserialize)]
+struct MessagesPage {
+    #[serde(default)]
+    data: Vec<WireMessage>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct WireMessage {
+    #[serde(rename = "type")]
+    kind: Lenient<String>,
+    from: Lenient<String>,
+    content: Lenient<String>,
+    fingerprint: Lenient<u64>,
+    timestamp: Lenient<i64>,
+}
+
+impl From<WireMessage> for ConversationMessage {
+    fn from(m: WireMessage) -> Self {
+        let kind = m.kind.0.unwrap_or_default();
+        let text = if kind == "text" { m.content.0 } else { None };
+        Self { kind, from: m.from.0.unwrap_or_default(), text, fingerprint: m.fingerprint.0, timestamp: m.timestamp.0 }
     }
 }
 
@@ -126,9 +167,12 @@ impl CrispClient {
     }
 
     /// The latest batch of messages of the conversation, oldest first.
-    pub async fn messages(&self, session_id: &str) -> Result<Vec<Value>, CrispError> {
+    pub async fn messages(&self, session_id: &str) -> Result<Vec<ConversationMessage>, CrispError> {
         let answer = self.call::<()>(Method::GET, session_id, "messages", None).await?;
-        Ok(answer.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+        // The lenient fields read from text (they borrow the raw JSON of each value).
+        let page: MessagesPage =
+            serde_json::from_str(&answer.to_string()).map_err(|e| CrispError::Decode(e.to_string()))?;
+        Ok(page.data.into_iter().map(ConversationMessage::from).collect())
     }
 
     /// `GET /website/{id}`: proves the token, tier and website id work together.
@@ -273,6 +317,28 @@ mod tests {
             assert!(matches!(crisp.send_text(bad, "x").await, Err(CrispError::InvalidId)), "{bad:?}");
         }
         assert!(server.received_requests().await.unwrap_or_default().is_empty());
+    }
+
+    #[tokio::test]
+    async fn messages_are_read_leniently_into_typed_messages() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/website/site/conversation/s/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false, "data": [
+                {"type": "text", "from": "user", "content": "hi", "fingerprint": 1, "timestamp": 10},
+                {"type": "file", "from": "user", "content": {"url": "x"}, "fingerprint": "not a number"},
+                {"type": "text", "from": "operator", "content": "hello", "fingerprint": 2, "timestamp": 11}
+            ]})))
+            .mount(&server)
+            .await;
+        let messages = client(&server, RetryPolicy::none()).messages("s").await.unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0].text.as_deref(), Some("hi"));
+        assert_eq!(
+            (messages[1].kind.as_str(), messages[1].text.as_deref(), messages[1].fingerprint),
+            ("file", None, None)
+        );
+        assert_eq!((messages[2].from.as_str(), messages[2].timestamp), ("operator", Some(11)));
     }
 
     #[tokio::test]

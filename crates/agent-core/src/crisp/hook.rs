@@ -163,7 +163,7 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> 
 }
 
 /// `Some` when the JSON value has the expected type, `None` for any other value.
-struct Lenient<T>(Option<T>);
+pub(crate) struct Lenient<T>(pub(crate) Option<T>);
 
 impl<T> Default for Lenient<T> {
     fn default() -> Self {
