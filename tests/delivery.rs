@@ -84,6 +84,11 @@ async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: us
 }
 
 /// The `content` of each message POST, in order.
+/// The replies among `posts`: text messages, not the private notes left for operators.
+fn replies(posts: Vec<Request>) -> Vec<Request> {
+    posts.into_iter().filter(|r| body_of(r)["type"] != "note").collect()
+}
+
 fn contents(posts: &[Request]) -> Vec<String> {
     posts.iter().map(|p| body_of(p)["content"].as_str().expect("content").to_owned()).collect()
 }
@@ -491,14 +496,16 @@ async fn when_the_llm_cannot_answer_the_visitor_gets_the_default_fallback_messag
     let server = stand_in(llm_refusal(400)).await;
     let webhook = start_webhook(&server, &[]).await;
     webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
-    let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
-    assert_eq!(posts.len(), 1, "{}", webhook.stderr());
+    // The fallback, then the context note for operators.
+    let posts = wait_for(&server, "POST", &message_path("session_D"), 2).await;
+    assert_eq!(posts.len(), 2, "{}", webhook.stderr());
     assert_eq!(
         body_of(&posts[0]),
         json!({"type": "text", "from": "operator", "origin": "chat", "content": DEFAULT_FALLBACK})
     );
+    assert_eq!(body_of(&posts[1])["type"], "note");
     tokio::time::sleep(QUIET).await;
-    assert_eq!(requests_to(&server, "POST", &message_path("session_D")).await.len(), 1);
+    assert_eq!(replies(requests_to(&server, "POST", &message_path("session_D")).await).len(), 1);
 }
 
 #[tokio::test]
@@ -506,7 +513,7 @@ async fn an_empty_llm_answer_gets_the_fallback_message_not_an_empty_reply() {
     let server = stand_in(completion("   ")).await;
     let webhook = start_webhook(&server, &[]).await;
     webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
-    let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
+    let posts = replies(wait_for(&server, "POST", &message_path("session_D"), 1).await);
     assert_eq!(contents(&posts), [DEFAULT_FALLBACK], "{}", webhook.stderr());
 }
 
@@ -515,7 +522,7 @@ async fn fallback_message_replaces_the_default_fallback() {
     let server = stand_in(llm_refusal(400)).await;
     let webhook = start_webhook(&server, &[("FALLBACK_MESSAGE", "Custom")]).await;
     webhook.deliver(&visitor_message(SITE, "session_D", 1, "Hello?")).await;
-    let posts = wait_for(&server, "POST", &message_path("session_D"), 1).await;
+    let posts = replies(wait_for(&server, "POST", &message_path("session_D"), 1).await);
     assert_eq!(contents(&posts), ["Custom"], "{}", webhook.stderr());
 }
 

@@ -250,10 +250,13 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
     let webhook = Webhook::start(cwd.path(), webhook_env(&server), LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
 
-    let posts = wait_crisp_posts(&server, 1).await;
-    assert_eq!(posts.len(), 1, "fallback posted; log: {}", webhook.stderr());
+    // The fallback for the visitor, then the context note for operators.
+    let posts = wait_crisp_posts(&server, 2).await;
+    assert_eq!(posts.len(), 2, "fallback and note posted; log: {}", webhook.stderr());
     let posted: Value = serde_json::from_slice(&posts[0].body).unwrap();
     assert_eq!(posted["content"], FALLBACK);
+    let note: Value = serde_json::from_slice(&posts[1].body).unwrap();
+    assert_eq!(note["type"], "note");
 
     let body = metrics_until(
         &webhook.metrics_url(),

@@ -202,6 +202,14 @@ impl Coordination {
         }
     }
 
+    /// An operator resolved the conversation: the bot may speak there again.
+    pub async fn clear_human_takeover(&self, session: &str) {
+        self.local.human.invalidate(session);
+        if let Some(redis) = &self.shared {
+            let _ = redis.query::<()>(redis::cmd("DEL").arg(redis.key("human", session))).await;
+        }
+    }
+
     /// Whether a human operator has the conversation (here or on any replica).
     pub async fn human_has(&self, session: &str) -> bool {
         if self.local.human.contains_key(session) {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod coordination;
 pub mod crisp;
+pub mod handoff;
 pub mod http_body;
 pub mod inbox;
 pub mod llm;

@@ -36,6 +36,29 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub temperature: f32,
     pub max_tokens: u32,
+    /// Functions the model may call instead of answering (OpenAI `tools`); empty: none.
+    pub tools: Vec<Tool>,
+}
+
+/// A function offered to the model: the structured channel for a decision (such as handing
+/// over to a human) that must not depend on how the answer is worded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// What the model returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    Text(String),
+    /// It called one of the offered tools; `arguments` as it sent them (JSON text).
+    ToolCall {
+        name: String,
+        arguments: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -44,6 +67,24 @@ struct WireRequest<'a> {
     messages: &'a [ChatMessage],
     temperature: f32,
     max_tokens: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +101,20 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    function: WireCalled,
+}
+
+#[derive(Deserialize)]
+struct WireCalled {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,10 +219,18 @@ impl LlmClient {
 
     /// Returns `choices[0].message.content`, retried per the policy. Never an empty `Ok`.
     pub async fn complete(&self, request: &ChatRequest) -> Result<String, LlmError> {
+        match self.complete_with_tools(request).await? {
+            Completion::Text(text) => Ok(text),
+            Completion::ToolCall { .. } => Err(LlmError::Empty),
+        }
+    }
+
+    /// The text, or the first call of one of `request.tools`, retried per the policy.
+    pub async fn complete_with_tools(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
         self.retry.run("LLM call", || self.complete_once(request)).await
     }
 
-    async fn complete_once(&self, request: &ChatRequest) -> Result<String, LlmError> {
+    async fn complete_once(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
         let started = std::time::Instant::now();
         let result = self.attempt(request).await;
         let outcome = match &result {
@@ -180,12 +243,22 @@ impl LlmClient {
         result
     }
 
-    async fn attempt(&self, request: &ChatRequest) -> Result<String, LlmError> {
+    async fn attempt(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
+        let tools: Vec<WireTool<'_>> = request
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                kind: "function",
+                function: WireFunction { name: t.name, description: t.description, parameters: &t.parameters },
+            })
+            .collect();
         let body = WireRequest {
             model: &self.model,
             messages: &request.messages,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
+            tool_choice: (!tools.is_empty()).then_some("auto"),
+            tools,
         };
         let mut builder = self.http.post(&self.endpoint).json(&body);
         if !self.api_key.expose_secret().is_empty() {
@@ -204,14 +277,14 @@ impl LlmClient {
             too_large @ BodyError::TooLarge { .. } => LlmError::Decode(too_large.to_string()),
         })?;
         let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::Decode(e.to_string()))?;
-        parsed
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message)
-            .and_then(|m| m.content)
-            .filter(|c| !c.trim().is_empty())
-            .ok_or(LlmError::Empty)
+        let message = parsed.choices.into_iter().next().and_then(|c| c.message).ok_or(LlmError::Empty)?;
+        // Only a tool that was offered counts as a call.
+        if let Some(call) =
+            message.tool_calls.into_iter().find(|c| request.tools.iter().any(|t| t.name == c.function.name))
+        {
+            return Ok(Completion::ToolCall { name: call.function.name, arguments: call.function.arguments });
+        }
+        message.content.filter(|c| !c.trim().is_empty()).map(Completion::Text).ok_or(LlmError::Empty)
     }
 }
 
@@ -252,7 +325,12 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn request() -> ChatRequest {
-        ChatRequest { messages: vec![ChatMessage::new(Role::User, "hi")], temperature: 0.3, max_tokens: 256 }
+        ChatRequest {
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            temperature: 0.3,
+            max_tokens: 256,
+            tools: Vec::new(),
+        }
     }
 
     fn client(server: &MockServer, retry: RetryPolicy) -> LlmClient {
@@ -292,6 +370,32 @@ mod tests {
             .await;
         let err = client(&server, RetryPolicy::none()).complete(&request()).await.unwrap_err();
         assert!(matches!(err, LlmError::Decode(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn offered_tools_are_sent_and_their_calls_read_back() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::body_partial_json(serde_json::json!({
+                "tool_choice": "auto",
+                "tools": [{"type": "function", "function": {"name": "hand_off"}}]
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "hand_off", "arguments": "{\"reason\":\"asked\"}"}}
+                ]}}]
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let mut with_tool = request();
+        with_tool.tools.push(Tool {
+            name: "hand_off",
+            description: "d",
+            parameters: serde_json::json!({"type": "object"}),
+        });
+        let answer = client(&server, RetryPolicy::none()).complete_with_tools(&with_tool).await.unwrap();
+        assert_eq!(answer, Completion::ToolCall { name: "hand_off".into(), arguments: r#"{"reason":"asked"}"#.into() });
     }
 
     #[tokio::test]

@@ -100,6 +100,8 @@ pub fn visitor_words<'a>(
 pub const CUT_MARKER: &str = "[\u{2026}earlier text cut] ";
 
 /// The whole chat request for one reply.
+/// The hand-off decision travels in a tool call, not in the answer's wording, so it holds
+/// whatever system prompt is configured.
 pub fn reply_request(system_prompt: &str, activity: &str, question: &str) -> ChatRequest {
     ChatRequest {
         messages: vec![
@@ -108,6 +110,7 @@ pub fn reply_request(system_prompt: &str, activity: &str, question: &str) -> Cha
         ],
         temperature: REPLY_TEMPERATURE,
         max_tokens: REPLY_MAX_TOKENS,
+        tools: vec![crate::handoff::tool()],
     }
 }
 

@@ -22,6 +22,9 @@ pub const SUMMARIES_DROPPED: &str = "summaries_dropped_total";
 /// for another while it had actions pending).
 pub const SUMMARY_ACTIONS_DROPPED: &str = "summary_actions_dropped_total";
 pub const MESSAGES_SETTLED: &str = "messages_settled_total";
+pub const HANDOFFS: &str = "handoffs_total";
+/// `handoffs_total{reason}`.
+pub const HANDOFF_REASONS: [&str; 3] = ["asked", "unable", "failed"];
 pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
 pub const CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
 /// `mcp_calls_total{tool,outcome}`: calls to the webhook's MCP server (`/mcp`).
@@ -32,7 +35,7 @@ pub const MCP_TOOLS: [&str; 3] = ["get_visitor_activity", "get_live_user_activit
 pub const MCP_OUTCOMES: [&str; 5] = ["ok", "no_activity", "no_conversation", "refused", "bad_request"];
 
 /// `hooks_received_total{outcome}`: every outcome a hook can have.
-pub const HOOK_OUTCOMES: [&str; 8] = [
+pub const HOOK_OUTCOMES: [&str; 9] = [
     "unauthorized",
     "bad_signature",
     "bad_request",
@@ -40,11 +43,19 @@ pub const HOOK_OUTCOMES: [&str; 8] = [
     "overloaded",
     "not_recorded",
     "operator_message",
+    "resolved",
     "ignored",
 ];
 /// `messages_settled_total{outcome}`: how accepted visitor messages ended.
-pub const SETTLED_OUTCOMES: [&str; 6] =
-    ["answered", "fallback_sent", "duplicate", "silenced_by_human_takeover", "already_answered", "expired"];
+pub const SETTLED_OUTCOMES: [&str; 7] = [
+    "answered",
+    "fallback_sent",
+    "handed_over",
+    "duplicate",
+    "silenced_by_human_takeover",
+    "already_answered",
+    "expired",
+];
 /// `http_connections_closed_total{reason}`: connections the server closed on its own.
 pub const CONNECTION_CLOSE_REASONS: [&str; 5] =
     ["header_timeout", "idle_timeout", "request_timeout", "shed", "refused"];
@@ -59,6 +70,9 @@ pub fn register_webhook_series() {
     }
     for outcome in SETTLED_OUTCOMES {
         metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome).increment(0);
+    }
+    for reason in HANDOFF_REASONS {
+        metrics::counter!(HANDOFFS, "reason" => reason).increment(0);
     }
     for reason in CONNECTION_CLOSE_REASONS {
         metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);

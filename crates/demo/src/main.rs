@@ -266,6 +266,12 @@ async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
     });
     println!("{posted}");
     println!();
+    let notes = crisp_log.lock().map(|log| log.notes.join("\n---\n")).unwrap_or_default();
+    if !notes.is_empty() {
+        section("the private note left for operators (the visitor does not see it)");
+        println!("{notes}");
+        println!();
+    }
 
     // Stop both, the webhook first (it drains replies in flight).
     let [listener, webhook] = &mut procs;

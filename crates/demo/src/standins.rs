@@ -249,6 +249,8 @@ pub struct CrispLog {
     pub calls: Vec<String>,
     /// The operator messages posted into the conversation.
     pub posted: Vec<String>,
+    /// The private notes posted for operators.
+    pub notes: Vec<String>,
 }
 
 /// `/v1/website/{site}/conversation/{session}/{message|compose|meta|messages}`.
@@ -290,7 +292,11 @@ async fn conversation(
                 return reply(StatusCode::BAD_REQUEST, "invalid_data", json!({}));
             };
             if let Ok(mut log) = log.lock() {
-                log.posted.push(content.to_owned());
+                // Private notes for operators (the context left with a fallback) are not replies.
+                match body.get("type").and_then(Value::as_str) {
+                    Some("note") => log.notes.push(content.to_owned()),
+                    _ => log.posted.push(content.to_owned()),
+                }
             }
             reply(StatusCode::ACCEPTED, "dispatched", json!({"fingerprint": 1}))
         }

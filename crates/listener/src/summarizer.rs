@@ -105,6 +105,7 @@ impl Summarizer {
             messages: vec![ChatMessage::new(Role::User, job.prompt())],
             temperature: 0.3,
             max_tokens: 256,
+            tools: Vec::new(),
         };
         let session = job.session.as_deref().unwrap_or("(anonymous)");
         let succeeded = match self.llm.complete(&request).await {

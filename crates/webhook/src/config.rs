@@ -1,7 +1,7 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
 use crate::context::ContextScope;
-use crate::replies::PromptLimits;
+use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
 use crate::traces::TraceWriter;
 use agent_core::SecretString;
@@ -103,6 +103,15 @@ pub struct Cli {
     /// An accepted message older than this when its turn comes is settled unanswered.
     #[arg(long, env = "REPLY_MAX_AGE_SECS", default_value_t = 3600, value_name = "SECS")]
     pub reply_max_age_secs: u64,
+    /// What the visitor reads when the bot hands over to a human and an operator is online.
+    #[arg(long, env = "HANDOFF_MESSAGE", default_value = DEFAULT_HANDOFF_MESSAGE, value_name = "TEXT")]
+    pub handoff_message: String,
+    /// What the visitor reads when the bot hands over and no operator is online.
+    #[arg(long, env = "HANDOFF_OFFLINE_MESSAGE", default_value = DEFAULT_HANDOFF_OFFLINE_MESSAGE, value_name = "TEXT")]
+    pub handoff_offline_message: String,
+    /// Crisp operator user id a handed-over conversation is assigned to; unset: none.
+    #[arg(long, env = "HANDOFF_ASSIGN_USER_ID", value_name = "USER_ID")]
+    pub handoff_assign_user_id: Option<String>,
     /// Visitor messages recorded and not yet answered (this process's inbox); beyond it hooks
     /// get 503 until replies catch up.
     #[arg(long, env = "INBOX_MAX_MESSAGES", default_value_t = 10_000, value_name = "N")]
@@ -155,6 +164,10 @@ fn replica_name(bind_addr: &SocketAddr) -> String {
     format!("{host}/{bind_addr}")
 }
 
+/// What the visitor reads on a hand-off, operators online / offline.
+pub const DEFAULT_HANDOFF_MESSAGE: &str = "I'm connecting you with a teammate. They'll reply right here shortly.";
+pub const DEFAULT_HANDOFF_OFFLINE_MESSAGE: &str = "I've passed your conversation to our team. Nobody is online right now; a teammate will reply here as soon as they're back.";
+
 /// What the visitor reads when the LLM cannot answer.
 pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
@@ -170,6 +183,7 @@ pub struct Settings {
     pub reply_max_age: Duration,
     /// Visitor messages recorded and not yet answered, at most.
     pub inbox_max_messages: usize,
+    pub handoff: HandoffSettings,
     pub fallback_message: Option<String>,
     pub history_turns: usize,
     pub crisp_hook_secret: Option<SecretString>,
@@ -194,6 +208,11 @@ pub struct Settings {
     /// `/mcp` is served when either is set.
     pub mcp_signing_secret: Option<SecretString>,
     pub mcp_api_key: Option<SecretString>,
+}
+
+/// A text the visitor reads: not empty.
+fn required_text(value: &str, var: &'static str) -> Result<String, ConfigError> {
+    non_empty(Some(value)).ok_or(ConfigError::Invalid { var, reason: "must not be empty".into() })
 }
 
 /// At least 1: a zero would disable what the setting bounds.
@@ -296,6 +315,11 @@ impl Cli {
             timings,
             data_dir: self.store.data_dir.clone(),
             reply_max_age,
+            handoff: HandoffSettings {
+                message: required_text(&self.handoff_message, "HANDOFF_MESSAGE")?,
+                offline_message: required_text(&self.handoff_offline_message, "HANDOFF_OFFLINE_MESSAGE")?,
+                assign_user_id: non_empty(self.handoff_assign_user_id.as_deref()),
+            },
             inbox_max_messages: at_least_one(self.inbox_max_messages as u64, "INBOX_MAX_MESSAGES")? as usize,
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,

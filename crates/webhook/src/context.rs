@@ -11,9 +11,8 @@
 
 use agent_core::auth::verify_hmac_sha256_hex;
 use agent_core::context::{ContextStore, NO_ACTIVITY, SessionContext, StoreError, render_context_counted, tail_within};
-use agent_core::crisp::{CrispClient, id_for_log};
+use agent_core::crisp::{CrispClient, SessionData, id_for_log};
 use agent_core::{ExposeSecret, SecretString};
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -169,9 +168,9 @@ impl ContextSource {
         if let Some(links) = self.meta_cache.get(crisp_session).await {
             return links;
         }
-        match self.crisp.meta(crisp_session).await {
-            Ok(meta) => {
-                let links = self.links_from_meta(&meta);
+        match self.crisp.session_data(crisp_session).await {
+            Ok(data) => {
+                let links = self.links_from(&data);
                 self.meta_cache.insert(crisp_session.to_owned(), links.clone()).await;
                 links
             }
@@ -182,15 +181,8 @@ impl ContextSource {
         }
     }
 
-    fn links_from_meta(&self, meta: &Value) -> MetaLinks {
-        let data = meta.get("data");
-        let field = |name: &str| {
-            data.and_then(|d| d.get(name)).and_then(|v| match v {
-                Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-        };
+    fn links_from(&self, data: &SessionData) -> MetaLinks {
+        let field = |name: &str| data.get(name).map(str::to_owned);
         let verified_user_id = match (field("autoplay_user_id"), field("autoplay_user_sig"), &self.link_secret) {
             (Some(user), Some(sig), Some(secret)) => {
                 if verify_hmac_sha256_hex(secret.expose_secret().as_bytes(), user.as_bytes(), &sig) {

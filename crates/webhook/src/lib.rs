@@ -85,6 +85,7 @@ pub async fn run(
             history_turns: settings.history_turns,
             limits: settings.prompt_limits,
             max_age: settings.reply_max_age,
+            handoff: settings.handoff,
         },
         settings.max_concurrent_replies,
     );

@@ -2,6 +2,7 @@
 //! `200` ([`Replies::submit`]); from then on it ends only as
 //! - **answered** (Crisp accepted the reply, or the fallback message),
 //! - a **duplicate** (a redelivery of a message already recorded),
+//! - **handed over** to a human (the visitor asked for a person, or the model cannot help),
 //! - **silenced** by a human operator who took the conversation over,
 //! - **already answered** (a resumed message that an operator message already follows),
 //! - or **expired**, older than `REPLY_MAX_AGE_SECS` when its turn comes,
@@ -10,14 +11,16 @@
 //! fallback, Crisp refusing) keeps it recorded and retried with backoff. One conversation is
 //! answered one burst at a time, in order; a reply is the steps of [`Inner::reply`].
 
-use crate::context::{Activity, ContextSource};
+use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Origin, OwnMark};
 use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, VisitorMessage, id_for_log};
-use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
+use agent_core::handoff;
+use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
 use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::telemetry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -46,6 +49,7 @@ pub struct ReplyDeps {
     pub traces: Option<TraceWriter>,
     /// Bounds on the visitor's words in one prompt.
     pub limits: PromptLimits,
+    pub handoff: HandoffSettings,
     /// A message older than this when its turn comes is settled unanswered.
     pub max_age: Duration,
 }
@@ -78,6 +82,7 @@ enum Settled {
     Answered,
     FallbackSent,
     Silenced,
+    HandedOver,
     AlreadyAnswered,
     Expired,
 }
@@ -88,6 +93,7 @@ impl Settled {
             Settled::Answered => "answered",
             Settled::FallbackSent => "fallback_sent",
             Settled::Silenced => "silenced_by_human_takeover",
+            Settled::HandedOver => "handed_over",
             Settled::AlreadyAnswered => "already_answered",
             Settled::Expired => "expired",
         }
@@ -98,6 +104,44 @@ impl Settled {
 enum Attempt {
     Settled(Settled),
     Retry,
+}
+
+/// What the model decided.
+enum Decision {
+    Answer(String, Settled),
+    HandOff(handoff::Decision),
+}
+
+/// What a reply sent, for its trace.
+struct Sent {
+    attempt: Attempt,
+    text: Option<String>,
+    handoff: Option<handoff::Reason>,
+    note: Option<String>,
+}
+
+impl Sent {
+    fn retry(text: Option<String>) -> Self {
+        Sent { attempt: Attempt::Retry, text, handoff: None, note: None }
+    }
+}
+
+/// What the hand-off says and does, from settings.
+#[derive(Debug, Clone)]
+pub struct HandoffSettings {
+    pub message: String,
+    pub offline_message: String,
+    pub assign_user_id: Option<String>,
+}
+
+fn linked_by_words(linked_by: LinkedBy) -> &'static str {
+    match linked_by {
+        LinkedBy::SessionData => "the Autoplay session id the widget set (autoplay_session_id)",
+        LinkedBy::SignedUser => "the signed user id the widget set (autoplay_user_id)",
+        LinkedBy::Conversation => "an Autoplay batch naming this conversation",
+        LinkedBy::SharedFile => "the shared activity file (CONTEXT_SCOPE=shared)",
+        LinkedBy::Nothing => "nothing",
+    }
 }
 
 #[derive(Default)]
@@ -121,6 +165,9 @@ struct Inner {
     /// Conversations this process is answering.
     holders: Mutex<HashMap<(Origin, String), Holder>>,
     history: moka::future::Cache<String, Arc<Vec<ConversationMessage>>>,
+    /// Whether the LLM server takes tools; false once it refused them.
+    tools_supported: AtomicBool,
+    availability: moka::future::Cache<(), bool>,
 }
 
 impl Replies {
@@ -135,6 +182,8 @@ impl Replies {
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(30))
                     .build(),
+                tools_supported: AtomicBool::new(true),
+                availability: moka::future::Cache::builder().time_to_live(Duration::from_secs(30)).build(),
             }),
         }
     }
@@ -183,6 +232,12 @@ impl Replies {
         let inner = Arc::clone(&self.inner);
         let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
         let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
+    }
+
+    /// An operator resolved the conversation (`session:set_state`): the bot may speak there
+    /// again, after a hand-off or a human takeover.
+    pub async fn resolved(&self, session: &str) {
+        self.inner.resolved(session).await;
     }
 
     /// Stops taking work and waits up to `grace` for the replies being written. Whatever is
@@ -361,7 +416,7 @@ impl Inner {
         );
         let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         request.messages.splice(1..1, history);
-        let (attempt, answer) = self.complete_and_send(session, &request).await;
+        let sent = self.decide_and_send(session, &request, &question, activity).await;
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
@@ -376,45 +431,165 @@ impl Inner {
                     "temperature": request.temperature,
                     "max_tokens": request.max_tokens,
                 }),
-                answer: answer.as_deref(),
-                outcome: match &attempt {
+                answer: sent.text.as_deref(),
+                outcome: match &sent.attempt {
                     Attempt::Settled(how) => how.name(),
                     Attempt::Retry => "failed",
                 },
+                handoff: sent.handoff.map(handoff::Reason::name),
+                note: sent.note.as_deref(),
             });
         }
-        attempt
+        sent.attempt
     }
 
-    async fn complete_and_send(&self, session: &str, request: &ChatRequest) -> (Attempt, Option<String>) {
-        let (text, settled) = match self.deps.llm.complete(request).await {
-            Ok(answer) => (answer, Settled::Answered),
+    /// The model's decision (an answer, or a hand-off through its tool), the takeover check,
+    /// then what goes to Crisp.
+    async fn decide_and_send(&self, session: &str, request: &ChatRequest, words: &str, activity: &Activity) -> Sent {
+        let decision = match self.ask_llm(request, words).await {
+            Ok(Completion::Text(text)) => Decision::Answer(text, Settled::Answered),
+            Ok(Completion::ToolCall { arguments, .. }) => {
+                Decision::HandOff(handoff::Decision::from_arguments(&arguments))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "no answer from the LLM");
                 match &self.deps.fallback_message {
-                    Some(fallback) => (fallback.clone(), Settled::FallbackSent),
-                    None => return (Attempt::Retry, None),
+                    Some(fallback) => Decision::Answer(fallback.clone(), Settled::FallbackSent),
+                    None => return Sent::retry(None),
                 }
             }
         };
         // Again after the LLM: a human may have written meanwhile.
         if self.deps.coordination.human_has(session).await {
-            return (Attempt::Settled(Settled::Silenced), Some(text));
+            return Sent { attempt: Attempt::Settled(Settled::Silenced), text: None, handoff: None, note: None };
         }
-        self.deps.coordination.remember_own(session, OwnMark::Text(text.clone())).await;
-        match self.deps.crisp.send_text(session, &text).await {
+        match decision {
+            Decision::Answer(text, settled) => {
+                if !self.send_own_text(session, &text).await {
+                    return Sent::retry(Some(text));
+                }
+                // A visitor left with the fallback: operators get the context, as on a hand-off.
+                let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
+                let note = match failed {
+                    Some(reason) => Some(self.send_note(session, reason, None, activity).await),
+                    None => None,
+                };
+                Sent { attempt: Attempt::Settled(settled), text: Some(text), handoff: failed, note }
+            }
+            Decision::HandOff(decision) => self.hand_off(session, decision, activity).await,
+        }
+    }
+
+    /// The model's completion with the hand-off tool; when the server takes no tools (it refuses
+    /// the request), a plain one, with explicit requests for a person caught by the phrase
+    /// detector.
+    async fn ask_llm(&self, request: &ChatRequest, words: &str) -> Result<Completion, LlmError> {
+        if self.tools_supported.load(Ordering::Relaxed) {
+            match self.deps.llm.complete_with_tools(request).await {
+                Err(LlmError::Status { status: 400 | 404 | 422, .. }) => {}
+                other => return other,
+            }
+        }
+        if handoff::asks_for_a_person(words) {
+            return Ok(Completion::ToolCall {
+                name: handoff::TOOL_NAME.into(),
+                arguments: r#"{"reason":"asked"}"#.into(),
+            });
+        }
+        let mut plain = request.clone();
+        plain.tools.clear();
+        let answer = self.deps.llm.complete_with_tools(&plain).await;
+        if answer.is_ok() && self.tools_supported.swap(false, Ordering::Relaxed) {
+            tracing::warn!("the LLM server refuses tools; hand-offs now rely on detecting explicit requests");
+        }
+        answer
+    }
+
+    /// Hands the conversation over: the visitor is told (online or offline wording), the bot
+    /// falls silent there, operators get the context note, and the conversation is marked
+    /// unresolved (and assigned, when configured).
+    async fn hand_off(&self, session: &str, decision: handoff::Decision, activity: &Activity) -> Sent {
+        let online = self.operators_online().await;
+        let settings = &self.deps.handoff;
+        let text = if online { settings.message.clone() } else { settings.offline_message.clone() };
+        if !self.send_own_text(session, &text).await {
+            return Sent::retry(Some(text));
+        }
+        self.deps.coordination.set_human_takeover(session).await;
+        let note = self.send_note(session, decision.reason, decision.summary.as_deref(), activity).await;
+        let crisp = &self.deps.crisp;
+        if let Some(operator) = &settings.assign_user_id
+            && let Err(e) = crisp.assign(session, operator).await
+        {
+            tracing::warn!(error = %e, "cannot assign the conversation");
+        }
+        if let Err(e) = crisp.set_state(session, "unresolved").await {
+            tracing::warn!(error = %e, "cannot mark the conversation unresolved");
+        }
+        tracing::info!(reason = decision.reason.name(), online, "handed over to a human");
+        Sent {
+            attempt: Attempt::Settled(Settled::HandedOver),
+            text: Some(text),
+            handoff: Some(decision.reason),
+            note: Some(note),
+        }
+    }
+
+    /// The context note for operators; returns its text (sent or not: a failure is logged).
+    async fn send_note(
+        &self,
+        session: &str,
+        reason: handoff::Reason,
+        model_summary: Option<&str>,
+        activity: &Activity,
+    ) -> String {
+        metrics::counter!(telemetry::HANDOFFS, "reason" => reason.name()).increment(1);
+        let now = agent_core::inbox::now_ms() as f64 / 1000.0;
+        let linked_by = linked_by_words(activity.linked_by);
+        let note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
+        self.deps.coordination.remember_own(session, OwnMark::Text(note.clone())).await;
+        if let Err(e) = self.deps.crisp.send_note(session, &note).await {
+            tracing::warn!(error = %e, "cannot post the context note for operators");
+        }
+        note
+    }
+
+    /// Posts the bot's own text message; false when Crisp refused it.
+    async fn send_own_text(&self, session: &str, text: &str) -> bool {
+        self.deps.coordination.remember_own(session, OwnMark::Text(text.to_owned())).await;
+        match self.deps.crisp.send_text(session, text).await {
             Ok(fingerprint) => {
                 if let Some(f) = fingerprint {
                     self.deps.coordination.remember_own(session, OwnMark::Fingerprint(f)).await;
                 }
                 self.history.invalidate(session).await;
-                (Attempt::Settled(settled), Some(text))
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "Crisp refused the reply");
-                (Attempt::Retry, Some(text))
+                false
             }
         }
+    }
+
+    /// Whether an operator is online, cached for 30 s; unknown counts as online (the visitor
+    /// is told a teammate will reply, which stays true).
+    async fn operators_online(&self) -> bool {
+        let crisp = self.deps.crisp.clone();
+        self.availability
+            .get_with((), async move {
+                crisp.operators_online().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read operator availability");
+                    true
+                })
+            })
+            .await
+    }
+
+    /// An operator resolved the conversation: the bot answers there again.
+    async fn resolved(&self, session: &str) {
+        self.deps.coordination.clear_human_takeover(session).await;
+        tracing::info!(session = id_for_log(session), "conversation resolved; the bot answers again");
     }
 
     async fn note_operator(&self, message: OperatorMessage) {

@@ -160,6 +160,10 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
             count_hook("operator_message");
             state.replies.operator_wrote(message).await
         }
+        HookEvent::Resolved { session_id } => {
+            count_hook("resolved");
+            state.replies.resolved(&session_id).await
+        }
         HookEvent::Ignored(reason) => {
             count_hook("ignored");
             tracing::debug!(reason, "hook ignored")

@@ -20,6 +20,10 @@ pub struct ReplyTrace<'a> {
     pub request: serde_json::Value,
     pub answer: Option<&'a str>,
     pub outcome: &'a str,
+    /// Why the bot handed over (`asked`, `unable`) or sent operators context (`failed`).
+    pub handoff: Option<&'a str>,
+    /// The private note operators got.
+    pub note: Option<&'a str>,
 }
 
 #[derive(Clone)]

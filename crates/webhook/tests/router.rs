@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use webhook::context::{ContextScope, ContextSource};
-use webhook::replies::{PromptLimits, Replies, ReplyDeps};
+use webhook::replies::{HandoffSettings, PromptLimits, Replies, ReplyDeps};
 use webhook::routes::{AppState, MAX_HOOK_BODY, router};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -97,6 +97,11 @@ impl Harness {
                     None,
                 ),
                 max_age: Duration::from_secs(3600),
+                handoff: HandoffSettings {
+                    message: "A teammate will reply.".into(),
+                    offline_message: "Our team is offline.".into(),
+                    assign_user_id: None,
+                },
                 traces: None,
                 history_turns: 6,
                 limits: PromptLimits { max_message_chars: 4000, max_burst_messages: 20 },

@@ -56,6 +56,33 @@ impl RetryableError for CrispError {
     }
 }
 
+/// A conversation's session data, as text: strings (trimmed, non-empty) and numbers; values of
+/// other types (booleans, objects) are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionData(std::collections::HashMap<String, String>);
+
+impl SessionData {
+    fn from_meta(answer: &Value) -> Self {
+        let fields = answer.pointer("/data/data").and_then(Value::as_object).into_iter().flatten();
+        Self(
+            fields
+                .filter_map(|(key, value)| {
+                    let text = match value {
+                        Value::String(s) => s.trim().to_owned(),
+                        Value::Number(n) => n.to_string(),
+                        _ => return None,
+                    };
+                    (!text.is_empty()).then(|| (key.clone(), text))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
 /// A message of a conversation as `GET .../messages` lists it: what the bot reads of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationMessage {
@@ -152,6 +179,34 @@ impl CrispClient {
         Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
     }
 
+    /// Posts a private note (operators see it, the visitor does not).
+    pub async fn send_note(&self, session_id: &str, content: &str) -> Result<(), CrispError> {
+        let body = OutgoingText { kind: "note", from: "operator", origin: "chat", content };
+        self.call(Method::POST, session_id, "message", Some(&body)).await.map(drop)
+    }
+
+    /// Sets the conversation's state (`pending`, `unresolved` or `resolved`).
+    pub async fn set_state(&self, session_id: &str, state: &str) -> Result<(), CrispError> {
+        let body = serde_json::json!({ "state": state });
+        self.call(Method::PATCH, session_id, "state", Some(&body)).await.map(drop)
+    }
+
+    /// Assigns the conversation to an operator.
+    pub async fn assign(&self, session_id: &str, user_id: &str) -> Result<(), CrispError> {
+        let body = serde_json::json!({ "assigned": { "user_id": user_id } });
+        self.call(Method::PATCH, session_id, "routing", Some(&body)).await.map(drop)
+    }
+
+    /// Whether an operator is available (`GET /website/{id}/availability/status`).
+    pub async fn operators_online(&self) -> Result<bool, CrispError> {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["website", &self.settings.website_id, "availability", "status"]);
+        }
+        let answer = self.retry.run("Crisp call", || self.attempt::<()>(Method::GET, url.clone(), None)).await?;
+        Ok(answer.pointer("/data/status").and_then(Value::as_str) == Some("online"))
+    }
+
     /// Shows (`true`) or clears (`false`) the operator typing indicator. Showing is tried once
     /// (it must not delay the answer); clearing is retried, so it never stays on.
     pub async fn compose(&self, session_id: &str, typing: bool) -> Result<(), CrispError> {
@@ -160,10 +215,10 @@ impl CrispClient {
         self.call_with(&policy, Method::PATCH, session_id, "compose", Some(&body)).await.map(drop)
     }
 
-    /// The conversation's meta (`data` of `GET .../meta`).
-    pub async fn meta(&self, session_id: &str) -> Result<Value, CrispError> {
+    /// The conversation's session data (`data.data` of `GET .../meta`): what the widget set.
+    pub async fn session_data(&self, session_id: &str) -> Result<SessionData, CrispError> {
         let answer = self.call::<()>(Method::GET, session_id, "meta", None).await?;
-        Ok(answer.get("data").cloned().unwrap_or(Value::Null))
+        Ok(SessionData::from_meta(&answer))
     }
 
     /// The latest batch of messages of the conversation, oldest first.
@@ -317,6 +372,17 @@ mod tests {
             assert!(matches!(crisp.send_text(bad, "x").await, Err(CrispError::InvalidId)), "{bad:?}");
         }
         assert!(server.received_requests().await.unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn session_data_keeps_strings_and_numbers() {
+        let meta = serde_json::json!({"error": false, "data": {"nickname": "v", "data": {
+            "autoplay_session_id": " ps_1 ", "plan": 3, "vip": true, "empty": "  ", "nested": {"a": 1}
+        }}});
+        let data = SessionData::from_meta(&meta);
+        assert_eq!((data.get("autoplay_session_id"), data.get("plan")), (Some("ps_1"), Some("3")));
+        assert_eq!((data.get("vip"), data.get("empty"), data.get("nested")), (None, None, None));
+        assert_eq!(SessionData::from_meta(&serde_json::json!({"data": null})), SessionData::default());
     }
 
     #[tokio::test]

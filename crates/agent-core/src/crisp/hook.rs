@@ -30,6 +30,11 @@ pub struct OperatorMessage {
 pub enum HookEvent {
     VisitorText(VisitorMessage),
     OperatorText(OperatorMessage),
+    /// An operator resolved the conversation (`session:set_state` to `resolved`): the bot may
+    /// speak there again.
+    Resolved {
+        session_id: String,
+    },
     /// Well formed, but nothing to do; the reason is for debug logs.
     Ignored(&'static str),
 }
@@ -93,6 +98,8 @@ struct Data<'a> {
     fingerprint: Lenient<u64>,
     timestamp: Lenient<i64>,
     automated: Lenient<bool>,
+    #[serde(borrow)]
+    state: Lenient<Cow<'a, str>>,
 }
 
 /// The same fields read strictly, for the common case of a hook of the expected shape: one
@@ -125,6 +132,8 @@ struct StrictData<'a> {
     fingerprint: Option<u64>,
     timestamp: Option<i64>,
     automated: Option<bool>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
 }
 
 impl<'a> From<StrictEnvelope<'a>> for Envelope<'a> {
@@ -138,6 +147,7 @@ impl<'a> From<StrictEnvelope<'a>> for Envelope<'a> {
             fingerprint: Lenient(d.fingerprint),
             timestamp: Lenient(d.timestamp),
             automated: Lenient(d.automated),
+            state: Lenient(d.state),
         });
         Envelope { event: Lenient(e.event), website_id: Lenient(e.website_id), data: Lenient(data) }
     }
@@ -226,6 +236,12 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
     };
     let kind = data.kind.0.as_deref().unwrap_or_default();
     let fingerprint = data.fingerprint.0;
+    if event == "session:set_state" {
+        return Ok(match data.state.0.as_deref() {
+            Some("resolved") => HookEvent::Resolved { session_id: session_id.to_owned() },
+            _ => HookEvent::Ignored("conversation state other than resolved"),
+        });
+    }
     Ok(match (event, data.from.0.as_deref()) {
         ("message:send", Some("user")) => {
             if kind != "text" {
@@ -323,6 +339,20 @@ mod tests {
     }
 
     #[test]
+    fn resolving_a_conversation_is_an_event_of_its_own() {
+        let hook = |state: &str| {
+            serde_json::json!({"event": "session:set_state", "website_id": WEBSITE,
+                "data": {"website_id": WEBSITE, "session_id": SESSION, "state": state}})
+            .to_string()
+        };
+        assert_eq!(
+            classify(hook("resolved").as_bytes(), WEBSITE),
+            Ok(HookEvent::Resolved { session_id: SESSION.into() })
+        );
+        assert!(matches!(classify(hook("unresolved").as_bytes(), WEBSITE), Ok(HookEvent::Ignored(_))));
+    }
+
+    #[test]
     fn ids_that_are_not_a_plain_path_segment_are_refused() {
         let long = "s".repeat(MAX_ID_LEN + 1);
         for bad in ["", ".", "..", "a/b", "a\\b", "a?b", "a#b", "a b", " ", "a\tb", "a\u{0}b", "%2e%2e", long.as_str()]
@@ -365,6 +395,8 @@ mod tests {
             Just("\"user\"".to_owned()),
             Just("\"operator\"".to_owned()),
             Just("\"message:send\"".to_owned()),
+            Just("\"session:set_state\"".to_owned()),
+            Just("\"resolved\"".to_owned()),
             Just(format!("\"{WEBSITE}\"")),
             Just(format!("\"{SESSION}\"")),
             Just("\"..\"".to_owned()),
@@ -372,7 +404,7 @@ mod tests {
         ];
         let field = |names: &'static [&'static str]| (proptest::sample::select(names), value.clone());
         const DATA_FIELDS: &[&str] =
-            &["website_id", "session_id", "type", "from", "content", "fingerprint", "timestamp", "automated"];
+            &["website_id", "session_id", "type", "from", "content", "fingerprint", "timestamp", "automated", "state"];
         let data = proptest::collection::vec(field(DATA_FIELDS), 0..9).prop_map(|fields| {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
             format!("{{{}}}", body.join(","))

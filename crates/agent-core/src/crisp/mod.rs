@@ -3,5 +3,5 @@
 pub mod api;
 pub mod hook;
 
-pub use api::{ConversationMessage, CrispClient, CrispError, CrispSettings};
+pub use api::{ConversationMessage, CrispClient, CrispError, CrispSettings, SessionData};
 pub use hook::{HookError, HookEvent, OperatorMessage, VisitorMessage, classify, id_for_log, is_plain_id};
