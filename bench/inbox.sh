@@ -6,6 +6,7 @@
 #   2. replay at start: a journal of N recorded messages (default 10,000), time until every one
 #      is settled as answered.
 # Usage (repo root, after `cargo build --release`): bench/inbox.sh   [SECS=5 N=10000]
+#   ONLY=replay runs part 2 alone; LOG=info KEEP_LOG=file keeps the replaying webhook's log.
 # Needs: wrk, curl. Prints the figures at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ start_webhook() {
   env -i "PATH=$PATH" WEBHOOK_SECRET=$SECRET CRISP_TOKEN_IDENTIFIER=bench-id CRISP_TOKEN_KEY=bench-key \
     WEBSITE_ID=$WEBSITE_ID CRISP_API_BASE_URL=http://127.0.0.1:$CRISP_PORT/v1 OPENAI_API_KEY=sk-bench \
     OPENAI_BASE_URL=http://127.0.0.1:$LLM_PORT/v1 BIND_ADDR=127.0.0.1:$PORT DATA_DIR=$WORK/data \
-    EVENT_DATA_PATH=$WORK/event_data.txt MAX_CONCURRENT_REPLIES=64 HISTORY_TURNS=0 RUST_LOG=warn INBOX_MAX_MESSAGES=1000000 \
+    EVENT_DATA_PATH=$WORK/event_data.txt MAX_CONCURRENT_REPLIES=64 HISTORY_TURNS=0 RUST_LOG=${LOG:-warn} INBOX_MAX_MESSAGES=1000000 \
     "$BIN/webhook" >"$WORK/webhook.log" 2>&1 &
   WEBHOOK_PID=$!
   PIDS+=("$WEBHOOK_PID")
@@ -48,6 +49,7 @@ figures() { # wrk output: req/s p50 p99 non-2xx
        END {printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", r, p50, p99, (n==""?0:n)}' "$1"
 }
 
+if [[ ${ONLY:-} != replay ]]; then
 echo "== 1. acknowledgement, $SECS s, 32 connections"
 start_webhook
 HOOK="http://127.0.0.1:$PORT/crisp/hooks?key=$SECRET"
@@ -61,6 +63,7 @@ echo "operator echo:         $(figures "$WORK/echo.wrk")"
 echo "visitor message (new): $(figures "$WORK/visitor.wrk")"
 kill "$WEBHOOK_PID"
 wait "$WEBHOOK_PID" 2>/dev/null || true
+fi
 
 echo "== 2. replay of $N recorded messages at start"
 rm -rf "$WORK/data"
@@ -73,7 +76,7 @@ with open(path, "w") as f:
     for i in range(n):
         entry = {"id": i + 1, "accepted_at_ms": now, "message": {"website_id": website,
                  "session_id": f"session_replay_{i}", "content": f"bench-replay {i}",
-                 "fingerprint": i + 1, "timestamp": None}}
+                 "fingerprint": 1_000_000 + i, "timestamp": None}}
         f.write("A " + json.dumps(entry, separators=(",", ":")) + "\n")
 EOF
 curl -sf -X POST "http://127.0.0.1:$CRISP_PORT/_reset" >/dev/null
@@ -89,3 +92,4 @@ done
 ended=$(date +%s.%N)
 echo "replay: $answered of $N answered in $(echo "$ended - $started" | bc) s (start included)"
 echo "journal after: $(wc -c <"$WORK/data/inbox.journal") bytes"
+[[ -n ${KEEP_LOG:-} ]] && cp "$WORK/webhook.log" "$KEEP_LOG"
