@@ -133,6 +133,11 @@ impl Coordination {
         local(&self.local).await
     }
 
+    /// Whether replicas share this coordination (Redis is configured).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Records a visitor message durably.
     pub async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
         self.either(async |r| r.accept(message).await, async |l| l.accept(message).await).await

@@ -229,6 +229,11 @@ impl Replies {
     /// Waits (briefly) until the takeover is recorded, so a visitor message acknowledged after
     /// this hook already finds the bot silenced; a slow Redis finishes in the background.
     pub async fn operator_wrote(&self, message: OperatorMessage) {
+        // The bot's own echoes (and other automations) never take a conversation over, and
+        // without Redis the takeover is noted at once: no task on the acknowledgement path.
+        if message.automated || !self.inner.deps.coordination.is_shared() {
+            return self.inner.note_operator(message).await;
+        }
         let inner = Arc::clone(&self.inner);
         let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
         let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
