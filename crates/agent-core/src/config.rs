@@ -28,6 +28,20 @@ pub fn http_url(var: &'static str, value: &str) -> Result<reqwest::Url, ConfigEr
     Ok(url)
 }
 
+/// An optional `host:port` setting (e.g. `METRICS_ADDR`); empty counts as unset.
+pub fn socket_addr(
+    var: &'static str,
+    value: Option<&str>,
+    example: &str,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    non_empty(value)
+        .map(|addr| {
+            addr.parse()
+                .map_err(|e| ConfigError::Invalid { var, reason: format!("{e} (expected host:port, e.g. {example})") })
+        })
+        .transpose()
+}
+
 /// The OpenAI-compatible server used for summaries and replies.
 #[derive(clap::Args, Clone)]
 pub struct OpenAiArgs {

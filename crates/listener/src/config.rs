@@ -1,7 +1,7 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty, socket_addr};
 use agent_core::context::ContextStore;
 use agent_core::llm::LlmClient;
 use agent_core::retry::RetryPolicy;
@@ -84,14 +84,7 @@ impl Cli {
         }
         let redis = self.store.redis()?;
         let store = self.store.open(redis.as_ref())?;
-        let metrics_addr = non_empty(self.metrics_addr.as_deref())
-            .map(|a| {
-                a.parse().map_err(|e| ConfigError::Invalid {
-                    var: "METRICS_ADDR",
-                    reason: format!("{e} (expected host:port, e.g. 127.0.0.1:9101)"),
-                })
-            })
-            .transpose()?;
+        let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9101")?;
         Ok(Settings {
             store,
             redis,

@@ -5,7 +5,7 @@ use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
 use crate::traces::TraceWriter;
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty};
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty, socket_addr};
 use agent_core::context::ContextStore;
 use agent_core::coordination::{CoordTimings, RedisCoordinator};
 use agent_core::crisp::{CrispClient, CrispSettings};
@@ -277,14 +277,7 @@ impl Cli {
             request_timeout: Duration::from_secs(at_least_one(self.request_timeout_secs, "REQUEST_TIMEOUT_SECS")?),
             max_connections: at_least_one(self.max_connections as u64, "MAX_CONNECTIONS")? as usize,
         };
-        let metrics_addr = non_empty(self.metrics_addr.as_deref())
-            .map(|addr| {
-                addr.parse().map_err(|e| ConfigError::Invalid {
-                    var: "METRICS_ADDR",
-                    reason: format!("{e} (expected host:port, e.g. 127.0.0.1:9102)"),
-                })
-            })
-            .transpose()?;
+        let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9102")?;
         let redis = self.store.redis()?;
         let store = match self.context_scope {
             ContextScope::Session => Some(self.store.open(redis.as_ref())?),
