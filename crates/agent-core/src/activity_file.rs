@@ -233,7 +233,7 @@ mod tests {
     use crate::payload::{StreamPayload, parse_payload};
 
     fn fixture_actions() -> Vec<Action<'static>> {
-        let sse = include_str!("../tests/fixtures/autoplay/actions-full.sse");
+        let sse = include_str!("../../../tests/fixtures/autoplay/actions-full.sse");
         let data = sse.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         match parse_payload(data).unwrap().payload {
             StreamPayload::Actions(b) => b.actions.into_iter().map(Action::into_owned).collect(),
@@ -245,7 +245,7 @@ mod tests {
     fn action_block_matches_the_reference_bytes() {
         let mut out = Vec::new();
         format_action_block(&fixture_actions(), &mut out);
-        assert_eq!(out, include_bytes!("../tests/fixtures/autoplay/expected-event_data.txt"));
+        assert_eq!(out, include_bytes!("../../../tests/fixtures/autoplay/expected-event_data.txt"));
     }
 
     #[test]

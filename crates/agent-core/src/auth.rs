@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn crisp_plugin_signature_test_vector() {
         let vector: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/crisp/plugin-hook-variant.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/fixtures/crisp/plugin-hook-variant.json")).unwrap();
         let secret = vector["signing_secret_test_only"].as_str().unwrap().as_bytes();
         let timestamp = vector["headers"]["X-Crisp-Request-Timestamp"].as_str().unwrap();
         let body = vector["raw_body"].as_str().unwrap().as_bytes();

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn parses_the_full_actions_fixture() {
-        let data = data_line(include_str!("../tests/fixtures/autoplay/actions-full.sse"));
+        let data = data_line(include_str!("../../../tests/fixtures/autoplay/actions-full.sse"));
         let parsed = parse_payload(data).unwrap();
         assert_eq!(parsed.count_mismatch, None);
         let batch = actions(parsed);
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn legacy_batches_take_the_sdk_defaults_and_reconcile_count() {
-        let data = data_line(include_str!("../tests/fixtures/autoplay/actions-legacy-minimal.sse"));
+        let data = data_line(include_str!("../../../tests/fixtures/autoplay/actions-legacy-minimal.sse"));
         let parsed = parse_payload(data).unwrap();
         assert_eq!(parsed.count_mismatch, Some(1));
         let batch = actions(parsed);
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn other_types_are_recognised() {
-        let summary = data_line(include_str!("../tests/fixtures/autoplay/summary.sse"));
+        let summary = data_line(include_str!("../../../tests/fixtures/autoplay/summary.sse"));
         assert!(matches!(parse_payload(summary).unwrap().payload, StreamPayload::Summary(s) if s.replaces == 12));
         assert_eq!(
             parse_payload(r#"{"type":"usertour_trigger","flow_id":"f"}"#).unwrap().payload,

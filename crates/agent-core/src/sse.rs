@@ -298,11 +298,11 @@ mod tests {
     }
 
     const FIXTURES: &[&[u8]] = &[
-        include_bytes!("../tests/fixtures/autoplay/actions-full.sse"),
-        include_bytes!("../tests/fixtures/autoplay/actions-legacy-minimal.sse"),
-        include_bytes!("../tests/fixtures/autoplay/heartbeat.sse"),
-        include_bytes!("../tests/fixtures/autoplay/ignored-and-malformed.sse"),
-        include_bytes!("../tests/fixtures/autoplay/summary.sse"),
+        include_bytes!("../../../tests/fixtures/autoplay/actions-full.sse"),
+        include_bytes!("../../../tests/fixtures/autoplay/actions-legacy-minimal.sse"),
+        include_bytes!("../../../tests/fixtures/autoplay/heartbeat.sse"),
+        include_bytes!("../../../tests/fixtures/autoplay/ignored-and-malformed.sse"),
+        include_bytes!("../../../tests/fixtures/autoplay/summary.sse"),
     ];
 
     fn all_fixtures() -> Vec<u8> {
