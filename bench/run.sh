@@ -13,6 +13,8 @@
 #   bench/run.sh                 # everything, RUNS times (default 2)
 #   RUNS=1 ONLY=a,c bench/run.sh # a subset
 #   QUIET_WAIT_SECS=120 bench/run.sh  # before each part, wait up to 120 s for no rustc running
+#   ONLY=c PROACTIVE_TRIGGERS=ping_pong,dwell,repeat,error_page PROACTIVE_ERROR_PATTERN='(?i)error|404' \
+#     bench/run.sh               # part c with proactive triggers on (the pattern: no spaces)
 # Needs: wrk, GNU time (/usr/bin/time), curl, taskset (util-linux), pgrep (procps).
 # Results: bench/out/<stamp>/ (results.tsv, raw logs); the figures table is printed at the end.
 set -euo pipefail
@@ -40,21 +42,27 @@ die() {
   exit 1
 }
 
-for tool in wrk curl taskset pgrep; do
+TOOLS=(curl taskset pgrep)
+[[ ,$ONLY, == *,a,* ]] && TOOLS+=(wrk)
+for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y wrk curl util-linux procps)"
 done
 [[ -x /usr/bin/time ]] || die "GNU time is missing (apt-get install -y time)"
 # The binaries measured; BINARIES_FROM=dir measures a frozen copy instead of target/release.
 BINARIES_FROM=${BINARIES_FROM:-target/release}
-for bin in listener webhook; do
+NEEDED=(listener)
+[[ ,$ONLY, == *,a,* || ,$ONLY, == *,b,* ]] && NEEDED+=(webhook)
+for bin in "${NEEDED[@]}"; do
   [[ -x $BINARIES_FROM/$bin ]] || die "$BINARIES_FROM/$bin is missing: run cargo build --release first"
 done
 say "building the harness (cargo build --release -p bench)"
 cargo build --release --quiet -p bench
+HARNESS=${CARGO_TARGET_DIR:-target}/release
 
 mkdir -p "$OUT/bin"
 # A frozen copy: a rebuild during the run does not change what is measured.
-cp "$BINARIES_FROM/listener" "$BINARIES_FROM/webhook" target/release/bench-stubs target/release/bench-drive "$OUT/bin/"
+for bin in "${NEEDED[@]}"; do cp "$BINARIES_FROM/$bin" "$OUT/bin/"; done
+cp "$HARNESS/bench-stubs" "$HARNESS/bench-drive" "$OUT/bin/"
 BIN=$OUT/bin
 RESULTS=$OUT/results.tsv
 : >"$RESULTS"
@@ -64,7 +72,8 @@ RESULTS=$OUT/results.tsv
   echo "HEAD now: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' (+ uncommitted changes under crates/)')"
   echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "kernel: $(uname -r)"
-  sha256sum "$BIN/listener" "$BIN/webhook"
+  echo "PROACTIVE_TRIGGERS=${PROACTIVE_TRIGGERS:-} PROACTIVE_ERROR_PATTERN=${PROACTIVE_ERROR_PATTERN:-}"
+  for bin in "${NEEDED[@]}"; do sha256sum "$BIN/$bin"; done
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
@@ -165,7 +174,10 @@ listener_env() { # batches event_data_path data_dir; sets ENVV
   read -r -d "" -a ENVV <<EOV || true
 STREAM_URL=http://127.0.0.1:$SSE_PORT/stream/prod_bench?batches=$1 SUMMARY_THRESHOLD=0
     EVENT_DATA_PATH=$2 DATA_DIR=$3 OPENAI_API_KEY=sk-bench OPENAI_BASE_URL=http://127.0.0.1:$LLM_PORT/v1 RUST_LOG=info
+    PROACTIVE_TRIGGERS=${PROACTIVE_TRIGGERS:-}
 EOV
+  # Added whole: a regular expression may hold spaces.
+  ENVV+=("PROACTIVE_ERROR_PATTERN=${PROACTIVE_ERROR_PATTERN:-}")
 }
 firehose() { curl -sf "http://127.0.0.1:$CRISP_PORT/_firehose?batches=$1" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"; }
 reset_stubs() { curl -sf -X POST "http://127.0.0.1:$CRISP_PORT/_reset" >/dev/null; }
@@ -265,6 +277,7 @@ bench_c() {
   rec c_listener_lines "$got"
   rec c_listener_rss_kib "$rss"
   rec c_store_writes_dropped_warnings "$(grep -c 'context store is behind' "$WORK/c-listener.err" || true)"
+  rec c_proactive_firings "$(cat "$WORK/c-data/proactive.firings" 2>/dev/null | wc -l)"
   echo "   listener: $got lines (expected $lines), peak RSS $rss KiB"
 
   interference c_curl
@@ -383,13 +396,14 @@ ratio_rows
     row "replies grounded in the visitor's session" "b_replies_with_activity" "" ""
   fi
   if [[ ,$ONLY, == *,c,* ]]; then
-    echo "-- c. listener ingest, $((INGEST_BATCHES * 5)) actions ($INGEST_BATCHES batches of 5, 50 sessions), SUMMARY_THRESHOLD=0"
+    echo "-- c. listener ingest, $((INGEST_BATCHES * 5)) actions ($INGEST_BATCHES batches of 5, 50 sessions), SUMMARY_THRESHOLD=0, PROACTIVE_TRIGGERS=${PROACTIVE_TRIGGERS:-(off)}"
     row "listener: connect -> all lines written, ms" c_listener_elapsed_ms "" ""
     row "listener lines in event_data.txt" c_listener_lines "= $((INGEST_BATCHES * 15))" "x == $((INGEST_BATCHES * 15))"
     row "curl -sN > file: connect -> all bytes, ms" c_curl_elapsed_ms "" ""
     row "listener / curl" c_listener_vs_curl_x "<= 3x" "x <= 3"
     row "listener peak RSS MiB" c_listener_rss_mib "< 30 MiB" "x < 30"
     row "'context store is behind' warnings" c_store_writes_dropped_warnings "" ""
+    row "proactive firings recorded" c_proactive_firings "" ""
   fi
   echo "-- interference (rustc processes / load average at the start of each part)"
   for k in $(awk -F'\t' '$2 ~ /_rustc_procs$/ {sub(/_rustc_procs$/, "", $2); print $2}' "$RESULTS" | awk '!seen[$0]++'); do

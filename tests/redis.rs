@@ -526,3 +526,57 @@ async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other(
     assert_eq!(crisp_posts(&slow, session).await, 0);
     assert!(prompt_for(&fast, "Can you help me export?", || b.stderr()).await.contains("export"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Proactive offers across replicas
+// ---------------------------------------------------------------------------------------------
+
+/// Two listeners see the same visitor go back and forth and both record the firing; two webhook
+/// replicas read the firings: the visitor gets one offer.
+#[tokio::test]
+async fn two_listeners_and_two_replicas_send_one_offer() {
+    require_redis_tools();
+    let redis = RedisServer::start(free_port());
+    let offer = json!({"send": true, "message": "Need a hand with invoices?"}).to_string();
+    let server = visitor_stand_in(SITE, completion(&offer), &[]).await;
+    e2e::stand_ins::mount_crisp_catch_all(&server).await;
+    let mut env = redis_env(&redis.url(), &prefix("offer"));
+    env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
+    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
+    let session = "session_offer";
+    let link = json!({
+        "website_id": SITE, "event": "session:set_data",
+        "data": {"website_id": SITE, "session_id": session, "data": {"autoplay_session_id": "ps_offer"}}
+    });
+    a.deliver_ok(&link).await;
+    let pages = ["/billing", "/invoices", "/billing", "/invoices"];
+    let actions: Vec<Value> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let at = 1_800_000_000.0 + i as f64;
+            json!({"index": i, "type": "pageview", "title": page, "description": page,
+                   "timestamp_start": at, "timestamp_end": at + 1.0, "canonical_url": page})
+        })
+        .collect();
+    let frame = format!(
+        "data: {}\n\n",
+        json!({"type": "actions", "product_id": "p", "session_id": "ps_offer", "count": 4, "actions": actions})
+    );
+    let frames = [frame];
+    let (one, two) = tokio::join!(Listener::start(&frames, &env), Listener::start(&frames, &env));
+    assert_eq!(wait_posts(&server, session, 1).await, 1, "no offer; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        crisp_posts(&server, session).await,
+        1,
+        "offered twice; A:\n{}\nB:\n{}\nlisteners:\n{}\n{}",
+        a.stderr(),
+        b.stderr(),
+        one.stderr(),
+        two.stderr()
+    );
+    let initiated = requests_to(&server, "POST", &format!("/v1/website/{SITE}/conversation/{session}/initiate")).await;
+    assert_eq!(initiated.len(), 1);
+    assert_eq!(llm_prompts(&server).await.len(), 1, "one firing, one LLM call");
+}

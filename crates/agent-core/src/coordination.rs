@@ -11,6 +11,7 @@
 
 use crate::crisp::VisitorMessage;
 use crate::inbox::{InboxEntry, Journal, JournalError};
+pub use crate::proactive::gate::Floor;
 use crate::redis_conn::{RedisConn, RedisDown};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -215,6 +216,18 @@ impl Coordination {
         }
     }
 
+    /// Who has the floor in a conversation: the one place that decides whether the bot may
+    /// speak there. Replies, hand-offs and proactive offers all ask it; a reply needs no human
+    /// in the conversation, an offer also needs the bot to have nothing to answer there.
+    pub async fn floor(&self, session: &str) -> Floor {
+        let human = self.human_has(session).await;
+        let mut bot_busy = self.local.busy(session);
+        if !bot_busy && let Some(redis) = &self.shared {
+            bot_busy = redis.busy(session).await.unwrap_or(true);
+        }
+        Floor { human, bot_busy, last_message_at: None }
+    }
+
     /// Whether a human operator has the conversation (here or on any replica).
     pub async fn human_has(&self, session: &str) -> bool {
         if self.local.human.contains_key(session) {
@@ -298,6 +311,12 @@ impl LocalInbox {
 
     fn pending(&self) -> usize {
         self.queues().total
+    }
+
+    /// Whether messages of the conversation wait or are being answered here.
+    fn busy(&self, session: &str) -> bool {
+        let queues = self.queues();
+        queues.held.contains(session) || queues.waiting.contains_key(session) || queues.in_flight.contains_key(session)
     }
 
     async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
@@ -547,6 +566,12 @@ impl RedisCoordinator {
     async fn set_human_takeover(&self, session: &str) -> Result<(), CoordError> {
         let key = self.key("human", session);
         self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.human_takeover))).await
+    }
+
+    /// Whether a replica holds the conversation or messages of it are recorded.
+    async fn busy(&self, session: &str) -> Result<bool, CoordError> {
+        let keys = [self.key("queue", session), self.key("inflight", session), self.key("hold", session)];
+        Ok(self.query::<i64>(redis::cmd("EXISTS").arg(&keys)).await? > 0)
     }
 
     async fn human_has(&self, session: &str) -> Result<bool, CoordError> {

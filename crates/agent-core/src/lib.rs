@@ -17,6 +17,7 @@ pub mod http_body;
 pub mod inbox;
 pub mod llm;
 pub mod payload;
+pub mod proactive;
 pub mod process;
 pub mod prompt;
 pub mod ratelimit;

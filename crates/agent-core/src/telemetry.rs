@@ -21,8 +21,16 @@ pub const SUMMARIES_DROPPED: &str = "summaries_dropped_total";
 /// Pending actions dropped unsummarised (a session over its bound, or forgotten to make room
 /// for another while it had actions pending).
 pub const SUMMARY_ACTIONS_DROPPED: &str = "summary_actions_dropped_total";
+/// `proactive_firings_total{trigger}`: proactive triggers the listener fired (see
+/// [`crate::proactive::Trigger::as_str`]).
+pub const PROACTIVE_FIRINGS: &str = "proactive_firings_total";
 pub const MESSAGES_SETTLED: &str = "messages_settled_total";
 pub const HANDOFFS: &str = "handoffs_total";
+/// `proactive_offers_total{trigger,outcome}`: what became of each trigger firing
+/// ([`crate::proactive::gate::Outcome`]).
+pub const PROACTIVE_OFFERS: &str = "proactive_offers_total";
+/// Visitors who wrote within 10 minutes of an offer.
+pub const PROACTIVE_ENGAGED: &str = "proactive_engaged_total";
 /// `handoffs_total{reason}`.
 pub const HANDOFF_REASONS: [&str; 3] = ["asked", "unable", "failed"];
 pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
@@ -35,7 +43,7 @@ pub const MCP_TOOLS: [&str; 3] = ["get_visitor_activity", "get_live_user_activit
 pub const MCP_OUTCOMES: [&str; 5] = ["ok", "no_activity", "no_conversation", "refused", "bad_request"];
 
 /// `hooks_received_total{outcome}`: every outcome a hook can have.
-pub const HOOK_OUTCOMES: [&str; 9] = [
+pub const HOOK_OUTCOMES: [&str; 10] = [
     "unauthorized",
     "bad_signature",
     "bad_request",
@@ -44,6 +52,7 @@ pub const HOOK_OUTCOMES: [&str; 9] = [
     "not_recorded",
     "operator_message",
     "resolved",
+    "session_data",
     "ignored",
 ];
 /// `messages_settled_total{outcome}`: how accepted visitor messages ended.
@@ -60,7 +69,7 @@ pub const SETTLED_OUTCOMES: [&str; 7] = [
 pub const CONNECTION_CLOSE_REASONS: [&str; 5] =
     ["header_timeout", "idle_timeout", "request_timeout", "shed", "refused"];
 /// `crisp_request_duration_seconds{call}`: the calls the webhook makes.
-const CRISP_CALLS: [&str; 4] = ["message", "compose", "meta", "messages"];
+const CRISP_CALLS: [&str; 5] = ["message", "compose", "meta", "messages", "initiate"];
 
 /// Registers every series the webhook documents, so the first scrape lists them all (counters
 /// at 0) instead of each appearing only once it happened.
@@ -86,6 +95,13 @@ pub fn register_webhook_series() {
         }
     }
     metrics::counter!(MCP_CALLS, "tool" => "none", "outcome" => "unauthorized").increment(0);
+    for trigger in crate::proactive::Trigger::ALL {
+        for outcome in crate::proactive::gate::Outcome::ALL {
+            metrics::counter!(PROACTIVE_OFFERS, "trigger" => trigger.as_str(), "outcome" => outcome.name())
+                .increment(0);
+        }
+    }
+    metrics::counter!(PROACTIVE_ENGAGED).increment(0);
     let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
     for call in CRISP_CALLS {
         let _ = metrics::histogram!(CRISP_SECONDS, "call" => call, "outcome" => "ok");
@@ -106,6 +122,9 @@ pub fn register_listener_series() {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!(STREAM_CONNECTED).set(0.0);
+    for trigger in crate::proactive::Trigger::ALL {
+        metrics::counter!(PROACTIVE_FIRINGS, "trigger" => trigger.as_str()).increment(0);
+    }
     let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
 }
 

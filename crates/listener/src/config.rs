@@ -4,6 +4,8 @@ use agent_core::SecretString;
 use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty, socket_addr};
 use agent_core::context::ContextStore;
 use agent_core::llm::LlmClient;
+use agent_core::proactive::Trigger;
+use agent_core::proactive::triggers::TriggerSettings;
 use agent_core::retry::RetryPolicy;
 use clap::Parser;
 use std::path::PathBuf;
@@ -46,6 +48,23 @@ pub struct Cli {
     /// Reconnect when nothing, not even a heartbeat, arrived for this long.
     #[arg(long, env = "STREAM_IDLE_TIMEOUT_SECS", default_value_t = 90, value_name = "SECS")]
     pub stream_idle_timeout_secs: u64,
+    /// Proactive triggers evaluated on the stream, in priority order: a comma list of
+    /// ping_pong, dwell, repeat, error_page. Empty: off.
+    #[arg(long, env = "PROACTIVE_TRIGGERS", default_value = "", value_name = "LIST")]
+    pub proactive_triggers: String,
+    /// ping_pong: back-and-forth cycles (A→B→A) that fire it.
+    #[arg(long, env = "PROACTIVE_PING_PONG_CYCLES", default_value_t = 2, value_name = "N")]
+    pub proactive_ping_pong_cycles: usize,
+    /// ping_pong: page visits older than this before the newest action do not count.
+    #[arg(long, env = "PROACTIVE_LOOKBACK_SECS", default_value_t = 120, value_name = "SECS")]
+    pub proactive_lookback_secs: u64,
+    /// dwell: time on one page with at most 5 actions that fires it.
+    #[arg(long, env = "PROACTIVE_DWELL_SECS", default_value_t = 60, value_name = "SECS")]
+    pub proactive_dwell_secs: u64,
+    /// error_page: a regular expression matched against each action's canonical URL, raw URL
+    /// and title (e.g. `(?i)error|not found|\b404\b`); required by error_page.
+    #[arg(long, env = "PROACTIVE_ERROR_PATTERN", value_name = "REGEX")]
+    pub proactive_error_pattern: Option<String>,
 }
 
 /// Validated settings.
@@ -60,6 +79,8 @@ pub struct Settings {
     pub store: Arc<dyn ContextStore>,
     pub redis: Option<agent_core::redis_conn::RedisConn>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Proactive triggers; off when `enabled` is empty.
+    pub triggers: TriggerSettings,
 }
 
 pub struct SummarySettings {
@@ -68,6 +89,32 @@ pub struct SummarySettings {
 }
 
 impl Cli {
+    /// The `PROACTIVE_*` settings.
+    pub fn trigger_settings(&self) -> Result<TriggerSettings, ConfigError> {
+        let invalid = |var: &'static str, reason: String| ConfigError::Invalid { var, reason };
+        let enabled = Trigger::parse_list(&self.proactive_triggers).map_err(|e| invalid("PROACTIVE_TRIGGERS", e))?;
+        let at_least_one = |var: &'static str, n: u64| {
+            if n == 0 { Err(invalid(var, "must be at least 1".into())) } else { Ok(n) }
+        };
+        let ping_pong_cycles =
+            at_least_one("PROACTIVE_PING_PONG_CYCLES", self.proactive_ping_pong_cycles as u64)? as usize;
+        let lookback = Duration::from_secs(at_least_one("PROACTIVE_LOOKBACK_SECS", self.proactive_lookback_secs)?);
+        let dwell = Duration::from_secs(at_least_one("PROACTIVE_DWELL_SECS", self.proactive_dwell_secs)?);
+        let error_pattern = match non_empty(self.proactive_error_pattern.as_deref()) {
+            Some(pattern) => Some(
+                regex::RegexBuilder::new(&pattern)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| invalid("PROACTIVE_ERROR_PATTERN", format!("not a regular expression ({e})")))?,
+            ),
+            None => None,
+        };
+        if enabled.contains(&Trigger::ErrorPage) && error_pattern.is_none() {
+            return Err(invalid("PROACTIVE_TRIGGERS", "error_page needs PROACTIVE_ERROR_PATTERN".into()));
+        }
+        Ok(TriggerSettings { enabled, ping_pong_cycles, lookback, dwell, error_pattern })
+    }
+
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let stream_url = non_empty(self.stream_url.as_deref())
             .ok_or(ConfigError::Missing { var: "STREAM_URL", flag: "--stream-url" })?;
@@ -85,7 +132,9 @@ impl Cli {
         let redis = self.store.redis()?;
         let store = self.store.open(redis.as_ref())?;
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9101")?;
+        let triggers = self.trigger_settings()?;
         Ok(Settings {
+            triggers,
             store,
             redis,
             metrics_addr,
@@ -96,5 +145,46 @@ impl Cli {
             session_reset: Duration::from_secs(self.session_reset_secs),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn triggers(args: &[&str]) -> Result<TriggerSettings, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("listener").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.trigger_settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn proactive_settings_default_to_off_and_are_checked() {
+        let off = triggers(&[]).unwrap();
+        assert!(off.is_off());
+        assert_eq!((off.ping_pong_cycles, off.lookback.as_secs(), off.dwell.as_secs()), (2, 120, 60));
+        let on = triggers(&[
+            "--proactive-triggers",
+            "dwell, ping_pong,error_page",
+            "--proactive-error-pattern",
+            "(?i)error",
+            "--proactive-dwell-secs",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(on.enabled, [Trigger::Dwell, Trigger::PingPong, Trigger::ErrorPage]);
+        assert_eq!(on.dwell, Duration::from_secs(5));
+        assert!(on.error_pattern.unwrap().is_match("Server ERROR"));
+        for (args, var) in [
+            (&["--proactive-triggers", "ping_pong,bogus"][..], "PROACTIVE_TRIGGERS"),
+            (&["--proactive-triggers", "error_page"][..], "PROACTIVE_TRIGGERS"),
+            (&["--proactive-error-pattern", "(unclosed"][..], "PROACTIVE_ERROR_PATTERN"),
+            (&["--proactive-ping-pong-cycles", "0"][..], "PROACTIVE_PING_PONG_CYCLES"),
+            (&["--proactive-lookback-secs", "0"][..], "PROACTIVE_LOOKBACK_SECS"),
+            (&["--proactive-dwell-secs", "0"][..], "PROACTIVE_DWELL_SECS"),
+        ] {
+            let err = triggers(args).unwrap_err();
+            assert!(err.starts_with(var), "{args:?}: {err}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use crate::stream::RateLimitedWarn;
 use agent_core::context::{ContextStore, StoreError};
 use agent_core::payload::{Action, ActionsBatch};
+use agent_core::proactive::Firing;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,8 @@ pub enum StoreWrite {
         session: String,
         summary: String,
     },
+    /// Proactive trigger firings (few and small).
+    Firings(Vec<Firing>),
 }
 
 impl StoreWrite {
@@ -36,8 +39,19 @@ impl StoreWrite {
         match self {
             StoreWrite::Batches(batches) => batches.bytes(),
             StoreWrite::Summary { session, summary } => session.len() + summary.len(),
+            StoreWrite::Firings(firings) => firings.iter().map(firing_bytes).sum(),
         }
     }
+}
+
+fn firing_bytes(f: &Firing) -> usize {
+    std::mem::size_of::<Firing>()
+        + f.id.len()
+        + f.session_id.len()
+        + f.user_id.as_ref().map_or(0, String::len)
+        + f.conversation_id.as_ref().map_or(0, String::len)
+        + f.page.len()
+        + f.detail.len()
 }
 
 /// What the context store needs of the `actions` batches of one network read, packed into one
@@ -225,6 +239,7 @@ impl Queue {
 enum Work {
     Batches(Vec<PackedBatches>),
     Summary { session: String, summary: String },
+    Firings(Vec<Firing>),
 }
 
 /// `first` and what else is queued, up to [`CALL_BYTES`].
@@ -237,6 +252,8 @@ fn gather(first: StoreWrite, queue: &mut Queue) -> Vec<Work> {
             (StoreWrite::Batches(more), Some(Work::Batches(batches))) => batches.push(more),
             (StoreWrite::Batches(batches), _) => work.push(Work::Batches(vec![batches])),
             (StoreWrite::Summary { session, summary }, _) => work.push(Work::Summary { session, summary }),
+            (StoreWrite::Firings(more), Some(Work::Firings(firings))) => firings.extend(more),
+            (StoreWrite::Firings(firings), _) => work.push(Work::Firings(firings)),
         }
         if bytes < CALL_BYTES {
             next = queue.rx.try_recv().ok();
@@ -255,7 +272,7 @@ async fn write_with_patience(
 ) -> Result<(), StoreError> {
     let batches: Vec<ActionsBatch<'_>> = match work {
         Work::Batches(packed) => packed.iter().flat_map(PackedBatches::unpack).collect(),
-        Work::Summary { .. } => Vec::new(),
+        Work::Summary { .. } | Work::Firings(_) => Vec::new(),
     };
     let mut delay = Duration::from_millis(250);
     loop {
@@ -263,6 +280,7 @@ async fn write_with_patience(
         let result = match work {
             Work::Batches(_) => store.record_batches(&batches, now).await,
             Work::Summary { session, summary } => store.record_summary(session, summary, now).await,
+            Work::Firings(firings) => store.record_firings(firings, now).await,
         };
         match result {
             Err(StoreError::Unavailable(_)) if !stop.is_cancelled() => {

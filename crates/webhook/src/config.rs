@@ -1,6 +1,7 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
 use crate::context::ContextScope;
+use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
 use crate::traces::TraceWriter;
@@ -10,6 +11,9 @@ use agent_core::context::ContextStore;
 use agent_core::coordination::{CoordTimings, RedisCoordinator};
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
+use agent_core::proactive::Trigger;
+use agent_core::proactive::gate::GateSettings;
+use agent_core::proactive::offer::DEFAULT_TEMPLATES;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
 use agent_core::retry::RetryPolicy;
 use clap::Parser;
@@ -149,6 +153,31 @@ pub struct Cli {
     /// least 16 characters.
     #[arg(long, env = "MCP_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub mcp_api_key: Option<String>,
+    /// Triggers the bot offers help for, e.g. `ping_pong,dwell,repeat` (the listener's
+    /// setting of the same name decides which fire); empty: no proactive offers.
+    #[arg(long, env = "PROACTIVE_TRIGGERS", default_value = "", value_name = "LIST")]
+    pub proactive_triggers: String,
+    /// At most one offer per visitor this often (doubled by each unanswered offer).
+    #[arg(long, env = "PROACTIVE_COOLDOWN_SECS", default_value_t = 300, value_name = "SECS")]
+    pub proactive_cooldown_secs: u64,
+    /// Offers per Autoplay session at most.
+    #[arg(long, env = "PROACTIVE_MAX_OFFERS", default_value_t = 2, value_name = "N")]
+    pub proactive_max_offers: u32,
+    /// Offers per minute across the site at most (Crisp's daily plugin quota).
+    #[arg(long, env = "PROACTIVE_MAX_PER_MINUTE", default_value_t = 30, value_name = "N")]
+    pub proactive_max_per_minute: usize,
+    /// Sent for `ping_pong` when the LLM cannot write the offer.
+    #[arg(long, env = "PROACTIVE_TEMPLATE_PING_PONG", default_value = DEFAULT_TEMPLATES[0].1, value_name = "TEXT")]
+    pub proactive_template_ping_pong: String,
+    /// Sent for `dwell` when the LLM cannot write the offer.
+    #[arg(long, env = "PROACTIVE_TEMPLATE_DWELL", default_value = DEFAULT_TEMPLATES[1].1, value_name = "TEXT")]
+    pub proactive_template_dwell: String,
+    /// Sent for `repeat` when the LLM cannot write the offer.
+    #[arg(long, env = "PROACTIVE_TEMPLATE_REPEAT", default_value = DEFAULT_TEMPLATES[2].1, value_name = "TEXT")]
+    pub proactive_template_repeat: String,
+    /// Sent for `error_page` when the LLM cannot write the offer.
+    #[arg(long, env = "PROACTIVE_TEMPLATE_ERROR_PAGE", default_value = DEFAULT_TEMPLATES[3].1, value_name = "TEXT")]
+    pub proactive_template_error_page: String,
 }
 
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
@@ -208,6 +237,10 @@ pub struct Settings {
     /// `/mcp` is served when either is set.
     pub mcp_signing_secret: Option<SecretString>,
     pub mcp_api_key: Option<SecretString>,
+    /// `None`: no proactive offers.
+    pub proactive: Option<ProactiveSettings>,
+    /// This replica's name on Redis (host and port).
+    pub replica: String,
 }
 
 /// A text the visitor reads: not empty.
@@ -289,9 +322,11 @@ impl Cli {
             ..CoordTimings::default()
         };
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
-        let shared = redis.clone().map(|conn| {
-            RedisCoordinator::new(conn, timings.clone(), MAX_WAITING_PER_CONVERSATION, replica_name(&bind_addr))
-        });
+        let replica = replica_name(&bind_addr);
+        let shared = redis
+            .clone()
+            .map(|conn| RedisCoordinator::new(conn, timings.clone(), MAX_WAITING_PER_CONVERSATION, replica.clone()));
+        let proactive = self.proactive()?;
         let traces = match &self.trace_dir {
             Some(dir) if !dir.as_os_str().is_empty() => {
                 Some(TraceWriter::open(dir.clone(), self.trace_max_files).map_err(|e| ConfigError::Invalid {
@@ -335,7 +370,37 @@ impl Cli {
             metrics_addr,
             mcp_signing_secret: non_empty(self.mcp_signing_secret.as_deref()).map(SecretString::from),
             mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
+            proactive,
+            replica,
         })
+    }
+
+    /// The proactive settings; `None` when `PROACTIVE_TRIGGERS` is empty.
+    fn proactive(&self) -> Result<Option<ProactiveSettings>, ConfigError> {
+        let triggers = Trigger::parse_list(&self.proactive_triggers)
+            .map_err(|reason| ConfigError::Invalid { var: "PROACTIVE_TRIGGERS", reason })?;
+        if triggers.is_empty() {
+            return Ok(None);
+        }
+        let templates = [
+            (Trigger::PingPong, &self.proactive_template_ping_pong, "PROACTIVE_TEMPLATE_PING_PONG"),
+            (Trigger::Dwell, &self.proactive_template_dwell, "PROACTIVE_TEMPLATE_DWELL"),
+            (Trigger::Repeat, &self.proactive_template_repeat, "PROACTIVE_TEMPLATE_REPEAT"),
+            (Trigger::ErrorPage, &self.proactive_template_error_page, "PROACTIVE_TEMPLATE_ERROR_PAGE"),
+        ];
+        let mut by_trigger = std::collections::HashMap::new();
+        for (trigger, text, var) in templates {
+            by_trigger.insert(trigger, required_text(text, var)?);
+        }
+        Ok(Some(ProactiveSettings {
+            triggers,
+            gate: GateSettings {
+                cooldown_secs: at_least_one(self.proactive_cooldown_secs, "PROACTIVE_COOLDOWN_SECS")? as f64,
+                max_offers: at_least_one(u64::from(self.proactive_max_offers), "PROACTIVE_MAX_OFFERS")? as u32,
+            },
+            max_per_minute: at_least_one(self.proactive_max_per_minute as u64, "PROACTIVE_MAX_PER_MINUTE")? as usize,
+            templates: by_trigger,
+        }))
     }
 }
 

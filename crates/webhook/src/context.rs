@@ -181,6 +181,17 @@ impl ContextSource {
         }
     }
 
+    /// The Autoplay session id and the verified user id that session data links to.
+    pub fn links_in(&self, data: &SessionData) -> (Option<String>, Option<String>) {
+        let links = self.links_from(data);
+        (links.session_id, links.verified_user_id)
+    }
+
+    /// Forgets the cached links of a conversation (its session data changed).
+    pub async fn forget_links(&self, crisp_session: &str) {
+        self.meta_cache.invalidate(crisp_session).await;
+    }
+
     fn links_from(&self, data: &SessionData) -> MetaLinks {
         let field = |name: &str| data.get(name).map(str::to_owned);
         let verified_user_id = match (field("autoplay_user_id"), field("autoplay_user_sig"), &self.link_secret) {

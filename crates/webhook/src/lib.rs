@@ -3,6 +3,7 @@
 pub mod config;
 pub mod context;
 pub mod mcp;
+pub mod proactive;
 pub mod replies;
 pub mod routes;
 pub mod server;
@@ -11,6 +12,8 @@ pub mod traces;
 use agent_core::ExposeSecret;
 use agent_core::auth::SecretDigest;
 use agent_core::coordination::{Coordination, LocalInbox, QueueLimits};
+use agent_core::proactive::book::{LocalBook, OfferBook, RedisBook};
+use agent_core::proactive::feed::{FileFeed, FiringFeed, RedisFeed};
 use agent_core::ratelimit::RateLimitedWarn;
 use config::Settings;
 use context::ContextSource;
@@ -64,8 +67,36 @@ pub async fn run(
         max_waiting: settings.inbox_max_messages,
         max_per_conversation: config::MAX_WAITING_PER_CONVERSATION,
     };
-    let coordination =
-        Coordination::new(LocalInbox::new(&settings.timings, limits, Some(journal), recorded), settings.shared);
+    let coordination = Arc::new(Coordination::new(
+        LocalInbox::new(&settings.timings, limits, Some(journal), recorded),
+        settings.shared,
+    ));
+    // Proactive offers: their records, and the firings the listener records.
+    let offer_book = settings.proactive.as_ref().map(|_| {
+        let shared = settings.redis.clone().map(|conn| RedisBook::new(conn, settings.replica.clone()));
+        Arc::new(OfferBook::new(LocalBook::open(Some(&settings.data_dir)), shared))
+    });
+    let offers = match (settings.proactive, &offer_book) {
+        (Some(proactive), Some(book)) => {
+            let feed = match settings.redis.clone() {
+                Some(conn) => FiringFeed::Redis(RedisFeed::new(conn, settings.replica.clone())),
+                None => FiringFeed::File(FileFeed::new(&settings.data_dir, Arc::clone(book))),
+            };
+            tracing::info!(triggers = ?proactive.triggers, "proactive offers on");
+            let offers = proactive::Offers::new(proactive::OfferDeps {
+                settings: proactive,
+                book: Arc::clone(book),
+                coordination: Arc::clone(&coordination),
+                crisp: settings.crisp.clone(),
+                llm: settings.llm.clone(),
+                store: settings.store.clone(),
+                context_max_chars: settings.context_max_chars,
+                traces: settings.traces.clone(),
+            });
+            Some((offers.run(feed), book.save_in_background()))
+        }
+        _ => None,
+    };
     let replies = Replies::new(
         ReplyDeps {
             llm: settings.llm,
@@ -81,6 +112,7 @@ pub async fn run(
             system_prompt: settings.system_prompt,
             fallback_message: settings.fallback_message,
             coordination,
+            proactive: offer_book.clone(),
             traces: settings.traces,
             history_turns: settings.history_turns,
             limits: settings.prompt_limits,
@@ -128,6 +160,13 @@ pub async fn run(
     let _ = stopping.send(true);
     tracing::info!("no longer accepting hooks; finishing replies in flight");
     resuming.abort();
+    if let Some((feed, saver)) = offers {
+        feed.abort();
+        saver.abort();
+    }
+    if let Some(book) = &offer_book {
+        book.save_now().await;
+    }
     let left = replies.drain(settings.shutdown_grace).await;
     if left > 0 {
         tracing::warn!(

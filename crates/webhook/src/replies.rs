@@ -14,9 +14,12 @@
 use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Origin, OwnMark};
+use agent_core::crisp::SessionData;
 use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, VisitorMessage, id_for_log};
 use agent_core::handoff;
 use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
+use agent_core::proactive::book::{LinkKey, OfferBook};
+use agent_core::proactive::offer::reached_out_line;
 use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::telemetry;
 use std::collections::HashMap;
@@ -45,7 +48,10 @@ pub struct ReplyDeps {
     pub system_prompt: String,
     pub fallback_message: Option<String>,
     pub history_turns: usize,
-    pub coordination: Coordination,
+    pub coordination: Arc<Coordination>,
+    /// Proactive offers' records, when PROACTIVE_TRIGGERS is set: links from session data,
+    /// engagement with an offer, hand-offs (no offers after one).
+    pub proactive: Option<Arc<OfferBook>>,
     pub traces: Option<TraceWriter>,
     /// Bounds on the visitor's words in one prompt.
     pub limits: PromptLimits,
@@ -245,6 +251,12 @@ impl Replies {
         self.inner.resolved(session).await;
     }
 
+    /// The widget set session data (`session:set_data`): it may link the conversation to an
+    /// Autoplay session before the visitor writes.
+    pub async fn session_data(&self, session: &str, data: &SessionData) {
+        self.inner.session_data(session, data).await;
+    }
+
     /// Stops taking work and waits up to `grace` for the replies being written. Whatever is
     /// not answered by then stays recorded (answered after a restart, or by another replica:
     /// this process lets go of its conversations). Returns how many messages are left: this
@@ -361,7 +373,7 @@ impl Inner {
             return Attempt::Settled(Settled::Expired);
         }
         // Before the typing indicator and the LLM: a human has the conversation.
-        if self.deps.coordination.human_has(session).await {
+        if self.deps.coordination.floor(session).await.human {
             tracing::info!("a human operator has this conversation; bot stays silent");
             return Attempt::Settled(Settled::Silenced);
         }
@@ -379,7 +391,10 @@ impl Inner {
         let attempt = if burst.resumed && already_answered(&messages, burst) {
             Attempt::Settled(Settled::AlreadyAnswered)
         } else {
-            let history = self.history_turns(&messages, burst);
+            let mut history = self.history_turns(&messages, burst);
+            if let Some(line) = self.answers_an_offer(session).await {
+                history.insert(0, ChatMessage::new(Role::System, line));
+            }
             self.answer(session, reply_id, &current, &activity, history).await
         };
         if let Err(e) = crisp.compose(session, false).await {
@@ -465,7 +480,7 @@ impl Inner {
             }
         };
         // Again after the LLM: a human may have written meanwhile.
-        if self.deps.coordination.human_has(session).await {
+        if self.deps.coordination.floor(session).await.human {
             return Sent { attempt: Attempt::Settled(Settled::Silenced), text: None, handoff: None, note: None };
         }
         match decision {
@@ -521,6 +536,10 @@ impl Inner {
             return Sent::retry(Some(text));
         }
         self.deps.coordination.set_human_takeover(session).await;
+        if let Some(book) = &self.deps.proactive {
+            let now = agent_core::proactive::now_secs();
+            book.update(session, now, |gate| gate.handed_off = true).await;
+        }
         let note = self.send_note(session, decision.reason, decision.summary.as_deref(), activity).await;
         let crisp = &self.deps.crisp;
         if let Some(operator) = &settings.assign_user_id
@@ -549,7 +568,7 @@ impl Inner {
         activity: &Activity,
     ) -> String {
         metrics::counter!(telemetry::HANDOFFS, "reason" => reason.name()).increment(1);
-        let now = agent_core::inbox::now_ms() as f64 / 1000.0;
+        let now = agent_core::proactive::now_secs();
         let linked_by = linked_by_words(activity.linked_by);
         let note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
         self.deps.coordination.remember_own(session, OwnMark::Text(note.clone())).await;
@@ -589,6 +608,40 @@ impl Inner {
                 })
             })
             .await
+    }
+
+    /// When the visitor's message answers a proactive offer (within ten minutes of it): the
+    /// line that tells the model why the bot reached out. Counted once per offer.
+    async fn answers_an_offer(&self, session: &str) -> Option<String> {
+        let book = self.deps.proactive.as_ref()?;
+        let now = agent_core::proactive::now_secs();
+        let offer = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
+        metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
+        tracing::info!(trigger = offer.trigger.as_str(), "the visitor answered a proactive offer");
+        Some(reached_out_line(&offer, now))
+    }
+
+    /// The widget set session data: links for proactive offers (same trust rules as the
+    /// replies' links), and the replies' cached links are read afresh.
+    async fn session_data(&self, session: &str, data: &SessionData) {
+        self.deps.context.forget_links(session).await;
+        let Some(book) = &self.deps.proactive else { return };
+        let (autoplay_session, verified_user) = self.deps.context.links_in(data);
+        let now = agent_core::proactive::now_secs();
+        if let Some(autoplay_session) = &autoplay_session {
+            book.link(LinkKey::Session(autoplay_session), session, now).await;
+        }
+        if let Some(user) = &verified_user {
+            book.link(LinkKey::User(user), session, now).await;
+        }
+        if autoplay_session.is_some() || verified_user.is_some() {
+            tracing::info!(
+                session = id_for_log(session),
+                by_session = autoplay_session.is_some(),
+                by_signed_user = verified_user.is_some(),
+                "conversation linked to its Autoplay activity"
+            );
+        }
     }
 
     /// An operator resolved the conversation: the bot answers there again.

@@ -164,6 +164,10 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
             count_hook("resolved");
             state.replies.resolved(&session_id).await
         }
+        HookEvent::SessionData { session_id, data } => {
+            count_hook("session_data");
+            state.replies.session_data(&session_id, &data).await
+        }
         HookEvent::Ignored(reason) => {
             count_hook("ignored");
             tracing::debug!(reason, "hook ignored")

@@ -26,6 +26,25 @@ pub struct ReplyTrace<'a> {
     pub note: Option<&'a str>,
 }
 
+/// A proactive offer's trace: the firing, the decision and what was sent.
+#[derive(Serialize)]
+pub struct OfferTrace<'a> {
+    pub firing_id: &'a str,
+    pub trigger: &'a str,
+    /// Unix time, seconds.
+    pub at: u64,
+    pub autoplay_session: &'a str,
+    pub crisp_session: Option<&'a str>,
+    pub detail: &'a str,
+    pub page: &'a str,
+    pub outcome: &'a str,
+    pub message: Option<&'a str>,
+    /// The LLM failed and the trigger's template was used.
+    pub from_template: bool,
+    /// The conversation was started (`initiate`) before the message.
+    pub initiated: bool,
+}
+
 #[derive(Clone)]
 pub struct TraceWriter {
     dir: PathBuf,
@@ -46,14 +65,27 @@ impl TraceWriter {
         Ok(Self { dir, max_files: max_files.max(1), written: Arc::new(Mutex::new(existing.into())) })
     }
 
-    /// Writes a trace in the background; failures are logged, never surface to the visitor.
+    /// Writes a reply's trace in the background; failures are logged, never surface to the
+    /// visitor.
     pub fn write(&self, trace: &ReplyTrace<'_>) {
+        self.write_file(trace.at, trace.reply_id, trace);
+    }
+
+    /// Writes an offer's trace (`{at}-offer-{hash of the firing id}.json`).
+    pub fn write_offer(&self, trace: &OfferTrace<'_>) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(trace.firing_id.as_bytes());
+        let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.write_file(trace.at, &format!("offer-{id}"), trace);
+    }
+
+    fn write_file(&self, at: u64, id: &str, trace: &impl Serialize) {
         let bytes = match serde_json::to_vec_pretty(trace) {
             Ok(bytes) => bytes,
-            Err(e) => return tracing::warn!(error = %e, "cannot encode reply trace"),
+            Err(e) => return tracing::warn!(error = %e, "cannot encode trace"),
         };
         // Names sort by time, so pruning removes the oldest.
-        let path = self.dir.join(format!("{:010}-{}.json", trace.at, trace.reply_id));
+        let path = self.dir.join(format!("{at:010}-{id}.json"));
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = std::fs::write(&path, bytes) {

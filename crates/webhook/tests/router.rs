@@ -87,7 +87,7 @@ impl Harness {
                 context,
                 system_prompt: "You are a test assistant.".into(),
                 fallback_message: None,
-                coordination: Coordination::new(
+                coordination: std::sync::Arc::new(Coordination::new(
                     LocalInbox::new(
                         &CoordTimings::default(),
                         QueueLimits { max_waiting: 10_000, max_per_conversation: 100 },
@@ -95,7 +95,8 @@ impl Harness {
                         Vec::new(),
                     ),
                     None,
-                ),
+                )),
+                proactive: None,
                 max_age: Duration::from_secs(3600),
                 handoff: HandoffSettings {
                     message: "A teammate will reply.".into(),

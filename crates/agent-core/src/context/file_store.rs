@@ -10,12 +10,16 @@
 //!   compacted to the newest `max_actions` actions and the latest summary when it grows.
 //! - `users/<h>`, `conversations/<h>`: the latest session id for a user or conversation.
 //!
+//! - `proactive.firings`: proactive trigger firings, one JSON line each, appended; renamed to
+//!   `proactive.firings.1` (replacing it) once over [`FIRINGS_ROTATE_BYTES`].
+//!
 //! Expiry is by modification time: a file idle longer than the TTL reads as absent and is
 //! deleted by [`FileStore::sweep_expired`].
 
 use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
 use crate::activity_file::append_whole;
 use crate::payload::{Action, ActionsBatch, session_key};
+use crate::proactive::{FIRINGS_FILE, Firing};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -51,6 +55,10 @@ impl<'a> RecordRef<'a> {
 const ACTION_PREFIX: &[u8] = br#"{"k":"action""#;
 const SUMMARY_PREFIX: &[u8] = br#"{"k":"summary""#;
 
+/// The firings file is rotated before an append once it is larger than this. A reader that
+/// keeps the file open finishes the old one, then reopens the path.
+pub const FIRINGS_ROTATE_BYTES: u64 = 1024 * 1024;
+
 /// Session files kept open for appending, at most (each costs a file descriptor).
 const OPEN_SESSION_FILES: usize = 128;
 
@@ -80,6 +88,9 @@ struct Inner {
     /// `write(2)` each instead of open, stat, write and close. The listener is the only
     /// writer of a session file, so what is known here of its length and age is the truth.
     appenders: Mutex<HashMap<String, Appender>>,
+    /// One append to the firings file at a time (its length before is the length to cut
+    /// back to after a failed write).
+    firings: Mutex<()>,
 }
 
 struct Appender {
@@ -106,6 +117,7 @@ impl FileStore {
                 limits,
                 io_slots: tokio::sync::Semaphore::new(16),
                 appenders: Mutex::new(HashMap::new()),
+                firings: Mutex::new(()),
             }),
         })
     }
@@ -252,6 +264,21 @@ impl Inner {
             return Ok(None);
         }
         Ok(Some(parse_session(&read_all(&mut file)?, self.limits.max_actions)))
+    }
+
+    /// Appends firing lines to the firings file in one write, rotating it first when it is
+    /// over [`FIRINGS_ROTATE_BYTES`].
+    fn append_firings(&self, lines: &[u8]) -> io::Result<()> {
+        let _one_at_a_time = self.firings.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.root.join(FIRINGS_FILE);
+        if fs::metadata(&path).is_ok_and(|m| m.len() > FIRINGS_ROTATE_BYTES) {
+            let mut rotated = path.clone().into_os_string();
+            rotated.push(".1");
+            fs::rename(&path, rotated)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        append_whole(&file, &path, len, lines)
     }
 
     fn sweep(&self, now: SystemTime) -> io::Result<usize> {
@@ -416,6 +443,19 @@ impl ContextStore for FileStore {
 
     fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(self.blocking(move |inner| inner.sweep(now)))
+    }
+
+    fn record_firings<'a>(&'a self, firings: &'a [Firing], _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut lines = Vec::with_capacity(firings.len() * 256);
+        for firing in firings {
+            // Writing JSON into a Vec cannot fail for this type.
+            let _ = serde_json::to_writer(&mut lines, firing);
+            lines.push(b'\n');
+        }
+        if lines.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        Box::pin(self.blocking(move |inner| inner.append_firings(&lines)))
     }
 }
 
@@ -734,5 +774,46 @@ mod tests {
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             assert!(DIRS.contains(&entry.unwrap().file_name().to_str().unwrap()));
         }
+    }
+
+    fn firing(n: usize, detail: &str) -> Firing {
+        Firing {
+            id: format!("ps_1:ping_pong:{n}"),
+            trigger: crate::proactive::Trigger::PingPong,
+            session_id: "ps_1".into(),
+            user_id: Some("u1".into()),
+            conversation_id: None,
+            at: 1_700_000_000.5,
+            page: "/a".into(),
+            detail: detail.into(),
+            recorded_at: 1_700_000_001.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn firings_are_appended_one_json_line_each_and_rotated() {
+        let (dir, store) = store(10, 600);
+        let path = dir.path().join(FIRINGS_FILE);
+        store.record_firings(&[], SystemTime::now()).await.unwrap();
+        assert!(!path.exists(), "nothing to record: no file");
+        store.record_firings(&[firing(1, "one"), firing(2, "two")], SystemTime::now()).await.unwrap();
+        let expected = concat!(
+            r#"{"id":"ps_1:ping_pong:1","trigger":"ping_pong","session_id":"ps_1","user_id":"u1","at":1700000000.5,"page":"/a","detail":"one","recorded_at":1700000001.0}"#,
+            "\n",
+            r#"{"id":"ps_1:ping_pong:2","trigger":"ping_pong","session_id":"ps_1","user_id":"u1","at":1700000000.5,"page":"/a","detail":"two","recorded_at":1700000001.0}"#,
+            "\n"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), expected);
+        // Past 1 MiB, the next append starts a new file; the old one is `.1`.
+        let big = "x".repeat(1000);
+        let many: Vec<Firing> = (0..1100).map(|n| firing(n, &big)).collect();
+        store.record_firings(&many, SystemTime::now()).await.unwrap();
+        assert!(fs::metadata(&path).unwrap().len() > FIRINGS_ROTATE_BYTES);
+        store.record_firings(&[firing(9, "after")], SystemTime::now()).await.unwrap();
+        let rotated = fs::read_to_string(dir.path().join(format!("{FIRINGS_FILE}.1"))).unwrap();
+        assert_eq!(rotated.lines().count(), 1102);
+        assert!(rotated.ends_with('\n'));
+        let now = fs::read_to_string(&path).unwrap();
+        assert_eq!(serde_json::from_str::<Firing>(now.trim_end()).unwrap(), firing(9, "after"));
     }
 }

@@ -13,6 +13,7 @@ pub use redis_store::RedisStore;
 pub use render::{NO_ACTIVITY, render_context, render_context_counted, tail_within};
 
 use crate::payload::{Action, ActionsBatch};
+use crate::proactive::Firing;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -98,4 +99,8 @@ pub trait ContextStore: Send + Sync + 'static {
 
     /// Deletes what expired; returns how many records went.
     fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Records proactive trigger firings, in order, for the webhook to read
+    /// ([`crate::proactive`]).
+    fn record_firings<'a>(&'a self, firings: &'a [Firing], now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
 }

@@ -3,9 +3,12 @@
 //! Keys (under the deployment prefix): `s:{session}:a` (list of action JSON, newest last,
 //! trimmed to `max_actions`), `s:{session}:sum` (latest summary), `u:{user}` and
 //! `c:{conversation}` (latest session id). Every key expires after the TTL of idleness.
+//! Proactive firings go to the stream `proactive:firings` (field `f`: the firing as JSON),
+//! capped at about [`REDIS_FIRINGS_MAXLEN`] entries.
 
 use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
 use crate::payload::{Action, ActionsBatch, session_key};
+use crate::proactive::{Firing, REDIS_FIRINGS_MAXLEN, REDIS_FIRINGS_STREAM};
 use crate::redis_conn::RedisConn;
 use std::time::SystemTime;
 
@@ -130,6 +133,30 @@ impl ContextStore for RedisStore {
     fn sweep_expired(&self, _now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async { Ok(0) }) // keys carry their own expiry
     }
+
+    fn record_firings<'a>(&'a self, firings: &'a [Firing], _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if firings.is_empty() {
+                return Ok(());
+            }
+            let stream = self.conn.key(&[REDIS_FIRINGS_STREAM]);
+            let mut pipe = redis::pipe();
+            for firing in firings {
+                let Ok(json) = serde_json::to_string(firing) else { continue };
+                pipe.cmd("XADD")
+                    .arg(&stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(REDIS_FIRINGS_MAXLEN)
+                    .arg("*")
+                    .arg("f")
+                    .arg(json);
+                pipe.ignore();
+            }
+            let mut con = self.conn.connection();
+            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +191,41 @@ mod tests {
         let mut con = conn.connection();
         let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
         assert!(keys.is_empty(), "nothing stored: {keys:?}");
+    }
+
+    #[tokio::test]
+    async fn firings_go_to_the_stream_in_order() {
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
+        let prefix = format!("test-{:x}:", rand::random::<u64>());
+        let conn = RedisConn::lazy(&url, &prefix).unwrap();
+        let store = RedisStore::new(conn.clone(), StoreLimits { max_actions: 10, ttl: Duration::from_secs(600) });
+        let firings: Vec<Firing> = (0..3)
+            .map(|n| Firing {
+                id: format!("s1:repeat:{n}"),
+                trigger: crate::proactive::Trigger::Repeat,
+                session_id: "s1".into(),
+                user_id: None,
+                conversation_id: None,
+                at: 1.0,
+                page: "/p".into(),
+                detail: "d".into(),
+                recorded_at: 2.0,
+            })
+            .collect();
+        store.record_firings(&firings, SystemTime::now()).await.unwrap();
+        let mut con = conn.connection();
+        let stream = format!("{prefix}{REDIS_FIRINGS_STREAM}");
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut con).await.unwrap();
+        let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut con).await.unwrap();
+        let read: Vec<Firing> = entries
+            .iter()
+            .map(|(_, fields)| {
+                assert_eq!(fields.len(), 1);
+                assert_eq!(fields[0].0, "f");
+                serde_json::from_str(&fields[0].1).unwrap()
+            })
+            .collect();
+        assert_eq!(read, firings);
     }
 }

@@ -63,9 +63,14 @@ pub struct SessionData(std::collections::HashMap<String, String>);
 
 impl SessionData {
     fn from_meta(answer: &Value) -> Self {
-        let fields = answer.pointer("/data/data").and_then(Value::as_object).into_iter().flatten();
+        answer.pointer("/data/data").and_then(Value::as_object).map(Self::from_object).unwrap_or_default()
+    }
+
+    /// From the `data` object itself (as `session:set_data` hooks carry it).
+    pub fn from_object(fields: &serde_json::Map<String, Value>) -> Self {
         Self(
             fields
+                .iter()
                 .filter_map(|(key, value)| {
                     let text = match value {
                         Value::String(s) => s.trim().to_owned(),
@@ -130,6 +135,9 @@ struct OutgoingText<'a> {
     from: &'static str,
     origin: &'static str,
     content: &'a str,
+    /// Marks a bot message the visitor did not ask for (a proactive offer).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    automated: bool,
 }
 
 #[derive(Serialize)]
@@ -174,14 +182,27 @@ impl CrispClient {
     /// Posts `content` into the conversation as an operator; returns the message fingerprint
     /// Crisp assigned, when it says.
     pub async fn send_text(&self, session_id: &str, content: &str) -> Result<Option<u64>, CrispError> {
-        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content };
+        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content, automated: false };
         let answer = self.call(Method::POST, session_id, "message", Some(&body)).await?;
         Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
     }
 
+    /// Posts a proactive offer: an operator text marked `automated`.
+    pub async fn send_automated_text(&self, session_id: &str, content: &str) -> Result<Option<u64>, CrispError> {
+        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content, automated: true };
+        let answer = self.call(Method::POST, session_id, "message", Some(&body)).await?;
+        Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
+    }
+
+    /// Starts the conversation of a session the widget created where nothing was written yet
+    /// (`POST …/initiate`, no body), so a first operator message can reach the visitor.
+    pub async fn initiate(&self, session_id: &str) -> Result<(), CrispError> {
+        self.call::<()>(Method::POST, session_id, "initiate", None).await.map(drop)
+    }
+
     /// Posts a private note (operators see it, the visitor does not).
     pub async fn send_note(&self, session_id: &str, content: &str) -> Result<(), CrispError> {
-        let body = OutgoingText { kind: "note", from: "operator", origin: "chat", content };
+        let body = OutgoingText { kind: "note", from: "operator", origin: "chat", content, automated: false };
         self.call(Method::POST, session_id, "message", Some(&body)).await.map(drop)
     }
 

@@ -35,6 +35,12 @@ pub enum HookEvent {
     Resolved {
         session_id: String,
     },
+    /// The widget set session data (`session:set_data`): it may link the conversation to an
+    /// Autoplay session before the visitor writes anything.
+    SessionData {
+        session_id: String,
+        data: super::SessionData,
+    },
     /// Well formed, but nothing to do; the reason is for debug logs.
     Ignored(&'static str),
 }
@@ -100,6 +106,8 @@ struct Data<'a> {
     automated: Lenient<bool>,
     #[serde(borrow)]
     state: Lenient<Cow<'a, str>>,
+    /// `session:set_data`: the session data set.
+    data: Lenient<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The same fields read strictly, for the common case of a hook of the expected shape: one
@@ -134,6 +142,7 @@ struct StrictData<'a> {
     automated: Option<bool>,
     #[serde(borrow)]
     state: Option<Cow<'a, str>>,
+    data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl<'a> From<StrictEnvelope<'a>> for Envelope<'a> {
@@ -148,6 +157,7 @@ impl<'a> From<StrictEnvelope<'a>> for Envelope<'a> {
             timestamp: Lenient(d.timestamp),
             automated: Lenient(d.automated),
             state: Lenient(d.state),
+            data: Lenient(d.data),
         });
         Envelope { event: Lenient(e.event), website_id: Lenient(e.website_id), data: Lenient(data) }
     }
@@ -236,6 +246,15 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
     };
     let kind = data.kind.0.as_deref().unwrap_or_default();
     let fingerprint = data.fingerprint.0;
+    if event == "session:set_data" {
+        return Ok(match data.data.0 {
+            Some(fields) => HookEvent::SessionData {
+                session_id: session_id.to_owned(),
+                data: super::SessionData::from_object(&fields),
+            },
+            None => HookEvent::Ignored("session data that is not an object"),
+        });
+    }
     if event == "session:set_state" {
         return Ok(match data.state.0.as_deref() {
             Some("resolved") => HookEvent::Resolved { session_id: session_id.to_owned() },
@@ -281,7 +300,8 @@ mod tests {
 
     #[test]
     fn the_docs_example_is_a_visitor_message() {
-        let event = classify(include_bytes!("../../tests/fixtures/crisp/message-send-text.json"), WEBSITE).unwrap();
+        let event =
+            classify(include_bytes!("../../../../tests/fixtures/crisp/message-send-text.json"), WEBSITE).unwrap();
         assert_eq!(
             event,
             HookEvent::VisitorText(VisitorMessage {
@@ -296,8 +316,9 @@ mod tests {
 
     #[test]
     fn operator_echo_is_never_a_visitor_message() {
-        let event = classify(include_bytes!("../../tests/fixtures/crisp/message-received-operator-echo.json"), WEBSITE)
-            .unwrap();
+        let event =
+            classify(include_bytes!("../../../../tests/fixtures/crisp/message-received-operator-echo.json"), WEBSITE)
+                .unwrap();
         assert_eq!(
             event,
             HookEvent::OperatorText(OperatorMessage {
@@ -310,14 +331,27 @@ mod tests {
     }
 
     #[test]
+    fn session_data_links_before_the_first_word() {
+        let event =
+            classify(include_bytes!("../../../../tests/fixtures/crisp/session-set-data.json"), WEBSITE).unwrap();
+        let HookEvent::SessionData { session_id, data } = event else { panic!("{event:?}") };
+        assert_eq!(session_id, SESSION);
+        assert_eq!(data.get("autoplay_session_id"), Some("ps_abc123"));
+        assert_eq!(data.get("seats"), Some("12"));
+        assert_eq!(data.get("beta"), None, "booleans are no link");
+        let not_an_object = br#"{"event":"session:set_data","data":{"session_id":"s","data":"x"}}"#;
+        assert!(matches!(classify(not_an_object, WEBSITE), Ok(HookEvent::Ignored(_))));
+    }
+
+    #[test]
     fn files_other_events_and_other_websites_are_ignored() {
         for body in [
-            &include_bytes!("../../tests/fixtures/crisp/message-send-file.json")[..],
-            &include_bytes!("../../tests/fixtures/crisp/session-set-email.json")[..],
+            &include_bytes!("../../../../tests/fixtures/crisp/message-send-file.json")[..],
+            &include_bytes!("../../../../tests/fixtures/crisp/session-set-email.json")[..],
         ] {
             assert!(matches!(classify(body, WEBSITE), Ok(HookEvent::Ignored(_))));
         }
-        let text = include_bytes!("../../tests/fixtures/crisp/message-send-text.json");
+        let text = include_bytes!("../../../../tests/fixtures/crisp/message-send-text.json");
         assert_eq!(classify(text, "other-site"), Ok(HookEvent::Ignored("another website")));
         let from_user_with_urn =
             br#"{"event":"message:send","data":{"type":"text","from":"operator","session_id":"s","content":"x"}}"#;

@@ -1,0 +1,111 @@
+//! Proactive help: notice a visitor who seems stuck and offer help before they ask.
+//!
+//! Data flows one way across the two processes:
+//! - the listener evaluates [`triggers`] as actions arrive (and on a timer, for a page left
+//!   alone) and records each [`Firing`] through its context store writer: a line in
+//!   `DATA_DIR/proactive.firings`, or an entry of the Redis stream [`REDIS_FIRINGS_STREAM`];
+//! - the webhook reads those firings ([`feed`]), finds the Crisp conversation linked to the
+//!   firing's Autoplay session (Crisp's `session:set_data` hook), asks the [`gate`] whether the
+//!   bot may speak, has the LLM write a short offer (or decline), and sends it.
+
+pub mod book;
+pub mod feed;
+pub mod gate;
+pub mod offer;
+pub mod triggers;
+
+use serde::{Deserialize, Serialize};
+
+/// The firings file under `DATA_DIR`, appended by the listener and read by the webhook.
+pub const FIRINGS_FILE: &str = "proactive.firings";
+/// The Redis stream of firings (one field, `f`, the firing as JSON).
+pub const REDIS_FIRINGS_STREAM: &str = "proactive:firings";
+/// Firings kept in the Redis stream, about (`XADD … MAXLEN ~`).
+pub const REDIS_FIRINGS_MAXLEN: usize = 10_000;
+
+/// What made the listener think a visitor is stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Back and forth between two pages.
+    PingPong,
+    /// A long time on one page with few actions.
+    Dwell,
+    /// The same action on the same page again and again (rage clicks, a button that does nothing).
+    Repeat,
+    /// A page whose URL or title looks like an error.
+    ErrorPage,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 4] = [Trigger::PingPong, Trigger::Dwell, Trigger::Repeat, Trigger::ErrorPage];
+
+    /// The name used in `PROACTIVE_TRIGGERS`, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::PingPong => "ping_pong",
+            Trigger::Dwell => "dwell",
+            Trigger::Repeat => "repeat",
+            Trigger::ErrorPage => "error_page",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Parses `PROACTIVE_TRIGGERS` (`ping_pong,dwell,repeat`): empty means off.
+    pub fn parse_list(list: &str) -> Result<Vec<Trigger>, String> {
+        let mut triggers = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let trigger = Trigger::parse(name)
+                .ok_or_else(|| format!("unknown trigger {name:?} (known: ping_pong, dwell, repeat, error_page)"))?;
+            if !triggers.contains(&trigger) {
+                triggers.push(trigger);
+            }
+        }
+        Ok(triggers)
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One trigger firing for one Autoplay session: what the webhook needs to decide and to write
+/// the offer. Its `id` is the same in every listener that sees the same stream (made from the
+/// session, the trigger and the time of the action that fired it), so a firing recorded twice
+/// is offered once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    pub id: String,
+    pub trigger: Trigger,
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// When it fired, Unix seconds (the stream's clock when an action fired it).
+    pub at: f64,
+    /// The page it is about (canonical URL).
+    #[serde(default)]
+    pub page: String,
+    /// One line for the LLM and the operator: what the visitor did.
+    #[serde(default)]
+    pub detail: String,
+    /// When the listener recorded it, Unix seconds of the listener's clock (0: unknown): the
+    /// webhook drops firings too old to be worth an offer.
+    #[serde(default)]
+    pub recorded_at: f64,
+}
+
+/// The wall clock in Unix seconds: the time of gate records and firings.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Longest `detail` and `page` a firing carries (they come from the stream, and end up in a
+/// prompt).
+pub const MAX_FIRING_TEXT: usize = 300;

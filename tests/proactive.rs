@@ -1,0 +1,411 @@
+//! Proactive offers, end to end: the real `listener` notices a visitor going back and forth on a
+//! loopback Autoplay stream, the real `webhook` (linked to that visitor by Crisp's
+//! `session:set_data` hook) decides, asks the OpenAI stand-in for the words and posts them to
+//! the Crisp stand-in. Every suppression is checked by its outcome in
+//! `proactive_offers_total` and by what Crisp did not receive.
+//!
+//! With `TEST_REDIS_URL` the same tests run with both binaries on Redis (firings through the
+//! Redis stream, the gate's records in Redis).
+
+use bytes::Bytes;
+use e2e::sse_server::{Plan, SseServer};
+use e2e::stand_ins::{
+    DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
+    requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
+};
+use e2e::{Proc, eventually};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+use wiremock::{MockServer, ResponseTemplate};
+
+const SITE: &str = "site";
+const HOOK_SECRET: &str = "s3cret";
+const CRISP_SESSION: &str = "session_7f1c2a9e-1111-4c3b-9d55-0123456789ab";
+const AUTOPLAY_SESSION: &str = "ps_stuck_visitor";
+const OFFER: &str = "Looking for the invoice export? I can show you where it is.";
+const LIMIT: Duration = Duration::from_secs(20);
+/// How long "nothing more happens" is watched for.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn offer_answer(message: &str) -> ResponseTemplate {
+    completion(&json!({"send": true, "message": message}).to_string())
+}
+
+/// An `actions` frame: one pageview per page, a second apart from `start` (Unix seconds).
+fn pages_frame(session: &str, pages: &[&str], start: f64) -> String {
+    let actions: Vec<Value> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let at = start + i as f64;
+            json!({
+                "index": i, "type": "pageview", "title": format!("Page Load: {page}"),
+                "description": format!("User landed on {page}"),
+                "timestamp_start": at, "timestamp_end": at + 1.0,
+                "raw_url": format!("https://app.example.com{page}"),
+                "canonical_url": format!("https://app.example.com{page}"),
+            })
+        })
+        .collect();
+    let frame = json!({
+        "type": "actions", "product_id": "prod_abc", "session_id": session, "user_id": "user_1",
+        "count": actions.len(), "forwarded_at": start, "actions": actions,
+    });
+    format!("data: {frame}\n\n")
+}
+
+/// Back and forth between two pages: two A→B→A cycles.
+fn ping_pong(session: &str, start: f64) -> String {
+    pages_frame(session, &["/billing", "/invoices", "/billing", "/invoices"], start)
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn set_data(session: &str, data: Value) -> Value {
+    json!({
+        "website_id": SITE, "event": "session:set_data",
+        "data": {"website_id": SITE, "session_id": session, "data": data},
+        "timestamp": 1_700_123_470_000_u64
+    })
+}
+
+/// Both binaries in one working directory with one `DATA_DIR`, the stream stand-in and the
+/// OpenAI + Crisp stand-in.
+struct Scene {
+    dir: tempfile::TempDir,
+    stream: SseServer,
+    server: MockServer,
+    listener: Proc,
+    webhook: e2e::stand_ins::Webhook,
+    /// Start time of the next frame's actions (each firing has an id of its own).
+    clock: f64,
+}
+
+impl Scene {
+    /// `llm`: how the OpenAI stand-in answers; `history`: the Crisp conversation's messages;
+    /// `extra`: webhook settings on top.
+    async fn start(llm: ResponseTemplate, history: Value, extra: &[(&'static str, String)]) -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        Scene::start_in(dir, llm, history, extra).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        llm: ResponseTemplate,
+        history: Value,
+        extra: &[(&'static str, String)],
+    ) -> Scene {
+        let server = visitor_stand_in(SITE, llm, &[]).await;
+        mount_conversation(
+            &server,
+            "GET",
+            SITE,
+            "messages",
+            ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": history})),
+            DEFAULT_PRIORITY - 1,
+        )
+        .await;
+        mount_crisp_catch_all(&server).await;
+        let stream = SseServer::start(vec![Plan::StreamThenHold(Vec::<Bytes>::new())], None).await;
+        let data_dir = dir.path().join("data");
+        let listener = Proc::spawn(
+            "listener",
+            dir.path(),
+            &[
+                ("STREAM_URL", stream.url.clone()),
+                ("SUMMARY_THRESHOLD", "0".to_owned()),
+                ("DATA_DIR", data_dir.display().to_string()),
+                ("PROACTIVE_TRIGGERS", "ping_pong".to_owned()),
+            ],
+            &[],
+        );
+        let mut env = webhook_env(&server, SITE, HOOK_SECRET);
+        env.push(("DATA_DIR", data_dir.display().to_string()));
+        env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
+        env.extend(extra.iter().cloned());
+        let webhook = e2e::stand_ins::Webhook::start(dir.path(), env, LIMIT).await;
+        assert!(
+            eventually(LIMIT, || !stream.requests().is_empty()).await,
+            "the listener never connected:\n{}",
+            listener.stderr()
+        );
+        Scene { dir, stream, server, listener, webhook, clock: 1_800_000_000.0 }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Links the Crisp conversation to the Autoplay session, as the widget's session data does.
+    async fn link(&self) {
+        self.webhook.deliver(&set_data(CRISP_SESSION, json!({"autoplay_session_id": AUTOPLAY_SESSION}))).await;
+    }
+
+    /// The visitor goes back and forth once more.
+    async fn ping_pong(&mut self) {
+        self.stream.push(ping_pong(AUTOPLAY_SESSION, self.clock)).await;
+        self.clock += 100.0;
+    }
+
+    async fn metrics(&self) -> String {
+        http().get(self.webhook.metrics_url()).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Waits until `proactive_offers_total{trigger="ping_pong",outcome}` reaches `count`.
+    async fn wait_outcome(&self, outcome: &str, count: u64) {
+        let series = format!("proactive_offers_total{{trigger=\"ping_pong\",outcome=\"{outcome}\"}} {count}");
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.lines().any(|l| l == series) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {series}\n{}\nwebhook log:\n{}\nlistener log:\n{}",
+                metrics.lines().filter(|l| l.starts_with("proactive")).collect::<Vec<_>>().join("\n"),
+                self.webhook.stderr(),
+                self.listener.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn message_path(&self) -> String {
+        format!("/v1/website/{SITE}/conversation/{CRISP_SESSION}/message")
+    }
+
+    fn initiate_path(&self) -> String {
+        format!("/v1/website/{SITE}/conversation/{CRISP_SESSION}/initiate")
+    }
+
+    async fn offers_sent(&self) -> Vec<Value> {
+        requests_to(&self.server, "POST", &self.message_path())
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    }
+
+    /// The visitor offered nothing, nor the conversation started.
+    async fn assert_nothing_sent(&self) {
+        tokio::time::sleep(QUIET).await;
+        assert!(self.offers_sent().await.is_empty(), "{:?}", self.offers_sent().await);
+        assert!(requests_to(&self.server, "POST", &self.initiate_path()).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_linked_visitor_who_ping_pongs_gets_one_offer_initiated_then_sent() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    let calls = requests_to(&scene.server, "POST", &scene.initiate_path()).await;
+    assert_eq!(calls.len(), 1, "the visitor never wrote: the conversation is initiated first");
+    let sent = scene.offers_sent().await;
+    assert_eq!(
+        sent,
+        [json!({"type": "text", "from": "operator", "origin": "chat", "content": OFFER, "automated": true})]
+    );
+    let all = e2e::stand_ins::all_requests(&scene.server).await;
+    let position = |p: &str| all.iter().position(|r| r.method.as_str() == "POST" && r.url.path() == p).unwrap();
+    assert!(position(&scene.initiate_path()) < position(&scene.message_path()), "initiate, then the message");
+    // The offer's prompt: its own, from this visitor's activity, temperature 0.3.
+    let offer_call = llm_calls(&scene.server).await.into_iter().next().expect("the LLM was asked");
+    assert_eq!(offer_call["temperature"], 0.3);
+    assert!(offer_call["max_tokens"].as_u64().unwrap() <= 200);
+    let prompt = offer_call["messages"][1]["content"].as_str().unwrap();
+    assert!(prompt.contains("trigger: ping_pong") && prompt.contains("/invoices"), "{prompt}");
+    // The same visitor going on: no second offer within the cooldown.
+    scene.ping_pong().await;
+    scene.wait_outcome("cooldown", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1, "one offer only");
+    let log = scene.webhook.stderr();
+    assert!(log.contains("proactive offer sent"), "{log}");
+}
+
+#[tokio::test]
+async fn an_unlinked_visitor_gets_nothing() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("unlinked", 1).await;
+    scene.assert_nothing_sent().await;
+    assert!(llm_calls(&scene.server).await.is_empty(), "no LLM call for an unlinked visitor");
+}
+
+#[tokio::test]
+async fn offers_stop_at_the_cap_per_session() {
+    let extra = [("PROACTIVE_MAX_OFFERS", "1".to_owned()), ("PROACTIVE_COOLDOWN_SECS", "1".to_owned())];
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &extra).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("capped", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_site_wide_cap_holds() {
+    let extra = [("PROACTIVE_MAX_PER_MINUTE", "1".to_owned())];
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &extra).await;
+    scene.link().await;
+    let other = "session_7f1c2a9e-2222-4c3b-9d55-0123456789ab";
+    scene.webhook.deliver(&set_data(other, json!({"autoplay_session_id": "ps_other"}))).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    scene.stream.push(ping_pong("ps_other", 1_900_000_000.0)).await;
+    scene.wait_outcome("capped", 1).await;
+    let to_other =
+        requests_to(&scene.server, "POST", &format!("/v1/website/{SITE}/conversation/{other}/message")).await;
+    assert!(to_other.is_empty());
+}
+
+#[tokio::test]
+async fn a_human_operator_holds_offers_back() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    scene.link().await;
+    scene.webhook.deliver(&operator_message(SITE, CRISP_SESSION, 77, "Hi, Anna here", false, "operator_anna")).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("human", 1).await;
+    scene.assert_nothing_sent().await;
+}
+
+#[tokio::test]
+async fn a_conversation_with_a_recent_message_is_busy() {
+    let recent = json!([{
+        "type": "text", "from": "user", "origin": "chat", "content": "hello?",
+        "fingerprint": 5, "timestamp": ((now() - 10.0) * 1000.0) as u64
+    }]);
+    let mut scene = Scene::start(offer_answer(OFFER), recent, &[]).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("busy", 1).await;
+    scene.assert_nothing_sent().await;
+}
+
+#[tokio::test]
+async fn the_model_may_decline() {
+    let decline = completion(r#"{"send": false, "message": ""}"#);
+    let mut scene = Scene::start(decline, json!([]), &[]).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("declined", 1).await;
+    scene.assert_nothing_sent().await;
+}
+
+#[tokio::test]
+async fn the_template_goes_when_the_model_fails() {
+    let template = "Lost between billing pages? Ask me anything.";
+    let extra = [("PROACTIVE_TEMPLATE_PING_PONG", template.to_owned())];
+    let mut scene = Scene::start(ResponseTemplate::new(500), json!([]), &extra).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    let sent = scene.offers_sent().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["content"], template);
+    assert_eq!(sent[0]["automated"], true);
+}
+
+#[tokio::test]
+async fn an_answered_offer_is_engagement_and_the_reply_knows_why() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    scene.webhook.deliver(&visitor_message(SITE, CRISP_SESSION, 9001, "yes, where is the export?")).await;
+    let replies = wait_for(&scene.server, "POST", &scene.message_path(), 2, LIMIT).await;
+    assert_eq!(replies.len(), 2, "the offer, then the reply:\n{}", scene.webhook.stderr());
+    let reply_call = llm_calls(&scene.server).await.pop().unwrap();
+    let system: Vec<&str> = reply_call["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert!(
+        system.iter().any(|s| s.contains("You reached out to this visitor first") && s.contains("ping_pong")),
+        "{system:?}"
+    );
+    let metrics = scene.metrics().await;
+    assert!(metrics.lines().any(|l| l == "proactive_engaged_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_doubles_the_cooldown() {
+    if std::env::var("TEST_REDIS_URL").is_ok() {
+        return; // the record is seeded into the state file, which only the file mode reads
+    }
+    // An offer two and a half minutes ago that the visitor never answered: dismissed, so the
+    // 100 s cooldown is now 200 s, and an offer that would be allowed otherwise is held back.
+    let dir = tempfile::tempdir().unwrap();
+    seed_state(&dir.path().join("data"), now() - 150.0);
+    let extra = [("PROACTIVE_COOLDOWN_SECS", "100".to_owned()), ("PROACTIVE_MAX_OFFERS", "5".to_owned())];
+    let mut scene = Scene::start_in(dir, offer_answer(OFFER), json!([]), &extra).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("cooldown", 1).await;
+    scene.assert_nothing_sent().await;
+    let state = std::fs::read_to_string(scene.data_dir().join("proactive.state")).unwrap();
+    assert!(state.contains(r#""dismissals":1"#) && state.contains(r#""state":"dismissed""#), "{state}");
+}
+
+/// A state file holding one unanswered offer to the test's visitor at `at`.
+fn seed_state(data_dir: &Path, at: f64) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let state = json!({
+        "visitors": {CRISP_SESSION: [{
+            "autoplay_session": AUTOPLAY_SESSION, "offers": 1, "dismissals": 0, "handed_off": false,
+            "last_offer": {"at": at, "trigger": "dwell", "firing_id": "ps:dwell:1", "detail": "stayed", "state": "offered"}
+        }, at]}
+    });
+    std::fs::write(data_dir.join("proactive.state"), state.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_never_offers_twice() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    // kill -9, then the same webhook again: the firing is not read (or offered) again.
+    scene.webhook.proc.signal("KILL");
+    let mut env = webhook_env(&scene.server, SITE, HOOK_SECRET);
+    env.push(("DATA_DIR", scene.data_dir().display().to_string()));
+    env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
+    scene.webhook = e2e::stand_ins::Webhook::start(scene.dir.path(), env, LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(scene.offers_sent().await.len(), 1, "{}", scene.webhook.stderr());
+    // And the cooldown survived the restart.
+    scene.ping_pong().await;
+    scene.wait_outcome("cooldown", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}
+
+#[tokio::test]
+async fn proactive_settings_are_checked_at_start() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, expected) in [
+        ("PROACTIVE_TRIGGERS", "ping_pong,nagging", "PROACTIVE_TRIGGERS"),
+        ("PROACTIVE_COOLDOWN_SECS", "0", "PROACTIVE_COOLDOWN_SECS"),
+    ] {
+        let mut env = webhook_env(&server, SITE, HOOK_SECRET);
+        env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
+        e2e::stand_ins::set(&mut env, name, value);
+        env.push(("BIND_ADDR", "127.0.0.1:0".to_owned()));
+        let mut proc = Proc::spawn("webhook", dir.path(), &env, &[]);
+        let status = proc.wait_exit(LIMIT).expect("exits");
+        assert!(!status.success());
+        assert!(proc.stderr().contains(expected), "{}", proc.stderr());
+    }
+    // Crisp is never called by a rejected start.
+    assert!(e2e::stand_ins::all_requests(&server).await.is_empty());
+}
