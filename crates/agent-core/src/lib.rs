@@ -1,9 +1,14 @@
 //! Domain of the Autoplay x Crisp support agent, shared by the `listener` and `webhook`
 //! binaries.
 //!
-//! Data flows one way: stream bytes ([`sse`]) -> typed payloads ([`payload`]) -> the activity
-//! file ([`activity_file`]) and summaries ([`summary`]) -> prompt ([`prompt`]) -> answer
-//! ([`llm`]) -> Crisp ([`crisp`]).
+//! Data flows one way:
+//! - listener: stream bytes ([`sse`]) -> typed payloads ([`payload`]) -> the activity file
+//!   ([`activity_file`]), the per-visitor store ([`context`]), summaries ([`summary`]) and
+//!   proactive trigger firings ([`proactive::triggers`], recorded through the store);
+//! - webhook: a Crisp hook ([`crisp::hook`]) -> the inbox ([`inbox`], [`coordination`]) ->
+//!   that visitor's context -> prompt ([`prompt`]) -> answer ([`llm`]) or hand-off
+//!   ([`handoff`]) -> Crisp ([`crisp::api`]); firings ([`proactive::feed`]) -> the gate
+//!   ([`proactive::gate`], [`proactive::book`]) -> an offer ([`proactive::offer`]) -> Crisp.
 
 pub mod activity_file;
 pub mod auth;

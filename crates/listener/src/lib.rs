@@ -7,7 +7,6 @@ pub mod summarizer;
 
 use agent_core::activity_file::{ActivityFile, format_action_block};
 use agent_core::payload::{StreamPayload, parse_payload};
-use agent_core::proactive::Firing;
 use agent_core::proactive::triggers::Watch;
 use agent_core::sse::SseItem;
 use agent_core::summary::SummaryJob;
@@ -15,7 +14,7 @@ use agent_core::telemetry;
 use config::Settings;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-use store_feed::{PackedBatches, StoreFeed, StoreWrite};
+use store_feed::{PackedBatches, SharedWatch, StoreFeed, StoreWrite};
 use stream::{FrameSink, RateLimitedWarn, StreamClient};
 use summarizer::Summarizer;
 use tokio::sync::watch;
@@ -39,37 +38,10 @@ pub struct Ingest {
     skipped_warn: RateLimitedWarn,
     /// The activity file's write errors (a full disk): once a minute, with a count.
     write_warn: RateLimitedWarn,
-    /// Proactive triggers, `None` when off. Shared with the task that ticks their clock.
-    watch: Option<SharedWatch>,
-    /// Firings of the current network read, recorded at [`FrameSink::flush`].
-    firings: Vec<Firing>,
-    /// New sessions not evaluated because the trigger state is full.
-    untracked_warn: RateLimitedWarn,
-    /// When the current network read arrived (the clocks the triggers need, read once per
-    /// read rather than once per batch: its batches all arrived then).
-    read_at: Option<(tokio::time::Instant, SystemTime)>,
 }
-
-/// The trigger state of every session, shared by the stream-reading thread (each batch, as it
-/// is read) and a once-a-second task on the main runtime (pages left alone, idle sessions).
-/// Why a lock and not a message to the reading thread: the reader is driven by the stream
-/// (`FrameSink` has no timer), and a page left alone must fire while the stream is quiet. The
-/// lock is held for one batch or one tick, and the two rarely meet: uncontended, it costs
-/// about what one atomic operation does.
-pub type SharedWatch = Arc<Mutex<Watch>>;
 
 impl Ingest {
     pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>, store: StoreFeed) -> Self {
-        Self::with_triggers(file, summarizer, store, None)
-    }
-
-    /// With proactive triggers evaluated on each batch (`watch`, `None`: off).
-    pub fn with_triggers(
-        file: ActivityFile,
-        summarizer: Option<Arc<Summarizer>>,
-        store: StoreFeed,
-        watch: Option<SharedWatch>,
-    ) -> Self {
         Self {
             file,
             summarizer,
@@ -80,10 +52,6 @@ impl Ingest {
             for_store: PackedBatches::default(),
             skipped_warn: RateLimitedWarn::new(20),
             write_warn: RateLimitedWarn::new(1),
-            watch,
-            firings: Vec::new(),
-            untracked_warn: RateLimitedWarn::new(1),
-            read_at: None,
         }
     }
 
@@ -102,7 +70,6 @@ impl FrameSink for Ingest {
     /// them arrived at the same instant, so the reset check once before them is the same as
     /// once before each.)
     fn flush(&mut self) {
-        self.read_at = None;
         if self.batches == 0 {
             return;
         }
@@ -129,10 +96,6 @@ impl FrameSink for Ingest {
         if !self.for_store.is_empty() {
             let next = PackedBatches::sized_like(&self.for_store);
             self.store.send(StoreWrite::Batches(std::mem::replace(&mut self.for_store, next)));
-        }
-        if !self.firings.is_empty() {
-            announce(&self.firings);
-            self.store.send(StoreWrite::Firings(std::mem::take(&mut self.firings)));
         }
     }
 
@@ -176,35 +139,6 @@ impl FrameSink for Ingest {
         if batch.session_key().is_some() && (!batch.actions.is_empty() || batch.conversation_id.is_some()) {
             self.for_store.push(&batch);
         }
-        if let Some(watch) = &self.watch
-            && batch.session_key().is_some()
-            && !batch.actions.is_empty()
-        {
-            let (now, wall) = *self.read_at.get_or_insert_with(|| (tokio::time::Instant::now(), SystemTime::now()));
-            let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
-            let tracked = watch.observe(&batch, now, wall, &mut self.firings);
-            if !tracked && let Some(suppressed) = self.untracked_warn.allow(Instant::now()) {
-                tracing::warn!(
-                    sessions = watch.sessions(),
-                    untracked_total = watch.untracked_total(),
-                    suppressed_since_last = suppressed,
-                    "proactive triggers track as many sessions as they may; a new session is not evaluated"
-                );
-            }
-        }
-    }
-}
-
-/// Logs and counts firings about to be recorded.
-fn announce(firings: &[Firing]) {
-    for firing in firings {
-        metrics::counter!(telemetry::PROACTIVE_FIRINGS, "trigger" => firing.trigger.as_str()).increment(1);
-        tracing::info!(
-            trigger = firing.trigger.as_str(),
-            session = ?agent_core::crisp::id_for_log(&firing.session_id),
-            firing = ?agent_core::crisp::id_for_log(&firing.id),
-            "proactive trigger fired"
-        );
     }
 }
 
@@ -223,7 +157,6 @@ async fn tick_triggers(watch: SharedWatch, store: StoreFeed) {
             watch.forget_idle(now);
         }
         if !firings.is_empty() {
-            announce(&firings);
             store.send(StoreWrite::Firings(std::mem::take(&mut firings)));
         }
     }
@@ -257,14 +190,6 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         tracing::info!(%addr, "metrics at /metrics");
     }
     let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
-    let (store_feed, store_writer) = StoreFeed::start(settings.store);
-    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
-    if let Some(summarizer) = &summarizer {
-        tokio::spawn(Arc::clone(summarizer).sweep_forever());
-    } else {
-        tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
-    }
-    let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
     let watch = if settings.triggers.is_off() {
         None
     } else {
@@ -272,8 +197,16 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         tracing::info!(triggers = %on.join(","), "proactive triggers on");
         Some(Arc::new(Mutex::new(Watch::new(settings.triggers))))
     };
+    let (store_feed, store_writer) = StoreFeed::start(settings.store, watch.clone());
+    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
+    if let Some(summarizer) = &summarizer {
+        tokio::spawn(Arc::clone(summarizer).sweep_forever());
+    } else {
+        tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
+    }
+    let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
     let ticker = watch.clone().map(|watch| tokio::spawn(tick_triggers(watch, store_feed.clone())));
-    let mut ingest = Ingest::with_triggers(file, summarizer.clone(), store_feed, watch);
+    let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     // The stream is read on a thread of its own with a single-threaded runtime: the HTTP

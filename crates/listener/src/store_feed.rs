@@ -5,7 +5,10 @@
 use crate::stream::RateLimitedWarn;
 use agent_core::context::{ContextStore, StoreError};
 use agent_core::payload::{Action, ActionsBatch};
+use agent_core::crisp::id_for_log;
 use agent_core::proactive::Firing;
+use agent_core::proactive::triggers::Watch;
+use agent_core::telemetry;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,17 +181,27 @@ pub struct StoreFeed {
     dropped_warn: Arc<std::sync::Mutex<RateLimitedWarn>>,
 }
 
+/// The trigger state of every session, shared by the store writer (which evaluates each
+/// batch as it takes it from the queue) and a once-a-second task (pages left alone, idle
+/// sessions). The lock is held for one piece of work or one tick: uncontended, it costs about
+/// one atomic operation.
+pub type SharedWatch = Arc<std::sync::Mutex<Watch>>;
+
 pub struct StoreWriter {
     handle: JoinHandle<()>,
     stop: CancellationToken,
 }
 
 impl StoreFeed {
-    pub fn start(store: Arc<dyn ContextStore>) -> (StoreFeed, StoreWriter) {
+    /// Starts the writer. With `triggers`, it evaluates proactive triggers on the batches it
+    /// writes: off the stream-reading thread, so they never slow the activity file down, and
+    /// in the order the batches were read.
+    pub fn start(store: Arc<dyn ContextStore>, triggers: Option<SharedWatch>) -> (StoreFeed, StoreWriter) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(write_until_stopped(store, Queue { rx, queued: Arc::clone(&queued) }, stop.clone()));
+        let queue = Queue { rx, queued: Arc::clone(&queued) };
+        let handle = tokio::spawn(write_until_stopped(store, queue, stop.clone(), triggers));
         (
             StoreFeed { tx, queued, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
             StoreWriter { handle, stop },
@@ -263,26 +276,53 @@ fn gather(first: StoreWrite, queue: &mut Queue) -> Vec<Work> {
     work
 }
 
-/// One piece of work; while the store is unreachable (Redis down) it waits and tries again,
-/// so queued writes catch up once it is back. The queue in front is bounded, so memory is too.
-async fn write_with_patience(
+/// One piece of work, with the firings its batches set off; while the store is unreachable
+/// (Redis down) each write waits and tries again, so queued writes catch up once it is back.
+/// The queue in front is bounded, so memory is too.
+async fn write_work(
     store: &dyn ContextStore,
     work: &Work,
     stop: &CancellationToken,
+    triggers: Option<&TriggerEval>,
 ) -> Result<(), StoreError> {
-    let batches: Vec<ActionsBatch<'_>> = match work {
-        Work::Batches(packed) => packed.iter().flat_map(PackedBatches::unpack).collect(),
-        Work::Summary { .. } | Work::Firings(_) => Vec::new(),
-    };
+    match work {
+        Work::Batches(packed) => {
+            let batches: Vec<ActionsBatch<'_>> = packed.iter().flat_map(PackedBatches::unpack).collect();
+            let firings = triggers.map(|t| t.evaluate(&batches)).unwrap_or_default();
+            let written = with_patience(stop, |now| store.record_batches(&batches, now)).await;
+            let fired = record_firings(store, &firings, stop).await;
+            written.and(fired)
+        }
+        Work::Summary { session, summary } => with_patience(stop, |now| store.record_summary(session, summary, now)).await,
+        Work::Firings(firings) => record_firings(store, firings, stop).await,
+    }
+}
+
+async fn record_firings(store: &dyn ContextStore, firings: &[Firing], stop: &CancellationToken) -> Result<(), StoreError> {
+    if firings.is_empty() {
+        return Ok(());
+    }
+    for firing in firings {
+        metrics::counter!(telemetry::PROACTIVE_FIRINGS, "trigger" => firing.trigger.as_str()).increment(1);
+        tracing::info!(
+            trigger = firing.trigger.as_str(),
+            session = id_for_log(&firing.session_id),
+            firing = id_for_log(&firing.id),
+            "proactive trigger fired"
+        );
+    }
+    with_patience(stop, |now| store.record_firings(firings, now)).await
+}
+
+/// Calls `write` until it succeeds or fails for another reason than the store being
+/// unreachable, or the writer is stopping.
+async fn with_patience<'a, F>(stop: &CancellationToken, mut write: impl FnMut(SystemTime) -> F) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<(), StoreError>> + 'a,
+{
     let mut delay = Duration::from_millis(250);
     loop {
-        let now = SystemTime::now();
-        let result = match work {
-            Work::Batches(_) => store.record_batches(&batches, now).await,
-            Work::Summary { session, summary } => store.record_summary(session, summary, now).await,
-            Work::Firings(firings) => store.record_firings(firings, now).await,
-        };
-        match result {
+        match write(SystemTime::now()).await {
             Err(StoreError::Unavailable(_)) if !stop.is_cancelled() => {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -295,7 +335,46 @@ async fn write_with_patience(
     }
 }
 
-async fn write_until_stopped(store: Arc<dyn ContextStore>, mut queue: Queue, stop: CancellationToken) {
+/// Proactive triggers as the writer runs them.
+struct TriggerEval {
+    watch: SharedWatch,
+    /// New sessions left unevaluated because the trigger state is full.
+    untracked_warn: std::sync::Mutex<RateLimitedWarn>,
+}
+
+impl TriggerEval {
+    /// The firings a piece of work's batches set off (they arrived just now).
+    fn evaluate(&self, batches: &[ActionsBatch<'_>]) -> Vec<Firing> {
+        let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
+        let mut firings = Vec::new();
+        let mut watch = self.watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut untracked = false;
+        for batch in batches {
+            untracked |= !watch.observe(batch, now, wall, &mut firings);
+        }
+        if untracked
+            && let Some(suppressed) =
+                self.untracked_warn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).allow(Instant::now())
+        {
+            tracing::warn!(
+                sessions = watch.sessions(),
+                untracked_total = watch.untracked_total(),
+                suppressed_since_last = suppressed,
+                "proactive triggers track as many sessions as they may; a new session is not evaluated"
+            );
+        }
+        firings
+    }
+}
+
+async fn write_until_stopped(
+    store: Arc<dyn ContextStore>,
+    mut queue: Queue,
+    stop: CancellationToken,
+    triggers: Option<SharedWatch>,
+) {
+    let triggers =
+        triggers.map(|watch| TriggerEval { watch, untracked_warn: std::sync::Mutex::new(RateLimitedWarn::new(1)) });
     let mut errors = RateLimitedWarn::new(10);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
@@ -311,7 +390,7 @@ async fn write_until_stopped(store: Arc<dyn ContextStore>, mut queue: Queue, sto
             }
         };
         for work in gather(first, &mut queue) {
-            if let Err(e) = write_with_patience(store.as_ref(), &work, &stop).await
+            if let Err(e) = write_work(store.as_ref(), &work, &stop, triggers.as_ref()).await
                 && let Some(suppressed) = errors.allow(Instant::now())
             {
                 tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");
