@@ -56,6 +56,9 @@ impl Listener {
             ("STREAM_URL", server.url.clone()),
             ("SUMMARY_THRESHOLD", "0".to_owned()),
             ("DATA_DIR", dir.path().join("data").display().to_string()),
+            // These tests read the firings file: the file store even when the suite runs on
+            // Redis (tests/proactive.rs and tests/redis.rs cover firings through Redis).
+            ("REDIS_URL", String::new()),
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let proc = Proc::spawn("listener", dir.path(), &all, &[]);

@@ -1,4 +1,6 @@
-//! Bounded retries with exponential backoff and jitter, shared by the LLM and Crisp clients.
+//! Waiting before trying again: [`RetryPolicy`], bounded retries of one call (the LLM and Crisp
+//! clients), and [`Backoff`], the delays of work retried until it succeeds (the stream's
+//! reconnects, a reply kept recorded, a store that is down).
 
 use backon::{ExponentialBuilder, Retryable};
 use std::future::Future;
@@ -9,6 +11,44 @@ pub trait RetryableError: std::fmt::Display {
     fn is_transient(&self) -> bool;
     fn retry_after(&self) -> Option<Duration> {
         None
+    }
+}
+
+/// Delays that double from `min` up to `max`, back to `min` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max: max.max(min), next: min }
+    }
+
+    /// The delay before the next attempt, and doubles the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        current
+    }
+
+    /// The longest delay (a configuration error: never retry quickly).
+    pub fn longest(&mut self) -> Duration {
+        self.next = self.max;
+        self.next_delay()
+    }
+
+    /// It worked: the next failure waits `min` again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// `base` plus 0-10 %, so that many clients do not retry in step.
+    pub fn with_jitter(base: Duration) -> Duration {
+        use rand::Rng;
+        base + base.mul_f64(rand::rng().random_range(0.0..=0.10))
     }
 }
 
@@ -77,6 +117,24 @@ pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_maximum_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let seq: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(seq, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+        assert_eq!(b.longest(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_adds_at_most_ten_percent() {
+        for _ in 0..1000 {
+            let d = Backoff::with_jitter(Duration::from_secs(10));
+            assert!(d >= Duration::from_secs(10) && d <= Duration::from_secs(11));
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Debug)]

@@ -4,10 +4,11 @@
 
 use crate::stream::RateLimitedWarn;
 use agent_core::context::{ContextStore, StoreError};
-use agent_core::payload::{Action, ActionsBatch};
 use agent_core::crisp::id_for_log;
+use agent_core::payload::{Action, ActionsBatch};
 use agent_core::proactive::Firing;
 use agent_core::proactive::triggers::Watch;
+use agent_core::retry::Backoff;
 use agent_core::telemetry;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -293,12 +294,18 @@ async fn write_work(
             let fired = record_firings(store, &firings, stop).await;
             written.and(fired)
         }
-        Work::Summary { session, summary } => with_patience(stop, |now| store.record_summary(session, summary, now)).await,
+        Work::Summary { session, summary } => {
+            with_patience(stop, |now| store.record_summary(session, summary, now)).await
+        }
         Work::Firings(firings) => record_firings(store, firings, stop).await,
     }
 }
 
-async fn record_firings(store: &dyn ContextStore, firings: &[Firing], stop: &CancellationToken) -> Result<(), StoreError> {
+async fn record_firings(
+    store: &dyn ContextStore,
+    firings: &[Firing],
+    stop: &CancellationToken,
+) -> Result<(), StoreError> {
     if firings.is_empty() {
         return Ok(());
     }
@@ -316,19 +323,21 @@ async fn record_firings(store: &dyn ContextStore, firings: &[Firing], stop: &Can
 
 /// Calls `write` until it succeeds or fails for another reason than the store being
 /// unreachable, or the writer is stopping.
-async fn with_patience<'a, F>(stop: &CancellationToken, mut write: impl FnMut(SystemTime) -> F) -> Result<(), StoreError>
+async fn with_patience<'a, F>(
+    stop: &CancellationToken,
+    mut write: impl FnMut(SystemTime) -> F,
+) -> Result<(), StoreError>
 where
     F: std::future::Future<Output = Result<(), StoreError>> + 'a,
 {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         match write(SystemTime::now()).await {
             Err(StoreError::Unavailable(_)) if !stop.is_cancelled() => {
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.cancelled() => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             other => return other,
         }

@@ -1,52 +1,18 @@
 //! The Autoplay stream connection: connect, read frames, reconnect forever with backoff.
 
 use agent_core::llm::{describe_reqwest, redacted_url};
+use agent_core::retry::Backoff;
 use agent_core::sse::{SseItem, SseParser};
 use agent_core::telemetry;
 use agent_core::{ExposeSecret, SecretString};
 use futures_util::StreamExt;
-use rand::Rng;
 use reqwest::StatusCode;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Reconnect delays: 1 s doubling to 30 s, plus 0-10 % jitter; back to 1 s after a valid frame.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_BACKOFF }
-    }
-}
-
-impl Backoff {
-    /// The delay before the next attempt (without jitter), and doubles the one after.
-    pub fn next_base(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        current
-    }
-
-    /// A configuration error: wait the longest delay, never retry quickly.
-    pub fn long(&mut self) -> Duration {
-        self.next = MAX_BACKOFF;
-        self.next_base()
-    }
-
-    pub fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
-
-    pub fn with_jitter(base: Duration) -> Duration {
-        base + base.mul_f64(rand::rng().random_range(0.0..=0.10))
-    }
-}
 
 /// How one connection ended.
 #[derive(Debug)]
@@ -116,7 +82,7 @@ impl StreamClient {
 
     /// Connects and reconnects until `shutdown` turns true.
     pub async fn run(&self, sink: &mut impl FrameSink, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let (outcome, got_valid_frame) = self.connect_once(sink, &mut shutdown).await;
             metrics::gauge!(telemetry::STREAM_CONNECTED).set(0.0);
@@ -129,12 +95,12 @@ impl StreamClient {
             let delay = match outcome {
                 Disconnect::Shutdown => return,
                 Disconnect::Transient(reason) => {
-                    let delay = Backoff::with_jitter(backoff.next_base());
+                    let delay = Backoff::with_jitter(backoff.next_delay());
                     tracing::warn!(%reason, retry_in = ?delay, "stream disconnected");
                     delay
                 }
                 Disconnect::Configuration { status, hint } => {
-                    let delay = Backoff::with_jitter(backoff.long());
+                    let delay = Backoff::with_jitter(backoff.longest());
                     tracing::error!(status = status.as_u16(), retry_in = ?delay, "stream refused the connection: {hint}");
                     delay
                 }
@@ -217,24 +183,6 @@ pub use agent_core::ratelimit::RateLimitedWarn;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_thirty_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let seq: Vec<u64> = (0..7).map(|_| b.next_base().as_secs()).collect();
-        assert_eq!(seq, [1, 2, 4, 8, 16, 30, 30]);
-        b.reset();
-        assert_eq!(b.next_base(), MIN_BACKOFF);
-        assert_eq!(b.long(), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn jitter_adds_at_most_ten_percent() {
-        for _ in 0..1000 {
-            let d = Backoff::with_jitter(Duration::from_secs(10));
-            assert!(d >= Duration::from_secs(10) && d <= Duration::from_secs(11));
-        }
-    }
 
     #[test]
     fn auth_and_routing_errors_are_configuration_errors() {

@@ -57,6 +57,8 @@ struct MetaLinks {
     verified_user_id: Option<String>,
 }
 
+/// Cloned, it shares its cache of links: the replies and `/mcp` use one.
+#[derive(Clone)]
 pub struct ContextSource {
     pub scope: ContextScope,
     pub event_data_path: PathBuf,

@@ -40,22 +40,23 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // `/mcp`, only when MCP_SIGNING_SECRET or MCP_API_KEY is set; its own ContextSource,
-    // configured (and linking) exactly as the replies' one.
+    // One source of visitor activity (and one cache of links) for the replies and `/mcp`.
+    let context = ContextSource::new(
+        settings.context_scope,
+        settings.event_data_path.clone(),
+        settings.store.clone(),
+        settings.crisp.clone(),
+        settings.link_secret.clone(),
+        settings.context_max_chars,
+    );
+    // `/mcp`, only when MCP_SIGNING_SECRET or MCP_API_KEY is set.
     let mcp_routes = mcp::router(
         mcp::McpAuth::new(
             settings.mcp_signing_secret.clone(),
             settings.mcp_api_key.as_ref(),
             settings.website_id.clone(),
         ),
-        ContextSource::new(
-            settings.context_scope,
-            settings.event_data_path.clone(),
-            settings.store.clone(),
-            settings.crisp.clone(),
-            settings.link_secret.clone(),
-            settings.context_max_chars,
-        ),
+        context.clone(),
     );
     // Every message accepted and not answered before the last stop is answered first.
     let (journal, recorded) = agent_core::inbox::Journal::open(&settings.data_dir)
@@ -100,14 +101,7 @@ pub async fn run(
     let replies = Replies::new(
         ReplyDeps {
             llm: settings.llm,
-            context: ContextSource::new(
-                settings.context_scope,
-                settings.event_data_path,
-                settings.store,
-                settings.crisp.clone(),
-                settings.link_secret,
-                settings.context_max_chars,
-            ),
+            context,
             crisp: settings.crisp,
             system_prompt: settings.system_prompt,
             fallback_message: settings.fallback_message,

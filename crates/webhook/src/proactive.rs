@@ -303,7 +303,8 @@ impl Offers {
             Outcome::Failed => tracing::warn!(conversation, outcome = outcome.name(), "proactive offer not sent"),
             _ => tracing::info!(conversation, outcome = outcome.name(), "proactive offer not sent"),
         }
-        if let Some(traces) = &self.deps.traces {
+        // A trace per firing that reached a conversation (an unlinked one is no offer).
+        if let Some(traces) = self.deps.traces.as_ref().filter(|_| attempt.conversation.is_some()) {
             traces.write_offer(&crate::traces::OfferTrace {
                 firing_id: &firing.id,
                 trigger: firing.trigger.as_str(),

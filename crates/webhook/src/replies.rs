@@ -21,6 +21,7 @@ use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError,
 use agent_core::proactive::book::{LinkKey, OfferBook};
 use agent_core::proactive::offer::reached_out_line;
 use agent_core::prompt::{reply_request, visitor_words};
+use agent_core::retry::Backoff;
 use agent_core::telemetry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,7 +304,7 @@ impl Inner {
     /// Answers a held conversation burst by burst until nothing is recorded for it.
     async fn answer_conversation(&self, origin: Origin, session: String) {
         let coordination = &self.deps.coordination;
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let key = (origin, session.clone());
             let burst = match coordination.next_burst(origin, &session).await {
@@ -326,8 +327,7 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::warn!(session = id_for_log(&session), error = %e, "cannot read the conversation's queue; retrying");
-                    failures += 1;
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
@@ -346,7 +346,7 @@ impl Inner {
             };
             match attempt {
                 Attempt::Settled(how) => {
-                    failures = 0;
+                    backoff.reset();
                     if let Err(e) = coordination.finish(&burst).await {
                         tracing::warn!(parent: &span, error = %e, "cannot mark the burst done; it will be checked against the conversation when resumed");
                     }
@@ -354,8 +354,7 @@ impl Inner {
                     tracing::info!(parent: &span, messages = burst.entries.len(), outcome = how.name(), "messages settled");
                 }
                 Attempt::Retry => {
-                    failures += 1;
-                    let wait = backoff(failures);
+                    let wait = backoff.next_delay();
                     tracing::warn!(parent: &span, retry_in = ?wait, "reply not delivered; the messages stay recorded and are retried");
                     tokio::time::sleep(wait).await;
                 }
@@ -724,10 +723,6 @@ fn already_answered(messages: &[ConversationMessage], burst: &Burst) -> bool {
     messages.iter().any(|m| is_reply(m) && m.timestamp.is_some_and(|t| t > since))
 }
 
-fn backoff(failures: u32) -> Duration {
-    RETRY_MIN.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(RETRY_MAX)
-}
-
 fn settled_count(outcome: &'static str, messages: usize) {
     metrics::counter!(telemetry::MESSAGES_SETTLED, "outcome" => outcome).increment(messages as u64);
 }
@@ -772,11 +767,5 @@ mod tests {
         );
         assert!(!already_answered(&[reply], &burst(Some(70), 200)), "by time when the message is not on the page");
         assert!(!already_answered(&[], &burst(Some(7), 100)));
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_minute() {
-        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -388,7 +388,8 @@ impl Watch {
         let on = self.on;
         let [ping_on, dwell_on, repeat_on, error_on] = on;
         let url = &*action.canonical_url;
-        let page = (!url.is_empty() && (ping_on || dwell_on || error_on || repeat_on)).then(|| self.hasher.hash_one(url));
+        let page =
+            (!url.is_empty() && (ping_on || dwell_on || error_on || repeat_on)).then(|| self.hasher.hash_one(url));
         // The page's hash stands for its URL: one pass over the URL per action, not two.
         let repeat_key = repeat_on.then(|| self.hasher.hash_one((page.unwrap_or(0), &*action.kind, &*action.title)));
         let (lookback, dwell_secs, cycles) = (self.lookback, self.dwell, self.settings.ping_pong_cycles.max(1));
@@ -481,7 +482,8 @@ impl Watch {
         if let Some(&verdict) = self.error_verdicts.get(&key) {
             return verdict;
         }
-        let verdict = [&*action.canonical_url, &*action.raw_url, &*action.title].iter().any(|text| pattern.is_match(text));
+        let verdict =
+            [&*action.canonical_url, &*action.raw_url, &*action.title].iter().any(|text| pattern.is_match(text));
         if self.error_verdicts.len() >= ERROR_VERDICTS {
             self.error_verdicts.clear();
         }
