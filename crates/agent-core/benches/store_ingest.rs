@@ -4,48 +4,18 @@
 //!
 //! Run: `cargo bench -p agent-core --bench store_ingest`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use agent_core::context::{ContextStore, FileStore, StoreLimits};
-use agent_core::payload::{Action, ActionsBatch};
+use common::{BATCHES, SESSIONS};
 use std::time::{Duration, Instant, SystemTime};
 
-const BATCHES: usize = 20_000;
-const SESSIONS: usize = 50;
 const PER_CALL: usize = 512;
-
-fn batches() -> Vec<ActionsBatch<'static>> {
-    (0..BATCHES)
-        .map(|b| {
-            let session = b % SESSIONS;
-            let actions = (0..5)
-                .map(|i| {
-                    let n = b * 5 + i;
-                    Action {
-                        title: format!("Click button {n}").into(),
-                        description: format!("User clicked button {n} on page {} of the dashboard", n % 100).into(),
-                        canonical_url: format!("https://app.example.com/dashboard/page/{}", n % 100).into(),
-                        kind: "click".into(),
-                        index: i as i64,
-                        timestamp_start: 1_700_000_000.0 + n as f64,
-                        timestamp_end: 1_700_000_000.8 + n as f64,
-                        raw_url: format!("https://app.example.com/dashboard/page/{}?ref=email", n % 100).into(),
-                        ..Action::default()
-                    }
-                })
-                .collect();
-            ActionsBatch {
-                session_id: Some(format!("ps_bench_{session}").into()),
-                user_id: Some(format!("distinct_id_{session}").into()),
-                actions,
-                count: 5,
-                ..ActionsBatch::default()
-            }
-        })
-        .collect()
-}
 
 #[tokio::main]
 async fn main() {
-    let input = batches();
+    let input = common::batches(100, false);
     let mut times = Vec::new();
     for _ in 0..5 {
         let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tempdir");

@@ -1,49 +1,19 @@
-//! Proactive triggers' cost on the listener's reading thread: `Watch::observe` over 100k
+//! Proactive triggers' cost in the listener's store writer: `Watch::observe` over 100k
 //! actions (20k batches of 5, 50 sessions round-robin, every action on a new page: the bench
 //! firehose's shape), all triggers on, against the same loop with triggers off.
 //!
 //! Run: `cargo bench -p agent-core --bench triggers`
 
-use agent_core::payload::{Action, ActionsBatch};
+#[path = "common/mod.rs"]
+mod common;
+
+use agent_core::payload::ActionsBatch;
 use agent_core::proactive::Trigger;
 use agent_core::proactive::triggers::{TriggerSettings, Watch};
+use common::{BATCHES, SESSIONS};
 use std::time::{Duration, Instant, SystemTime};
 
-const BATCHES: usize = 20_000;
-const SESSIONS: usize = 50;
 const ROUNDS: usize = 7;
-
-fn batches() -> Vec<ActionsBatch<'static>> {
-    (0..BATCHES)
-        .map(|b| {
-            let session = b % SESSIONS;
-            let actions = (0..5)
-                .map(|i| {
-                    let n = b * 5 + i;
-                    let page = format!("https://app.example.com/dashboard/page/{}", n % 97);
-                    Action {
-                        title: format!("Click button {n}").into(),
-                        description: format!("User clicked button {n} on page {} of the dashboard", n % 97).into(),
-                        kind: if i == 0 { "pageview" } else { "click" }.into(),
-                        index: i as i64,
-                        timestamp_start: 1_700_000_000.0 + n as f64,
-                        timestamp_end: 1_700_000_000.8 + n as f64,
-                        raw_url: format!("{page}?ref=email").into(),
-                        canonical_url: page.into(),
-                        ..Action::default()
-                    }
-                })
-                .collect();
-            ActionsBatch {
-                session_id: Some(format!("ps_bench_{session}").into()),
-                user_id: Some(format!("distinct_id_{session}").into()),
-                actions,
-                count: 5,
-                ..ActionsBatch::default()
-            }
-        })
-        .collect()
-}
 
 /// Best time of [`ROUNDS`] passes over `batches` with a fresh `Watch`, and the firings.
 /// `hot`: the batches in slices of 100, each observed as it is copied (the listener observes
@@ -77,7 +47,7 @@ fn run(settings: &TriggerSettings, batches: &[ActionsBatch<'static>], hot: bool)
 }
 
 fn main() {
-    let batches = batches();
+    let batches = common::batches(97, true);
     let actions = (BATCHES * 5) as f64;
     let pattern = regex::Regex::new(r"(?i)error|not found").unwrap();
     let cases = [
