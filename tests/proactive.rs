@@ -336,6 +336,13 @@ async fn an_answered_offer_is_engagement_and_the_reply_knows_why() {
     );
     let metrics = scene.metrics().await;
     assert!(metrics.lines().any(|l| l == "proactive_engaged_total 1"), "{metrics}");
+    // A second message: its reply still knows why the bot reached out; engagement counts once.
+    scene.webhook.deliver(&visitor_message(SITE, CRISP_SESSION, 9002, "and as PDF?")).await;
+    assert_eq!(wait_for(&scene.server, "POST", &scene.message_path(), 3, LIMIT).await.len(), 3);
+    let second = llm_calls(&scene.server).await.pop().unwrap();
+    assert!(second.to_string().contains("You reached out to this visitor first"), "{second}");
+    let metrics = scene.metrics().await;
+    assert!(metrics.lines().any(|l| l == "proactive_engaged_total 1"), "{metrics}");
 }
 
 #[tokio::test]

@@ -14,8 +14,7 @@
 use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Origin, OwnMark};
-use agent_core::crisp::SessionData;
-use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, VisitorMessage, id_for_log};
+use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, SessionData, VisitorMessage, id_for_log};
 use agent_core::handoff;
 use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
 use agent_core::proactive::book::{LinkKey, OfferBook};
@@ -609,14 +608,16 @@ impl Inner {
             .await
     }
 
-    /// When the visitor's message answers a proactive offer (within ten minutes of it): the
-    /// line that tells the model why the bot reached out. Counted once per offer.
+    /// When the visitor writes within ten minutes of a proactive offer: the line that tells
+    /// the model why the bot reached out. The first such message counts as engagement.
     async fn answers_an_offer(&self, session: &str) -> Option<String> {
         let book = self.deps.proactive.as_ref()?;
         let now = agent_core::proactive::now_secs();
-        let offer = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
-        metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
-        tracing::info!(trigger = offer.trigger.as_str(), "the visitor answered a proactive offer");
+        let (offer, first) = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
+        if first {
+            metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
+            tracing::info!(trigger = offer.trigger.as_str(), "the visitor answered a proactive offer");
+        }
         Some(reached_out_line(&offer, now))
     }
 

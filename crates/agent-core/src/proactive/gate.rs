@@ -201,15 +201,17 @@ impl VisitorGate {
         *self = previous;
     }
 
-    /// The visitor wrote. Returns the offer it answers (at most once per offer), when it came
-    /// within [`ENGAGED_WITHIN_SECS`] of one.
-    pub fn visitor_wrote(&mut self, now: f64) -> Option<Offer> {
+    /// The visitor wrote. Returns the offer made less than [`ENGAGED_WITHIN_SECS`] before (its
+    /// replies say why the bot reached out), and whether this is the visitor's first answer
+    /// to it (engagement is counted once).
+    pub fn visitor_wrote(&mut self, now: f64) -> Option<(Offer, bool)> {
         let offer = self.last_offer.as_mut()?;
-        if offer.state == OfferState::Engaged || now - offer.at > ENGAGED_WITHIN_SECS || now < offer.at {
+        if now - offer.at > ENGAGED_WITHIN_SECS || now < offer.at {
             return None;
         }
+        let first = offer.state != OfferState::Engaged;
         offer.state = OfferState::Engaged;
-        Some(offer.clone())
+        Some((offer.clone(), first))
     }
 }
 
@@ -256,7 +258,7 @@ mod tests {
     fn one_offer_per_cooldown_and_at_most_max_offers_per_session() {
         let mut gate = VisitorGate::default();
         offer(&mut gate, 1000.0);
-        gate.visitor_wrote(1010.0).expect("engaged");
+        assert!(gate.visitor_wrote(1010.0).expect("engaged").1);
         assert_eq!(gate.check(1299.0, "ps", &QUIET, &SETTINGS), Err(Suppressed::Cooldown));
         offer(&mut gate, 1300.0);
         gate.visitor_wrote(1310.0);
@@ -301,9 +303,12 @@ mod tests {
         assert!(gate.visitor_wrote(5.0).is_none(), "no offer, nothing to answer");
         offer(&mut gate, 0.0);
         gate.settle(200.0);
-        let answered = gate.visitor_wrote(599.0).expect("a late answer still engages");
+        let (answered, first) = gate.visitor_wrote(599.0).expect("a late answer still engages");
         assert_eq!(answered.trigger, Trigger::PingPong);
-        assert!(gate.visitor_wrote(600.0).is_none(), "once");
+        assert!(first);
+        let (_, again) = gate.visitor_wrote(600.0).expect("later messages still learn why");
+        assert!(!again, "engagement counts once");
+        assert!(gate.visitor_wrote(601.0).is_none(), "not after ten minutes");
         let mut late = VisitorGate::default();
         offer(&mut late, 0.0);
         assert!(late.visitor_wrote(601.0).is_none());
