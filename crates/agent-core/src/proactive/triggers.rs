@@ -863,6 +863,12 @@ mod tests {
         assert_eq!(feed(&mut w, "s1", &[act("/cart", T0 + 3.0), error(T0 + 4.0)]).len(), 1);
         let raw = Action { raw_url: "https://x.example/404?from=/y".into(), ..act("/y", T0 + 5.0) };
         assert_eq!(feed(&mut w, "s1", &[raw]).len(), 1);
+        // A visit is judged by its first action (the page load): a later click titled "Error"
+        // on a page that loaded fine is no error page.
+        let click = Action { title: "Click Error details".into(), ..act("/settings", T0 + 7.0) };
+        assert!(feed(&mut w, "s1", &[act("/settings", T0 + 6.0), click]).is_empty());
+        // The verdict is cached per page, URL and title: the same page load matches again.
+        assert_eq!(feed(&mut w, "s2", &[error(T0 + 8.0)]).len(), 1);
         // Without a pattern it never fires.
         let mut w = Watch::new(TriggerSettings { error_pattern: None, ..only(Trigger::ErrorPage) });
         assert!(feed(&mut w, "s1", &[error(T0)]).is_empty());
