@@ -416,3 +416,14 @@ async fn proactive_settings_are_checked_at_start() {
     // Crisp is never called by a rejected start.
     assert!(e2e::stand_ins::all_requests(&server).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_offer_goes_when_crisp_cannot_list_the_messages() {
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    mount_conversation(&scene.server, "GET", SITE, "messages", ResponseTemplate::new(403), 1).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    assert_eq!(requests_to(&scene.server, "POST", &scene.initiate_path()).await.len(), 1);
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}

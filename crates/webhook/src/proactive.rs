@@ -137,27 +137,37 @@ impl Offers {
         // The cheap checks first: no Crisp call for a visitor the gate holds back anyway.
         let mut floor = deps.coordination.floor(conversation).await;
         let gate = deps.settings.gate;
-        let precheck = deps.book.update(conversation, now, |g| g.check(now, &firing.session_id, &floor, &gate)).await;
-        match precheck {
+        let precheck = deps
+            .book
+            .update(conversation, now, |g| g.check(now, &firing.session_id, &floor, &gate).map(|()| g.visitor_wrote_at))
+            .await;
+        let known = match precheck {
             None => return Outcome::Suppressed(Suppressed::Busy),
             Some(Err(reason)) => return Outcome::Suppressed(reason),
-            Some(Ok(())) => {}
-        }
+            Some(Ok(known)) => known,
+        };
+        // The last messages from either side, and whether the visitor ever wrote: from Crisp,
+        // else (it cannot say) from what this bot saw of the visitor.
         let history = match deps.crisp.messages(conversation).await {
-            Ok(messages) => messages,
-            Err(CrispError::Status { status: 404, .. }) => Vec::new(),
+            Ok(messages) => Some(messages),
+            Err(CrispError::Status { status: 404, .. }) => Some(Vec::new()),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the conversation; no offer");
-                return Outcome::Failed;
+                tracing::warn!(error = %e, "cannot read the conversation's messages; judging by what the bot saw");
+                None
             }
         };
-        let visitor_wrote = history.iter().any(|m| m.from == "user");
-        floor.last_message_at = history
+        let from_crisp = history.as_deref().unwrap_or_default();
+        let visitor_wrote = known.is_some() || from_crisp.iter().any(|m| m.from == "user");
+        let last_in_crisp = from_crisp
             .iter()
             .filter(|m| matches!(m.from.as_str(), "user" | "operator") && m.kind != "event")
             .filter_map(|m| m.timestamp)
             .max()
             .map(|ms| ms as f64 / 1000.0);
+        floor.last_message_at = match (last_in_crisp, known) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         // Decided and recorded in one step, under the visitor's lock (on Redis, across replicas).
         let reserved = deps
             .book

@@ -130,6 +130,10 @@ pub struct VisitorGate {
     /// The conversation was handed over to a human: no offers there any more.
     #[serde(default)]
     pub handed_off: bool,
+    /// When the visitor last wrote, as far as this record knows (Unix seconds): the quiet
+    /// rule's fallback when Crisp cannot list the conversation's messages.
+    #[serde(default)]
+    pub visitor_wrote_at: Option<f64>,
 }
 
 impl VisitorGate {
@@ -205,6 +209,7 @@ impl VisitorGate {
     /// replies say why the bot reached out), and whether this is the visitor's first answer
     /// to it (engagement is counted once).
     pub fn visitor_wrote(&mut self, now: f64) -> Option<(Offer, bool)> {
+        self.visitor_wrote_at = Some(now);
         let offer = self.last_offer.as_mut()?;
         if now - offer.at > ENGAGED_WITHIN_SECS || now < offer.at {
             return None;
