@@ -319,6 +319,8 @@ async fn an_answered_offer_is_engagement_and_the_reply_knows_why() {
     scene.link().await;
     scene.ping_pong().await;
     scene.wait_outcome("sent", 1).await;
+    // Crisp echoes the offer as an operator message: the bot's own, never a human takeover.
+    scene.webhook.deliver(&operator_message(SITE, CRISP_SESSION, 4242, OFFER, false, "bot")).await;
     scene.webhook.deliver(&visitor_message(SITE, CRISP_SESSION, 9001, "yes, where is the export?")).await;
     let replies = wait_for(&scene.server, "POST", &scene.message_path(), 2, LIMIT).await;
     assert_eq!(replies.len(), 2, "the offer, then the reply:\n{}", scene.webhook.stderr());
