@@ -429,3 +429,26 @@ async fn an_offer_goes_when_crisp_cannot_list_the_messages() {
     assert_eq!(requests_to(&scene.server, "POST", &scene.initiate_path()).await.len(), 1);
     assert_eq!(scene.offers_sent().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_signed_user_id_links_and_an_unsigned_one_does_not() {
+    use hmac::{Hmac, Mac};
+    let link_secret = "link-secret";
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(link_secret.as_bytes()).unwrap();
+    mac.update(b"user_1");
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let extra = [("LINK_SECRET", link_secret.to_owned())];
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &extra).await;
+    // Unsigned (a forged signature): no link, no offer.
+    let forged = json!({"autoplay_user_id": "user_1", "autoplay_user_sig": "00".repeat(32)});
+    scene.webhook.deliver(&set_data(CRISP_SESSION, forged)).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("unlinked", 1).await;
+    assert!(scene.offers_sent().await.is_empty());
+    // Signed by the site's backend: the visitor's firings reach this conversation.
+    let signed = json!({"autoplay_user_id": "user_1", "autoplay_user_sig": signature});
+    scene.webhook.deliver(&set_data(CRISP_SESSION, signed)).await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}
