@@ -302,7 +302,9 @@ async fn the_model_may_decline() {
 #[tokio::test]
 async fn the_template_goes_when_the_model_fails() {
     let template = "Lost between billing pages? Ask me anything.";
-    let extra = [("PROACTIVE_TEMPLATE_PING_PONG", template.to_owned())];
+    let traces = tempfile::tempdir().unwrap();
+    let extra =
+        [("PROACTIVE_TEMPLATE_PING_PONG", template.to_owned()), ("TRACE_DIR", traces.path().display().to_string())];
     let mut scene = Scene::start(ResponseTemplate::new(500), json!([]), &extra).await;
     scene.link().await;
     scene.ping_pong().await;
@@ -311,6 +313,23 @@ async fn the_template_goes_when_the_model_fails() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["content"], template);
     assert_eq!(sent[0]["automated"], true);
+    // The offer's trace: the firing, the outcome, the words and where they came from.
+    let trace_of_offer = || {
+        std::fs::read_dir(traces.path())
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains("-offer-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+    };
+    assert!(eventually(LIMIT, || trace_of_offer().is_some()).await, "no offer trace");
+    let trace: Value = serde_json::from_str(&trace_of_offer().unwrap()).unwrap();
+    assert_eq!(trace["trigger"], "ping_pong");
+    assert_eq!(trace["outcome"], "sent");
+    assert_eq!(trace["message"], template);
+    assert_eq!(trace["from_template"], true);
+    assert_eq!(trace["initiated"], true);
+    assert_eq!(trace["crisp_session"], CRISP_SESSION);
+    assert_eq!(trace["autoplay_session"], AUTOPLAY_SESSION);
 }
 
 #[tokio::test]
