@@ -102,8 +102,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The shape both binaries' `main` share: settings or a one-line error, `--check` or logs and
-/// the service until it stops; exit status 0 on a clean stop, 1 on a runtime error.
 /// The multi-threaded Tokio runtime both binaries run on; built after [`parse_cli`].
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -112,6 +110,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| fail(&format!("error: cannot start the async runtime: {e}")))
 }
 
+/// The shape both binaries' `main` share: settings or a one-line error, `--check` or logs and
+/// the service until it stops; exit status 0 on a clean stop, 1 on a runtime error.
 pub async fn serve<S, E: std::fmt::Display>(
     settings: Result<S, crate::config::ConfigError>,
     check_only: bool,

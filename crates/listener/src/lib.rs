@@ -162,7 +162,6 @@ async fn tick_triggers(watch: SharedWatch, store: StoreFeed) {
     }
 }
 
-/// Runs until `shutdown` resolves; then finishes the write in progress and returns.
 /// `--check`: the stream, the LLM and Redis, one line each. Returns whether all work.
 pub async fn check(settings: &Settings) -> bool {
     let client =
@@ -184,6 +183,7 @@ pub async fn check(settings: &Settings) -> bool {
     agent_core::checks::report(&checks)
 }
 
+/// Runs until `shutdown` resolves; then finishes the write in progress and returns.
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     if let Some(addr) = settings.metrics_addr {
         agent_core::telemetry::serve_on(addr).map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
