@@ -120,7 +120,7 @@ struct WireCalled {
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     #[error("LLM request failed: {0}")]
-    Transport(String),
+    Transport(#[from] crate::http_body::TransportError),
     #[error("LLM answered HTTP {status}: {message}")]
     Status { status: u16, message: String, retry_after: Option<Duration> },
     #[error("LLM answer could not be read: {0}")]
@@ -183,7 +183,7 @@ impl LlmClient {
             .connect_timeout(Duration::from_secs(10))
             .timeout(LLM_CALL_TIMEOUT)
             .build()
-            .map_err(|e| LlmError::Transport(e.to_string()))?;
+            .map_err(|e| LlmError::Transport(e.into()))?;
         Ok(Self {
             http,
             endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
@@ -204,7 +204,7 @@ impl LlmClient {
         if !self.api_key.expose_secret().is_empty() {
             builder = builder.bearer_auth(self.api_key.expose_secret());
         }
-        let response = builder.send().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let response = builder.send().await.map_err(|e| LlmError::Transport(e.into()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -264,7 +264,7 @@ impl LlmClient {
         if !self.api_key.expose_secret().is_empty() {
             builder = builder.bearer_auth(self.api_key.expose_secret());
         }
-        let response = builder.send().await.map_err(|e| LlmError::Transport(describe_reqwest(&e)))?;
+        let response = builder.send().await.map_err(|e| LlmError::Transport(e.into()))?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = parse_retry_after(response.headers());
@@ -273,7 +273,7 @@ impl LlmClient {
             return Err(LlmError::Status { status: status.as_u16(), message, retry_after });
         }
         let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
-            BodyError::Broken(e) => LlmError::Transport(describe_reqwest(&e)),
+            BodyError::Broken(e) => LlmError::Transport(e.into()),
             too_large @ BodyError::TooLarge { .. } => LlmError::Decode(too_large.to_string()),
         })?;
         let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::Decode(e.to_string()))?;
@@ -294,28 +294,6 @@ fn error_message(body: &str) -> String {
         .ok()
         .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned));
     from_envelope.unwrap_or_else(|| body.chars().take(200).collect())
-}
-
-/// reqwest's message without the URL's query string (which could carry a secret).
-pub fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "broken response body"
-    } else {
-        "request error"
-    };
-    match e.url() {
-        Some(url) => format!("{kind} ({})", redacted_url(url)),
-        None => kind.to_owned(),
-    }
-}
-
-/// A URL without credentials, port or query, for logs and errors.
-pub fn redacted_url(url: &reqwest::Url) -> String {
-    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
 
 #[cfg(test)]

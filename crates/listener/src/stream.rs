@@ -1,6 +1,6 @@
 //! The Autoplay stream connection: connect, read frames, reconnect forever with backoff.
 
-use agent_core::llm::{describe_reqwest, redacted_url};
+use agent_core::http_body::{describe_reqwest, redacted_url};
 use agent_core::retry::Backoff;
 use agent_core::sse::{SseItem, SseParser};
 use agent_core::telemetry;

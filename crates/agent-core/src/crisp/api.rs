@@ -2,7 +2,6 @@
 
 use super::hook::Lenient;
 use crate::http_body::{BodyError, read_capped};
-use crate::llm::describe_reqwest;
 use crate::retry::{RetryPolicy, RetryableError, parse_retry_after};
 use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,7 +27,7 @@ pub struct CrispSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum CrispError {
     #[error("Crisp request failed: {0}")]
-    Transport(String),
+    Transport(#[from] crate::http_body::TransportError),
     #[error("Crisp answered HTTP {status} ({reason})")]
     Status { status: u16, reason: String, retry_after: Option<Duration> },
     #[error("Crisp answer could not be read: {0}")]
@@ -171,7 +170,7 @@ impl CrispClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(CRISP_CALL_TIMEOUT)
             .build()
-            .map_err(|e| CrispError::Transport(e.to_string()))?;
+            .map_err(|e| CrispError::Transport(e.into()))?;
         Ok(Self { http, base, settings, retry })
     }
 
@@ -318,11 +317,11 @@ impl CrispClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| CrispError::Transport(describe_reqwest(&e)))?;
+        let response = request.send().await.map_err(|e| CrispError::Transport(e.into()))?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
         let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
-            BodyError::Broken(e) => CrispError::Transport(describe_reqwest(&e)),
+            BodyError::Broken(e) => CrispError::Transport(e.into()),
             too_large @ BodyError::TooLarge { .. } => CrispError::Decode(too_large.to_string()),
         })?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
