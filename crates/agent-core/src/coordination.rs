@@ -221,8 +221,13 @@ impl Coordination {
     /// in the conversation, an offer also needs the bot to have nothing to answer there.
     pub async fn floor(&self, session: &str) -> Floor {
         let human = self.human_has(session).await;
-        let mut bot_busy = self.local.busy(session);
-        if !bot_busy && let Some(redis) = &self.shared {
+        // With a human in the conversation nobody else may speak: whether the bot is busy
+        // there does not matter, so it is not looked up.
+        let mut bot_busy = !human && self.local.busy(session);
+        if !human
+            && !bot_busy
+            && let Some(redis) = &self.shared
+        {
             bot_busy = redis.busy(session).await.unwrap_or(true);
         }
         Floor { human, bot_busy, last_message_at: None }

@@ -199,12 +199,17 @@ impl OfferBook {
     }
 }
 
-/// Drops records older than a day, then the oldest beyond [`MAX_RECORDS`].
+/// Drops records older than a day.
+fn expire<V>(map: &mut HashMap<String, V>, now: f64, at: impl Fn(&V) -> f64) {
+    map.retain(|_, v| now - at(v) < RECORD_TTL_SECS);
+}
+
+/// Past [`MAX_RECORDS`]: drops records older than a day, then the oldest.
 fn prune<V>(map: &mut HashMap<String, V>, now: f64, at: impl Fn(&V) -> f64) {
     if map.len() <= MAX_RECORDS {
         return;
     }
-    map.retain(|_, v| now - at(v) < RECORD_TTL_SECS);
+    expire(map, now, &at);
     if map.len() > MAX_RECORDS {
         let mut times: Vec<f64> = map.values().map(&at).collect();
         times.sort_by(f64::total_cmp);
@@ -277,9 +282,9 @@ impl LocalBook {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             // Records older than a day go with each save (a day is their time to live).
             let now = super::now_secs();
-            state.links.retain(|_, (_, at)| now - *at < RECORD_TTL_SECS);
-            state.visitors.retain(|_, (_, at)| now - *at < RECORD_TTL_SECS);
-            state.fired.retain(|_, at| now - *at < RECORD_TTL_SECS);
+            expire(&mut state.links, now, |(_, at)| *at);
+            expire(&mut state.visitors, now, |(_, at)| *at);
+            expire(&mut state.fired, now, |at| *at);
             serde_json::to_vec(&*state).unwrap_or_default()
         };
         let path = path.clone();

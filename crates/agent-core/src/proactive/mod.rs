@@ -106,6 +106,28 @@ pub fn now_secs() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Untrusted text (from the stream, or a model) as one line of at most `max` characters: line
+/// breaks and other control characters become spaces, so it cannot start a line of its own in
+/// a prompt or a log.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    push_one_line(text, max, &mut out);
+    out
+}
+
+/// [`one_line`] into `out` (cleared first), reusing its buffer.
+pub fn push_one_line(text: &str, max: usize, out: &mut String) {
+    out.clear();
+    // The common case, short printable ASCII (a URL), is one copy.
+    if text.len() <= max && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.push_str(text);
+        return;
+    }
+    out.extend(
+        text.chars().take(max).map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { ' ' } else { c }),
+    );
+}
+
 /// Longest `detail` and `page` a firing carries (they come from the stream, and end up in a
 /// prompt).
 pub const MAX_FIRING_TEXT: usize = 300;

@@ -2,8 +2,8 @@
 //! per-trigger templates sent when the model fails, and the line a later reply's prompt gets
 //! about why the bot reached out.
 
-use super::Trigger;
 use super::gate::Offer;
+use super::{Trigger, one_line};
 use crate::llm::{ChatMessage, ChatRequest, Role};
 
 /// Characters of an offer at most.
@@ -37,11 +37,6 @@ fn meaning(trigger: Trigger) -> &'static str {
         Trigger::Repeat => "repeated the same action several times in a few seconds (it may not work)",
         Trigger::ErrorPage => "reached a page that looks like an error",
     }
-}
-
-/// One line of untrusted text: control characters as spaces, at most `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect()
 }
 
 /// The request asking the model whether to reach out, and with what words.

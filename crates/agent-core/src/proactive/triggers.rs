@@ -81,23 +81,11 @@ impl TriggerSettings {
 /// Text from the stream as a firing carries it: at most [`MAX_FIRING_TEXT`] characters, line
 /// breaks and other control characters as spaces (it is data, and ends up in logs and prompts).
 pub fn firing_text(s: &str) -> String {
-    let mut out = String::new();
-    clean_into(s, &mut out);
-    out
+    super::one_line(s, MAX_FIRING_TEXT)
 }
 
 fn clean_into(s: &str, out: &mut String) {
-    out.clear();
-    // The common case, a short printable ASCII URL, is one copy.
-    if s.len() <= MAX_FIRING_TEXT && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        out.push_str(s);
-        return;
-    }
-    out.extend(
-        s.chars()
-            .take(MAX_FIRING_TEXT)
-            .map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { ' ' } else { c }),
-    );
+    super::push_one_line(s, MAX_FIRING_TEXT, out);
 }
 
 fn trigger_index(trigger: Trigger) -> usize {
@@ -302,10 +290,6 @@ impl Watch {
         }
     }
 
-    pub fn settings(&self) -> &TriggerSettings {
-        &self.settings
-    }
-
     fn is_on(&self, trigger: Trigger) -> bool {
         self.on[trigger_index(trigger)]
     }
@@ -446,7 +430,7 @@ impl Watch {
             let matched = match trigger {
                 Trigger::PingPong => ping_on && s.ping.triples >= cycles,
                 Trigger::Dwell => {
-                    let end = if action.timestamp_end.is_finite() { t.max(action.timestamp_end) } else { t };
+                    let end = action_end(action, t);
                     dwell_on
                         && s.page.is_some()
                         && !s.dwell.fired
@@ -521,13 +505,7 @@ impl Watch {
         let span = session_now - s.dwell.start;
         if span >= dwell {
             s.dwell.fired = true;
-            let detail = format!(
-                "stayed on {} for {:.0} s with {} action{}",
-                s.page_text,
-                span,
-                s.dwell.actions,
-                if s.dwell.actions == 1 { "" } else { "s" }
-            );
+            let detail = dwell_detail(&s.page_text, span, s.dwell.actions);
             let page = s.page_text.clone();
             out.push(firing(s, Trigger::Dwell, millis(s.dwell.start_own), (session_now, wall), page, &detail));
         } else {
@@ -605,6 +583,16 @@ fn repeat_hit(s: &mut Session, key: u64, t: f64) -> bool {
     hit
 }
 
+/// When an action ended on the session clock (`t`: when it started).
+fn action_end(action: &Action<'_>, t: f64) -> f64 {
+    if action.timestamp_end.is_finite() { t.max(action.timestamp_end) } else { t }
+}
+
+/// A dwell firing's detail: the page, how long, how few actions.
+fn dwell_detail(page: &str, span: f64, actions: usize) -> String {
+    format!("stayed on {page} for {span:.0} s with {actions} action{}", if actions == 1 { "" } else { "s" })
+}
+
 /// The firing for an action that matched `trigger` (before its state is spent).
 fn describe(s: &Session, trigger: Trigger, action: &Action<'_>, own: f64, t: f64, wall: f64) -> Firing {
     let page = firing_text(&action.canonical_url);
@@ -619,19 +607,10 @@ fn describe(s: &Session, trigger: Trigger, action: &Action<'_>, own: f64, t: f64
                 s.ping.span()
             ),
         ),
-        Trigger::Dwell => {
-            let end = if action.timestamp_end.is_finite() { t.max(action.timestamp_end) } else { t };
-            (
-                millis(s.dwell.start_own),
-                format!(
-                    "stayed on {} for {:.0} s with {} action{}",
-                    s.page_text,
-                    end - s.dwell.start,
-                    s.dwell.actions,
-                    if s.dwell.actions == 1 { "" } else { "s" }
-                ),
-            )
-        }
+        Trigger::Dwell => (
+            millis(s.dwell.start_own),
+            dwell_detail(&s.page_text, action_end(action, t) - s.dwell.start, s.dwell.actions),
+        ),
         Trigger::Repeat => (
             millis(own),
             format!(
