@@ -108,28 +108,35 @@ impl StoreArgs {
         })
     }
 
-    /// The Redis connection, when REDIS_URL is set (connects lazily).
-    pub fn redis(&self) -> Result<Option<crate::redis_conn::RedisConn>, ConfigError> {
-        non_empty(self.redis_url.as_deref())
+    /// The validated store settings: the bounds, the directory and, when REDIS_URL is set,
+    /// the Redis connection (prepared, not yet connected). Nothing is opened here.
+    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        let redis = non_empty(self.redis_url.as_deref())
             .map(|url| {
                 crate::redis_conn::RedisConn::lazy(&url, &self.redis_key_prefix)
                     .map_err(|reason| ConfigError::Invalid { var: "REDIS_URL", reason })
             })
-            .transpose()
+            .transpose()?;
+        Ok(StoreSettings { data_dir: self.data_dir.clone(), limits: self.limits()?, redis })
     }
+}
 
-    /// Opens the configured store: Redis when given, else files under DATA_DIR.
-    pub fn open(
-        &self,
-        redis: Option<&crate::redis_conn::RedisConn>,
-    ) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
-        let limits = self.limits()?;
-        if let Some(conn) = redis {
-            return Ok(std::sync::Arc::new(crate::context::RedisStore::new(conn.clone(), limits)));
+/// Where the per-visitor context lives: Redis when configured, else files under `data_dir`.
+#[derive(Clone)]
+pub struct StoreSettings {
+    pub data_dir: std::path::PathBuf,
+    pub limits: crate::context::StoreLimits,
+    pub redis: Option<crate::redis_conn::RedisConn>,
+}
+
+impl StoreSettings {
+    /// Opens the configured store (creating `data_dir` for the file store).
+    pub fn open(&self) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
+        if let Some(conn) = &self.redis {
+            return Ok(std::sync::Arc::new(crate::context::RedisStore::new(conn.clone(), self.limits.clone())));
         }
-        let store = crate::context::FileStore::open(&self.data_dir, limits).map_err(|e| ConfigError::Invalid {
-            var: "DATA_DIR",
-            reason: format!("cannot use {}: {e}", self.data_dir.display()),
+        let store = crate::context::FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| {
+            ConfigError::Invalid { var: "DATA_DIR", reason: format!("cannot use {}: {e}", self.data_dir.display()) }
         })?;
         Ok(std::sync::Arc::new(store))
     }

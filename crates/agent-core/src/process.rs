@@ -110,13 +110,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| fail(&format!("error: cannot start the async runtime: {e}")))
 }
 
-/// The shape both binaries' `main` share: settings or a one-line error, `--check` or logs and
-/// the service until it stops; exit status 0 on a clean stop, 1 on a runtime error.
-pub async fn serve<S, E: std::fmt::Display>(
+/// The shape both binaries' `main` share: settings or a one-line error, `--check`, or logs,
+/// the app built from the settings (a failure is one line naming the setting, status 2) and
+/// run until it stops; exit status 0 on a clean stop, 1 on a runtime error.
+pub async fn serve<S, A, E: std::fmt::Display>(
     settings: Result<S, crate::config::ConfigError>,
     check_only: bool,
     check: impl AsyncFnOnce(&S) -> bool,
-    run: impl AsyncFnOnce(S) -> Result<(), E>,
+    build: impl AsyncFnOnce(S) -> Result<A, crate::config::ConfigError>,
+    run: impl AsyncFnOnce(A) -> Result<(), E>,
 ) -> ! {
     let settings = settings.unwrap_or_else(|e| fail(&format!("error: {e}")));
     if check_only {
@@ -124,7 +126,8 @@ pub async fn serve<S, E: std::fmt::Display>(
         exit(if check(&settings).await { 0 } else { 1 });
     }
     init_tracing();
-    match run(settings).await {
+    let app = build(settings).await.unwrap_or_else(|e| fail(&format!("error: {e}")));
+    match run(app).await {
         Ok(()) => exit(0),
         Err(e) => {
             tracing::error!("{e:#}");

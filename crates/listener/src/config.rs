@@ -1,15 +1,13 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty, socket_addr};
-use agent_core::context::ContextStore;
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr};
 use agent_core::llm::LlmClient;
 use agent_core::proactive::Trigger;
 use agent_core::proactive::triggers::TriggerSettings;
 use agent_core::retry::RetryPolicy;
 use clap::Parser;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads the Autoplay real-time event stream into the activity file, with a short LLM summary
@@ -67,7 +65,7 @@ pub struct Cli {
     pub proactive_error_pattern: Option<String>,
 }
 
-/// Validated settings.
+/// Validated settings: parsing them opens nothing; [`crate::App::build`] does.
 pub struct Settings {
     pub stream_url: reqwest::Url,
     pub token: Option<SecretString>,
@@ -76,8 +74,8 @@ pub struct Settings {
     pub event_data_path: PathBuf,
     pub session_reset: Duration,
     pub stream_idle_timeout: Duration,
-    pub store: Arc<dyn ContextStore>,
-    pub redis: Option<agent_core::redis_conn::RedisConn>,
+    /// The context store (and its Redis, when configured); opened by [`crate::App::build`].
+    pub store: StoreSettings,
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Proactive triggers; off when `enabled` is empty.
     pub triggers: TriggerSettings,
@@ -129,14 +127,12 @@ impl Cli {
         if self.stream_idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid { var: "STREAM_IDLE_TIMEOUT_SECS", reason: "must be at least 1".into() });
         }
-        let redis = self.store.redis()?;
-        let store = self.store.open(redis.as_ref())?;
+        let store = self.store.settings()?;
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9101")?;
         let triggers = self.trigger_settings()?;
         Ok(Settings {
             triggers,
             store,
-            redis,
             metrics_addr,
             stream_url,
             token,

@@ -6,6 +6,8 @@ pub mod stream;
 pub mod summarizer;
 
 use agent_core::activity_file::{ActivityFile, format_action_block};
+use agent_core::config::ConfigError;
+use agent_core::context::ContextStore;
 use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::proactive::triggers::Watch;
 use agent_core::sse::SseItem;
@@ -177,65 +179,87 @@ pub async fn check(settings: &Settings) -> bool {
         Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
         None => println!("skipped OpenAI: summaries are off"),
     }
-    if let Some(redis) = &settings.redis {
+    if let Some(redis) = &settings.store.redis {
         checks.push(agent_core::checks::redis(redis).await);
     }
     agent_core::checks::report(&checks)
 }
 
-/// Runs until `shutdown` resolves; then finishes the write in progress and returns.
-pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    if let Some(addr) = settings.metrics_addr {
-        agent_core::telemetry::serve_on(addr).map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
-        tracing::info!(%addr, "metrics at /metrics");
+/// The listener, built from validated settings (the one place that opens the store and binds
+/// `/metrics`), not yet reading the stream. `main` and the in-process tests both start it
+/// through [`App::build`] and [`App::run`].
+pub struct App {
+    settings: Settings,
+    store: Arc<dyn ContextStore>,
+    client: StreamClient,
+}
+
+impl App {
+    /// Opens the store and serves `/metrics` when asked; each failure names its setting.
+    pub async fn build(settings: Settings) -> Result<App, ConfigError> {
+        if let Some(addr) = settings.metrics_addr {
+            agent_core::telemetry::serve_on(addr)
+                .map_err(|reason| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {reason}") })?;
+            tracing::info!(%addr, "metrics at /metrics");
+        }
+        let store = settings.store.open()?;
+        let client =
+            StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout)
+                .map_err(|e| ConfigError::Invalid { var: "STREAM_URL", reason: e.to_string() })?;
+        Ok(App { settings, store, client })
     }
-    let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
-    let watch = if settings.triggers.is_off() {
-        None
-    } else {
-        let on: Vec<&str> = settings.triggers.enabled.iter().map(|t| t.as_str()).collect();
-        tracing::info!(triggers = %on.join(","), "proactive triggers on");
-        Some(Arc::new(Mutex::new(Watch::new(settings.triggers))))
-    };
-    let (store_feed, store_writer) = StoreFeed::start(settings.store, watch.clone());
-    let summarizer = settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
-    if let Some(summarizer) = &summarizer {
-        tokio::spawn(Arc::clone(summarizer).sweep_forever());
-    } else {
-        tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
+
+    /// Reads the stream until `shutdown` resolves; then finishes the write in progress.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let App { settings, store, client } = self;
+        let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
+        let watch = if settings.triggers.is_off() {
+            None
+        } else {
+            let on: Vec<&str> = settings.triggers.enabled.iter().map(|t| t.as_str()).collect();
+            tracing::info!(triggers = %on.join(","), "proactive triggers on");
+            Some(Arc::new(Mutex::new(Watch::new(settings.triggers))))
+        };
+        let (store_feed, store_writer) = StoreFeed::start(store, watch.clone());
+        let summarizer =
+            settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
+        if let Some(summarizer) = &summarizer {
+            tokio::spawn(Arc::clone(summarizer).sweep_forever());
+        } else {
+            tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
+        }
+        let ticker = watch.clone().map(|watch| tokio::spawn(tick_triggers(watch, store_feed.clone())));
+        let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        // The stream is read on a thread of its own with a single-threaded runtime: the HTTP
+        // connection and the reader then take turns on one thread, instead of waking each other
+        // across threads for every chunk, and the store writer and summaries never delay it.
+        let reader = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            // Every network read was written and handed on (`flush`) before `run` returns.
+            runtime.block_on(client.run(&mut ingest, stop_rx));
+            let _ = ended_tx.send(());
+            Ok::<(), std::io::Error>(())
+        })?;
+        tracing::info!(file = %settings.event_data_path.display(), "Listening for live website clicks\u{2026} (Press Ctrl+C to stop)");
+        tokio::select! {
+            _ = ended_rx => {}
+            () = shutdown => { let _ = stop_tx.send(true); }
+        }
+        match tokio::task::spawn_blocking(move || reader.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(anyhow::anyhow!("cannot start the stream reader: {e}")),
+            Ok(Err(_)) | Err(_) => return Err(anyhow::anyhow!("the stream reader stopped unexpectedly")),
+        }
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        if let Some(summarizer) = summarizer {
+            summarizer.drain(SHUTDOWN_GRACE).await;
+        }
+        store_writer.finish(SHUTDOWN_GRACE).await;
+        tracing::info!("listener stopped");
+        Ok(())
     }
-    let client = StreamClient::new(settings.stream_url, settings.token, settings.stream_idle_timeout)?;
-    let ticker = watch.clone().map(|watch| tokio::spawn(tick_triggers(watch, store_feed.clone())));
-    let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-    // The stream is read on a thread of its own with a single-threaded runtime: the HTTP
-    // connection and the reader then take turns on one thread, instead of waking each other
-    // across threads for every chunk, and the store writer and summaries never delay it.
-    let reader = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        // Every network read was written and handed on (`flush`) before `run` returns.
-        runtime.block_on(client.run(&mut ingest, stop_rx));
-        let _ = ended_tx.send(());
-        Ok::<(), std::io::Error>(())
-    })?;
-    tracing::info!(file = %settings.event_data_path.display(), "Listening for live website clicks\u{2026} (Press Ctrl+C to stop)");
-    tokio::select! {
-        _ = ended_rx => {}
-        () = shutdown => { let _ = stop_tx.send(true); }
-    }
-    match tokio::task::spawn_blocking(move || reader.join()).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(anyhow::anyhow!("cannot start the stream reader: {e}")),
-        Ok(Err(_)) | Err(_) => return Err(anyhow::anyhow!("the stream reader stopped unexpectedly")),
-    }
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    if let Some(summarizer) = summarizer {
-        summarizer.drain(SHUTDOWN_GRACE).await;
-    }
-    store_writer.finish(SHUTDOWN_GRACE).await;
-    tracing::info!("listener stopped");
-    Ok(())
 }

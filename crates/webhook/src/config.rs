@@ -4,22 +4,18 @@ use crate::context::ContextScope;
 use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
-use crate::traces::TraceWriter;
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, http_url, non_empty, socket_addr};
-use agent_core::context::ContextStore;
-use agent_core::coordination::{CoordTimings, RedisCoordinator};
+use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr};
+use agent_core::coordination::CoordTimings;
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
 use agent_core::proactive::Trigger;
 use agent_core::proactive::gate::GateSettings;
 use agent_core::proactive::offer::DEFAULT_TEMPLATES;
-use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
 use agent_core::retry::RetryPolicy;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Receives Crisp chat web hooks and answers each visitor message with an LLM reply grounded in
@@ -183,16 +179,6 @@ pub struct Cli {
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
 pub const MAX_WAITING_PER_CONVERSATION: usize = 100;
 
-/// This replica's name on the conversations it holds in Redis: the same after a restart (so it
-/// resumes its own conversations at once), different for each replica (host and port).
-fn replica_name(bind_addr: &SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default();
-    format!("{host}/{bind_addr}")
-}
-
 /// What the visitor reads on a hand-off, operators online / offline.
 pub const DEFAULT_HANDOFF_MESSAGE: &str = "I'm connecting you with a teammate. They'll reply right here shortly.";
 pub const DEFAULT_HANDOFF_OFFLINE_MESSAGE: &str = "I've passed your conversation to our team. Nobody is online right now; a teammate will reply here as soon as they're back.";
@@ -200,14 +186,15 @@ pub const DEFAULT_HANDOFF_OFFLINE_MESSAGE: &str = "I've passed your conversation
 /// What the visitor reads when the LLM cannot answer.
 pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
+/// Validated settings: parsing them reads no file and opens nothing; [`crate::App::build`] does.
 pub struct Settings {
-    pub traces: Option<TraceWriter>,
-    pub redis: Option<agent_core::redis_conn::RedisConn>,
-    /// Coordination shared with other replicas (Redis), when configured.
-    pub shared: Option<RedisCoordinator>,
+    /// `TRACE_DIR` (unset: no traces) and `TRACE_MAX_FILES`.
+    pub trace_dir: Option<PathBuf>,
+    pub trace_max_files: usize,
+    /// The context store (`session` scope), the inbox journal (`DATA_DIR`) and, with Redis,
+    /// the coordination of replicas.
+    pub store: StoreSettings,
     pub timings: CoordTimings,
-    /// Where the inbox journal lives (`DATA_DIR`).
-    pub data_dir: PathBuf,
     /// Accepted messages older than this when their turn comes are settled unanswered.
     pub reply_max_age: Duration,
     /// Visitor messages recorded and not yet answered, at most.
@@ -222,12 +209,11 @@ pub struct Settings {
     pub llm: LlmClient,
     pub event_data_path: PathBuf,
     pub context_scope: ContextScope,
-    /// Opened only for the `session` scope.
-    pub store: Option<Arc<dyn ContextStore>>,
     pub context_max_chars: usize,
     pub link_secret: Option<SecretString>,
     pub bind_addr: SocketAddr,
-    pub system_prompt: String,
+    /// `SYSTEM_PROMPT_PATH`; `None`: the built-in prompt.
+    pub system_prompt_path: Option<PathBuf>,
     pub max_concurrent_replies: usize,
     pub shutdown_grace: Duration,
     pub prompt_limits: PromptLimits,
@@ -239,8 +225,6 @@ pub struct Settings {
     pub mcp_api_key: Option<SecretString>,
     /// `None`: no proactive offers.
     pub proactive: Option<ProactiveSettings>,
-    /// This replica's name on Redis (host and port).
-    pub replica: String,
 }
 
 /// A text the visitor reads: not empty.
@@ -286,13 +270,6 @@ impl Cli {
             var: "BIND_ADDR",
             reason: format!("{e} (expected host:port, e.g. 0.0.0.0:3000)"),
         })?;
-        let system_prompt = match &self.system_prompt_path {
-            None => DEFAULT_SYSTEM_PROMPT.to_owned(),
-            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-                var: "SYSTEM_PROMPT_PATH",
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?,
-        };
         at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
         if !agent_core::crisp::is_plain_id(&website_id) {
             return Err(ConfigError::Invalid { var: "WEBSITE_ID", reason: "not a Crisp website id".into() });
@@ -311,37 +288,19 @@ impl Cli {
             max_connections: at_least_one(self.max_connections as u64, "MAX_CONNECTIONS")? as usize,
         };
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9102")?;
-        let redis = self.store.redis()?;
-        let store = match self.context_scope {
-            ContextScope::Session => Some(self.store.open(redis.as_ref())?),
-            ContextScope::Shared => None,
-        };
+        let store = self.store.settings()?;
         let timings = CoordTimings {
             human_takeover: Duration::from_secs(self.human_takeover_secs),
             lease: Duration::from_secs(at_least_one(self.hold_lease_secs, "HOLD_LEASE_SECS")?),
             ..CoordTimings::default()
         };
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
-        let replica = replica_name(&bind_addr);
-        let shared = redis
-            .clone()
-            .map(|conn| RedisCoordinator::new(conn, timings.clone(), MAX_WAITING_PER_CONVERSATION, replica.clone()));
         let proactive = self.proactive()?;
-        let traces = match &self.trace_dir {
-            Some(dir) if !dir.as_os_str().is_empty() => {
-                Some(TraceWriter::open(dir.clone(), self.trace_max_files).map_err(|e| ConfigError::Invalid {
-                    var: "TRACE_DIR",
-                    reason: format!("cannot use {}: {e}", dir.display()),
-                })?)
-            }
-            _ => None,
-        };
         Ok(Settings {
-            traces,
-            redis,
-            shared,
+            trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
+            trace_max_files: self.trace_max_files,
+            store,
             timings,
-            data_dir: self.store.data_dir.clone(),
             reply_max_age,
             handoff: HandoffSettings {
                 message: required_text(&self.handoff_message, "HANDOFF_MESSAGE")?,
@@ -353,7 +312,6 @@ impl Cli {
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
             context_scope: self.context_scope,
-            store,
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
             webhook_secret: SecretString::from(webhook_secret),
@@ -362,7 +320,7 @@ impl Cli {
             llm,
             event_data_path: self.event_data_path,
             bind_addr,
-            system_prompt,
+            system_prompt_path: self.system_prompt_path,
             max_concurrent_replies: self.max_concurrent_replies,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             prompt_limits,
@@ -371,7 +329,6 @@ impl Cli {
             mcp_signing_secret: non_empty(self.mcp_signing_secret.as_deref()).map(SecretString::from),
             mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
             proactive,
-            replica,
         })
     }
 

@@ -1,22 +1,15 @@
-use agent_core::process::{fail, parse_cli, runtime, serve, shutdown_signal};
+use agent_core::process::{parse_cli, runtime, serve, shutdown_signal};
+use webhook::App;
 use webhook::config::Cli;
 
 fn main() {
     let cli: Cli = parse_cli();
     let check_only = cli.check;
-    runtime().block_on(async {
-        serve(
-            cli.into_settings(),
-            check_only,
-            async |s| webhook::check(s).await,
-            async |s| {
-                let listener = match tokio::net::TcpListener::bind(s.bind_addr).await {
-                    Ok(listener) => listener,
-                    Err(e) => fail(&format!("error: BIND_ADDR {}: cannot listen: {e}", s.bind_addr)),
-                };
-                webhook::run(s, listener, shutdown_signal()).await
-            },
-        )
-        .await
-    })
+    runtime().block_on(serve(
+        cli.into_settings(),
+        check_only,
+        async |settings| webhook::check(settings).await,
+        App::build,
+        async |app| app.run(shutdown_signal()).await,
+    ))
 }

@@ -1,5 +1,5 @@
 //! `/mcp` with a real MCP client (rmcp's Streamable HTTP client): the whole webhook runs
-//! in-process on port 0 (`webhook::run`), over a file store seeded through its write API and a
+//! in-process on port 0 (`webhook::App`), over a file store seeded through its write API and a
 //! wiremock stand-in for Crisp's REST API. Hugo's signed calls go through a small signing
 //! proxy, which signs each request body as Crisp does (or wrongly, for the refusal tests).
 
@@ -125,10 +125,10 @@ async fn start(signing_secret: Option<&str>, api_key: Option<&str>) -> Webhook {
         args.extend(["--mcp-api-key", key]);
     }
     let settings = webhook::config::Cli::try_parse_from(args).unwrap().into_settings().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let app = webhook::App::build(settings).await.unwrap();
+    let addr = app.addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(webhook::run(settings, listener, async move {
+    tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
     Webhook { addr, _crisp: crisp, _data: data, _stop: stop }

@@ -1,0 +1,259 @@
+//! The one place that builds the running webhook from validated [`Settings`]: it opens what
+//! the settings name (the context store, the trace directory, the prompt file, the inbox
+//! journal), binds the ports and wires the parts. `main` and the in-process tests both start
+//! the webhook through [`App::build`] and [`App::run`].
+
+use crate::config::{MAX_WAITING_PER_CONVERSATION, Settings};
+use crate::context::{ContextScope, ContextSource};
+use crate::mcp;
+use crate::proactive::{OfferDeps, Offers};
+use crate::replies::{Replies, ReplyDeps};
+use crate::routes::{AppState, metrics_router, router};
+use crate::server::{self, ConnectionLimits};
+use crate::traces::TraceWriter;
+use agent_core::ExposeSecret;
+use agent_core::auth::SecretDigest;
+use agent_core::config::ConfigError;
+use agent_core::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
+use agent_core::proactive::book::{LocalBook, OfferBook, RedisBook};
+use agent_core::proactive::feed::{FileFeed, FiringFeed, RedisFeed};
+use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
+use agent_core::ratelimit::RateLimitedWarn;
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The webhook, built and bound, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: Arc<AppState>,
+    /// `/mcp`, when MCP_SIGNING_SECRET or MCP_API_KEY is set.
+    mcp_routes: Option<Router>,
+    replies: Replies,
+    offers: Option<(Arc<Offers>, FiringFeed)>,
+    offer_book: Option<Arc<OfferBook>>,
+    connections: ConnectionLimits,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    /// Opens and binds everything the settings name; each failure names its setting.
+    pub async fn build(settings: Settings) -> Result<App, ConfigError> {
+        let listener = TcpListener::bind(settings.bind_addr).await.map_err(|e| ConfigError::Invalid {
+            var: "BIND_ADDR",
+            reason: format!("cannot listen on {}: {e}", settings.bind_addr),
+        })?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| ConfigError::Invalid {
+                var: "METRICS_ADDR",
+                reason: format!("cannot listen on {addr}: {e}"),
+            })?),
+            None => None,
+        };
+        let bound = listener.local_addr().map_err(|e| ConfigError::Invalid {
+            var: "BIND_ADDR",
+            reason: format!("cannot tell the bound address: {e}"),
+        })?;
+        let replica = replica_name(&bound);
+        let system_prompt = match &settings.system_prompt_path {
+            None => DEFAULT_SYSTEM_PROMPT.to_owned(),
+            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                var: "SYSTEM_PROMPT_PATH",
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?,
+        };
+        let traces = match &settings.trace_dir {
+            Some(dir) => Some(TraceWriter::open(dir.clone(), settings.trace_max_files).map_err(|e| {
+                ConfigError::Invalid { var: "TRACE_DIR", reason: format!("cannot use {}: {e}", dir.display()) }
+            })?),
+            None => None,
+        };
+        let store = match settings.context_scope {
+            ContextScope::Session => Some(settings.store.open()?),
+            ContextScope::Shared => None,
+        };
+        let redis = settings.store.redis.clone();
+        // One source of visitor activity (and one cache of links) for the replies and `/mcp`.
+        let context = ContextSource::new(
+            settings.context_scope,
+            settings.event_data_path.clone(),
+            store.clone(),
+            settings.crisp.clone(),
+            settings.link_secret.clone(),
+            settings.context_max_chars,
+        );
+        let mcp_routes = mcp::router(
+            mcp::McpAuth::new(
+                settings.mcp_signing_secret.clone(),
+                settings.mcp_api_key.as_ref(),
+                settings.website_id.clone(),
+            ),
+            context.clone(),
+        );
+        // Every message accepted and not answered before the last stop is answered first.
+        let data_dir = &settings.store.data_dir;
+        let (journal, recorded) = agent_core::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
+            var: "DATA_DIR",
+            reason: format!("cannot open the inbox journal in {}: {e}", data_dir.display()),
+        })?;
+        if !recorded.is_empty() {
+            tracing::info!(
+                messages = recorded.len(),
+                "accepted messages recorded before the last stop; answering them"
+            );
+        }
+        let limits = QueueLimits {
+            max_waiting: settings.inbox_max_messages,
+            max_per_conversation: MAX_WAITING_PER_CONVERSATION,
+        };
+        let shared = redis.clone().map(|conn| {
+            RedisCoordinator::new(conn, settings.timings.clone(), MAX_WAITING_PER_CONVERSATION, replica.clone())
+        });
+        let coordination =
+            Arc::new(Coordination::new(LocalInbox::new(&settings.timings, limits, Some(journal), recorded), shared));
+        // Proactive offers: their records, and the firings the listener records.
+        let offer_book = settings.proactive.as_ref().map(|_| {
+            let shared = redis.clone().map(|conn| RedisBook::new(conn, replica.clone()));
+            Arc::new(OfferBook::new(LocalBook::open(Some(data_dir)), shared))
+        });
+        let offers = match (settings.proactive, &offer_book) {
+            (Some(proactive), Some(book)) => {
+                let feed = match redis.clone() {
+                    Some(conn) => FiringFeed::Redis(RedisFeed::new(conn, replica.clone())),
+                    None => FiringFeed::File(FileFeed::new(data_dir, Arc::clone(book))),
+                };
+                tracing::info!(triggers = ?proactive.triggers, "proactive offers on");
+                let offers = Offers::new(OfferDeps {
+                    settings: proactive,
+                    book: Arc::clone(book),
+                    coordination: Arc::clone(&coordination),
+                    crisp: settings.crisp.clone(),
+                    llm: settings.llm.clone(),
+                    store: store.clone(),
+                    context_max_chars: settings.context_max_chars,
+                    traces: traces.clone(),
+                });
+                Some((offers, feed))
+            }
+            _ => None,
+        };
+        let replies = Replies::new(
+            ReplyDeps {
+                llm: settings.llm,
+                context,
+                crisp: settings.crisp,
+                system_prompt,
+                fallback_message: settings.fallback_message,
+                coordination,
+                proactive: offer_book.clone(),
+                traces,
+                history_turns: settings.history_turns,
+                limits: settings.prompt_limits,
+                max_age: settings.reply_max_age,
+                handoff: settings.handoff,
+            },
+            settings.max_concurrent_replies,
+        );
+        let metrics = agent_core::telemetry::install_recorder()
+            .map_err(|e| tracing::warn!(error = %e, "metrics unavailable"))
+            .ok();
+        agent_core::telemetry::register_webhook_series();
+        let state = Arc::new(AppState {
+            metrics,
+            webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
+            website_id: settings.website_id,
+            hook_signing_secret: settings.crisp_hook_secret,
+            replies: replies.clone(),
+            refusals: Mutex::new(RateLimitedWarn::new(5)),
+        });
+        let connections = ConnectionLimits {
+            max_connections: server::effective_max_connections(settings.connections.max_connections),
+            ..settings.connections
+        };
+        Ok(App {
+            listener,
+            metrics_listener,
+            state,
+            mcp_routes,
+            replies,
+            offers,
+            offer_book,
+            connections,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The address hooks are served on (the real port when `BIND_ADDR` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of `/metrics` when `METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The public routes (hooks, health, `/mcp`; `/metrics` unless it has its own address).
+    pub fn router(&self) -> Router {
+        mcp::with_routes(router(Arc::clone(&self.state), self.metrics_listener.is_none()), self.mcp_routes.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then lets accepted replies finish within the grace
+    /// period.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = self.router();
+        let App { listener, metrics_listener, state, replies, offers, offer_book, connections, shutdown_grace, .. } =
+            self;
+        let (stopping, _) = tokio::sync::watch::channel(false);
+        if let Some(metrics_listener) = metrics_listener {
+            tracing::info!(addr = %metrics_listener.local_addr()?, "metrics at /metrics");
+            let mut stop = stopping.subscribe();
+            tokio::spawn(server::serve(
+                metrics_listener,
+                metrics_router(Arc::clone(&state)),
+                connections,
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ));
+        }
+        let offers = offers.map(|(offers, feed)| offers.run(feed));
+        let saver = offer_book.as_ref().map(|book| book.save_in_background());
+        let resuming = replies.resume_recorded();
+        tracing::info!(addr = %listener.local_addr()?, max_connections = connections.max_connections, "webhook listening");
+        server::serve(listener, app, connections, shutdown).await?;
+        let _ = stopping.send(true);
+        tracing::info!("no longer accepting hooks; finishing replies in flight");
+        resuming.abort();
+        for task in offers.into_iter().chain(saver) {
+            task.abort();
+        }
+        if let Some(book) = &offer_book {
+            book.save_now().await;
+        }
+        let left = replies.drain(shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                grace = ?shutdown_grace,
+                "accepted messages not answered within the grace period stay recorded; they are answered after the restart"
+            );
+        }
+        tracing::info!("webhook stopped");
+        Ok(())
+    }
+}
+
+/// This replica's name on the conversations it holds in Redis: the same after a restart (so it
+/// resumes its own conversations at once), different for each replica (host and bound port).
+fn replica_name(bound: &SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    format!("{host}/{bound}")
+}
