@@ -1,12 +1,13 @@
 //! Exactly one timely answer per visitor message: the real `webhook` binary against stand-ins
 //! for OpenAI and the Crisp REST API.
 
-use e2e::eventually;
-use e2e::stand_ins::{
+use serde_json::{Value, json};
+use standins::bin;
+use standins::eventually;
+use standins::stand_ins::{
     LLM_PATH, Webhook, all_requests, body_of, completion, compose_ok, last_user_message, meta, mount_conversation,
     mount_llm, no_history, requests_to, set, visitor_message, webhook_env,
 };
-use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path, path_regex};
@@ -50,7 +51,7 @@ impl Respond for Dispatched {
 }
 
 fn conversation(leaf: &str) -> String {
-    e2e::stand_ins::conversation("[^/]+", leaf)
+    standins::stand_ins::conversation("[^/]+", leaf)
 }
 
 /// One server for OpenAI (answers `llm`) and Crisp (everything accepted; no history).
@@ -71,7 +72,7 @@ async fn crisp_defaults(server: &MockServer) {
 }
 
 fn message_path(session: &str) -> String {
-    e2e::stand_ins::message_path(SITE, session)
+    standins::stand_ins::message_path(SITE, session)
 }
 
 fn compose_path(session: &str) -> String {
@@ -80,7 +81,7 @@ fn compose_path(session: &str) -> String {
 
 /// Waits up to [`LIMIT`] for `count` requests to `verb request_path`; returns those seen.
 async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: usize) -> Vec<Request> {
-    e2e::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
+    standins::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
 }
 
 /// The `content` of each message POST, in order.
@@ -106,7 +107,7 @@ fn position(requests: &[Request], verb: &str, request_path: &str, body: Option<&
 
 /// An operator's text message as Crisp echoes it (`message:received`).
 fn operator_message(session: &str, fingerprint: u64, content: &str, automated: bool) -> Value {
-    e2e::stand_ins::operator_message(SITE, session, fingerprint, content, automated, OPERATOR)
+    standins::stand_ins::operator_message(SITE, session, fingerprint, content, automated, OPERATOR)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ async fn start_webhook(server: &MockServer, extra: &[(&'static str, &str)]) -> W
     for (name, value) in extra {
         set(&mut env, name, *value);
     }
-    Webhook::start_in_tempdir(env, LIMIT).await
+    Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await
 }
 
 // ---------------------------------------------------------------------------------------------

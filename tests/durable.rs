@@ -3,7 +3,8 @@
 //! SIGTERM past the grace period, a full queue. The real binary, restarted in the same working
 //! directory (the same `DATA_DIR`, or the same Redis when `TEST_REDIS_URL` is set).
 
-use e2e::stand_ins::{
+use standins::bin;
+use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, http, message_path, requests_to, set, visitor_message, visitor_stand_in,
     wait_for, webhook_env,
 };
@@ -40,7 +41,7 @@ fn env_for(server: &MockServer, extra: &[(&'static str, &str)]) -> Env {
 }
 
 async fn start(cwd: &Path, env: Env) -> Webhook {
-    Webhook::start(cwd, env, LIMIT).await
+    Webhook::start(bin!("webhook"), cwd, env, LIMIT).await
 }
 
 /// Crisp message posts into each of `sessions`.

@@ -2,13 +2,14 @@
 //! stand-ins for Autoplay, OpenAI (answering with a tool call, or refusing tools) and Crisp.
 
 use bytes::Bytes;
-use e2e::Proc;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{
+use serde_json::{Value, json};
+use standins::Proc;
+use standins::bin;
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{
     Env, LLM_PATH, Webhook, actions_frame, body_of, completion, compose_ok, dispatched, meta, mount_conversation,
     mount_session_meta, no_history, requests_to, set, visitor_message, webhook_env,
 };
-use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
@@ -130,7 +131,7 @@ async fn listener(dir: &Path) -> (SseServer, Proc) {
         ("SUMMARY_THRESHOLD", "0".to_owned()),
         ("DATA_DIR", dir.join("data").display().to_string()),
     ];
-    let proc = Proc::spawn("listener", dir, &env, &[]);
+    let proc = Proc::spawn(bin!("listener"), dir, &env, &[]);
     (stream, proc)
 }
 
@@ -163,7 +164,7 @@ async fn an_explicit_request_in_any_language_hands_over_with_the_visitors_contex
     let prompt_file = dir.path().join("prompt.txt");
     std::fs::write(&prompt_file, "You are Zed, a terse assistant. Never mention teammates.").unwrap();
     let env = env_for(&server, &dir.path().join("data"), &[("SYSTEM_PROMPT_PATH", prompt_file.display().to_string())]);
-    let webhook = Webhook::start(dir.path(), env, LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
     let answered = until_linked(&server, &webhook).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_linked", 900, "je veux parler à quelqu'un")).await;
@@ -202,7 +203,8 @@ async fn an_explicit_request_in_any_language_hands_over_with_the_visitors_contex
 async fn without_tool_support_explicit_requests_still_hand_over_and_questions_are_answered() {
     let dir = tempfile::tempdir().unwrap();
     let server = crisp_and_llm(Model { tools: false, triggers: MULTILINGUAL }, "offline").await;
-    let webhook = Webhook::start(dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook =
+        Webhook::start(bin!("webhook"), dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_q", 1, "How do I export a CSV?")).await;
     let (texts, _) = wait_posted(&server, "session_q", 1, 0).await;
@@ -222,7 +224,8 @@ async fn three_requests_in_one_burst_give_one_hand_off() {
     let slow = SlowModel(Model { tools: true, triggers: MULTILINGUAL });
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(slow).mount(&server).await;
     mount_crisp(&server, "online").await;
-    let webhook = Webhook::start(dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook =
+        Webhook::start(bin!("webhook"), dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_b", 1, "Where is billing?")).await;
     for n in 2..5 {
@@ -243,7 +246,8 @@ async fn a_fallback_reply_leaves_operators_the_context_note() {
     // The LLM refuses the key (not retried): the visitor gets the fallback.
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(ResponseTemplate::new(401)).mount(&broken).await;
     mount_crisp(&broken, "online").await;
-    let webhook = Webhook::start(dir.path(), env_for(&broken, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook =
+        Webhook::start(bin!("webhook"), dir.path(), env_for(&broken, &dir.path().join("data"), &[]), LIMIT).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_f", 1, "Why is my export empty?")).await;
     let (texts, notes) = wait_posted(&broken, "session_f", 1, 1).await;
@@ -251,7 +255,7 @@ async fn a_fallback_reply_leaves_operators_the_context_note() {
     assert!(texts[0].starts_with("Thanks for your message!"), "{texts:?}");
     assert_eq!(notes.len(), 1, "{}", webhook.stderr());
     assert!(notes[0].contains("could not answer"), "{}", notes[0]);
-    let metrics = e2e::stand_ins::http().get(webhook.metrics_url()).send().await.unwrap().text().await.unwrap();
+    let metrics = standins::stand_ins::http().get(webhook.metrics_url()).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("handoffs_total{reason=\"failed\"} 1"), "{metrics}");
 }
 

@@ -3,13 +3,13 @@
 //! path, oversized visitor text, `--help` with credentials in the environment, and what
 //! `/metrics` shows from the first scrape.
 
-use e2e::stand_ins::{
+use futures_util::StreamExt;
+use serde_json::json;
+use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, http, requests_to, set, visitor_message, visitor_stand_in, wait_for,
     webhook_env,
 };
-use e2e::{Proc, bin_path, free_port, raise_open_file_limit};
-use futures_util::StreamExt;
-use serde_json::json;
+use standins::{Proc, bin, free_port, raise_open_file_limit};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,8 +43,14 @@ async fn stalled_connections_under_a_low_open_file_limit_never_starve_health_or_
     assert!(raise_open_file_limit() > STALLED as u64 + 200, "this test needs more open files than it has");
     let server = stand_in().await;
     // `ulimit -n 1024` and every connection limit at its default.
-    let webhook =
-        Webhook::start_limited(tempfile::tempdir().unwrap().path(), env_for(&server), LIMIT, Some(1024)).await;
+    let webhook = Webhook::start_limited(
+        bin!("webhook"),
+        tempfile::tempdir().unwrap().path(),
+        env_for(&server),
+        LIMIT,
+        Some(1024),
+    )
+    .await;
     let addr = webhook.url.trim_start_matches("http://").to_owned();
 
     let opened = Instant::now();
@@ -70,7 +76,7 @@ async fn stalled_connections_under_a_low_open_file_limit_never_starve_health_or_
     let hook_took = started.elapsed();
     assert!(health_took < Duration::from_secs(1), "/health took {health_took:?}");
     assert!(hook_took < Duration::from_secs(1), "the hook took {hook_took:?}");
-    wait_for(&server, "POST", &e2e::stand_ins::message_path(WEBSITE, SESSION), 1, LIMIT).await;
+    wait_for(&server, "POST", &standins::stand_ins::message_path(WEBSITE, SESSION), 1, LIMIT).await;
 
     // Every stalled connection is closed by the server: shed for newcomers or timed out.
     let closes = concurrently(
@@ -108,8 +114,8 @@ async fn help_never_shows_credentials_from_the_environment() {
         ("CRISP_API_BASE_URL", "https://user:crisp-pass@api.crisp.example/v1?token=t0ken-in-query"),
         ("REDIS_URL", "redis://:r3dis-pass@redis.example:6379/0"),
     ];
-    for binary in ["listener", "webhook"] {
-        let output = Command::new(bin_path(binary)).arg("--help").env_clear().envs(env).output().expect("--help");
+    for (binary, exe) in [("listener", bin!("listener")), ("webhook", bin!("webhook"))] {
+        let output = Command::new(exe).arg("--help").env_clear().envs(env).output().expect("--help");
         assert!(output.status.success());
         let help = String::from_utf8_lossy(&output.stdout);
         assert!(help.contains("STREAM_URL") || help.contains("CRISP_API_BASE_URL"), "{help}");
@@ -122,7 +128,7 @@ async fn help_never_shows_credentials_from_the_environment() {
 #[tokio::test]
 async fn ids_that_would_bend_a_rest_path_get_400_and_reach_no_url() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(env_for(&server), LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
     let long = "s".repeat(257);
     for (i, bad) in
         ["", ".", "..", "../x", "a/b", "a\\b", "a?b", "a#b", "a b", "a\nb", long.as_str()].iter().enumerate()
@@ -135,7 +141,7 @@ async fn ids_that_would_bend_a_rest_path_get_400_and_reach_no_url() {
     }
     // A good one still goes through, and is the only conversation Crisp hears of.
     webhook.deliver(&visitor_message(WEBSITE, SESSION, 999, "hello")).await;
-    wait_for(&server, "POST", &e2e::stand_ins::message_path(WEBSITE, SESSION), 1, LIMIT).await;
+    wait_for(&server, "POST", &standins::stand_ins::message_path(WEBSITE, SESSION), 1, LIMIT).await;
     let paths: Vec<String> = server
         .received_requests()
         .await
@@ -151,7 +157,7 @@ async fn ids_that_would_bend_a_rest_path_get_400_and_reach_no_url() {
 #[tokio::test]
 async fn refused_hooks_are_counted_and_their_log_lines_rate_limited() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(env_for(&server), LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
     let body = visitor_message(WEBSITE, SESSION, 1, "hello").to_string();
     let statuses = concurrently(
         (0..2_000).map(|_| async { webhook.hook_with_key("wrong-key", &body).await.status().as_u16() }),
@@ -179,7 +185,7 @@ const WEBHOOK_SERIES: [&str; 7] = [
 #[tokio::test]
 async fn metrics_list_every_series_from_the_first_scrape_and_can_leave_the_public_port() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(env_for(&server), LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
     let first = http().get(webhook.metrics_url()).send().await.unwrap().text().await.unwrap();
     for series in WEBHOOK_SERIES.iter().chain(&["http_connections_closed_total{reason=\"header_timeout\"} 0"]) {
         assert!(first.contains(series), "{series} missing from the first scrape:\n{first}");
@@ -188,7 +194,7 @@ async fn metrics_list_every_series_from_the_first_scrape_and_can_leave_the_publi
     let metrics_port = free_port();
     let mut env = env_for(&server);
     set(&mut env, "METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
-    let webhook = Webhook::start_in_tempdir(env, LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await;
     let public = http().get(webhook.metrics_url()).send().await.unwrap();
     assert_eq!(public.status(), 404, "metrics left the public port");
     let own = http().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap();
@@ -206,7 +212,7 @@ async fn the_listener_lists_its_series_before_any_event() {
         ("SUMMARY_THRESHOLD", "0".to_owned()),
         ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
     ];
-    let listener = Proc::spawn("listener", dir.path(), &env, &[]);
+    let listener = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let deadline = Instant::now() + LIMIT;
     let scrape = loop {
@@ -231,12 +237,12 @@ async fn largest_llm_request(server: &MockServer) -> usize {
 #[tokio::test]
 async fn one_huge_message_gives_a_bounded_llm_request() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(env_for(&server), LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
     let huge = format!("{}THE END", "x".repeat(1_000_000));
     webhook.deliver(&visitor_message(WEBSITE, SESSION, 1, &huge)).await;
     wait_for(&server, "POST", LLM_PATH, 1, LIMIT).await;
     let largest = largest_llm_request(&server).await;
-    let prompt = e2e::stand_ins::last_user_message(&requests_to(&server, "POST", LLM_PATH).await[0]);
+    let prompt = standins::stand_ins::last_user_message(&requests_to(&server, "POST", LLM_PATH).await[0]);
     assert!(prompt.ends_with("THE END"), "the newest words are kept");
     assert!(prompt.contains("earlier text cut"), "the cut is marked");
     assert!(largest < 24 * 1024, "a 1 MB message gave a {largest}-byte LLM request");
@@ -248,7 +254,7 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
     const MESSAGES: u64 = 20_000;
     // A slow LLM, so the messages pile up behind the reply being written.
     let server = visitor_stand_in(WEBSITE, completion("An answer.").set_delay(Duration::from_secs(2)), &[]).await;
-    let webhook = Webhook::start_in_tempdir(env_for(&server), LIMIT).await;
+    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
     let statuses = concurrently(
         (0..MESSAGES).map(|i| {
             let body = visitor_message(WEBSITE, SESSION, i + 1, &format!("message number {i} {}", "y".repeat(200)));
@@ -274,7 +280,7 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
     let deadline = Instant::now() + LIMIT * 2;
     loop {
         let calls = requests_to(&server, "POST", LLM_PATH).await;
-        if calls.iter().any(|c| e2e::stand_ins::last_user_message(c).ends_with(newest)) {
+        if calls.iter().any(|c| standins::stand_ins::last_user_message(c).ends_with(newest)) {
             break;
         }
         assert!(Instant::now() < deadline, "the newest message was never answered:\n{}", webhook.stderr());

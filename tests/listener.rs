@@ -1,10 +1,10 @@
 //! The real `listener` binary against a loopback Autoplay stream and OpenAI stand-in.
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{completion, llm_calls, mount_llm, summary_env, wait_for_count};
-use e2e::{Proc, eventually, read};
 use serde_json::{Value, json};
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{completion, llm_calls, mount_llm, summary_env, wait_for_count};
+use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -67,7 +67,7 @@ impl Running {
     fn start_in(server: SseServer, dir: tempfile::TempDir, env: &[(&'static str, String)]) -> Running {
         let mut all = listener_env(&server.url);
         all.extend(env.iter().cloned());
-        let proc = Proc::spawn("listener", dir.path(), &all, &[]);
+        let proc = Proc::spawn(bin!("listener"), dir.path(), &all, &[]);
         let file = dir.path().join("event_data.txt");
         Running { proc, server, file, dir }
     }
@@ -136,7 +136,7 @@ async fn writes_the_reference_bytes_for_the_full_fixture() {
     let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("event_data.txt");
-    let _listener = Proc::spawn("listener", dir.path(), &listener_env(&server.url), &[]);
+    let _listener = Proc::spawn(bin!("listener"), dir.path(), &listener_env(&server.url), &[]);
     assert!(eventually(Duration::from_secs(10), || read(&file) == EXPECTED).await, "file: {:?}", read(&file));
 }
 
@@ -593,7 +593,7 @@ async fn sigterm_during_the_long_reconnect_delay_exits_zero_promptly() {
 /// Runs the listener to its exit with exactly `env`; returns the status and stderr.
 async fn run_to_exit(env: &[(&'static str, String)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Proc::spawn("listener", dir.path(), env, &[]);
+    let mut proc = Proc::spawn(bin!("listener"), dir.path(), env, &[]);
     let status = proc.wait_exit(Duration::from_secs(10)).expect("the listener exits on a configuration error");
     (status.code(), proc.stderr())
 }
@@ -628,7 +628,7 @@ async fn a_non_numeric_summary_threshold_is_one_line_naming_the_variable() {
 
 #[test]
 fn help_lists_every_setting_and_its_default() {
-    let out = Command::new(e2e::bin_path("listener"))
+    let out = Command::new(bin!("listener"))
         .arg("--help")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -659,7 +659,7 @@ async fn dot_env_in_the_working_directory_is_read() {
     let server = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", server.url)).unwrap();
-    let proc = Proc::spawn("listener", dir.path(), &[], &[]);
+    let proc = Proc::spawn(bin!("listener"), dir.path(), &[], &[]);
     expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
     assert_eq!(server.requests().len(), 1);
 }
@@ -670,7 +670,7 @@ async fn the_environment_wins_over_dot_env() {
     let from_env = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url)).unwrap();
-    let proc = Proc::spawn("listener", dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
+    let proc = Proc::spawn(bin!("listener"), dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
     expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(from_env.requests().len(), 1);

@@ -2,13 +2,13 @@
 //! against loopback stand-ins for Autoplay, OpenAI and Crisp.
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{
+use serde_json::{Value, json};
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, crisp_ok, http, mount_crisp_catch_all, mount_llm, requests_to, set,
     summary_env, wait_for_count,
 };
-use e2e::{Proc, bin_path, eventually, free_port, read};
-use serde_json::{Value, json};
+use standins::{Proc, bin, eventually, free_port, read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ async fn default_stand_in() -> MockServer {
 
 /// The environment of a correctly configured webhook talking to `server`.
 fn webhook_env(server: &MockServer) -> Env {
-    e2e::stand_ins::webhook_env(server, WEBSITE, SECRET)
+    standins::stand_ins::webhook_env(server, WEBSITE, SECRET)
 }
 
 /// The docs example moved to another conversation (and another fingerprint).
@@ -138,10 +138,10 @@ impl CheckRun {
     }
 }
 
-/// Runs `name --check` in `cwd` with exactly `env` (plus PATH), on a blocking thread so the
+/// Runs `exe --check` in `cwd` with exactly `env` (plus PATH), on a blocking thread so the
 /// stand-ins on this runtime keep answering; kills it after [`CHECK_LIMIT`].
-async fn run_check(name: &'static str, cwd: &Path, env: &[(&'static str, String)]) -> CheckRun {
-    let binary = bin_path(name);
+async fn run_check(exe: &Path, cwd: &Path, env: &[(&'static str, String)]) -> CheckRun {
+    let binary = exe.to_path_buf();
     let cwd = cwd.to_path_buf();
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
     tokio::task::spawn_blocking(move || {
@@ -207,7 +207,7 @@ fn traces_in(dir: &Path) -> Vec<PathBuf> {
 async fn webhook_metrics_count_hooks_by_outcome_replies_and_call_latencies() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), webhook_env(&server), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), webhook_env(&server), LIMIT).await;
 
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "reply posted; log: {}", webhook.stderr());
@@ -247,7 +247,7 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
         .set_body_json(json!({"error": {"message": "bad request", "type": "invalid_request_error"}}));
     let server = stand_in(refusal, crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), webhook_env(&server), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), webhook_env(&server), LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
 
     // The fallback for the visitor, then the context note for operators.
@@ -291,7 +291,7 @@ impl MeteredListener {
         ];
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn("listener", dir.path(), &env, &[]);
+        let proc = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
         MeteredListener { proc, metrics_url: format!("http://{addr}/metrics"), _dir: dir }
     }
 
@@ -356,7 +356,7 @@ async fn json_logs_are_one_object_per_line_and_reply_lines_carry_session_and_rep
     let cwd = tempfile::tempdir().unwrap();
     let mut env = webhook_env(&server);
     set(&mut env, "LOG_FORMAT", "json");
-    let mut webhook = Webhook::start(cwd.path(), env, LIMIT).await;
+    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
     assert!(eventually(LIMIT, || webhook.stderr().contains("reply sent")).await, "log: {}", webhook.stderr());
@@ -409,7 +409,7 @@ fn webhook_check_env(server: &MockServer) -> Vec<(&'static str, String)> {
 async fn webhook_check_with_every_service_up_prints_ok_lines_and_exits_zero() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let run = run_check("webhook", cwd.path(), &webhook_check_env(&server)).await;
+    let run = run_check(bin!("webhook"), cwd.path(), &webhook_check_env(&server)).await;
     assert_prompt(&run);
     assert_eq!(run.code, Some(0), "{}", run.shown());
     let lines = run.lines();
@@ -431,7 +431,7 @@ async fn webhook_check_with_a_refused_crisp_token_names_crisp_and_the_reason_and
         ResponseTemplate::new(401).set_body_json(json!({"error": true, "reason": "unauthorized", "data": {}}));
     let server = stand_in(completion(ANSWER), refused).await;
     let cwd = tempfile::tempdir().unwrap();
-    let run = run_check("webhook", cwd.path(), &webhook_check_env(&server)).await;
+    let run = run_check(bin!("webhook"), cwd.path(), &webhook_check_env(&server)).await;
     assert_prompt(&run);
     assert!(run.code.is_some_and(|c| c != 0), "{}", run.shown());
     let failed = run.lines().into_iter().find(|l| l.starts_with("FAILED  Crisp"));
@@ -455,7 +455,7 @@ async fn listener_check_with_the_stream_and_openai_up_exits_zero() {
     let llm = default_stand_in().await;
     let stream = SseServer::start(vec![], Some(Plan::StreamThenHold(vec![]))).await;
     let cwd = tempfile::tempdir().unwrap();
-    let run = run_check("listener", cwd.path(), &listener_check_env(&stream, &llm)).await;
+    let run = run_check(bin!("listener"), cwd.path(), &listener_check_env(&stream, &llm)).await;
     assert_prompt(&run);
     assert_eq!(run.code, Some(0), "{}", run.shown());
     let lines = run.lines();
@@ -473,7 +473,7 @@ async fn listener_check_with_a_refused_stream_token_reports_401_and_fails() {
     let llm = default_stand_in().await;
     let stream = SseServer::start(vec![], Some(Plan::Status(401))).await;
     let cwd = tempfile::tempdir().unwrap();
-    let run = run_check("listener", cwd.path(), &listener_check_env(&stream, &llm)).await;
+    let run = run_check(bin!("listener"), cwd.path(), &listener_check_env(&stream, &llm)).await;
     assert_prompt(&run);
     assert!(run.code.is_some_and(|c| c != 0), "{}", run.shown());
     let failed = run.lines().into_iter().find(|l| l.starts_with("FAILED"));
@@ -493,7 +493,7 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     let traces = cwd.path().join("traces");
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
-    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
 
@@ -537,7 +537,7 @@ async fn trace_max_files_keeps_only_the_newest_traces() {
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
     set(&mut env, "TRACE_MAX_FILES", "2");
-    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
 
     let sessions: Vec<String> = (0..4).map(|i| format!("session_00000000-0000-4000-8000-00000000000{i}")).collect();
     for (i, session) in sessions.iter().enumerate() {

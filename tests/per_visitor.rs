@@ -5,15 +5,15 @@
 //! webhook answers Crisp hooks against stand-ins for OpenAI and the Crisp REST API.
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{
-    actions_frame, completion, llm_calls, mount_llm, summary_env, user_prompt, visitor_message, visitor_stand_in,
-    webhook_env,
-};
-use e2e::{Proc, eventually, read};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{
+    actions_frame, completion, llm_calls, mount_llm, summary_env, user_prompt, visitor_message, visitor_stand_in,
+    webhook_env,
+};
+use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ impl Shared {
             ("DATA_DIR", self.data_dir.display().to_string()),
         ];
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn("listener", self.cwd(), &env, &[]);
+        let proc = Proc::spawn(bin!("listener"), self.cwd(), &env, &[]);
         (stream, proc)
     }
 
@@ -120,14 +120,14 @@ impl Shared {
         let mut env = webhook_env(server, SITE, HOOK_SECRET);
         env.push(("DATA_DIR", self.data_dir.display().to_string()));
         env.extend(extra.iter().cloned());
-        let inner = e2e::stand_ins::Webhook::start(self.cwd(), env, LIMIT).await;
+        let inner = standins::stand_ins::Webhook::start(bin!("webhook"), self.cwd(), env, LIMIT).await;
         Webhook { inner, fingerprints: AtomicU64::new(1_000) }
     }
 }
 
 /// A webhook sending visitor messages of its own.
 struct Webhook {
-    inner: e2e::stand_ins::Webhook,
+    inner: standins::stand_ins::Webhook,
     /// Fingerprints of the visitor messages [`Webhook::ask`] sends.
     fingerprints: AtomicU64,
 }

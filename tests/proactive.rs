@@ -8,13 +8,13 @@
 //! Redis stream, the gate's records in Redis).
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{
+use serde_json::{Value, json};
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{
     DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
     requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
 };
-use e2e::{Proc, eventually};
-use serde_json::{Value, json};
+use standins::{Proc, bin, eventually};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wiremock::{MockServer, ResponseTemplate};
@@ -79,7 +79,7 @@ struct Scene {
     stream: SseServer,
     server: MockServer,
     listener: Proc,
-    webhook: e2e::stand_ins::Webhook,
+    webhook: standins::stand_ins::Webhook,
     /// Start time of the next frame's actions (each firing has an id of its own).
     clock: f64,
 }
@@ -112,7 +112,7 @@ impl Scene {
         let stream = SseServer::start(vec![Plan::StreamThenHold(Vec::<Bytes>::new())], None).await;
         let data_dir = dir.path().join("data");
         let listener = Proc::spawn(
-            "listener",
+            bin!("listener"),
             dir.path(),
             &[
                 ("STREAM_URL", stream.url.clone()),
@@ -126,7 +126,7 @@ impl Scene {
         env.push(("DATA_DIR", data_dir.display().to_string()));
         env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
         env.extend(extra.iter().cloned());
-        let webhook = e2e::stand_ins::Webhook::start(dir.path(), env, LIMIT).await;
+        let webhook = standins::stand_ins::Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
         assert!(
             eventually(LIMIT, || !stream.requests().is_empty()).await,
             "the listener never connected:\n{}",
@@ -211,7 +211,7 @@ async fn a_linked_visitor_who_ping_pongs_gets_one_offer_initiated_then_sent() {
         sent,
         [json!({"type": "text", "from": "operator", "origin": "chat", "content": OFFER, "automated": true})]
     );
-    let all = e2e::stand_ins::all_requests(&scene.server).await;
+    let all = standins::stand_ins::all_requests(&scene.server).await;
     let position = |p: &str| all.iter().position(|r| r.method.as_str() == "POST" && r.url.path() == p).unwrap();
     assert!(position(&scene.initiate_path()) < position(&scene.message_path()), "initiate, then the message");
     // The offer's prompt: its own, from this visitor's activity, temperature 0.3.
@@ -408,7 +408,7 @@ async fn a_restart_never_offers_twice() {
     let mut env = webhook_env(&scene.server, SITE, HOOK_SECRET);
     env.push(("DATA_DIR", scene.data_dir().display().to_string()));
     env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
-    scene.webhook = e2e::stand_ins::Webhook::start(scene.dir.path(), env, LIMIT).await;
+    scene.webhook = standins::stand_ins::Webhook::start(bin!("webhook"), scene.dir.path(), env, LIMIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(scene.offers_sent().await.len(), 1, "{}", scene.webhook.stderr());
     // And the cooldown survived the restart.
@@ -427,15 +427,15 @@ async fn proactive_settings_are_checked_at_start() {
     ] {
         let mut env = webhook_env(&server, SITE, HOOK_SECRET);
         env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
-        e2e::stand_ins::set(&mut env, name, value);
+        standins::stand_ins::set(&mut env, name, value);
         env.push(("BIND_ADDR", "127.0.0.1:0".to_owned()));
-        let mut proc = Proc::spawn("webhook", dir.path(), &env, &[]);
+        let mut proc = Proc::spawn(bin!("webhook"), dir.path(), &env, &[]);
         let status = proc.wait_exit(LIMIT).expect("exits");
         assert!(!status.success());
         assert!(proc.stderr().contains(expected), "{}", proc.stderr());
     }
     // Crisp is never called by a rejected start.
-    assert!(e2e::stand_ins::all_requests(&server).await.is_empty());
+    assert!(standins::stand_ins::all_requests(&server).await.is_empty());
 }
 
 #[tokio::test]

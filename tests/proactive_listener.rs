@@ -1,9 +1,9 @@
 //! Proactive triggers in the real `listener` binary: firings land in `DATA_DIR/proactive.firings`.
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::{Proc, eventually, read};
 use serde_json::{Value, json};
+use standins::sse_server::{Plan, SseServer};
+use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl Listener {
             ("REDIS_URL", String::new()),
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let proc = Proc::spawn("listener", dir.path(), &all, &[]);
+        let proc = Proc::spawn(bin!("listener"), dir.path(), &all, &[]);
         Listener { proc, _server: server, dir }
     }
 

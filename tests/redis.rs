@@ -5,13 +5,13 @@
 //! apt-get); a machine without `redis-server` and `redis-cli` on PATH fails these tests.
 
 use bytes::Bytes;
-use e2e::sse_server::{Plan, SseServer};
-use e2e::stand_ins::{
+use serde_json::{Value, json};
+use standins::sse_server::{Plan, SseServer};
+use standins::stand_ins::{
     LLM_PATH, Webhook, actions_frame, all_requests, completion, llm_calls, message_path, requests_to, user_prompt,
     visitor_message, visitor_stand_in, webhook_env,
 };
-use e2e::{Proc, eventually, free_port, read};
-use serde_json::{Value, json};
+use standins::{Proc, bin, eventually, free_port, read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ fn prefix(test: &str) -> String {
 
 /// A human operator's message (not automated, a fingerprint the bot never sent).
 fn human_operator_message(session: &str, fingerprint: u64, content: &str) -> Value {
-    e2e::stand_ins::operator_message(SITE, session, fingerprint, content, false, "operator-anna")
+    standins::stand_ins::operator_message(SITE, session, fingerprint, content, false, "operator-anna")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ async fn crisp_posts(server: &MockServer, session: &str) -> usize {
 
 /// Waits up to [`LIMIT`] for `count` Crisp message posts into `session`; returns how many came.
 async fn wait_posts(server: &MockServer, session: &str, count: usize) -> usize {
-    e2e::stand_ins::wait_for(server, "POST", &message_path(SITE, session), count, LIMIT).await.len()
+    standins::stand_ins::wait_for(server, "POST", &message_path(SITE, session), count, LIMIT).await.len()
 }
 
 /// Waits up to [`LIMIT`] for an LLM request asking `question`; returns its prompt.
@@ -205,7 +205,7 @@ fn redis_env(url: &str, prefix: &str) -> Vec<(&'static str, String)> {
 async fn start_webhook(server: &MockServer, extra: &[(&'static str, String)]) -> Webhook {
     let mut env = webhook_env(server, SITE, HOOK_SECRET);
     env.extend(extra.iter().cloned());
-    Webhook::start_in_tempdir(env, LIMIT).await
+    Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await
 }
 
 /// A listener in a working directory of its own, against a loopback stream that sends `frames`
@@ -223,7 +223,7 @@ impl Listener {
         let cwd = tempfile::tempdir().unwrap();
         let mut env = vec![("STREAM_URL", stream.url.clone()), ("SUMMARY_THRESHOLD", "0".to_owned())];
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn("listener", cwd.path(), &env, &[]);
+        let proc = Proc::spawn(bin!("listener"), cwd.path(), &env, &[]);
         Listener { proc, _stream: stream, cwd }
     }
 
@@ -513,7 +513,7 @@ async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other(
     let session = "session_failover";
     let hook = visitor_message(SITE, session, 77_001, "Can you help me export?");
     a.deliver_ok(&hook).await;
-    let writing = e2e::stand_ins::wait_for(&slow, "POST", LLM_PATH, 1, LIMIT).await;
+    let writing = standins::stand_ins::wait_for(&slow, "POST", LLM_PATH, 1, LIMIT).await;
     assert_eq!(writing.len(), 1, "A never started its reply:\n{}", a.stderr());
     a.proc.signal("KILL");
     // Crisp got its 200 from A, so it may not deliver again; if it does, B takes it as a duplicate.
@@ -539,7 +539,7 @@ async fn two_listeners_and_two_replicas_send_one_offer() {
     let redis = RedisServer::start(free_port());
     let offer = json!({"send": true, "message": "Need a hand with invoices?"}).to_string();
     let server = visitor_stand_in(SITE, completion(&offer), &[]).await;
-    e2e::stand_ins::mount_crisp_catch_all(&server).await;
+    standins::stand_ins::mount_crisp_catch_all(&server).await;
     let mut env = redis_env(&redis.url(), &prefix("offer"));
     env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
     let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));

@@ -1,11 +1,11 @@
 //! The real `webhook` binary against one loopback stand-in for both OpenAI and the Crisp REST API.
 
-use e2e::stand_ins::{
+use serde_json::json;
+use standins::stand_ins::{
     DEFAULT_PRIORITY, Env, LLM_PATH, Webhook, body_of, completion, crisp_ok, header_of, message_path,
     mount_conversation, mount_crisp_catch_all, mount_llm, requests_to, set, unset, webhook_env,
 };
-use e2e::{Proc, bin_path, eventually, free_port};
-use serde_json::json;
+use standins::{Proc, bin, eventually, free_port};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -55,13 +55,13 @@ fn env_for(server: &MockServer) -> Env {
 
 /// Waits up to [`LIMIT`] for `count` requests to `verb request_path`; returns those seen.
 async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: usize) -> Vec<Request> {
-    e2e::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
+    standins::stand_ins::wait_for(server, verb, request_path, count, LIMIT).await
 }
 
 /// Runs a webhook with `env` in `cwd`, delivers the docs example, and returns the one LLM
 /// request and the one Crisp message post it caused (to `website`).
 async fn answer_docs_example(server: &MockServer, cwd: &Path, env: Env, website: &str) -> (Request, Request) {
-    let webhook = Webhook::start(cwd, env, LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd, env, LIMIT).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     let posts = wait_for(server, "POST", &crisp_message_path(website), 1).await;
     assert_eq!(posts.len(), 1, "one reply posted to Crisp; log: {}", webhook.stderr());
@@ -77,7 +77,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
     let mut env = env_for(&server);
     set(&mut env, "CONTEXT_SCOPE", "shared");
-    let webhook = Webhook::start(cwd.path(), env, LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
 
     let started = Instant::now();
     webhook.deliver_ok(DOCS_EXAMPLE).await;
@@ -117,7 +117,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
 async fn hook_is_acknowledged_before_any_outside_call_completes() {
     let server = stand_in(llm_answer().set_delay(Duration::from_secs(3)), crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     let started = Instant::now();
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     let took = started.elapsed();
@@ -189,7 +189,7 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
         ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "not_subscribed", "data": {}}));
     let server = stand_in(llm_answer(), refusal).await;
     let cwd = tempfile::tempdir().unwrap();
-    let mut webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert!(eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await, "log: {}", webhook.stderr());
     assert!(webhook.proc.is_running());
@@ -201,7 +201,7 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
 async fn operator_echo_never_reaches_the_llm() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     webhook.deliver_ok(OPERATOR_ECHO).await;
     tokio::time::sleep(QUIET).await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "the bot must not answer itself");
@@ -212,7 +212,7 @@ async fn operator_echo_never_reaches_the_llm() {
 async fn redelivered_message_is_answered_once() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1);
@@ -225,7 +225,7 @@ async fn redelivered_message_is_answered_once() {
 async fn sigterm_lets_the_reply_in_flight_reach_crisp_then_exits_zero() {
     let server = stand_in(llm_answer().set_delay(Duration::from_secs(2)), crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let mut webhook = Webhook::start(cwd.path(), env_for(&server), LIMIT).await;
+    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 1).await.len(), 1, "the reply is in flight");
     assert!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.is_empty(), "not yet posted");
@@ -250,7 +250,7 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
     set(&mut env, "OPENAI_API_KEY", openai_key);
     // Debug logs included: they must not carry a secret either.
     set(&mut env, "RUST_LOG", "debug");
-    let webhook = Webhook::start(cwd.path(), env.clone(), LIMIT).await;
+    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env.clone(), LIMIT).await;
 
     let wrong = webhook.hook_with_key("hook-SECRET-wrong", DOCS_EXAMPLE).await;
     assert_eq!(wrong.status(), 401);
@@ -263,7 +263,7 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
         assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
     }
 
-    let help = Command::new(bin_path("webhook"))
+    let help = Command::new(bin!("webhook"))
         .arg("--help")
         .current_dir(cwd.path())
         .env_clear()
@@ -285,7 +285,7 @@ async fn missing_webhook_secret_exits_2_with_one_line_naming_it() {
     let mut env = env_for(&server);
     unset(&mut env, "WEBHOOK_SECRET");
     set(&mut env, "BIND_ADDR", format!("127.0.0.1:{}", free_port()));
-    let mut process = Proc::spawn("webhook", cwd.path(), &env, &[]);
+    let mut process = Proc::spawn(bin!("webhook"), cwd.path(), &env, &[]);
     let status = process.wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", process.stderr()));
     assert_eq!(status.code(), Some(2));
     let stderr = process.stderr();
@@ -307,7 +307,7 @@ async fn crisp_website_id_is_accepted_in_place_of_website_id() {
 #[test]
 fn help_lists_every_setting_and_its_default() {
     let cwd = tempfile::tempdir().unwrap();
-    let help = Command::new(bin_path("webhook"))
+    let help = Command::new(bin!("webhook"))
         .arg("--help")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

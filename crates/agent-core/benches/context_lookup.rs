@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p agent-core --bench context_lookup`
 
-use agent_core::context::{ContextStore, FileStore, StoreLimits, render_context};
+use agent_core::context::{FileStore, StoreLimits, render_context};
 use agent_core::payload::{Action, ActionsBatch};
 use std::time::{Duration, Instant, SystemTime};
 

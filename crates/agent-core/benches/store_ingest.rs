@@ -7,7 +7,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use agent_core::context::{ContextStore, FileStore, StoreLimits};
+use agent_core::context::{FileStore, StoreLimits};
 use common::{BATCHES, SESSIONS};
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,5 +1,6 @@
 //! `--check`: reach each outside service once and say, one line each, whether it works.
 
+use crate::config::StoreSettings;
 use crate::crisp::CrispClient;
 use crate::llm::LlmClient;
 use crate::redis_conn::RedisConn;
@@ -50,7 +51,16 @@ pub async fn crisp(client: &CrispClient) -> Check {
     .await
 }
 
-pub async fn redis(conn: &RedisConn) -> Check {
+/// Redis, when `REDIS_URL` is set; `None` otherwise.
+pub async fn redis(store: &StoreSettings) -> Option<Check> {
+    let conn = match store.connect_redis() {
+        Ok(conn) => conn?,
+        Err(e) => return Some(Check { name: "Redis", outcome: Err(e.to_string()) }),
+    };
+    Some(ping(&conn).await)
+}
+
+async fn ping(conn: &RedisConn) -> Check {
     run("Redis", async {
         let mut con = conn.connection();
         let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;

@@ -109,14 +109,20 @@ impl StoreArgs {
     }
 
     /// The validated store settings: the bounds, the directory and, when REDIS_URL is set,
-    /// the Redis connection (prepared, not yet connected). Nothing is opened here.
+    /// the Redis URL (checked, not connected: that takes the runtime, see
+    /// [`StoreSettings::connect_redis`]).
     pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
-        let redis = non_empty(self.redis_url.as_deref())
-            .map(|url| {
-                crate::redis_conn::RedisConn::lazy(&url, &self.redis_key_prefix)
-                    .map_err(|reason| ConfigError::Invalid { var: "REDIS_URL", reason })
-            })
-            .transpose()?;
+        let redis = match non_empty(self.redis_url.as_deref()) {
+            Some(url) => {
+                // Parsed only, to say now whether it is usable; the error never shows the URL.
+                redis::Client::open(url.as_str()).map_err(|e| ConfigError::Invalid {
+                    var: "REDIS_URL",
+                    reason: format!("invalid Redis URL ({})", e.category()),
+                })?;
+                Some(RedisSettings { url: SecretString::from(url), key_prefix: self.redis_key_prefix.clone() })
+            }
+            None => None,
+        };
         Ok(StoreSettings { data_dir: self.data_dir.clone(), limits: self.limits()?, redis })
     }
 }
@@ -126,18 +132,60 @@ impl StoreArgs {
 pub struct StoreSettings {
     pub data_dir: std::path::PathBuf,
     pub limits: crate::context::StoreLimits,
-    pub redis: Option<crate::redis_conn::RedisConn>,
+    pub redis: Option<RedisSettings>,
+}
+
+/// `REDIS_URL` (it may hold a password) and `REDIS_KEY_PREFIX`.
+#[derive(Clone)]
+pub struct RedisSettings {
+    url: SecretString,
+    key_prefix: String,
 }
 
 impl StoreSettings {
-    /// Opens the configured store (creating `data_dir` for the file store).
-    pub fn open(&self) -> Result<std::sync::Arc<dyn crate::context::ContextStore>, ConfigError> {
-        if let Some(conn) = &self.redis {
-            return Ok(std::sync::Arc::new(crate::context::RedisStore::new(conn.clone(), self.limits.clone())));
-        }
-        let store = crate::context::FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| {
-            ConfigError::Invalid { var: "DATA_DIR", reason: format!("cannot use {}: {e}", self.data_dir.display()) }
-        })?;
-        Ok(std::sync::Arc::new(store))
+    /// The one Redis connection of the process, when REDIS_URL is set: prepared, connected
+    /// lazily. Call it inside the runtime.
+    pub fn connect_redis(&self) -> Result<Option<crate::redis_conn::RedisConn>, ConfigError> {
+        use secrecy::ExposeSecret;
+        self.redis
+            .as_ref()
+            .map(|redis| {
+                crate::redis_conn::RedisConn::lazy(redis.url.expose_secret(), &redis.key_prefix).map_err(|e| {
+                    ConfigError::Invalid { var: "REDIS_URL", reason: format!("cannot use Redis ({})", e.category()) }
+                })
+            })
+            .transpose()
+    }
+
+    /// The listener's side of the store: on `redis` when given, else files under `data_dir`
+    /// (created when missing).
+    pub fn open_writer(
+        &self,
+        redis: Option<crate::redis_conn::RedisConn>,
+    ) -> Result<crate::context::StoreWriter, ConfigError> {
+        use crate::context::StoreWriter;
+        Ok(match redis {
+            Some(conn) => StoreWriter::redis(crate::context::RedisStore::new(conn, self.limits.clone())),
+            None => StoreWriter::file(self.open_files()?),
+        })
+    }
+
+    /// The webhook's side of the store: on `redis` when given, else files under `data_dir`.
+    pub fn open_reader(
+        &self,
+        redis: Option<crate::redis_conn::RedisConn>,
+    ) -> Result<crate::context::StoreReader, ConfigError> {
+        use crate::context::StoreReader;
+        Ok(match redis {
+            Some(conn) => StoreReader::redis(crate::context::RedisStore::new(conn, self.limits.clone())),
+            None => StoreReader::file(self.open_files()?),
+        })
+    }
+
+    fn open_files(&self) -> Result<crate::context::FileStore, ConfigError> {
+        crate::context::FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| ConfigError::Invalid {
+            var: "DATA_DIR",
+            reason: format!("cannot use {}: {e}", self.data_dir.display()),
+        })
     }
 }

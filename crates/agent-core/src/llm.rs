@@ -124,7 +124,9 @@ pub enum LlmError {
     #[error("LLM answered HTTP {status}: {message}")]
     Status { status: u16, message: String, retry_after: Option<Duration> },
     #[error("LLM answer could not be read: {0}")]
-    Decode(String),
+    Decode(#[source] serde_json::Error),
+    #[error("LLM answer could not be read: {0}")]
+    TooLarge(#[source] crate::http_body::BodyError),
     #[error("LLM answer had no text")]
     Empty,
 }
@@ -134,7 +136,7 @@ impl RetryableError for LlmError {
         match self {
             LlmError::Transport(_) => true,
             LlmError::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            LlmError::Decode(_) | LlmError::Empty => false,
+            LlmError::Decode(_) | LlmError::TooLarge(_) | LlmError::Empty => false,
         }
     }
 
@@ -274,9 +276,9 @@ impl LlmClient {
         }
         let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
             BodyError::Broken(e) => LlmError::Transport(e.into()),
-            too_large @ BodyError::TooLarge { .. } => LlmError::Decode(too_large.to_string()),
+            too_large @ BodyError::TooLarge { .. } => LlmError::TooLarge(too_large),
         })?;
-        let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::Decode(e.to_string()))?;
+        let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(LlmError::Decode)?;
         let message = parsed.choices.into_iter().next().and_then(|c| c.message).ok_or(LlmError::Empty)?;
         // Only a tool that was offered counts as a call.
         if let Some(call) =
@@ -347,7 +349,10 @@ mod tests {
             .mount(&server)
             .await;
         let err = client(&server, RetryPolicy::none()).complete(&request()).await.unwrap_err();
-        assert!(matches!(err, LlmError::Decode(_)), "{err}");
+        assert!(matches!(err, LlmError::TooLarge(_)), "{err}");
+        // The cause is kept, not flattened into the message.
+        let cause = std::error::Error::source(&err).expect("a cause");
+        assert!(cause.to_string().contains("larger than"), "{cause}");
     }
 
     #[tokio::test]

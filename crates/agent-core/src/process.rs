@@ -135,3 +135,51 @@ pub async fn serve<S, A, E: std::fmt::Display>(
         }
     }
 }
+
+/// Settings of an app started in-process (the demo, tests): parsed from `vars`, given as the
+/// environment variables they stand for, and nothing else: neither this process's environment
+/// nor `.env` is read. An empty value of a setting without a default counts as unset, as in
+/// [`parse_cli`].
+pub fn parse_vars<T: clap::Parser>(vars: &[(&str, String)]) -> Result<T, clap::Error> {
+    let command = T::command();
+    let mut args = vec![command.get_name().to_owned()];
+    for (var, value) in vars {
+        let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == *var));
+        let Some(long) = arg.and_then(|a| a.get_long()) else {
+            continue; // not a setting of this app (`RUST_LOG`, the other app's)
+        };
+        if value.trim().is_empty() && arg.is_some_and(|a| a.get_default_values().is_empty()) {
+            continue;
+        }
+        args.push(format!("--{long}={value}"));
+    }
+    let command = command.mut_args(|a| a.env(None::<&'static str>));
+    let matches = command.try_get_matches_from(args)?;
+    T::from_arg_matches(&matches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct Settings {
+        /// `PATH` is set in every test run: it must not leak in.
+        #[arg(long, env = "PATH")]
+        path: Option<String>,
+        #[arg(long, env = "PROCESS_TEST_COUNT", default_value_t = 5)]
+        count: usize,
+    }
+
+    #[test]
+    fn vars_alone_make_the_settings() {
+        assert!(std::env::var_os("PATH").is_some());
+        let none: Settings = parse_vars(&[("RUST_LOG", "debug".into())]).unwrap();
+        assert_eq!((none.path, none.count), (None, 5));
+        let set: Settings = parse_vars(&[("PATH", "a=b c".into()), ("PROCESS_TEST_COUNT", "7".into())]).unwrap();
+        assert_eq!((set.path.as_deref(), set.count), (Some("a=b c"), 7));
+        let empty: Settings = parse_vars(&[("PATH", " ".into())]).unwrap();
+        assert_eq!(empty.path, None);
+        assert!(parse_vars::<Settings>(&[("PROCESS_TEST_COUNT", "many".into())]).is_err());
+    }
+}

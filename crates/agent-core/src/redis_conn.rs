@@ -20,21 +20,23 @@ impl std::fmt::Debug for RedisConn {
     }
 }
 
-/// Why Redis could not be used; never carries the URL (it may hold a password).
+/// Why Redis could not be used: the Redis error, kept as the cause. Redis errors never carry
+/// the URL (it may hold a password); the message names only the error's category.
 #[derive(Debug, thiserror::Error)]
-#[error("Redis unavailable: {0}")]
-pub struct RedisDown(pub String);
+#[error("Redis unavailable: {}", .0.category())]
+pub struct RedisDown(#[source] pub redis::RedisError);
 
 impl RedisConn {
-    /// Prepares the connection without connecting yet.
-    pub fn lazy(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL ({})", e.category()))?;
+    /// Prepares the connection without connecting yet. The error is the parser's or the
+    /// manager's, never the URL.
+    pub fn lazy(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        let manager = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self { manager, prefix: prefix.into(), down: Arc::new(AtomicBool::new(false)) })
     }
 
@@ -65,11 +67,10 @@ impl RedisConn {
                 Ok(value)
             }
             Err(e) => {
-                let reason = e.category().to_owned();
                 if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::error!(%reason, "Redis unavailable; carrying on without it until it is back");
+                    tracing::error!(reason = %e.category(), "Redis unavailable; carrying on without it until it is back");
                 }
-                Err(RedisDown(reason))
+                Err(RedisDown(e))
             }
         }
     }

@@ -135,8 +135,8 @@ fn builder() -> PrometheusBuilder {
 }
 
 /// Installs the recorder and returns the handle that renders `/metrics`.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    let handle = builder().install_recorder().map_err(|e| e.to_string())?;
+pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = builder().install_recorder()?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -150,8 +150,8 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 
 /// Installs the recorder and serves `/metrics` on `addr` (the listener's optional endpoint),
 /// with every listener series registered.
-pub fn serve_on(addr: SocketAddr) -> Result<(), String> {
-    builder().with_http_listener(addr).install().map_err(|e| e.to_string())?;
+pub fn serve_on(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    builder().with_http_listener(addr).install()?;
     register_listener_series();
     Ok(())
 }

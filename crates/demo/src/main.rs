@@ -1,21 +1,21 @@
-//! A demo that needs no account: runs the real `listener` and `webhook` on loopback against
-//! in-process stand-ins for Autoplay (the bundled sample stream), Crisp and the LLM, sends a
+//! A demo that needs no account: runs the real listener and webhook (in this process, built as
+//! their binaries build them) on loopback against in-process stand-ins for Autoplay (the bundled sample stream), Crisp and the LLM, sends a
 //! visitor question, and shows the answer and the prompt it was grounded in.
 //!
 //! `cargo run --release --bin demo`; with `--llm-base-url` a real OpenAI-compatible server
 //! writes the answers (the stand-in then forwards to it, still recording the prompt).
 
 mod answer;
-mod procs;
+mod apps;
 mod standins;
 
 use anyhow::{Context, Result, anyhow, bail};
+use apps::Running;
 use clap::Parser;
-use procs::Proc;
 use serde_json::{Value, json};
 use standins::{CallKind, CrispLog, LlmCall, Upstream};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,11 +80,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let bins = procs::locate()?;
     let dir = tempfile::Builder::new().prefix("crisp-agent-demo-").tempdir().context("cannot create a temp dir")?;
     let keep = cli.keep;
     let outcome = tokio::select! {
-        outcome = demo(cli, &bins, dir.path()) => outcome,
+        outcome = demo(cli, dir.path()) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     match outcome {
@@ -100,7 +99,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
+async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     let upstream_url = cli.llm_base_url.as_deref().map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned);
     let limits = match upstream_url {
         None => {
@@ -156,15 +155,17 @@ async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
     }
     println!("stand-in Crisp API:       http://{crisp}/v1");
 
-    // The two binaries, sharing the working directory and DATA_DIR.
-    let bind = free_loopback_addr()?;
+    // The listener and the webhook, sharing the activity file and DATA_DIR.
     let data_dir = dir.join("data");
+    let event_data = dir.join("event_data.txt");
+    let log = dir.join("demo.log");
+    apps::log_to(&log)?;
     let common = [
         ("OPENAI_BASE_URL", format!("http://{llm}/v1")),
         ("OPENAI_API_KEY", "demo".to_owned()),
         ("OPENAI_MODEL", cli.llm_model.clone()),
         ("DATA_DIR", data_dir.display().to_string()),
-        ("RUST_LOG", "warn".to_owned()),
+        ("EVENT_DATA_PATH", event_data.display().to_string()),
     ];
     let mut listener_env = common.to_vec();
     listener_env.extend([("STREAM_URL", format!("http://{autoplay}/stream/demo")), ("SUMMARY_THRESHOLD", "5".into())]);
@@ -175,21 +176,15 @@ async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
         ("CRISP_TOKEN_IDENTIFIER", "demo".into()),
         ("CRISP_TOKEN_KEY", "demo".into()),
         ("WEBSITE_ID", standins::WEBSITE_ID.into()),
-        ("BIND_ADDR", bind.clone()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
     ]);
-    let [listener_exe, webhook_exe] = bins;
-    let listener = Proc::spawn("listener", listener_exe, dir, &listener_env, dir.join("listener.log"))?;
-    let webhook = Proc::spawn("webhook", webhook_exe, dir, &webhook_env, dir.join("webhook.log"))?;
+    let listener = apps::listener(&listener_env, &log).await?;
+    let (webhook, bind) = apps::webhook(&webhook_env, &log).await?;
     let mut procs = [listener, webhook];
-    println!(
-        "started listener (pid {}) and webhook (pid {}, http://{bind}); logs: listener.log, webhook.log",
-        procs[0].pid(),
-        procs[1].pid()
-    );
+    println!("started the listener and the webhook (http://{bind}); their log: demo.log");
 
     // Wait for the webhook to answer /health and the listener to write the whole sample, in the
     // file and in the context store the webhook reads.
-    let event_data = dir.join("event_data.txt");
     let titles = standins::sample_titles();
     let last_title = titles.last().cloned().unwrap_or_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
@@ -275,24 +270,21 @@ async fn demo(cli: Cli, bins: &[PathBuf; 2], dir: &Path) -> Result<()> {
 
     // Stop both, the webhook first (it drains replies in flight).
     let [listener, webhook] = &mut procs;
-    let webhook_status = webhook.stop(Duration::from_secs(35)).await?;
-    let listener_status = listener.stop(Duration::from_secs(35)).await?;
+    let stopped_webhook = webhook.stop(Duration::from_secs(35)).await;
+    let stopped_listener = listener.stop(Duration::from_secs(35)).await;
     let calls = crisp_log.lock().map(|log| log.calls.join(", ")).unwrap_or_default();
     println!("Crisp API calls seen: {calls}");
-    println!("stopped webhook ({webhook_status}) and listener ({listener_status}) with SIGTERM");
     if fell_back {
         let why = reply_call.answer.err().unwrap_or_else(|| "no reason recorded".into());
         bail!("the LLM did not answer, so the webhook posted its fallback message ({why})");
     }
-    for (name, status) in [("webhook", webhook_status), ("listener", listener_status)] {
-        if !status.success() {
-            bail!("{name} did not exit cleanly after SIGTERM ({status})");
-        }
-    }
+    stopped_webhook?;
+    stopped_listener?;
+    println!("stopped the webhook and the listener cleanly (their graceful shutdown)");
     Ok(())
 }
 
-/// The waited-for thing did not happen in time (the processes are still running).
+/// The waited-for thing did not happen in time (the apps are still running).
 #[derive(Debug)]
 struct TimedOut(String);
 
@@ -304,8 +296,8 @@ impl std::fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
-/// Polls `check` every 100 ms until it holds; fails when `limit` passes or a process exits.
-async fn wait_until<F, Fut>(procs: &mut [Proc], limit: Duration, what: &str, mut check: F) -> Result<()>
+/// Polls `check` every 100 ms until it holds; fails when `limit` passes or an app stops.
+async fn wait_until<F, Fut>(procs: &mut [Running], limit: Duration, what: &str, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -319,22 +311,12 @@ where
             proc.check_running().with_context(|| format!("while waiting for {what}"))?;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs.iter().map(|p| format!("{}: {}", p.name, p.last_log_line())).collect();
-            let message = format!(
-                "timed out after {} s waiting for {what} (last log lines: {})",
-                limit.as_secs(),
-                logs.join("; ")
-            );
+            let last = procs.first().map(Running::last_log_line).unwrap_or_default();
+            let message = format!("timed out after {} s waiting for {what} (last log line: {last})", limit.as_secs());
             return Err(TimedOut(message).into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// `127.0.0.1:<port>` of a port free right now.
-fn free_loopback_addr() -> Result<String> {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
-    Ok(socket.local_addr()?.to_string())
 }
 
 fn read(path: &Path) -> String {

@@ -1,5 +1,5 @@
-//! The demo end to end: the real `listener` and `webhook` binaries (built by the demo itself,
-//! through the `CARGO` variable cargo sets for tests) against its stand-ins, the LLM included.
+//! The demo end to end: the real listener and webhook (run in the demo's process through their
+//! builders) against its stand-ins, the LLM included.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ fn run_demo(args: &[&str]) -> (bool, String, String) {
         .stderr(Stdio::piped());
     let started = Instant::now();
     let output = cmd.output().expect("run the demo");
-    // Building the two binaries may take a while on a cold cache; the demo itself takes seconds.
-    assert!(started.elapsed() < Duration::from_secs(1200));
+    // The demo itself takes seconds; the bound is generous for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(300));
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -41,7 +41,7 @@ fn the_demo_shows_an_answer_grounded_in_the_sample_activity() {
     assert!(stdout.contains("User question: How do I change my plan?"), "{stdout}");
     // event_data.txt as the listener wrote it, with the bundled fixture's actions.
     assert!(stdout.contains("[0] Action: Page Load: Dashboard\n"), "{stdout}");
-    assert!(stdout.contains("stopped webhook (exit status: 0) and listener (exit status: 0)"), "{stdout}");
+    assert!(stdout.contains("stopped the webhook and the listener cleanly"), "{stdout}");
 }
 
 #[test]
@@ -65,6 +65,6 @@ fn an_unreachable_llm_server_fails_with_one_line() {
     // A failed demo keeps its files for inspection and says where; this one is expected.
     let kept = errors[0].rsplit_once("(files and logs kept in ").and_then(|(_, rest)| rest.strip_suffix(')'));
     let kept = kept.expect("the error names the kept directory");
-    assert!(std::path::Path::new(kept).join("webhook.log").is_file(), "{kept}");
+    assert!(std::path::Path::new(kept).join("demo.log").is_file(), "{kept}");
     std::fs::remove_dir_all(kept).unwrap();
 }

@@ -7,7 +7,7 @@ pub mod summarizer;
 
 use agent_core::activity_file::{ActivityFile, format_action_block};
 use agent_core::config::ConfigError;
-use agent_core::context::ContextStore;
+use agent_core::context::StoreWriter;
 use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::proactive::triggers::Watch;
 use agent_core::sse::SseItem;
@@ -179,9 +179,7 @@ pub async fn check(settings: &Settings) -> bool {
         Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
         None => println!("skipped OpenAI: summaries are off"),
     }
-    if let Some(redis) = &settings.store.redis {
-        checks.push(agent_core::checks::redis(redis).await);
-    }
+    checks.extend(agent_core::checks::redis(&settings.store).await);
     agent_core::checks::report(&checks)
 }
 
@@ -190,7 +188,7 @@ pub async fn check(settings: &Settings) -> bool {
 /// through [`App::build`] and [`App::run`].
 pub struct App {
     settings: Settings,
-    store: Arc<dyn ContextStore>,
+    store: StoreWriter,
     client: StreamClient,
 }
 
@@ -199,10 +197,10 @@ impl App {
     pub async fn build(settings: Settings) -> Result<App, ConfigError> {
         if let Some(addr) = settings.metrics_addr {
             agent_core::telemetry::serve_on(addr)
-                .map_err(|reason| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {reason}") })?;
+                .map_err(|e| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {e}") })?;
             tracing::info!(%addr, "metrics at /metrics");
         }
-        let store = settings.store.open()?;
+        let store = settings.store.open_writer(settings.store.connect_redis()?)?;
         let client =
             StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout)
                 .map_err(|e| ConfigError::Invalid { var: "STREAM_URL", reason: e.to_string() })?;

@@ -3,7 +3,7 @@
 //! and logged, but never the activity file).
 
 use crate::stream::RateLimitedWarn;
-use agent_core::context::{ContextStore, StoreError};
+use agent_core::context::{StoreError, StoreWriter};
 use agent_core::crisp::id_for_log;
 use agent_core::payload::{Action, ActionsBatch};
 use agent_core::proactive::Firing;
@@ -188,7 +188,7 @@ pub struct StoreFeed {
 /// one atomic operation.
 pub type SharedWatch = Arc<std::sync::Mutex<Watch>>;
 
-pub struct StoreWriter {
+pub struct WriterTask {
     handle: JoinHandle<()>,
     stop: CancellationToken,
 }
@@ -197,7 +197,7 @@ impl StoreFeed {
     /// Starts the writer. With `triggers`, it evaluates proactive triggers on the batches it
     /// writes: off the stream-reading thread, so they never slow the activity file down, and
     /// in the order the batches were read.
-    pub fn start(store: Arc<dyn ContextStore>, triggers: Option<SharedWatch>) -> (StoreFeed, StoreWriter) {
+    pub fn start(store: StoreWriter, triggers: Option<SharedWatch>) -> (StoreFeed, WriterTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -205,7 +205,7 @@ impl StoreFeed {
         let handle = tokio::spawn(write_until_stopped(store, queue, stop.clone(), triggers));
         (
             StoreFeed { tx, queued, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
-            StoreWriter { handle, stop },
+            WriterTask { handle, stop },
         )
     }
 
@@ -227,7 +227,7 @@ impl StoreFeed {
     }
 }
 
-impl StoreWriter {
+impl WriterTask {
     /// Writes what is queued (up to `grace`), then stops.
     pub async fn finish(self, grace: Duration) {
         self.stop.cancel();
@@ -281,7 +281,7 @@ fn gather(first: StoreWrite, queue: &mut Queue) -> Vec<Work> {
 /// (Redis down) each write waits and tries again, so queued writes catch up once it is back.
 /// The queue in front is bounded, so memory is too.
 async fn write_work(
-    store: &dyn ContextStore,
+    store: &StoreWriter,
     work: &Work,
     stop: &CancellationToken,
     triggers: Option<&TriggerEval>,
@@ -301,11 +301,7 @@ async fn write_work(
     }
 }
 
-async fn record_firings(
-    store: &dyn ContextStore,
-    firings: &[Firing],
-    stop: &CancellationToken,
-) -> Result<(), StoreError> {
+async fn record_firings(store: &StoreWriter, firings: &[Firing], stop: &CancellationToken) -> Result<(), StoreError> {
     if firings.is_empty() {
         return Ok(());
     }
@@ -377,7 +373,7 @@ impl TriggerEval {
 }
 
 async fn write_until_stopped(
-    store: Arc<dyn ContextStore>,
+    store: StoreWriter,
     mut queue: Queue,
     stop: CancellationToken,
     triggers: Option<SharedWatch>,
@@ -399,7 +395,7 @@ async fn write_until_stopped(
             }
         };
         for work in gather(first, &mut queue) {
-            if let Err(e) = write_work(store.as_ref(), &work, &stop, triggers.as_ref()).await
+            if let Err(e) = write_work(&store, &work, &stop, triggers.as_ref()).await
                 && let Some(suppressed) = errors.allow(Instant::now())
             {
                 tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");

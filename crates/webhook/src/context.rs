@@ -10,11 +10,10 @@
 //! 4. otherwise no activity at all.
 
 use agent_core::auth::verify_hmac_sha256_hex;
-use agent_core::context::{ContextStore, NO_ACTIVITY, SessionContext, StoreError, render_context_counted, tail_within};
+use agent_core::context::{NO_ACTIVITY, SessionContext, StoreError, StoreReader, render_context_counted, tail_within};
 use agent_core::crisp::{CrispClient, SessionData, id_for_log};
 use agent_core::{ExposeSecret, SecretString};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long a conversation's session data is reused before asking Crisp again.
@@ -62,7 +61,7 @@ struct MetaLinks {
 pub struct ContextSource {
     pub scope: ContextScope,
     pub event_data_path: PathBuf,
-    pub store: Option<Arc<dyn ContextStore>>,
+    pub store: Option<StoreReader>,
     pub crisp: CrispClient,
     pub link_secret: Option<SecretString>,
     pub max_chars: usize,
@@ -73,7 +72,7 @@ impl ContextSource {
     pub fn new(
         scope: ContextScope,
         event_data_path: PathBuf,
-        store: Option<Arc<dyn ContextStore>>,
+        store: Option<StoreReader>,
         crisp: CrispClient,
         link_secret: Option<SecretString>,
         max_chars: usize,
@@ -93,7 +92,7 @@ impl ContextSource {
     pub async fn activity_for(&self, crisp_session: &str) -> Activity {
         match (self.scope, &self.store) {
             (ContextScope::Shared, _) | (_, None) => self.shared_file().await,
-            (ContextScope::Session, Some(store)) => self.own_session(store.as_ref(), crisp_session).await,
+            (ContextScope::Session, Some(store)) => self.own_session(store, crisp_session).await,
         }
     }
 
@@ -109,7 +108,7 @@ impl ContextSource {
         Activity { text, linked_by: LinkedBy::SharedFile, autoplay_session: None, context: None }
     }
 
-    async fn own_session(&self, store: &dyn ContextStore, crisp_session: &str) -> Activity {
+    async fn own_session(&self, store: &StoreReader, crisp_session: &str) -> Activity {
         let now = SystemTime::now();
         let links = self.meta_links(crisp_session).await;
         let mut candidates: Vec<(LinkedBy, String)> = Vec::new();
@@ -219,6 +218,6 @@ impl ContextSource {
 fn lookup_failed(e: &StoreError) {
     match e {
         StoreError::Unavailable(_) => tracing::debug!(error = %e, "context store lookup failed"),
-        StoreError::Io(_) => tracing::warn!(error = %e, "context store lookup failed"),
+        StoreError::Io(_) | StoreError::Task(_) => tracing::warn!(error = %e, "context store lookup failed"),
     }
 }

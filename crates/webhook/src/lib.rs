@@ -18,8 +18,6 @@ use config::Settings;
 pub async fn check(settings: &Settings) -> bool {
     let mut checks =
         vec![agent_core::checks::llm(&settings.llm).await, agent_core::checks::crisp(&settings.crisp).await];
-    if let Some(redis) = &settings.store.redis {
-        checks.push(agent_core::checks::redis(redis).await);
-    }
+    checks.extend(agent_core::checks::redis(&settings.store).await);
     agent_core::checks::report(&checks)
 }

@@ -10,7 +10,7 @@
 //! outcome in logs and `proactive_offers_total{trigger,outcome}`.
 
 use crate::traces::TraceWriter;
-use agent_core::context::{ContextStore, NO_ACTIVITY, render_context};
+use agent_core::context::{NO_ACTIVITY, StoreReader, render_context};
 use agent_core::coordination::{Coordination, OwnMark};
 use agent_core::crisp::{CrispClient, CrispError, id_for_log, is_plain_id};
 use agent_core::llm::LlmClient;
@@ -50,7 +50,7 @@ pub struct OfferDeps {
     pub crisp: CrispClient,
     pub llm: LlmClient,
     /// The context store (the visitor's own activity for the offer's prompt).
-    pub store: Option<Arc<dyn ContextStore>>,
+    pub store: Option<StoreReader>,
     pub context_max_chars: usize,
     pub traces: Option<TraceWriter>,
 }

@@ -72,11 +72,11 @@ impl App {
             })?),
             None => None,
         };
+        let redis = settings.store.connect_redis()?;
         let store = match settings.context_scope {
-            ContextScope::Session => Some(settings.store.open()?),
+            ContextScope::Session => Some(settings.store.open_reader(redis.clone())?),
             ContextScope::Shared => None,
         };
-        let redis = settings.store.redis.clone();
         // One source of visitor activity (and one cache of links) for the replies and `/mcp`.
         let context = ContextSource::new(
             settings.context_scope,

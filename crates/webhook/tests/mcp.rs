@@ -3,7 +3,7 @@
 //! wiremock stand-in for Crisp's REST API. Hugo's signed calls go through a small signing
 //! proxy, which signs each request body as Crisp does (or wrongly, for the refusal tests).
 
-use agent_core::context::{ContextStore, FileStore, StoreLimits};
+use agent_core::context::{FileStore, StoreLimits};
 use agent_core::payload::{Action, ActionsBatch};
 use axum::body::Bytes;
 use axum::extract::State;

@@ -16,7 +16,7 @@
 //! Expiry is by modification time: a file idle longer than the TTL reads as absent and is
 //! deleted by [`FileStore::sweep_expired`].
 
-use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
+use super::{SessionContext, StoreError, StoreLimits};
 use crate::activity_file::append_whole;
 use crate::payload::{Action, ActionsBatch, session_key};
 use crate::proactive::{FIRINGS_FILE, Firing};
@@ -130,12 +130,10 @@ impl FileStore {
         &self,
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _slot = self.inner.io_slots.acquire().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The semaphore is never closed, so a permit always comes.
+        let _slot = self.inner.io_slots.acquire().await.ok();
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .map_err(StoreError::Io)
+        Ok(tokio::task::spawn_blocking(move || f(&inner)).await??)
     }
 }
 
@@ -346,20 +344,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-impl ContextStore for FileStore {
-    fn record_batch<'a>(
-        &'a self,
-        batch: &'a ActionsBatch<'_>,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.record_batches(std::slice::from_ref(batch), now)
+/// The store's operations; [`super::StoreWriter`] and [`super::StoreReader`] give each side its own.
+impl FileStore {
+    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, now: SystemTime) -> Result<(), StoreError> {
+        self.record_batches(std::slice::from_ref(batch), now).await
     }
 
-    fn record_batches<'a>(
-        &'a self,
-        batches: &'a [ActionsBatch<'_>],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
         // Serialised here, grouped by session in arrival order: one append per session.
         let mut sessions: Vec<(String, Vec<u8>)> = Vec::new();
         let mut links: Vec<(&'static str, String, String)> = Vec::new();
@@ -387,7 +378,7 @@ impl ContextStore for FileStore {
                 links.push(("conversations", conversation.to_owned(), session.to_owned()));
             }
         }
-        Box::pin(self.blocking(move |inner| {
+        self.blocking(move |inner| {
             for (session, lines) in &sessions {
                 inner.append_lines(session, lines, now)?;
             }
@@ -395,57 +386,45 @@ impl ContextStore for FileStore {
                 inner.write_link(kind, id, session)?;
             }
             Ok(())
-        }))
+        })
+        .await
     }
 
-    fn record_summary<'a>(
-        &'a self,
-        session: &'a str,
-        summary: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    pub async fn record_summary(&self, session: &str, summary: &str, now: SystemTime) -> Result<(), StoreError> {
         let Some(session) = session_key(session).map(str::to_owned) else {
-            return Box::pin(async { Ok(()) }); // an anonymous summary is kept nowhere
+            return Ok(()); // an anonymous summary is kept nowhere
         };
         let mut line = serde_json::to_vec(&RecordRef::summary(summary)).unwrap_or_default();
         line.push(b'\n');
-        Box::pin(self.blocking(move |inner| inner.append_lines(&session, &line, now)))
+        self.blocking(move |inner| inner.append_lines(&session, &line, now)).await
     }
 
-    fn session_context<'a>(
-        &'a self,
-        session: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
+    pub async fn session_context(&self, session: &str, now: SystemTime) -> Result<Option<SessionContext>, StoreError> {
         let Some(session) = session_key(session).map(str::to_owned) else {
-            return Box::pin(async { Ok(None) });
+            return Ok(None);
         };
-        Box::pin(self.blocking(move |inner| inner.read_session(&session, now)))
+        self.blocking(move |inner| inner.read_session(&session, now)).await
     }
 
-    fn latest_session_for_user<'a>(
-        &'a self,
-        user_id: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    pub async fn latest_session_for_user(&self, user_id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
         let user = user_id.to_owned();
-        Box::pin(self.blocking(move |inner| inner.read_link("users", &user, now)))
+        self.blocking(move |inner| inner.read_link("users", &user, now)).await
     }
 
-    fn session_for_conversation<'a>(
-        &'a self,
-        conversation_id: &'a str,
+    pub async fn session_for_conversation(
+        &self,
+        conversation_id: &str,
         now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    ) -> Result<Option<String>, StoreError> {
         let conversation = conversation_id.to_owned();
-        Box::pin(self.blocking(move |inner| inner.read_link("conversations", &conversation, now)))
+        self.blocking(move |inner| inner.read_link("conversations", &conversation, now)).await
     }
 
-    fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.blocking(move |inner| inner.sweep(now)))
+    pub async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        self.blocking(move |inner| inner.sweep(now)).await
     }
 
-    fn record_firings<'a>(&'a self, firings: &'a [Firing], _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
+    pub async fn record_firings(&self, firings: &[Firing], _now: SystemTime) -> Result<(), StoreError> {
         let mut lines = Vec::with_capacity(firings.len() * 256);
         for firing in firings {
             // Writing JSON into a Vec cannot fail for this type.
@@ -453,9 +432,9 @@ impl ContextStore for FileStore {
             lines.push(b'\n');
         }
         if lines.is_empty() {
-            return Box::pin(async { Ok(()) });
+            return Ok(());
         }
-        Box::pin(self.blocking(move |inner| inner.append_firings(&lines)))
+        self.blocking(move |inner| inner.append_firings(&lines)).await
     }
 }
 

@@ -1,8 +1,9 @@
 //! Per-visitor context: each Autoplay session's recent actions and latest summary, kept apart
 //! so that an answer is grounded in that visitor's activity and no one else's.
 //!
-//! [`ContextStore`] is the one interface both binaries use; [`FileStore`] (files under a data
-//! directory) is the embedded default. A networked backend implements the same trait.
+//! Two backends, [`FileStore`] (files under a data directory, the embedded default) and
+//! [`RedisStore`], behind two sides: [`StoreWriter`], the listener's alone, and
+//! [`StoreReader`], the webhook's.
 
 mod file_store;
 mod redis_store;
@@ -14,11 +15,7 @@ pub use render::{NO_ACTIVITY, render_context, render_context_counted, tail_withi
 
 use crate::payload::{Action, ActionsBatch};
 use crate::proactive::Firing;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, SystemTime};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the store knows of one session, newest last.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,12 +24,17 @@ pub struct SessionContext {
     pub actions: Vec<Action<'static>>,
 }
 
+/// Why the store could not do what was asked; each keeps its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("context store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Redis is down or refused the command (a later call may work).
     #[error("context store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] crate::redis_conn::RedisDown),
+    /// The file store's blocking task did not finish (it panicked, or the runtime is shutting down).
+    #[error("context store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Bounds every backend applies.
@@ -44,63 +46,97 @@ pub struct StoreLimits {
     pub ttl: Duration,
 }
 
-pub trait ContextStore: Send + Sync + 'static {
+/// The two backends; one enum, so the calls are plain `async fn`s with no boxing.
+#[derive(Clone)]
+enum Backend {
+    File(FileStore),
+    Redis(RedisStore),
+}
+
+/// Calls the same method on whichever backend is in use.
+macro_rules! on_backend {
+    ($backend:expr, $store:ident => $call:expr) => {
+        match $backend {
+            Backend::File($store) => $call.await,
+            Backend::Redis($store) => $call.await,
+        }
+    };
+}
+
+/// The write side, the listener's alone: it appends actions and summaries, records links and
+/// proactive firings, and sweeps what expired. One listener per `DATA_DIR` (or Redis prefix):
+/// the file store's appenders assume they are the only writer. Not `Clone`, so a process has
+/// one.
+pub struct StoreWriter(Backend);
+
+/// The read side, the webhook's: a session's context and the links that name a session.
+/// Cheap to clone; shared by the replies, the proactive offers and `/mcp`.
+#[derive(Clone)]
+pub struct StoreReader(Backend);
+
+impl StoreWriter {
+    pub fn file(store: FileStore) -> Self {
+        Self(Backend::File(store))
+    }
+
+    pub fn redis(store: RedisStore) -> Self {
+        Self(Backend::Redis(store))
+    }
+
     /// Appends a batch's actions to its session and records the user and conversation links
     /// it carries.
-    fn record_batch<'a>(
-        &'a self,
-        batch: &'a ActionsBatch<'_>,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, now: SystemTime) -> Result<(), StoreError> {
+        self.record_batches(std::slice::from_ref(batch), now).await
+    }
 
-    /// Several batches at once, in order (the listener's writer catching up); backends may do
-    /// better than one call per batch.
-    fn record_batches<'a>(
-        &'a self,
-        batches: &'a [ActionsBatch<'_>],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            for batch in batches {
-                self.record_batch(batch, now).await?;
-            }
-            Ok(())
-        })
+    /// Several batches, in order (the writer catching up): the file store groups them by
+    /// session, one append each.
+    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
+        on_backend!(&self.0, store => store.record_batches(batches, now))
     }
 
     /// Replaces the session's latest summary.
-    fn record_summary<'a>(
-        &'a self,
-        session: &'a str,
-        summary: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// The session's context, `None` when unknown or expired.
-    fn session_context<'a>(
-        &'a self,
-        session: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>>;
-
-    /// The latest session seen for an Autoplay/PostHog user id.
-    fn latest_session_for_user<'a>(
-        &'a self,
-        user_id: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
-
-    /// The session whose batches carried this chat `conversation_id`.
-    fn session_for_conversation<'a>(
-        &'a self,
-        conversation_id: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    pub async fn record_summary(&self, session: &str, summary: &str, now: SystemTime) -> Result<(), StoreError> {
+        on_backend!(&self.0, store => store.record_summary(session, summary, now))
+    }
 
     /// Deletes what expired; returns how many records went.
-    fn sweep_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>>;
+    pub async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        on_backend!(&self.0, store => store.sweep_expired(now))
+    }
 
     /// Records proactive trigger firings, in order, for the webhook to read
     /// ([`crate::proactive`]).
-    fn record_firings<'a>(&'a self, firings: &'a [Firing], now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>>;
+    pub async fn record_firings(&self, firings: &[Firing], now: SystemTime) -> Result<(), StoreError> {
+        on_backend!(&self.0, store => store.record_firings(firings, now))
+    }
+}
+
+impl StoreReader {
+    pub fn file(store: FileStore) -> Self {
+        Self(Backend::File(store))
+    }
+
+    pub fn redis(store: RedisStore) -> Self {
+        Self(Backend::Redis(store))
+    }
+
+    /// The session's context, `None` when unknown or expired.
+    pub async fn session_context(&self, session: &str, now: SystemTime) -> Result<Option<SessionContext>, StoreError> {
+        on_backend!(&self.0, store => store.session_context(session, now))
+    }
+
+    /// The latest session seen for an Autoplay/PostHog user id.
+    pub async fn latest_session_for_user(&self, user_id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
+        on_backend!(&self.0, store => store.latest_session_for_user(user_id, now))
+    }
+
+    /// The session whose batches carried this chat `conversation_id`.
+    pub async fn session_for_conversation(
+        &self,
+        conversation_id: &str,
+        now: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
+        on_backend!(&self.0, store => store.session_for_conversation(conversation_id, now))
+    }
 }

@@ -6,7 +6,7 @@
 //! Proactive firings go to the stream `proactive:firings` (field `f`: the firing as JSON),
 //! capped at about [`REDIS_FIRINGS_MAXLEN`] entries.
 
-use super::{BoxFuture, ContextStore, SessionContext, StoreError, StoreLimits};
+use super::{SessionContext, StoreError, StoreLimits};
 use crate::payload::{Action, ActionsBatch, session_key};
 use crate::proactive::{Firing, REDIS_FIRINGS_MAXLEN, REDIS_FIRINGS_STREAM};
 use crate::redis_conn::RedisConn;
@@ -27,135 +27,108 @@ impl RedisStore {
         self.limits.ttl.as_secs().max(1) as i64
     }
 
-    fn unavailable(e: crate::redis_conn::RedisDown) -> StoreError {
-        StoreError::Unavailable(e.0)
-    }
-
     async fn link(&self, kind: &str, id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
         let _ = now; // Redis expires keys itself
         let key = self.conn.key(&[kind, id]);
         let mut con = self.conn.connection();
         let value: Option<String> =
-            self.conn.observe(redis::cmd("GET").arg(&key).query_async(&mut con).await).map_err(Self::unavailable)?;
+            self.conn.observe(redis::cmd("GET").arg(&key).query_async(&mut con).await).map_err(StoreError::from)?;
         Ok(value.filter(|v| !v.is_empty()))
     }
 }
 
-impl ContextStore for RedisStore {
-    fn record_batch<'a>(
-        &'a self,
-        batch: &'a ActionsBatch<'_>,
-        _now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            // Anonymous activity is kept nowhere: no id a visitor can name reaches it.
-            let Some(session) = batch.session_key() else { return Ok(()) };
-            let ttl = self.ttl_secs();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            if !batch.actions.is_empty() {
-                let actions_key = self.conn.key(&["s", session, "a"]);
-                let encoded: Vec<String> = batch.actions.iter().filter_map(|a| serde_json::to_string(a).ok()).collect();
-                pipe.cmd("RPUSH").arg(&actions_key).arg(encoded).ignore();
-                pipe.cmd("LTRIM").arg(&actions_key).arg(-(self.limits.max_actions as i64)).arg(-1).ignore();
-                pipe.cmd("EXPIRE").arg(&actions_key).arg(ttl).ignore();
-                pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "sum"])).arg(ttl).ignore();
-            }
-            if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
-                pipe.cmd("SET").arg(self.conn.key(&["u", user])).arg(session).arg("EX").arg(ttl).ignore();
-            }
-            if let Some(conversation) = batch.conversation_id.as_deref() {
-                pipe.cmd("SET").arg(self.conn.key(&["c", conversation])).arg(session).arg("EX").arg(ttl).ignore();
-            }
-            let mut con = self.conn.connection();
-            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
-        })
+/// The store's operations; [`super::StoreWriter`] and [`super::StoreReader`] give each side its own.
+impl RedisStore {
+    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, _now: SystemTime) -> Result<(), StoreError> {
+        // Anonymous activity is kept nowhere: no id a visitor can name reaches it.
+        let Some(session) = batch.session_key() else { return Ok(()) };
+        let ttl = self.ttl_secs();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !batch.actions.is_empty() {
+            let actions_key = self.conn.key(&["s", session, "a"]);
+            let encoded: Vec<String> = batch.actions.iter().filter_map(|a| serde_json::to_string(a).ok()).collect();
+            pipe.cmd("RPUSH").arg(&actions_key).arg(encoded).ignore();
+            pipe.cmd("LTRIM").arg(&actions_key).arg(-(self.limits.max_actions as i64)).arg(-1).ignore();
+            pipe.cmd("EXPIRE").arg(&actions_key).arg(ttl).ignore();
+            pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "sum"])).arg(ttl).ignore();
+        }
+        if let Some(user) = batch.user_id.as_deref().filter(|u| !u.is_empty()) {
+            pipe.cmd("SET").arg(self.conn.key(&["u", user])).arg(session).arg("EX").arg(ttl).ignore();
+        }
+        if let Some(conversation) = batch.conversation_id.as_deref() {
+            pipe.cmd("SET").arg(self.conn.key(&["c", conversation])).arg(session).arg("EX").arg(ttl).ignore();
+        }
+        let mut con = self.conn.connection();
+        self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(StoreError::from)
     }
 
-    fn record_summary<'a>(
-        &'a self,
-        session: &'a str,
-        summary: &'a str,
-        _now: SystemTime,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let Some(session) = session_key(session) else { return Ok(()) }; // kept nowhere
-            let ttl = self.ttl_secs();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            pipe.cmd("SET").arg(self.conn.key(&["s", session, "sum"])).arg(summary).arg("EX").arg(ttl).ignore();
-            pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "a"])).arg(ttl).ignore();
-            let mut con = self.conn.connection();
-            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
-        })
+    /// Several batches, in order: one pipeline each (each is atomic on its own).
+    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
+        for batch in batches {
+            self.record_batch(batch, now).await?;
+        }
+        Ok(())
     }
 
-    fn session_context<'a>(
-        &'a self,
-        session: &'a str,
-        _now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<SessionContext>, StoreError>> {
-        Box::pin(async move {
-            let Some(session) = session_key(session) else { return Ok(None) };
-            let mut pipe = redis::pipe();
-            pipe.cmd("LRANGE").arg(self.conn.key(&["s", session, "a"])).arg(0).arg(-1);
-            pipe.cmd("GET").arg(self.conn.key(&["s", session, "sum"]));
-            let mut con = self.conn.connection();
-            let (actions, summary): (Vec<String>, Option<String>) =
-                self.conn.observe(pipe.query_async(&mut con).await).map_err(Self::unavailable)?;
-            if actions.is_empty() && summary.is_none() {
-                return Ok(None);
-            }
-            let mut actions: Vec<Action<'static>> =
-                actions.iter().filter_map(|a| serde_json::from_str::<Action>(a).ok()).map(Action::into_owned).collect();
-            let excess = actions.len().saturating_sub(self.limits.max_actions);
-            actions.drain(..excess);
-            Ok(Some(SessionContext { summary, actions }))
-        })
+    pub async fn record_summary(&self, session: &str, summary: &str, _now: SystemTime) -> Result<(), StoreError> {
+        let Some(session) = session_key(session) else { return Ok(()) }; // kept nowhere
+        let ttl = self.ttl_secs();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET").arg(self.conn.key(&["s", session, "sum"])).arg(summary).arg("EX").arg(ttl).ignore();
+        pipe.cmd("EXPIRE").arg(self.conn.key(&["s", session, "a"])).arg(ttl).ignore();
+        let mut con = self.conn.connection();
+        self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(StoreError::from)
     }
 
-    fn latest_session_for_user<'a>(
-        &'a self,
-        user_id: &'a str,
+    pub async fn session_context(&self, session: &str, _now: SystemTime) -> Result<Option<SessionContext>, StoreError> {
+        let Some(session) = session_key(session) else { return Ok(None) };
+        let mut pipe = redis::pipe();
+        pipe.cmd("LRANGE").arg(self.conn.key(&["s", session, "a"])).arg(0).arg(-1);
+        pipe.cmd("GET").arg(self.conn.key(&["s", session, "sum"]));
+        let mut con = self.conn.connection();
+        let (actions, summary): (Vec<String>, Option<String>) =
+            self.conn.observe(pipe.query_async(&mut con).await).map_err(StoreError::from)?;
+        if actions.is_empty() && summary.is_none() {
+            return Ok(None);
+        }
+        let mut actions: Vec<Action<'static>> =
+            actions.iter().filter_map(|a| serde_json::from_str::<Action>(a).ok()).map(Action::into_owned).collect();
+        let excess = actions.len().saturating_sub(self.limits.max_actions);
+        actions.drain(..excess);
+        Ok(Some(SessionContext { summary, actions }))
+    }
+
+    pub async fn latest_session_for_user(&self, user_id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
+        self.link("u", user_id, now).await
+    }
+
+    pub async fn session_for_conversation(
+        &self,
+        conversation_id: &str,
         now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(self.link("u", user_id, now))
+    ) -> Result<Option<String>, StoreError> {
+        self.link("c", conversation_id, now).await
     }
 
-    fn session_for_conversation<'a>(
-        &'a self,
-        conversation_id: &'a str,
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        Box::pin(self.link("c", conversation_id, now))
+    pub async fn sweep_expired(&self, _now: SystemTime) -> Result<usize, StoreError> {
+        Ok(0) // keys carry their own expiry
     }
 
-    fn sweep_expired(&self, _now: SystemTime) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async { Ok(0) }) // keys carry their own expiry
-    }
-
-    fn record_firings<'a>(&'a self, firings: &'a [Firing], _now: SystemTime) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if firings.is_empty() {
-                return Ok(());
-            }
-            let stream = self.conn.key(&[REDIS_FIRINGS_STREAM]);
-            let mut pipe = redis::pipe();
-            for firing in firings {
-                let Ok(json) = serde_json::to_string(firing) else { continue };
-                pipe.cmd("XADD")
-                    .arg(&stream)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(REDIS_FIRINGS_MAXLEN)
-                    .arg("*")
-                    .arg("f")
-                    .arg(json);
-                pipe.ignore();
-            }
-            let mut con = self.conn.connection();
-            self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(Self::unavailable)
-        })
+    pub async fn record_firings(&self, firings: &[Firing], _now: SystemTime) -> Result<(), StoreError> {
+        if firings.is_empty() {
+            return Ok(());
+        }
+        let stream = self.conn.key(&[REDIS_FIRINGS_STREAM]);
+        let mut pipe = redis::pipe();
+        for firing in firings {
+            let Ok(json) = serde_json::to_string(firing) else { continue };
+            pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(REDIS_FIRINGS_MAXLEN).arg("*").arg("f").arg(json);
+            pipe.ignore();
+        }
+        let mut con = self.conn.connection();
+        self.conn.observe(pipe.query_async::<()>(&mut con).await).map_err(StoreError::from)
     }
 }
 

@@ -31,7 +31,9 @@ pub enum CrispError {
     #[error("Crisp answered HTTP {status} ({reason})")]
     Status { status: u16, reason: String, retry_after: Option<Duration> },
     #[error("Crisp answer could not be read: {0}")]
-    Decode(String),
+    Decode(#[source] serde_json::Error),
+    #[error("Crisp answer could not be read: {0}")]
+    TooLarge(#[source] crate::http_body::BodyError),
     #[error("invalid Crisp API base URL")]
     BadBaseUrl,
     #[error("not a valid Crisp conversation id")]
@@ -43,7 +45,7 @@ impl RetryableError for CrispError {
         match self {
             CrispError::Transport(_) => true,
             CrispError::Status { status, .. } => matches!(status, 420 | 429) || *status >= 500,
-            CrispError::Decode(_) | CrispError::BadBaseUrl | CrispError::InvalidId => false,
+            CrispError::Decode(_) | CrispError::TooLarge(_) | CrispError::BadBaseUrl | CrispError::InvalidId => false,
         }
     }
 
@@ -245,8 +247,7 @@ impl CrispClient {
     pub async fn messages(&self, session_id: &str) -> Result<Vec<ConversationMessage>, CrispError> {
         let answer = self.call::<()>(Method::GET, session_id, "messages", None).await?;
         // The lenient fields read from text (they borrow the raw JSON of each value).
-        let page: MessagesPage =
-            serde_json::from_str(&answer.to_string()).map_err(|e| CrispError::Decode(e.to_string()))?;
+        let page: MessagesPage = serde_json::from_str(&answer.to_string()).map_err(CrispError::Decode)?;
         Ok(page.data.into_iter().map(ConversationMessage::from).collect())
     }
 
@@ -322,7 +323,7 @@ impl CrispClient {
         let retry_after = parse_retry_after(response.headers());
         let bytes = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
             BodyError::Broken(e) => CrispError::Transport(e.into()),
-            too_large @ BodyError::TooLarge { .. } => CrispError::Decode(too_large.to_string()),
+            too_large @ BodyError::TooLarge { .. } => CrispError::TooLarge(too_large),
         })?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {

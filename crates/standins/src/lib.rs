@@ -1,30 +1,20 @@
-//! Helpers for the end-to-end tests: the real binaries, run against loopback stand-ins.
+//! Loopback stand-ins for Autoplay (an SSE server), OpenAI and Crisp (wiremock), and the harness
+//! that runs the real binaries against them: [`Proc`], [`stand_ins::Webhook`], [`bin!`].
 
 pub mod sse_server;
 pub mod stand_ins;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary, built once if this test run did not build it already.
-pub fn bin_path(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    // target/debug/deps/<test-exe> -> target/debug/<name>
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
-    let path = dir.join(name);
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "listener", "-p", "webhook"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of the binaries failed");
-    });
-    assert!(path.exists(), "{} not built", path.display());
-    path
+/// The path of one of the product's binaries, as Cargo built it for this test run
+/// (`CARGO_BIN_EXE_<name>`, set for the integration tests of the package that owns it).
+#[macro_export]
+macro_rules! bin {
+    ($name:literal) => {
+        ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $name)))
+    };
 }
 
 /// A running binary, killed when dropped; its stderr is collected for assertions.
@@ -35,15 +25,15 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `name` in `cwd` with exactly `env` (plus PATH) and `args`.
-    pub fn spawn(name: &str, cwd: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Proc {
-        Proc::spawn_limited(name, cwd, env, args, None)
+    /// Starts the binary `exe` (see [`bin!`]) in `cwd` with exactly `env` (plus PATH) and `args`.
+    pub fn spawn(exe: &std::path::Path, cwd: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Proc {
+        Proc::spawn_limited(exe, cwd, env, args, None)
     }
 
     /// [`Proc::spawn`] with the open-file limit (soft and hard) set to `open_files`, as
     /// `ulimit -n` would.
     pub fn spawn_limited(
-        name: &str,
+        exe: &std::path::Path,
         cwd: &std::path::Path,
         env: &[(&str, String)],
         args: &[&str],
@@ -52,7 +42,7 @@ impl Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut cmd = Command::new(bin_path(name));
+        let mut cmd = Command::new(exe);
         cmd.current_dir(cwd)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -1,4 +1,4 @@
-//! Shared pieces of the webhook end-to-end tests: the `webhook` binary on a free port, wiremock
+//! Shared pieces of the end-to-end tests: the `webhook` binary on a free port, wiremock
 //! stand-ins for OpenAI and the Crisp REST API, Crisp hook bodies, Autoplay frames, and readers
 //! of the requests the stand-ins received.
 
@@ -103,16 +103,22 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the binary in `cwd` on a free loopback port and waits up to `limit` until
     /// `/health` answers.
-    pub async fn start(cwd: &Path, env: Env, limit: Duration) -> Webhook {
-        Webhook::start_limited(cwd, env, limit, None).await
+    pub async fn start(exe: &Path, cwd: &Path, env: Env, limit: Duration) -> Webhook {
+        Webhook::start_limited(exe, cwd, env, limit, None).await
     }
 
     /// [`Webhook::start`] with the open-file limit set to `open_files` (`ulimit -n`).
-    pub async fn start_limited(cwd: &Path, mut env: Env, limit: Duration, open_files: Option<u64>) -> Webhook {
+    pub async fn start_limited(
+        exe: &Path,
+        cwd: &Path,
+        mut env: Env,
+        limit: Duration,
+        open_files: Option<u64>,
+    ) -> Webhook {
         let port = free_port();
         set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
         let key = env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
-        let mut proc = Proc::spawn_limited("webhook", cwd, &env, &[], open_files);
+        let mut proc = Proc::spawn_limited(exe, cwd, &env, &[], open_files);
         let url = format!("http://127.0.0.1:{port}");
         let http = http();
         let deadline = Instant::now() + limit;
@@ -128,9 +134,9 @@ impl Webhook {
     }
 
     /// [`Webhook::start`] in a new empty working directory, kept as long as the webhook.
-    pub async fn start_in_tempdir(env: Env, limit: Duration) -> Webhook {
+    pub async fn start_in_tempdir(exe: &Path, env: Env, limit: Duration) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
-        let mut webhook = Webhook::start(dir.path(), env, limit).await;
+        let mut webhook = Webhook::start(exe, dir.path(), env, limit).await;
         webhook.cwd = Some(dir);
         webhook
     }
