@@ -42,49 +42,103 @@ pub const MCP_TOOLS: [&str; 3] = ["get_visitor_activity", "get_live_user_activit
 /// `mcp_calls_total{outcome}` of a tool call.
 pub const MCP_OUTCOMES: [&str; 5] = ["ok", "no_activity", "no_conversation", "refused", "bad_request"];
 
-/// `hooks_received_total{outcome}`: every outcome a hook can have.
-pub const HOOK_OUTCOMES: [&str; 10] = [
-    "unauthorized",
-    "bad_signature",
-    "bad_request",
-    "visitor_message",
-    "overloaded",
-    "not_recorded",
-    "operator_message",
-    "resolved",
-    "session_data",
-    "ignored",
-];
-/// `messages_settled_total{outcome}`: how accepted visitor messages ended.
-pub const SETTLED_OUTCOMES: [&str; 7] = [
-    "answered",
-    "fallback_sent",
-    "handed_over",
-    "duplicate",
-    "silenced_by_human_takeover",
-    "already_answered",
-    "expired",
-];
-/// `http_connections_closed_total{reason}`: connections the server closed on its own.
-pub const CONNECTION_CLOSE_REASONS: [&str; 5] =
-    ["header_timeout", "idle_timeout", "request_timeout", "shed", "refused"];
+/// A label's values as an enum: a misspelt value does not compile, `ALL` registers each.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+labels!(
+    /// `hooks_received_total{outcome}`: every outcome a hook can have.
+    HookOutcome {
+        Unauthorized => "unauthorized",
+        BadSignature => "bad_signature",
+        BadRequest => "bad_request",
+        VisitorMessage => "visitor_message",
+        Overloaded => "overloaded",
+        NotRecorded => "not_recorded",
+        OperatorMessage => "operator_message",
+        Resolved => "resolved",
+        SessionData => "session_data",
+        Ignored => "ignored",
+    }
+);
+
+labels!(
+    /// `messages_settled_total{outcome}`: how accepted visitor messages ended.
+    Settled {
+        Answered => "answered",
+        FallbackSent => "fallback_sent",
+        HandedOver => "handed_over",
+        Duplicate => "duplicate",
+        Silenced => "silenced_by_human_takeover",
+        AlreadyAnswered => "already_answered",
+        Expired => "expired",
+    }
+);
+
+labels!(
+    /// `http_connections_closed_total{reason}`: connections the server closed on its own.
+    CloseReason {
+        HeaderTimeout => "header_timeout",
+        IdleTimeout => "idle_timeout",
+        RequestTimeout => "request_timeout",
+        Shed => "shed",
+        Refused => "refused",
+    }
+);
+
+/// Counts a hook by outcome; the counters are looked up once, not on every request.
+pub fn hook_received(outcome: HookOutcome) {
+    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        HookOutcome::ALL.iter().map(|o| metrics::counter!(HOOKS_RECEIVED, "outcome" => o.as_str())).collect()
+    });
+    counters[outcome as usize].increment(1);
+}
+
+/// Counts `messages` accepted visitor messages settled as `outcome`.
+pub fn settled(outcome: Settled, messages: usize) {
+    metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome.as_str()).increment(messages as u64);
+}
+
+/// Counts a connection the server closed on its own.
+pub fn connection_closed(reason: CloseReason) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason.as_str()).increment(1);
+}
+
 /// `crisp_request_duration_seconds{call}`: the calls the webhook makes.
 const CRISP_CALLS: [&str; 5] = ["message", "compose", "meta", "messages", "initiate"];
 
 /// Registers every series the webhook documents, so the first scrape lists them all (counters
 /// at 0) instead of each appearing only once it happened.
 pub fn register_webhook_series() {
-    for outcome in HOOK_OUTCOMES {
-        metrics::counter!(HOOKS_RECEIVED, "outcome" => outcome).increment(0);
+    for outcome in HookOutcome::ALL {
+        metrics::counter!(HOOKS_RECEIVED, "outcome" => outcome.as_str()).increment(0);
     }
-    for outcome in SETTLED_OUTCOMES {
-        metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome).increment(0);
+    for outcome in Settled::ALL {
+        metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome.as_str()).increment(0);
     }
     for reason in HANDOFF_REASONS {
         metrics::counter!(HANDOFFS, "reason" => reason).increment(0);
     }
-    for reason in CONNECTION_CLOSE_REASONS {
-        metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
+    for reason in CloseReason::ALL {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason.as_str()).increment(0);
     }
     for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT] {
         metrics::counter!(name).increment(0);

@@ -125,7 +125,7 @@ impl ContextSource {
         match store.session_for_conversation(crisp_session, now).await {
             Ok(Some(session)) => candidates.push((LinkedBy::Conversation, session)),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "context store lookup failed"),
+            Err(e) => lookup_failed(&e),
         }
         for (linked_by, session) in candidates {
             match store.session_context(&session, now).await {

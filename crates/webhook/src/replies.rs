@@ -21,7 +21,7 @@ use agent_core::proactive::book::{LinkKey, OfferBook};
 use agent_core::proactive::offer::reached_out_line;
 use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::retry::Backoff;
-use agent_core::telemetry;
+use agent_core::telemetry::{self, Settled};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -80,30 +80,6 @@ pub enum Submitted {
     Overloaded,
     /// It could not be recorded: `503`, Crisp retries.
     NotRecorded,
-}
-
-/// How a burst ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settled {
-    Answered,
-    FallbackSent,
-    Silenced,
-    HandedOver,
-    AlreadyAnswered,
-    Expired,
-}
-
-impl Settled {
-    fn name(self) -> &'static str {
-        match self {
-            Settled::Answered => "answered",
-            Settled::FallbackSent => "fallback_sent",
-            Settled::Silenced => "silenced_by_human_takeover",
-            Settled::HandedOver => "handed_over",
-            Settled::AlreadyAnswered => "already_answered",
-            Settled::Expired => "expired",
-        }
-    }
 }
 
 /// A reply attempt's result: settled, or kept recorded for another try.
@@ -219,7 +195,7 @@ impl Replies {
             }
             Ok(Accepted::Queued) => Submitted::Accepted,
             Ok(Accepted::Duplicate) => {
-                settled_count("duplicate", 1);
+                telemetry::settled(Settled::Duplicate, 1);
                 tracing::info!(session = id_for_log(&session), "redelivered message ignored");
                 Submitted::Duplicate
             }
@@ -349,8 +325,8 @@ impl Inner {
                     if let Err(e) = coordination.finish(&burst).await {
                         tracing::warn!(parent: &span, error = %e, "cannot mark the burst done; it will be checked against the conversation when resumed");
                     }
-                    settled_count(how.name(), burst.entries.len());
-                    tracing::info!(parent: &span, messages = burst.entries.len(), outcome = how.name(), "messages settled");
+                    telemetry::settled(how, burst.entries.len());
+                    tracing::info!(parent: &span, messages = burst.entries.len(), outcome = how.as_str(), "messages settled");
                 }
                 Attempt::Retry => {
                     let wait = backoff.next_delay();
@@ -451,7 +427,7 @@ impl Inner {
                 }),
                 answer: sent.text.as_deref(),
                 outcome: match &sent.attempt {
-                    Attempt::Settled(how) => how.name(),
+                    Attempt::Settled(how) => how.as_str(),
                     Attempt::Retry => "failed",
                 },
                 handoff: sent.handoff.map(handoff::Reason::name),
@@ -722,10 +698,6 @@ fn already_answered(messages: &[ConversationMessage], burst: &Burst) -> bool {
     }
     let since = newest.message.timestamp.unwrap_or(newest.accepted_at_ms as i64);
     messages.iter().any(|m| is_reply(m) && m.timestamp.is_some_and(|t| t > since))
-}
-
-fn settled_count(outcome: &'static str, messages: usize) {
-    metrics::counter!(telemetry::MESSAGES_SETTLED, "outcome" => outcome).increment(messages as u64);
 }
 
 #[cfg(test)]

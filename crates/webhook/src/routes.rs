@@ -4,6 +4,7 @@ use crate::replies::{Replies, Submitted};
 use agent_core::auth::{SecretDigest, verify_crisp_signature};
 use agent_core::crisp::{HookEvent, classify, id_for_log};
 use agent_core::ratelimit::RateLimitedWarn;
+use agent_core::telemetry::{HookOutcome, hook_received};
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
 use axum::extract::State;
@@ -62,22 +63,10 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Counts a hook by outcome; the counters are looked up once, not on every request.
-fn count_hook(outcome: &'static str) {
-    use agent_core::telemetry::{HOOK_OUTCOMES, HOOKS_RECEIVED};
-    use std::sync::OnceLock;
-    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-    let counters = COUNTERS
-        .get_or_init(|| HOOK_OUTCOMES.iter().map(|o| metrics::counter!(HOOKS_RECEIVED, "outcome" => *o)).collect());
-    if let Some(i) = HOOK_OUTCOMES.iter().position(|o| *o == outcome) {
-        counters[i].increment(1);
-    }
-}
-
 /// Counts a refused hook and answers it; the log line is rate-limited (anyone on the internet
 /// can send refused hooks) and says how many refusals it stands for.
-fn refuse(state: &AppState, outcome: &'static str, status: StatusCode, reason: &str) -> Response {
-    count_hook(outcome);
+fn refuse(state: &AppState, outcome: HookOutcome, status: StatusCode, reason: &str) -> Response {
+    hook_received(outcome);
     let allowed = state.refusals.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
     if let Some(suppressed) = allowed {
         tracing::warn!(status = status.as_u16(), reason, suppressed_since_last = suppressed, "hook refused");
@@ -123,53 +112,53 @@ fn hook_ok() -> Response {
 async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     if !key_matches(parts.uri.query(), &state.webhook_secret) {
-        return refuse(&state, "unauthorized", StatusCode::UNAUTHORIZED, "unauthorized");
+        return refuse(&state, HookOutcome::Unauthorized, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let Ok(body) = axum::body::to_bytes(body, MAX_HOOK_BODY).await else {
-        return refuse(&state, "bad_request", StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
+        return refuse(&state, HookOutcome::BadRequest, StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
     };
     if let Some(secret) = &state.hook_signing_secret
         && !signature_matches(&parts.headers, &body, secret)
     {
-        return refuse(&state, "bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
+        return refuse(&state, HookOutcome::BadSignature, StatusCode::UNAUTHORIZED, "bad signature");
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
-        Err(e) => return refuse(&state, "bad_request", StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return refuse(&state, HookOutcome::BadRequest, StatusCode::BAD_REQUEST, &e.to_string()),
     };
     match event {
         HookEvent::VisitorText(message) => {
             let session = id_for_log(&message.session_id).to_owned();
             match state.replies.submit(message).await {
                 Submitted::Accepted | Submitted::Duplicate => {
-                    count_hook("visitor_message");
+                    hook_received(HookOutcome::VisitorMessage);
                     tracing::info!(session, "visitor message accepted")
                 }
                 Submitted::Overloaded => {
-                    count_hook("overloaded");
+                    hook_received(HookOutcome::Overloaded);
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 }
                 Submitted::NotRecorded => {
-                    count_hook("not_recorded");
+                    hook_received(HookOutcome::NotRecorded);
                     return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the message; retry later");
                 }
             }
         }
         HookEvent::OperatorText(message) => {
-            count_hook("operator_message");
+            hook_received(HookOutcome::OperatorMessage);
             state.replies.operator_wrote(message).await
         }
         HookEvent::Resolved { session_id } => {
-            count_hook("resolved");
+            hook_received(HookOutcome::Resolved);
             state.replies.resolved(&session_id).await
         }
         HookEvent::SessionData { session_id, data } => {
-            count_hook("session_data");
+            hook_received(HookOutcome::SessionData);
             state.replies.session_data(&session_id, &data).await
         }
         HookEvent::Ignored(reason) => {
-            count_hook("ignored");
+            hook_received(HookOutcome::Ignored);
             tracing::debug!(reason, "hook ignored")
         }
     }

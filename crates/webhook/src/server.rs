@@ -11,6 +11,7 @@
 //! - *idle*: a keep-alive connection between requests: `idle_timeout`.
 
 use agent_core::ratelimit::RateLimitedWarn;
+use agent_core::telemetry::{self, CloseReason};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -132,7 +133,7 @@ impl Registry {
             .map(|(id, _)| *id);
         let Some(shed) = stalled.and_then(|id| open.remove(&id)) else { return false };
         shed.evict.notify_one();
-        metrics::counter!(agent_core::telemetry::CONNECTIONS_CLOSED, "reason" => "shed").increment(1);
+        telemetry::connection_closed(CloseReason::Shed);
         true
     }
 
@@ -191,7 +192,7 @@ pub async fn serve(
             },
         };
         let Some(slot) = slot else {
-            metrics::counter!(agent_core::telemetry::CONNECTIONS_CLOSED, "reason" => "refused").increment(1);
+            telemetry::connection_closed(CloseReason::Refused);
             if let Some(suppressed) = refused.allow(std::time::Instant::now()) {
                 tracing::warn!(suppressed, max = limits.max_connections, "connection refused: every slot is busy");
             }
@@ -268,13 +269,13 @@ async fn serve_connection(
                     continue;
                 }
                 let (limit, reason) = match conn.phase.load(Ordering::Relaxed) {
-                    HEAD => (limits.header_read_timeout, "header_timeout"),
-                    IDLE => (limits.idle_timeout, "idle_timeout"),
+                    HEAD => (limits.header_read_timeout, CloseReason::HeaderTimeout),
+                    IDLE => (limits.idle_timeout, CloseReason::IdleTimeout),
                     // The router answers 408 at the limit; this only catches a stuck body write.
-                    _ => (limits.request_timeout * 2, "request_timeout"),
+                    _ => (limits.request_timeout * 2, CloseReason::RequestTimeout),
                 };
                 if now.duration_since(phase_since) >= limit {
-                    metrics::counter!(agent_core::telemetry::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+                    telemetry::connection_closed(reason);
                     return;
                 }
             }

@@ -1,11 +1,7 @@
 //! The webhook's HTTP surface, driven in-process on the real router: who gets in, which bodies
 //! are refused, and which hooks start a reply. The LLM and Crisp are one wiremock stand-in.
 
-use agent_core::SecretString;
-use agent_core::coordination::{CoordTimings, Coordination, LocalInbox, QueueLimits};
-use agent_core::crisp::{CrispClient, CrispSettings};
-use agent_core::llm::LlmClient;
-use agent_core::retry::RetryPolicy;
+use agent_core::process::parse_vars;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -13,12 +9,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-use webhook::context::{ContextScope, ContextSource};
-use webhook::replies::{HandoffSettings, PromptLimits, Replies, ReplyDeps};
-use webhook::routes::{AppState, MAX_HOOK_BODY, router};
+use webhook::config::Cli;
+use webhook::routes::MAX_HOOK_BODY;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -37,12 +31,13 @@ const QUIET: Duration = Duration::from_millis(500);
 /// Generous limit for something that must happen.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// The real router over an [`AppState`] whose replies go to one wiremock server standing in for
-/// both the LLM and Crisp.
+/// The real router of a webhook built by [`webhook::App::build`], whose replies go to one
+/// wiremock server standing in for both the LLM and Crisp.
 struct Harness {
     server: MockServer,
     app: Router,
     _activity: tempfile::NamedTempFile,
+    _data: tempfile::TempDir,
 }
 
 impl Harness {
@@ -65,59 +60,27 @@ impl Harness {
             .await;
         let activity = tempfile::NamedTempFile::new().expect("activity file");
         std::fs::write(activity.path(), "[0] Action: opened the pricing page\n").expect("write activity");
+        let data = tempfile::tempdir().expect("data dir");
         let base = format!("{}/v1", server.uri());
-        let llm = LlmClient::new(&base, SecretString::from("sk-test"), "gpt-4o-mini", RetryPolicy::none()).unwrap();
-        let crisp = CrispClient::new(
-            CrispSettings {
-                api_base_url: base.clone(),
-                website_id: WEBSITE.into(),
-                token_identifier: "ident".into(),
-                token_key: SecretString::from("key"),
-                tier: "plugin".into(),
-            },
-            RetryPolicy::none(),
-        )
-        .unwrap();
-        let context =
-            ContextSource::new(ContextScope::Shared, activity.path().to_owned(), None, crisp.clone(), None, 6000);
-        let replies = Replies::new(
-            ReplyDeps {
-                llm,
-                crisp,
-                context,
-                system_prompt: "You are a test assistant.".into(),
-                fallback_message: None,
-                coordination: std::sync::Arc::new(Coordination::new(
-                    LocalInbox::new(
-                        &CoordTimings::default(),
-                        QueueLimits { max_waiting: 10_000, max_per_conversation: 100 },
-                        None,
-                        Vec::new(),
-                    ),
-                    None,
-                )),
-                proactive: None,
-                max_age: Duration::from_secs(3600),
-                handoff: HandoffSettings {
-                    message: "A teammate will reply.".into(),
-                    offline_message: "Our team is offline.".into(),
-                    assign_user_id: None,
-                },
-                traces: None,
-                history_turns: 6,
-                limits: PromptLimits { max_message_chars: 4000, max_burst_messages: 20 },
-            },
-            4,
-        );
-        let state = Arc::new(AppState {
-            webhook_secret: agent_core::auth::SecretDigest::new(secret.as_bytes()),
-            website_id: WEBSITE.into(),
-            hook_signing_secret: None,
-            metrics: None,
-            replies,
-            refusals: std::sync::Mutex::new(agent_core::ratelimit::RateLimitedWarn::new(5)),
-        });
-        Harness { server, app: router(state, true), _activity: activity }
+        // Built as `main` builds it, from settings; only the router is driven, in-process.
+        let vars = [
+            ("WEBHOOK_SECRET", secret.to_owned()),
+            ("CRISP_TOKEN_IDENTIFIER", "ident".to_owned()),
+            ("CRISP_TOKEN_KEY", "key".to_owned()),
+            ("WEBSITE_ID", WEBSITE.to_owned()),
+            ("CRISP_API_BASE_URL", base.clone()),
+            ("OPENAI_API_KEY", "sk-test".to_owned()),
+            ("OPENAI_BASE_URL", base),
+            ("CONTEXT_SCOPE", "shared".to_owned()),
+            ("EVENT_DATA_PATH", activity.path().display().to_string()),
+            ("DATA_DIR", data.path().display().to_string()),
+            ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+            ("FALLBACK_MESSAGE", String::new()),
+            ("MAX_CONCURRENT_REPLIES", "4".to_owned()),
+        ];
+        let settings = parse_vars::<Cli>(&vars).expect("settings").into_settings().expect("valid settings");
+        let app = webhook::App::build(settings).await.expect("the webhook builds");
+        Harness { server, app: app.router(), _activity: activity, _data: data }
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, Bytes) {

@@ -29,8 +29,9 @@ pub struct SessionContext {
 pub enum StoreError {
     #[error("context store I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// Redis is down or refused the command (a later call may work).
-    #[error("context store unavailable: {0}")]
+    /// Redis is down or refused the command (a later call may work). The outage itself is
+    /// logged once, by the connection; this message only names the error's category.
+    #[error("context store unavailable ({})", .0.0.category())]
     Unavailable(#[from] crate::redis_conn::RedisDown),
     /// The file store's blocking task did not finish (it panicked, or the runtime is shutting down).
     #[error("context store task failed: {0}")]
