@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use standins::bin;
 use standins::eventually;
 use standins::stand_ins::{
-    LLM_PATH, Webhook, all_requests, body_of, completion, compose_ok, last_user_message, meta, mount_conversation,
+    Env, LLM_PATH, Webhook, all_requests, body_of, completion, compose_ok, last_user_message, meta, mount_conversation,
     mount_llm, no_history, requests_to, set, visitor_message, webhook_env,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,17 +111,31 @@ fn operator_message(session: &str, fingerprint: u64, content: &str, automated: b
 }
 
 // ---------------------------------------------------------------------------------------------
-// The binary
+// The webhook
 // ---------------------------------------------------------------------------------------------
 
-/// Starts the webhook (shared context scope, empty working directory) with `extra` on top.
-async fn start_webhook(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
+/// The webhook's settings: shared context scope, with `extra` on top.
+fn env_with(server: &MockServer, extra: &[(&'static str, &str)]) -> Env {
     let mut env = webhook_env(server, SITE, HOOK_SECRET);
     set(&mut env, "CONTEXT_SCOPE", "shared");
     for (name, value) in extra {
         set(&mut env, name, *value);
     }
-    Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await
+    env
+}
+
+/// Starts the webhook in-process, in an empty working directory.
+async fn start_webhook(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
+    let dir = tempfile::tempdir().unwrap();
+    let mut webhook = Webhook::in_process(dir.path(), env_with(server, extra)).await;
+    webhook.keep_dir(dir);
+    webhook
+}
+
+/// Starts the binary, in an empty working directory: for the tests that read its log or
+/// signal it.
+async fn start_webhook_binary(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
+    Webhook::start_in_tempdir(bin!("webhook"), env_with(server, extra), LIMIT).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,7 +279,7 @@ async fn wait_takeover_logged(webhook: &Webhook, session: &str) {
 #[tokio::test]
 async fn a_human_operator_writing_silences_the_bot_in_that_conversation_only() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = start_webhook(&server, &[]).await;
+    let webhook = start_webhook_binary(&server, &[]).await;
     webhook.deliver(&operator_message("session_H", 999, "Hi, Anna here. Let me check.", false)).await;
     wait_takeover_logged(&webhook, "session_H").await;
     webhook.deliver(&visitor_message(SITE, "session_H", 1000, "Thanks Anna!")).await;
@@ -391,7 +405,7 @@ async fn an_automated_operator_message_does_not_silence_the_bot() {
 #[tokio::test]
 async fn the_bot_answers_again_once_human_takeover_secs_have_passed() {
     let server = stand_in(completion(ANSWER)).await;
-    let webhook = start_webhook(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
+    let webhook = start_webhook_binary(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
     let session = "session_H2";
     webhook.deliver(&operator_message(session, 999, "Anna here.", false)).await;
     wait_takeover_logged(&webhook, session).await;
@@ -434,8 +448,7 @@ async fn crisp_refusing_first(n: u64, refusal: ResponseTemplate) -> MockServer {
 
 /// Sends one visitor message and returns the message posts once `attempts` were seen and
 /// nothing more came.
-async fn attempts_for_one_message(server: &MockServer, attempts: usize) -> (Webhook, Vec<Request>) {
-    let webhook = start_webhook(server, &[]).await;
+async fn attempts_for_one_message(webhook: Webhook, server: &MockServer, attempts: usize) -> (Webhook, Vec<Request>) {
     webhook.deliver(&visitor_message(SITE, "session_X", 1, "Is this thing on?")).await;
     let posts = wait_for(server, "POST", &message_path("session_X"), attempts).await;
     assert_eq!(posts.len(), attempts, "{}", webhook.stderr());
@@ -447,7 +460,7 @@ async fn attempts_for_one_message(server: &MockServer, attempts: usize) -> (Webh
 async fn crisp_throttling_is_retried_until_the_one_reply_is_accepted() {
     let throttled = ResponseTemplate::new(429).set_body_json(json!({"error": true, "reason": "rate_limited"}));
     let server = crisp_refusing_first(2, throttled).await;
-    let (webhook, posts) = attempts_for_one_message(&server, 3).await;
+    let (webhook, posts) = attempts_for_one_message(start_webhook(&server, &[]).await, &server, 3).await;
     assert_eq!(posts.len(), 3, "two refused attempts, then the accepted one, then nothing; log:\n{}", webhook.stderr());
     assert_eq!(contents(&posts), [ANSWER, ANSWER, ANSWER], "the same reply each time");
     assert_eq!(requests_to(&server, "POST", LLM_PATH).await.len(), 1, "the answer is not written again");
@@ -457,7 +470,7 @@ async fn crisp_throttling_is_retried_until_the_one_reply_is_accepted() {
 async fn a_crisp_server_error_is_retried_until_the_one_reply_is_accepted() {
     let failed = ResponseTemplate::new(500).set_body_json(json!({"error": true, "reason": "internal_error"}));
     let server = crisp_refusing_first(1, failed).await;
-    let (webhook, posts) = attempts_for_one_message(&server, 2).await;
+    let (webhook, posts) = attempts_for_one_message(start_webhook(&server, &[]).await, &server, 2).await;
     assert_eq!(posts.len(), 2, "one failed attempt, then the accepted one; log:\n{}", webhook.stderr());
     assert_eq!(contents(&posts), [ANSWER, ANSWER]);
 }
@@ -467,7 +480,9 @@ async fn a_crisp_400_is_not_retried_and_its_reason_is_logged() {
     let invalid =
         ResponseTemplate::new(400).set_body_json(json!({"error": true, "reason": "invalid_data", "data": {}}));
     let server = crisp_refusing_first(100, invalid).await;
-    let (webhook, posts) = attempts_for_one_message(&server, 1).await;
+    // The binary: its log is what this test reads.
+    let webhook = start_webhook_binary(&server, &[]).await;
+    let (webhook, posts) = attempts_for_one_message(webhook, &server, 1).await;
     assert_eq!(posts.len(), 1, "exactly one attempt");
     assert!(eventually(LIMIT, || webhook.stderr().contains("invalid_data")).await, "log:\n{}", webhook.stderr());
 }
@@ -534,13 +549,13 @@ async fn fallback_message_replaces_the_default_fallback() {
 #[tokio::test]
 async fn sigterm_lets_every_accepted_message_be_answered_then_exits_zero() {
     let server = stand_in(completion(ANSWER).set_delay(Duration::from_secs(2))).await;
-    let mut webhook = start_webhook(&server, &[]).await;
+    let mut webhook = start_webhook_binary(&server, &[]).await;
     let sessions = ["session_S1", "session_S2", "session_S3"];
     for session in sessions {
         webhook.deliver(&visitor_message(SITE, session, 1, "Quick question")).await;
     }
     let posted_before = requests_to(&server, "POST", &message_path(sessions[0])).await.len();
-    webhook.proc.signal("TERM");
+    webhook.proc().signal("TERM");
     assert_eq!(posted_before, 0, "test premise: the replies were still being written at SIGTERM");
 
     let status = webhook.exited(LIMIT).await.unwrap_or_else(|| panic!("still running:\n{}", webhook.stderr()));

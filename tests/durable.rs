@@ -80,7 +80,7 @@ async fn kill_9_with_replies_in_flight_then_restart_answers_every_accepted_messa
     }
     // Every reply is waiting on the LLM: none reached Crisp.
     assert_eq!(wait_for(&slow, "POST", LLM_PATH, 10, LIMIT).await.len(), 10, "{}", first.stderr());
-    first.proc.signal("KILL");
+    first.proc().signal("KILL");
     drop(first);
     assert_eq!(posts_per_session(&slow, &sessions).await, vec![0; 10]);
 
@@ -105,7 +105,7 @@ async fn sigterm_past_the_grace_period_leaves_the_rest_recorded_for_the_restart(
     for (n, s) in sessions.iter().enumerate() {
         first.deliver_ok(&visitor_message(SITE, s, 2000 + n as u64, "Where is billing?")).await;
     }
-    first.proc.signal("TERM");
+    first.proc().signal("TERM");
     let status = first.exited(LIMIT).await.expect("exits after the grace period");
     assert!(status.success(), "exit status {status:?}\n{}", first.stderr());
     let log = first.stderr();

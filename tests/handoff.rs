@@ -1,10 +1,9 @@
-//! Hand-off to a human with the visitor's context: the real `listener` and `webhook` against
-//! stand-ins for Autoplay, OpenAI (answering with a tool call, or refusing tools) and Crisp.
+//! Hand-off to a human with the visitor's context: the listener and the webhook (in-process,
+//! through their builders) against stand-ins for Autoplay, OpenAI (answering with a tool call, or refusing tools) and Crisp.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use standins::Proc;
-use standins::bin;
+use standins::apps::{self, Running};
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{
     Env, LLM_PATH, Webhook, actions_frame, body_of, completion, compose_ok, dispatched, meta, mount_conversation,
@@ -123,7 +122,7 @@ async fn wait_posted(server: &MockServer, session: &str, texts: usize, notes: us
 }
 
 /// The listener in `dir`, fed the linked visitor's actions.
-async fn listener(dir: &Path) -> (SseServer, Proc) {
+async fn listener(dir: &Path) -> (SseServer, Running) {
     let frame = actions_frame("ps_H", json!({}), &TITLES);
     let stream = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(frame)])], None).await;
     let env = [
@@ -131,8 +130,8 @@ async fn listener(dir: &Path) -> (SseServer, Proc) {
         ("SUMMARY_THRESHOLD", "0".to_owned()),
         ("DATA_DIR", dir.join("data").display().to_string()),
     ];
-    let proc = Proc::spawn(bin!("listener"), dir, &env, &[]);
-    (stream, proc)
+    let listener = apps::listener(&apps::in_dir(dir, &env)).await.unwrap_or_else(|e| panic!("{e}"));
+    (stream, listener)
 }
 
 /// Asks until the linked visitor's activity is in the prompt (the listener stores it off its
@@ -164,7 +163,7 @@ async fn an_explicit_request_in_any_language_hands_over_with_the_visitors_contex
     let prompt_file = dir.path().join("prompt.txt");
     std::fs::write(&prompt_file, "You are Zed, a terse assistant. Never mention teammates.").unwrap();
     let env = env_for(&server, &dir.path().join("data"), &[("SYSTEM_PROMPT_PATH", prompt_file.display().to_string())]);
-    let webhook = Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env).await;
     let answered = until_linked(&server, &webhook).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_linked", 900, "je veux parler à quelqu'un")).await;
@@ -203,8 +202,7 @@ async fn an_explicit_request_in_any_language_hands_over_with_the_visitors_contex
 async fn without_tool_support_explicit_requests_still_hand_over_and_questions_are_answered() {
     let dir = tempfile::tempdir().unwrap();
     let server = crisp_and_llm(Model { tools: false, triggers: MULTILINGUAL }, "offline").await;
-    let webhook =
-        Webhook::start(bin!("webhook"), dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env_for(&server, &dir.path().join("data"), &[])).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_q", 1, "How do I export a CSV?")).await;
     let (texts, _) = wait_posted(&server, "session_q", 1, 0).await;
@@ -224,8 +222,7 @@ async fn three_requests_in_one_burst_give_one_hand_off() {
     let slow = SlowModel(Model { tools: true, triggers: MULTILINGUAL });
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(slow).mount(&server).await;
     mount_crisp(&server, "online").await;
-    let webhook =
-        Webhook::start(bin!("webhook"), dir.path(), env_for(&server, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env_for(&server, &dir.path().join("data"), &[])).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_b", 1, "Where is billing?")).await;
     for n in 2..5 {
@@ -246,8 +243,7 @@ async fn a_fallback_reply_leaves_operators_the_context_note() {
     // The LLM refuses the key (not retried): the visitor gets the fallback.
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(ResponseTemplate::new(401)).mount(&broken).await;
     mount_crisp(&broken, "online").await;
-    let webhook =
-        Webhook::start(bin!("webhook"), dir.path(), env_for(&broken, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env_for(&broken, &dir.path().join("data"), &[])).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_f", 1, "Why is my export empty?")).await;
     let (texts, notes) = wait_posted(&broken, "session_f", 1, 1).await;

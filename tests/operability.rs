@@ -362,8 +362,8 @@ async fn json_logs_are_one_object_per_line_and_reply_lines_carry_session_and_rep
     assert!(eventually(LIMIT, || webhook.stderr().contains("reply sent")).await, "log: {}", webhook.stderr());
 
     // Stop it so that every line is complete before reading the log.
-    webhook.proc.signal("TERM");
-    let status = webhook.proc.wait_exit(LIMIT);
+    webhook.proc().signal("TERM");
+    let status = webhook.proc_mut().wait_exit(LIMIT);
     assert_eq!(status.and_then(|s| s.code()), Some(0), "log: {}", webhook.stderr());
     let log = webhook.stderr();
 

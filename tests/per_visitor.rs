@@ -1,19 +1,21 @@
 //! Every answer is grounded in that visitor's own activity, and no one else's.
 //!
-//! The real `listener` and `webhook` binaries share one working directory and one `DATA_DIR`:
-//! the listener reads a loopback Autoplay stream into the per-visitor context store, the
-//! webhook answers Crisp hooks against stand-ins for OpenAI and the Crisp REST API.
+//! The listener and the webhook, in-process through their builders, share one working
+//! directory and one `DATA_DIR`: the listener reads a loopback Autoplay stream into the
+//! per-visitor context store, the webhook answers Crisp hooks against stand-ins for OpenAI and
+//! the Crisp REST API.
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use standins::apps::{self, Running};
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{
     actions_frame, completion, llm_calls, mount_llm, summary_env, user_prompt, visitor_message, visitor_stand_in,
     webhook_env,
 };
-use standins::{Proc, bin, eventually, read};
+use standins::{eventually, read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -77,10 +79,10 @@ fn activity_of(prompt: &str) -> &str {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The two binaries
+// The two apps
 // ---------------------------------------------------------------------------------------------
 
-/// A working directory shared by both binaries, with its `DATA_DIR`.
+/// A working directory shared by both apps, with its `DATA_DIR`.
 struct Shared {
     dir: tempfile::TempDir,
     data_dir: PathBuf,
@@ -102,7 +104,7 @@ impl Shared {
     }
 
     /// Starts the listener against a stream that sends `frames` and then stays open.
-    async fn listener(&self, frames: &[String], extra: &[(&'static str, String)]) -> (SseServer, Proc) {
+    async fn listener(&self, frames: &[String], extra: &[(&'static str, String)]) -> (SseServer, Running) {
         let chunks = frames.iter().map(|f| Bytes::from(f.clone())).collect();
         let stream = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
         let mut env = vec![
@@ -111,8 +113,8 @@ impl Shared {
             ("DATA_DIR", self.data_dir.display().to_string()),
         ];
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn(bin!("listener"), self.cwd(), &env, &[]);
-        (stream, proc)
+        let listener = apps::listener(&apps::in_dir(self.cwd(), &env)).await.unwrap_or_else(|e| panic!("{e}"));
+        (stream, listener)
     }
 
     /// Starts the webhook against `server` with `extra` settings on top.
@@ -120,7 +122,7 @@ impl Shared {
         let mut env = webhook_env(server, SITE, HOOK_SECRET);
         env.push(("DATA_DIR", self.data_dir.display().to_string()));
         env.extend(extra.iter().cloned());
-        let inner = standins::stand_ins::Webhook::start(bin!("webhook"), self.cwd(), env, LIMIT).await;
+        let inner = standins::stand_ins::Webhook::in_process(self.cwd(), env).await;
         Webhook { inner, fingerprints: AtomicU64::new(1_000) }
     }
 }
@@ -148,7 +150,7 @@ impl Webhook {
     /// Asks in conversation `session` until its prompt carries every one of `titles`, which
     /// the listener stores off its reading path (in whichever store backend is configured);
     /// returns that prompt.
-    async fn ask_until(&self, server: &MockServer, session: &str, titles: &[&str], listener: &Proc) -> String {
+    async fn ask_until(&self, server: &MockServer, session: &str, titles: &[&str], listener: &Running) -> String {
         let deadline = Instant::now() + LIMIT;
         for probe in 1.. {
             let prompt = self.ask(server, session, &format!("Probe {probe} in {session}")).await;
@@ -157,9 +159,8 @@ impl Webhook {
             }
             assert!(
                 Instant::now() < deadline,
-                "{session} never got {titles:?}; last prompt:\n{prompt}\nlistener log:\n{}\nwebhook log:\n{}",
-                listener.stderr(),
-                self.inner.stderr()
+                "{session} never got {titles:?}; last prompt:\n{prompt}\nlistener running: {}",
+                listener.is_running()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -485,13 +486,13 @@ async fn the_listener_writes_the_reference_activity_file_while_it_feeds_the_stor
     let (stream, listener) = shared.listener(&[ACTIONS_FULL.to_owned()], &[]).await;
     let file = shared.event_data();
     if !eventually(LIMIT, || read(&file) == EXPECTED).await {
-        assert_eq!(read(&file), EXPECTED, "listener log:\n{}", listener.stderr());
+        assert_eq!(read(&file), EXPECTED, "listener running: {}", listener.is_running());
     }
 
     stream.push(actions_frame("ps_B", json!({}), &B_TITLES[..1])).await;
     let expected = format!("{EXPECTED}{}", block(0, B_TITLES[0]));
     if !eventually(LIMIT, || read(&file) == expected).await {
-        assert_eq!(read(&file), expected, "listener log:\n{}", listener.stderr());
+        assert_eq!(read(&file), expected, "listener running: {}", listener.is_running());
     }
     assert_eq!(
         read(&file).lines().skip(9).collect::<Vec<_>>(),

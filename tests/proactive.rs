@@ -404,7 +404,7 @@ async fn a_restart_never_offers_twice() {
     scene.ping_pong().await;
     scene.wait_outcome("sent", 1).await;
     // kill -9, then the same webhook again: the firing is not read (or offered) again.
-    scene.webhook.proc.signal("KILL");
+    scene.webhook.proc().signal("KILL");
     let mut env = webhook_env(&scene.server, SITE, HOOK_SECRET);
     env.push(("DATA_DIR", scene.data_dir().display().to_string()));
     env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));

@@ -515,7 +515,7 @@ async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other(
     a.deliver_ok(&hook).await;
     let writing = standins::stand_ins::wait_for(&slow, "POST", LLM_PATH, 1, LIMIT).await;
     assert_eq!(writing.len(), 1, "A never started its reply:\n{}", a.stderr());
-    a.proc.signal("KILL");
+    a.proc().signal("KILL");
     // Crisp got its 200 from A, so it may not deliver again; if it does, B takes it as a duplicate.
     b.deliver_ok(&hook).await;
 

@@ -192,7 +192,7 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
     let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert!(eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await, "log: {}", webhook.stderr());
-    assert!(webhook.proc.is_running());
+    assert!(webhook.proc_mut().is_running());
     let health = webhook.http.get(format!("{}/health", webhook.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
@@ -229,8 +229,8 @@ async fn sigterm_lets_the_reply_in_flight_reach_crisp_then_exits_zero() {
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", LLM_PATH, 1).await.len(), 1, "the reply is in flight");
     assert!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.is_empty(), "not yet posted");
-    webhook.proc.signal("TERM");
-    let status = webhook.proc.wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", webhook.stderr()));
+    webhook.proc().signal("TERM");
+    let status = webhook.proc_mut().wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", webhook.stderr()));
     assert_eq!(status.code(), Some(0), "log: {}", webhook.stderr());
     let posts = requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await;
     assert_eq!(posts.len(), 1, "the reply was posted before exit; log: {}", webhook.stderr());

@@ -6,11 +6,11 @@
 //! writes the answers (the stand-in then forwards to it, still recording the prompt).
 
 mod answer;
-mod apps;
+mod log;
 mod standins;
 
+use ::standins::apps::{self, Running};
 use anyhow::{Context, Result, anyhow, bail};
-use apps::Running;
 use clap::Parser;
 use serde_json::{Value, json};
 use standins::{CallKind, CrispLog, LlmCall, Upstream};
@@ -159,7 +159,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     let data_dir = dir.join("data");
     let event_data = dir.join("event_data.txt");
     let log = dir.join("demo.log");
-    apps::log_to(&log)?;
+    log::log_to(&log)?;
     let common = [
         ("OPENAI_BASE_URL", format!("http://{llm}/v1")),
         ("OPENAI_API_KEY", "demo".to_owned()),
@@ -178,8 +178,9 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
         ("WEBSITE_ID", standins::WEBSITE_ID.into()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
     ]);
-    let listener = apps::listener(&listener_env, &log).await?;
-    let (webhook, bind) = apps::webhook(&webhook_env, &log).await?;
+    let listener = apps::listener(&listener_env).await?;
+    let webhook = apps::webhook(&webhook_env).await?;
+    let bind = webhook.addr.context("the webhook has an address")?;
     let mut procs = [listener, webhook];
     println!("started the listener and the webhook (http://{bind}); their log: demo.log");
 
@@ -189,17 +190,17 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     let last_title = titles.last().cloned().unwrap_or_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let health = format!("http://{bind}/health");
-    wait_until(&mut procs, limits.start, "the webhook to answer GET /health", || async {
+    wait_until(&mut procs, &log, limits.start, "the webhook to answer GET /health", || async {
         http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
     })
     .await?;
-    wait_until(&mut procs, limits.start, "the listener to write the sample stream to event_data.txt", || async {
+    wait_until(&mut procs, &log, limits.start, "the listener to write the sample stream to event_data.txt", || async {
         let text = read(&event_data);
         titles.iter().all(|title| text.contains(&format!("Action: {title}\n")))
             && store_contains(&data_dir, &serde_json::to_string(&last_title).unwrap_or_default())
     })
     .await?;
-    let summarised = wait_until(&mut procs, limits.summary, "the listener's summary", || async {
+    let summarised = wait_until(&mut procs, &log, limits.summary, "the listener's summary", || async {
         summary_failure(&llm_calls).is_some()
             || read(&event_data).contains("=== SUMMARY ===") && store_contains(&data_dir, "\"k\":\"summary\"")
     })
@@ -232,7 +233,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     if !response.status().is_success() {
         bail!("the webhook refused the hook: HTTP {}", response.status());
     }
-    let answered = wait_until(&mut procs, limits.answer, "the answer to be posted to Crisp", || async {
+    let answered = wait_until(&mut procs, &log, limits.answer, "the answer to be posted to Crisp", || async {
         crisp_log.lock().is_ok_and(|log| !log.posted.is_empty())
     })
     .await;
@@ -270,8 +271,8 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
 
     // Stop both, the webhook first (it drains replies in flight).
     let [listener, webhook] = &mut procs;
-    let stopped_webhook = webhook.stop(Duration::from_secs(35)).await;
-    let stopped_listener = listener.stop(Duration::from_secs(35)).await;
+    let stopped_webhook = webhook.stop(Duration::from_secs(35)).await.map_err(|e| anyhow!(e));
+    let stopped_listener = listener.stop(Duration::from_secs(35)).await.map_err(|e| anyhow!(e));
     let calls = crisp_log.lock().map(|log| log.calls.join(", ")).unwrap_or_default();
     println!("Crisp API calls seen: {calls}");
     if fell_back {
@@ -297,7 +298,7 @@ impl std::fmt::Display for TimedOut {
 impl std::error::Error for TimedOut {}
 
 /// Polls `check` every 100 ms until it holds; fails when `limit` passes or an app stops.
-async fn wait_until<F, Fut>(procs: &mut [Running], limit: Duration, what: &str, mut check: F) -> Result<()>
+async fn wait_until<F, Fut>(procs: &mut [Running], log: &Path, limit: Duration, what: &str, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -308,10 +309,12 @@ where
             return Ok(());
         }
         for proc in procs.iter_mut() {
-            proc.check_running().with_context(|| format!("while waiting for {what}"))?;
+            if let Some(stopped) = proc.stopped_early() {
+                bail!("{stopped} while waiting for {what}; last log line: {}", log::last_line(log));
+            }
         }
         if Instant::now() > deadline {
-            let last = procs.first().map(Running::last_log_line).unwrap_or_default();
+            let last = log::last_line(log);
             let message = format!("timed out after {} s waiting for {what} (last log line: {last})", limit.as_secs());
             return Err(TimedOut(message).into());
         }

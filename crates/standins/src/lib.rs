@@ -1,6 +1,7 @@
 //! Loopback stand-ins for Autoplay (an SSE server), OpenAI and Crisp (wiremock), and the harness
 //! that runs the real binaries against them: [`Proc`], [`stand_ins::Webhook`], [`bin!`].
 
+pub mod apps;
 pub mod sse_server;
 pub mod stand_ins;
 

@@ -91,16 +91,38 @@ impl HookBody for Value {
     }
 }
 
-/// A running `webhook` and its base URL; hooks are keyed with its `WEBHOOK_SECRET`.
+/// A running webhook, the binary or in-process, and its base URL; hooks are keyed with its
+/// `WEBHOOK_SECRET`.
 pub struct Webhook {
-    pub proc: Proc,
+    runner: Runner,
     pub url: String,
     pub http: reqwest::Client,
     key: String,
     cwd: Option<tempfile::TempDir>,
 }
 
+/// How the webhook runs: the binary (where the process is the point: exit codes, signals,
+/// logs, metrics) or in this process through its builder.
+enum Runner {
+    Process(Proc),
+    /// Held, not read: dropping it stops the webhook.
+    InProcess {
+        _running: crate::apps::Running,
+    },
+}
+
 impl Webhook {
+    /// Starts the webhook in this process, built from `env` as the binary started in `cwd`
+    /// would build it (see [`crate::apps::in_dir`]), on a free loopback port.
+    pub async fn in_process(cwd: &Path, mut env: Env) -> Webhook {
+        crate::apps::log_to_test_output();
+        set(&mut env, "BIND_ADDR", "127.0.0.1:0");
+        let key = env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+        let running = crate::apps::webhook(&crate::apps::in_dir(cwd, &env)).await.unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", running.addr.expect("the webhook's address"));
+        Webhook { runner: Runner::InProcess { _running: running }, url, http: http(), key, cwd: None }
+    }
+
     /// Starts the binary in `cwd` on a free loopback port and waits up to `limit` until
     /// `/health` answers.
     pub async fn start(exe: &Path, cwd: &Path, env: Env, limit: Duration) -> Webhook {
@@ -130,7 +152,7 @@ impl Webhook {
             assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Webhook { proc, url, http, key, cwd: None }
+        Webhook { runner: Runner::Process(proc), url, http, key, cwd: None }
     }
 
     /// [`Webhook::start`] in a new empty working directory, kept as long as the webhook.
@@ -141,13 +163,38 @@ impl Webhook {
         webhook
     }
 
-    /// The working directory made by [`Webhook::start_in_tempdir`].
+    /// Keeps `dir` (its working directory) as long as the webhook.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self.cwd = Some(dir);
+    }
+
+    /// The working directory made by [`Webhook::start_in_tempdir`] or given to
+    /// [`Webhook::keep_dir`].
     pub fn cwd(&self) -> &Path {
         self.cwd.as_ref().expect("started in a tempdir").path()
     }
 
+    /// The binary's log; an in-process webhook logs into the test's output (with `RUST_LOG`).
     pub fn stderr(&self) -> String {
-        self.proc.stderr()
+        match &self.runner {
+            Runner::Process(proc) => proc.stderr(),
+            Runner::InProcess { .. } => "(in-process webhook: run with RUST_LOG=info to see its log)".to_owned(),
+        }
+    }
+
+    /// The binary's process.
+    pub fn proc(&self) -> &Proc {
+        match &self.runner {
+            Runner::Process(proc) => proc,
+            Runner::InProcess { .. } => panic!("an in-process webhook has no process"),
+        }
+    }
+
+    pub fn proc_mut(&mut self) -> &mut Proc {
+        match &mut self.runner {
+            Runner::Process(proc) => proc,
+            Runner::InProcess { .. } => panic!("an in-process webhook has no process"),
+        }
     }
 
     pub fn metrics_url(&self) -> String {
@@ -198,13 +245,14 @@ impl Webhook {
     /// Waits (without blocking the runtime) for the process to exit.
     pub async fn exited(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
-        while self.proc.is_running() {
+        let proc = self.proc_mut();
+        while proc.is_running() {
             if Instant::now() > deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.proc.wait_exit(Duration::from_secs(1))
+        proc.wait_exit(Duration::from_secs(1))
     }
 }
 
