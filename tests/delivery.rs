@@ -1,5 +1,6 @@
-//! Exactly one timely answer per visitor message: the real `webhook` binary against stand-ins
-//! for OpenAI and the Crisp REST API.
+//! Exactly one timely answer per visitor message: the webhook (in-process through its builder;
+//! the real binary where its log or SIGTERM is the point) against stand-ins for OpenAI and the
+//! Crisp REST API.
 
 use serde_json::{Value, json};
 use standins::bin;

@@ -1,4 +1,6 @@
-//! The real `webhook` binary against one loopback stand-in for both OpenAI and the Crisp REST API.
+//! The webhook against one loopback stand-in for both OpenAI and the Crisp REST API: in-process
+//! through its builder, or the real binary where its log, signals, exit status or `--help` are
+//! the point.
 
 use serde_json::json;
 use standins::stand_ins::{
@@ -61,7 +63,7 @@ async fn wait_for(server: &MockServer, verb: &str, request_path: &str, count: us
 /// Runs a webhook with `env` in `cwd`, delivers the docs example, and returns the one LLM
 /// request and the one Crisp message post it caused (to `website`).
 async fn answer_docs_example(server: &MockServer, cwd: &Path, env: Env, website: &str) -> (Request, Request) {
-    let webhook = Webhook::start(bin!("webhook"), cwd, env, LIMIT).await;
+    let webhook = Webhook::in_process(cwd, env).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     let posts = wait_for(server, "POST", &crisp_message_path(website), 1).await;
     assert_eq!(posts.len(), 1, "one reply posted to Crisp; log: {}", webhook.stderr());
@@ -77,7 +79,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
     let mut env = env_for(&server);
     set(&mut env, "CONTEXT_SCOPE", "shared");
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), env).await;
 
     let started = Instant::now();
     webhook.deliver_ok(DOCS_EXAMPLE).await;
@@ -117,7 +119,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
 async fn hook_is_acknowledged_before_any_outside_call_completes() {
     let server = stand_in(llm_answer().set_delay(Duration::from_secs(3)), crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     let started = Instant::now();
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     let took = started.elapsed();
@@ -201,7 +203,7 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
 async fn operator_echo_never_reaches_the_llm() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     webhook.deliver_ok(OPERATOR_ECHO).await;
     tokio::time::sleep(QUIET).await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "the bot must not answer itself");
@@ -212,7 +214,7 @@ async fn operator_echo_never_reaches_the_llm() {
 async fn redelivered_message_is_answered_once() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1);
