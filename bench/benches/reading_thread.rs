@@ -1,10 +1,12 @@
 //! The listener's reading-thread work without the network and the disk: the firehose of
 //! `bench/run.sh` part c (100k actions, 20k frames) cut into 400 KB reads, through the SSE
-//! parser, the payload parser and the activity-file formatting. The time is CPU only, so it
+//! parser, the payload parser and the activity-file formatting (with the conversion of the wire's
+//! batch into the product's record). The time is CPU only, so it
 //! is steadier than the end-to-end figure and shows which stage a change helped.
 //!
 //! Run: `cargo bench -p bench --bench reading_thread`
 
+use agent_core::action::BatchRecord;
 use agent_core::activity_file::format_action_block;
 use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::sse::{SseItem, SseParser};
@@ -38,7 +40,9 @@ fn run(body: &[u8]) -> (Stages, usize) {
             let t = Instant::now();
             if let StreamPayload::Actions(batch) = parsed.payload {
                 actions += batch.actions.len();
-                format_action_block(&batch.actions, &mut block);
+                // As the listener does: the wire batch becomes the product's record, then the file's bytes.
+                let record = BatchRecord::from_wire(&batch);
+                format_action_block(&record.actions, &mut block);
             }
             stages.format += t.elapsed();
         }

@@ -3,22 +3,22 @@
 //!
 //! Run: `cargo bench -p agent-core --bench context_lookup`
 
+use agent_core::action::{ActionRecord, BatchRecord};
 use agent_core::context::{FileStore, StoreLimits, render_context};
-use agent_core::payload::{Action, ActionsBatch};
 use std::time::{Duration, Instant, SystemTime};
 
-fn batch(session: &str, n: usize, pad: usize) -> ActionsBatch<'static> {
+fn batch(session: &str, n: usize, pad: usize) -> BatchRecord<'static> {
     let actions = (0..n)
-        .map(|i| Action {
+        .map(|i| ActionRecord {
             title: format!("Click button {i}").into(),
             description: format!("User clicked button {i} {}", "x".repeat(pad)).into(),
             canonical_url: "https://app.example.com/settings/:id".into(),
             kind: "click".into(),
             index: i as i64,
-            ..Action::default()
+            ..ActionRecord::default()
         })
         .collect();
-    ActionsBatch { session_id: Some(session.to_owned().into()), actions, ..ActionsBatch::default() }
+    BatchRecord { session_id: Some(session.to_owned().into()), actions, ..BatchRecord::default() }
 }
 
 /// Fills a store with about `bytes` of other sessions, plus the visitor looked up.

@@ -7,7 +7,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use agent_core::payload::ActionsBatch;
+use agent_core::action::BatchRecord;
 use agent_core::proactive::Trigger;
 use agent_core::proactive::triggers::{TriggerSettings, Watch};
 use common::{BATCHES, SESSIONS};
@@ -18,7 +18,7 @@ const ROUNDS: usize = 7;
 /// Best time of [`ROUNDS`] passes over `batches` with a fresh `Watch`, and the firings.
 /// `hot`: the batches in slices of 100, each observed as it is copied (the listener observes
 /// a batch it has just parsed: its strings are in the cache, not 30 MB away).
-fn run(settings: &TriggerSettings, batches: &[ActionsBatch<'static>], hot: bool) -> (Duration, usize) {
+fn run(settings: &TriggerSettings, batches: &[BatchRecord<'static>], hot: bool) -> (Duration, usize) {
     let mut best = Duration::MAX;
     let mut fired = 0;
     for _ in 0..ROUNDS {
@@ -26,7 +26,7 @@ fn run(settings: &TriggerSettings, batches: &[ActionsBatch<'static>], hot: bool)
         let mut out = Vec::new();
         let mut spent = Duration::ZERO;
         for slice in batches.chunks(100) {
-            let copy: Vec<ActionsBatch<'static>>;
+            let copy: Vec<BatchRecord<'static>>;
             let slice = if hot {
                 copy = slice.to_vec();
                 &copy[..]

@@ -193,7 +193,7 @@ fn ago(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Action;
+    use crate::action::ActionRecord;
 
     #[test]
     fn explicit_requests_in_several_languages_are_detected() {
@@ -225,12 +225,12 @@ mod tests {
 
     #[test]
     fn the_note_has_the_reason_the_summary_the_last_ten_actions_and_the_link() {
-        let actions: Vec<Action<'static>> = (0..12)
-            .map(|i| Action {
+        let actions: Vec<ActionRecord<'static>> = (0..12)
+            .map(|i| ActionRecord {
                 title: format!("Click {i}").into(),
                 canonical_url: "https://app.example.com/billing".into(),
                 timestamp_end: 1000.0 + i as f64,
-                ..Action::default()
+                ..ActionRecord::default()
             })
             .collect();
         let context = SessionContext { summary: Some("Opened billing\ntwice.".into()), actions };

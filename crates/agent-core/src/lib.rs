@@ -10,6 +10,7 @@
 //!   ([`handoff`]) -> Crisp ([`crisp::api`]); firings ([`proactive::feed`]) -> the gate
 //!   ([`proactive::gate`], [`proactive::book`]) -> an offer ([`proactive::offer`]) -> Crisp.
 
+pub mod action;
 pub mod activity_file;
 pub mod auth;
 pub mod checks;

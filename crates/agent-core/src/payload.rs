@@ -6,13 +6,15 @@
 //! Strings borrow from the frame's text (they are copied only when the JSON escapes them), so
 //! reading a busy stream allocates little; [`Action::into_owned`] makes a copy that outlives it.
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 
-/// One UI action inside an `actions` batch.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+/// One UI action inside an `actions` batch, as the wire carries it: only what the product
+/// reads (the rest of the wire's fields are ignored). It is converted once, where a frame is
+/// read, into the product's own [`crate::action::ActionRecord`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Action<'a> {
     #[serde(borrow, deserialize_with = "lenient_str")]
@@ -21,83 +23,26 @@ pub struct Action<'a> {
     pub description: Cow<'a, str>,
     #[serde(borrow, deserialize_with = "lenient_str")]
     pub canonical_url: Cow<'a, str>,
-    // Stored actions (the only use of `Serialize`) keep what prompts show (the title, the
-    // details and the page) and what the MCP tools return (index, type, times, raw URL); the
-    // ids repeat the batch and are not stored. Empty and zero values are left out, so records
-    // stay short; a record written before these fields were stored reads them as absent
-    // (empty, zero).
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_i64")]
+    #[serde(deserialize_with = "null_as_default")]
     pub index: i64,
-    #[serde(rename = "type", borrow, deserialize_with = "lenient_str", skip_serializing_if = "is_empty_str")]
+    #[serde(rename = "type", borrow, deserialize_with = "lenient_str")]
     pub kind: Cow<'a, str>,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_f64")]
+    #[serde(deserialize_with = "null_as_default")]
     pub timestamp_start: f64,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "is_zero_f64")]
+    #[serde(deserialize_with = "null_as_default")]
     pub timestamp_end: f64,
-    #[serde(borrow, deserialize_with = "lenient_str", skip_serializing_if = "is_empty_str")]
+    #[serde(borrow, deserialize_with = "lenient_str")]
     pub raw_url: Cow<'a, str>,
-    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
-    pub session_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
-    pub user_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
-    pub email: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str", skip_serializing)]
-    pub conversation_id: Option<Cow<'a, str>>,
-}
-
-impl Action<'_> {
-    /// The SDK's one-line rendering: `[{index}] {type}: {description} — {canonical_url}`.
-    pub fn to_text(&self) -> String {
-        format!("[{}] {}: {} \u{2014} {}", self.index, self.kind, self.description, self.canonical_url)
-    }
-
-    /// A copy that no longer borrows from the frame.
-    pub fn into_owned(self) -> Action<'static> {
-        Action {
-            title: owned(self.title),
-            description: owned(self.description),
-            canonical_url: owned(self.canonical_url),
-            index: self.index,
-            kind: owned(self.kind),
-            timestamp_start: self.timestamp_start,
-            timestamp_end: self.timestamp_end,
-            raw_url: owned(self.raw_url),
-            session_id: self.session_id.map(owned),
-            user_id: self.user_id.map(owned),
-            email: self.email.map(owned),
-            conversation_id: self.conversation_id.map(owned),
-        }
-    }
-}
-
-fn is_empty_str(s: &str) -> bool {
-    s.is_empty()
-}
-
-fn is_zero_i64(n: &i64) -> bool {
-    *n == 0
-}
-
-fn is_zero_f64(n: &f64) -> bool {
-    *n == 0.0
-}
-
-fn owned(s: Cow<'_, str>) -> Cow<'static, str> {
-    Cow::Owned(s.into_owned())
 }
 
 /// An `actions` frame: a batch of actions of one session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ActionsBatch<'a> {
-    pub product_id: Cow<'a, str>,
     pub session_id: Option<Cow<'a, str>>,
     pub user_id: Option<Cow<'a, str>>,
-    pub email: Option<Cow<'a, str>>,
     pub actions: Vec<Action<'a>>,
     /// Always `actions.len()`: the wire `count` is reconciled (see [`Parsed::count_mismatch`]).
     pub count: usize,
-    pub forwarded_at: f64,
     pub conversation_id: Option<Cow<'a, str>>,
 }
 
@@ -119,20 +64,11 @@ pub fn session_key(id: &str) -> Option<&str> {
     (!id.is_empty() && !placeholder).then_some(id)
 }
 
-/// A connector-side `summary` frame (parsed for completeness; the listener does not use it).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServerSummary {
-    pub product_id: String,
-    pub session_id: Option<String>,
-    pub summary: String,
-    pub replaces: i64,
-    pub forwarded_at: f64,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamPayload<'a> {
     Actions(ActionsBatch<'a>),
-    Summary(ServerSummary),
+    /// A connector-side summary (the listener writes its own).
+    Summary,
     UsertourTrigger,
     /// A `type` this product does not know; ignored.
     Unknown(String),
@@ -156,29 +92,33 @@ pub enum PayloadError {
     MissingType,
 }
 
-/// Every field any known payload type carries; one pass of serde over the frame.
+/// Every field any known payload type carries; one pass of serde over the frame. Fields the
+/// product does not read are still parsed, so a frame with one of them ill-typed is skipped
+/// as the reference SDK would.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct WireFrame<'a> {
     #[serde(rename = "type", borrow, deserialize_with = "optional_str")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str")]
-    product_id: Option<Cow<'a, str>>,
+    #[serde(rename = "product_id", borrow, deserialize_with = "optional_str")]
+    _product_id: Option<Cow<'a, str>>,
     #[serde(borrow, deserialize_with = "optional_str")]
     session_id: Option<Cow<'a, str>>,
     #[serde(borrow, deserialize_with = "optional_str")]
     user_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str")]
-    email: Option<Cow<'a, str>>,
+    #[serde(rename = "email", borrow, deserialize_with = "optional_str")]
+    _email: Option<Cow<'a, str>>,
     #[serde(borrow)]
     actions: Option<Vec<Action<'a>>>,
     count: Option<i64>,
-    forwarded_at: Option<f64>,
+    #[serde(rename = "forwarded_at")]
+    _forwarded_at: Option<f64>,
     #[serde(borrow, deserialize_with = "optional_str")]
     conversation_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "optional_str")]
-    summary: Option<Cow<'a, str>>,
-    replaces: Option<i64>,
+    #[serde(rename = "summary", borrow, deserialize_with = "optional_str")]
+    _summary: Option<Cow<'a, str>>,
+    #[serde(rename = "replaces")]
+    _replaces: Option<i64>,
 }
 
 /// Parses the `data` of one SSE frame.
@@ -199,25 +139,16 @@ pub fn parse_payload(data: &str) -> Result<Parsed<'_>, PayloadError> {
             let count_mismatch = (usize::try_from(wire_count).ok() != Some(actions.len())).then_some(wire_count);
             return Ok(Parsed {
                 payload: StreamPayload::Actions(ActionsBatch {
-                    product_id: wire.product_id.unwrap_or_default(),
                     session_id: falsy_none(wire.session_id),
                     user_id: falsy_none(wire.user_id),
-                    email: falsy_none(wire.email),
                     count: actions.len(),
                     actions,
-                    forwarded_at: wire.forwarded_at.unwrap_or(0.0),
                     conversation_id: falsy_none(wire.conversation_id),
                 }),
                 count_mismatch,
             });
         }
-        "summary" => StreamPayload::Summary(ServerSummary {
-            product_id: wire.product_id.unwrap_or_default().into_owned(),
-            session_id: falsy_none(wire.session_id).map(Cow::into_owned),
-            summary: wire.summary.unwrap_or_default().into_owned(),
-            replaces: wire.replaces.unwrap_or(0),
-            forwarded_at: wire.forwarded_at.unwrap_or(0.0),
-        }),
+        "summary" => StreamPayload::Summary,
         "usertour_trigger" => StreamPayload::UsertourTrigger,
         _ => StreamPayload::Unknown(kind.into_owned()),
     };
@@ -289,19 +220,16 @@ mod tests {
         let parsed = parse_payload(data).unwrap();
         assert_eq!(parsed.count_mismatch, None);
         let batch = actions(parsed);
-        assert_eq!(batch.product_id, "prod_abc");
         assert_eq!(batch.session_id.as_deref(), Some("ps_abc123"));
         assert_eq!(batch.user_id.as_deref(), Some("distinct_id_xyz"));
-        assert_eq!(batch.email.as_deref(), Some("user@example.com"));
         assert_eq!(batch.count, 3);
-        assert_eq!(batch.forwarded_at, 1700000012.9);
         let first = &batch.actions[0];
         assert_eq!(first.title, "Page Load: Dashboard");
         assert_eq!(first.kind, "pageview");
         assert_eq!(first.raw_url, "https://app.example.com/dashboard?ref=email");
         assert_eq!(first.timestamp_end, 1700000005.2);
         assert_eq!(
-            first.to_text(),
+            crate::action::ActionRecord::from_wire(first).to_text(),
             "[0] pageview: User landed on the dashboard page \u{2014} https://app.example.com/dashboard"
         );
     }
@@ -312,12 +240,15 @@ mod tests {
         let parsed = parse_payload(data).unwrap();
         assert_eq!(parsed.count_mismatch, Some(1));
         let batch = actions(parsed);
-        assert_eq!((batch.session_id, batch.user_id, batch.email), (None, None, None));
+        assert_eq!((batch.session_id, batch.user_id), (None, None));
         assert_eq!(batch.count, 2);
         assert_eq!(batch.actions[1].index, 0);
         assert_eq!(batch.actions[1].kind, "");
         assert_eq!(batch.actions[1].raw_url, "");
-        assert_eq!(batch.actions[1].to_text(), "[0] : User landed on /checkout/payment \u{2014} /checkout/payment");
+        assert_eq!(
+            crate::action::ActionRecord::from_wire(&batch.actions[1]).to_text(),
+            "[0] : User landed on /checkout/payment \u{2014} /checkout/payment"
+        );
     }
 
     #[test]
@@ -327,8 +258,8 @@ mod tests {
         assert!(matches!(batch.session_id, Some(Cow::Borrowed("ps_1"))));
         assert!(matches!(batch.actions[0].title, Cow::Borrowed("plain")));
         assert!(matches!(&batch.actions[0].description, Cow::Owned(s) if s == "caf\u{e9} \"quoted\""));
-        let owned: Action<'static> = batch.actions[0].clone().into_owned();
-        assert_eq!(owned, batch.actions[0]);
+        let owned = crate::action::ActionRecord::from_wire(&batch.actions[0]).into_owned();
+        assert_eq!(owned.description, batch.actions[0].description);
     }
 
     #[test]
@@ -362,7 +293,9 @@ mod tests {
     #[test]
     fn other_types_are_recognised() {
         let summary = data_line(include_str!("../../../tests/fixtures/autoplay/summary.sse"));
-        assert!(matches!(parse_payload(summary).unwrap().payload, StreamPayload::Summary(s) if s.replaces == 12));
+        assert_eq!(parse_payload(summary).unwrap().payload, StreamPayload::Summary);
+        // Its fields are checked as the SDK checks them: an ill-typed one skips the frame.
+        assert!(matches!(parse_payload(r#"{"type":"summary","replaces":"x"}"#), Err(PayloadError::Invalid(_))));
         assert_eq!(
             parse_payload(r#"{"type":"usertour_trigger","flow_id":"f"}"#).unwrap().payload,
             StreamPayload::UsertourTrigger

@@ -5,6 +5,7 @@ pub mod store_feed;
 pub mod stream;
 pub mod summarizer;
 
+use agent_core::action::BatchRecord;
 use agent_core::activity_file::{ActivityFile, format_action_block};
 use agent_core::config::ConfigError;
 use agent_core::context::StoreWriter;
@@ -117,7 +118,7 @@ impl FrameSink for Ingest {
         let batch = match parsed.payload {
             StreamPayload::Actions(batch) => batch,
             StreamPayload::Unknown(kind) => return tracing::debug!(%kind, "unknown payload type ignored"),
-            StreamPayload::Summary(_) | StreamPayload::UsertourTrigger => return,
+            StreamPayload::Summary | StreamPayload::UsertourTrigger => return,
         };
         if let Some(wire_count) = parsed.count_mismatch {
             tracing::warn!(
@@ -129,17 +130,19 @@ impl FrameSink for Ingest {
         }
         tracing::debug!(session = batch.session_key().unwrap_or("(anonymous)"), actions = batch.count, "batch read");
         metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
-        format_action_block(&batch.actions, &mut self.block);
+        // The wire's batch becomes the product's record here, once (borrowing its strings).
+        let record = BatchRecord::from_wire(&batch);
+        format_action_block(&record.actions, &mut self.block);
         self.batches += 1;
         if let Some(summarizer) = &self.summarizer
-            && !batch.actions.is_empty()
-            && let Some(job) = summarizer.record(batch.session_key(), &batch.actions)
+            && !record.actions.is_empty()
+            && let Some(job) = summarizer.record(record.session_key(), &record.actions)
         {
             self.due_summaries.push(job);
         }
         // Only a real session's activity goes to the per-visitor store.
-        if batch.session_key().is_some() && (!batch.actions.is_empty() || batch.conversation_id.is_some()) {
-            self.for_store.push(&batch);
+        if record.session_key().is_some() && (!record.actions.is_empty() || record.conversation_id.is_some()) {
+            self.for_store.push(&record);
         }
     }
 }

@@ -3,9 +3,9 @@
 //! and logged, but never the activity file).
 
 use crate::stream::RateLimitedWarn;
+use agent_core::action::{ActionRecord, BatchRecord};
 use agent_core::context::{StoreError, StoreWriter};
 use agent_core::crisp::id_for_log;
-use agent_core::payload::{Action, ActionsBatch};
 use agent_core::proactive::Firing;
 use agent_core::proactive::triggers::Watch;
 use agent_core::retry::Backoff;
@@ -104,7 +104,7 @@ impl PackedBatches {
         }
     }
 
-    pub fn push(&mut self, batch: &ActionsBatch<'_>) {
+    pub fn push(&mut self, batch: &BatchRecord<'_>) {
         let ids = [&batch.session_id, &batch.user_id, &batch.conversation_id];
         self.batches.push(BatchHead {
             first: self.ends.len(),
@@ -132,18 +132,18 @@ impl PackedBatches {
 
     /// The batches again, borrowing from the buffer: ids, and each action's title, details,
     /// page, type, raw URL, index and times (all a store keeps).
-    pub fn unpack(&self) -> impl Iterator<Item = ActionsBatch<'_>> {
+    pub fn unpack(&self) -> impl Iterator<Item = BatchRecord<'_>> {
         self.batches.iter().map(|head| {
             let string = |i: usize| {
                 let start = if i == 0 { 0 } else { self.ends[i - 1] };
                 Cow::Borrowed(&self.text[start..self.ends[i]])
             };
             let id = |n: usize| head.present[n].then(|| string(head.first + n));
-            let actions: Vec<Action<'_>> = (0..head.actions)
+            let actions: Vec<ActionRecord<'_>> = (0..head.actions)
                 .map(|a| {
                     let at = head.first + 3 + ACTION_STRINGS * a;
                     let numbers = self.numbers[head.first_action + a];
-                    Action {
+                    ActionRecord {
                         title: string(at),
                         description: string(at + 1),
                         canonical_url: string(at + 2),
@@ -152,18 +152,10 @@ impl PackedBatches {
                         index: numbers.index,
                         timestamp_start: numbers.timestamp_start,
                         timestamp_end: numbers.timestamp_end,
-                        ..Action::default()
                     }
                 })
                 .collect();
-            ActionsBatch {
-                session_id: id(0),
-                user_id: id(1),
-                conversation_id: id(2),
-                count: actions.len(),
-                actions,
-                ..ActionsBatch::default()
-            }
+            BatchRecord { session_id: id(0), user_id: id(1), conversation_id: id(2), actions }
         })
     }
 
@@ -288,7 +280,7 @@ async fn write_work(
 ) -> Result<(), StoreError> {
     match work {
         Work::Batches(packed) => {
-            let batches: Vec<ActionsBatch<'_>> = packed.iter().flat_map(PackedBatches::unpack).collect();
+            let batches: Vec<BatchRecord<'_>> = packed.iter().flat_map(PackedBatches::unpack).collect();
             let firings = triggers.map(|t| t.evaluate(&batches)).unwrap_or_default();
             let written = with_patience(stop, |now| store.record_batches(&batches, now)).await;
             let fired = record_firings(store, &firings, stop).await;
@@ -349,7 +341,7 @@ struct TriggerEval {
 
 impl TriggerEval {
     /// The firings a piece of work's batches set off (they arrived just now).
-    fn evaluate(&self, batches: &[ActionsBatch<'_>]) -> Vec<Firing> {
+    fn evaluate(&self, batches: &[BatchRecord<'_>]) -> Vec<Firing> {
         let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
         let mut firings = Vec::new();
         let mut watch = self.watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -417,36 +409,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn stored_view(batch: &ActionsBatch<'_>) -> ActionsBatch<'static> {
-        let actions: Vec<Action<'static>> = batch
-            .actions
-            .iter()
-            .map(|a| Action {
-                title: a.title.to_string().into(),
-                description: a.description.to_string().into(),
-                canonical_url: a.canonical_url.to_string().into(),
-                kind: a.kind.to_string().into(),
-                raw_url: a.raw_url.to_string().into(),
-                index: a.index,
-                timestamp_start: a.timestamp_start,
-                timestamp_end: a.timestamp_end,
-                ..Action::default()
-            })
-            .collect();
-        let own = |s: &Option<Cow<'_, str>>| s.as_ref().map(|s| Cow::Owned(s.to_string()));
-        ActionsBatch {
-            session_id: own(&batch.session_id),
-            user_id: own(&batch.user_id),
-            conversation_id: own(&batch.conversation_id),
-            count: actions.len(),
-            actions,
-            ..ActionsBatch::default()
-        }
-    }
-
     proptest! {
         #[test]
-        fn unpacking_gives_back_what_the_store_keeps(
+        fn unpacking_gives_back_what_was_packed(
             batches in proptest::collection::vec((
                 proptest::array::uniform3(proptest::option::of(".{0,12}")),
                 proptest::collection::vec((proptest::array::uniform5(".{0,20}"), any::<i64>(), 0.0..2e9f64), 0..8),
@@ -456,16 +421,13 @@ mod tests {
           let mut expected = Vec::new();
           for (ids, actions) in batches {
             let [session_id, user_id, conversation_id] = ids.map(|id| id.map(Cow::Owned));
-            let batch = ActionsBatch {
-                product_id: "p".into(),
+            let batch = BatchRecord {
                 session_id,
                 user_id,
-                email: Some("e@example.com".into()),
                 conversation_id,
-                count: actions.len(),
                 actions: actions
                     .into_iter()
-                    .map(|([t, d, u, k, r], index, at)| Action {
+                    .map(|([t, d, u, k, r], index, at)| ActionRecord {
                         title: t.into(),
                         description: d.into(),
                         canonical_url: u.into(),
@@ -474,14 +436,11 @@ mod tests {
                         index,
                         timestamp_start: at,
                         timestamp_end: at + 0.5,
-                        session_id: Some("repeats the batch".into()),
-                        ..Action::default()
                     })
                     .collect(),
-                forwarded_at: 1.0,
             };
             packed.push(&batch);
-            expected.push(stored_view(&batch));
+            expected.push(batch);
           }
           prop_assert_eq!(packed.unpack().collect::<Vec<_>>(), expected);
         }

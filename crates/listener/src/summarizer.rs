@@ -6,9 +6,9 @@
 
 use crate::store_feed::{StoreFeed, StoreWrite};
 use crate::stream::RateLimitedWarn;
+use agent_core::action::ActionRecord;
 use agent_core::activity_file::ActivityFile;
 use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
-use agent_core::payload::Action;
 use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ impl Summarizer {
     /// Counts a batch (`session` `None`: an anonymous one, summarised for the activity file
     /// only); returns the summary now due for its session, if any, for [`Self::start`] once
     /// the batch is in the file (a summary never lands before the actions it covers).
-    pub fn record(&self, session: Option<&str>, actions: &[Action<'_>]) -> Option<SummaryJob> {
+    pub fn record(&self, session: Option<&str>, actions: &[ActionRecord<'_>]) -> Option<SummaryJob> {
         self.with_sessions(|s| s.record(session, actions, Instant::now()))
     }
 

@@ -14,10 +14,10 @@
 //! nothing of them is logged (like reply traces, keep them private).
 
 use crate::context::{ContextSource, LinkedBy};
+use agent_core::action::ActionRecord;
 use agent_core::auth::{SecretDigest, verify_hmac_sha256_hex};
 use agent_core::context::SessionContext;
 use agent_core::crisp::{id_for_log, is_plain_id};
-use agent_core::payload::Action;
 use agent_core::telemetry::MCP_CALLS;
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
@@ -450,7 +450,7 @@ fn seconds(at: f64) -> Option<f64> {
 }
 
 /// One action in Autoplay's shape; fields a record predates are `null`.
-fn live_action(action: &Action<'_>) -> Value {
+fn live_action(action: &ActionRecord<'_>) -> Value {
     json!({
         "type": present(&action.kind),
         "title": action.title,
@@ -465,7 +465,7 @@ fn live_action(action: &Action<'_>) -> Value {
 
 /// One action as `get_visitor_activity` gives it: the prompt's three fields, its time and
 /// how long ago that was.
-fn visitor_action(action: &Action<'_>, now: f64) -> Value {
+fn visitor_action(action: &ActionRecord<'_>, now: f64) -> Value {
     let at = seconds(action.timestamp_end).or_else(|| seconds(action.timestamp_start));
     let ago = at.map(|at| (now - at).max(0.0).round() as u64);
     json!({

@@ -3,8 +3,8 @@
 //! wiremock stand-in for Crisp's REST API. Hugo's signed calls go through a small signing
 //! proxy, which signs each request body as Crisp does (or wrongly, for the refusal tests).
 
+use agent_core::action::{ActionRecord, BatchRecord};
 use agent_core::context::{FileStore, StoreLimits};
-use agent_core::payload::{Action, ActionsBatch};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -41,8 +41,8 @@ struct Webhook {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn action(title: &str, i: i64, at: f64) -> Action<'static> {
-    Action {
+fn action(title: &str, i: i64, at: f64) -> ActionRecord<'static> {
+    ActionRecord {
         title: title.to_owned().into(),
         description: format!("User did {title}").into(),
         canonical_url: "https://app.example.com/reports".into(),
@@ -51,7 +51,6 @@ fn action(title: &str, i: i64, at: f64) -> Action<'static> {
         index: i,
         timestamp_start: at,
         timestamp_end: at + 0.5,
-        ..Action::default()
     }
 }
 
@@ -63,17 +62,17 @@ fn now() -> f64 {
 async fn seed(dir: &std::path::Path) {
     let store = FileStore::open(dir, StoreLimits { max_actions: 50, ttl: Duration::from_secs(1800) }).unwrap();
     let t = now() - 120.0;
-    let ada = ActionsBatch {
+    let ada = BatchRecord {
         session_id: Some("ps_1".into()),
         user_id: Some("u_ada".into()),
         actions: vec![action("Open Reports", 0, t), action("Click Export CSV", 1, t + 10.0)],
-        ..ActionsBatch::default()
+        ..BatchRecord::default()
     };
-    let bob = ActionsBatch {
+    let bob = BatchRecord {
         session_id: Some("ps_2".into()),
         user_id: Some("u_bob".into()),
         actions: (0..60).map(|i| action(&format!("Bob secret step {i}"), i, t + i as f64)).collect(),
-        ..ActionsBatch::default()
+        ..BatchRecord::default()
     };
     store.record_batch(&ada, SystemTime::now()).await.unwrap();
     store.record_batch(&bob, SystemTime::now()).await.unwrap();

@@ -17,8 +17,9 @@
 //! deleted by [`FileStore::sweep_expired`].
 
 use super::{SessionContext, StoreError, StoreLimits};
+use crate::action::{ActionRecord, BatchRecord};
 use crate::activity_file::append_whole;
-use crate::payload::{Action, ActionsBatch, session_key};
+use crate::payload::session_key;
 use crate::proactive::{FIRINGS_FILE, Firing};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,13 +36,13 @@ use std::time::SystemTime;
 struct RecordRef<'a> {
     k: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    a: Option<&'a Action<'a>>,
+    a: Option<&'a ActionRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     s: Option<&'a str>,
 }
 
 impl<'a> RecordRef<'a> {
-    fn action(a: &'a Action<'a>) -> Self {
+    fn action(a: &'a ActionRecord<'a>) -> Self {
         Self { k: "action", a: Some(a), s: None }
     }
 
@@ -67,7 +68,7 @@ const OPEN_SESSION_FILES: usize = 128;
 #[derive(Deserialize)]
 struct RecordLine<'a> {
     #[serde(borrow)]
-    a: Option<Action<'a>>,
+    a: Option<ActionRecord<'a>>,
     s: Option<String>,
 }
 
@@ -334,7 +335,7 @@ fn parse_session(bytes: &[u8], max_actions: usize) -> SessionContext {
     }
     SessionContext {
         summary: summary.and_then(parse).and_then(|r| r.s),
-        actions: actions.into_iter().filter_map(parse).filter_map(|r| r.a).map(Action::into_owned).collect(),
+        actions: actions.into_iter().filter_map(parse).filter_map(|r| r.a).map(ActionRecord::into_owned).collect(),
     }
 }
 
@@ -346,11 +347,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The store's operations; [`super::StoreWriter`] and [`super::StoreReader`] give each side its own.
 impl FileStore {
-    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batch(&self, batch: &BatchRecord<'_>, now: SystemTime) -> Result<(), StoreError> {
         self.record_batches(std::slice::from_ref(batch), now).await
     }
 
-    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batches(&self, batches: &[BatchRecord<'_>], now: SystemTime) -> Result<(), StoreError> {
         // Serialised here, grouped by session in arrival order: one append per session.
         let mut sessions: Vec<(String, Vec<u8>)> = Vec::new();
         let mut links: Vec<(&'static str, String, String)> = Vec::new();
@@ -443,12 +444,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn batch(session: &str, user: Option<&str>, titles: &[&str]) -> ActionsBatch<'static> {
-        ActionsBatch {
+    fn batch(session: &str, user: Option<&str>, titles: &[&str]) -> BatchRecord<'static> {
+        BatchRecord {
             session_id: Some(session.to_owned().into()),
             user_id: user.map(|u| u.to_owned().into()),
-            actions: titles.iter().map(|t| Action { title: (*t).to_owned().into(), ..Action::default() }).collect(),
-            ..ActionsBatch::default()
+            actions: titles
+                .iter()
+                .map(|t| ActionRecord { title: (*t).to_owned().into(), ..ActionRecord::default() })
+                .collect(),
+            ..BatchRecord::default()
         }
     }
 
@@ -483,7 +487,7 @@ mod tests {
     async fn an_action_keeps_its_type_times_raw_url_and_index() {
         let (_dir, store) = store(10, 600);
         let now = SystemTime::now();
-        let full = Action {
+        let full = ActionRecord {
             title: "Click Export".into(),
             description: "clicked Export CSV".into(),
             canonical_url: "https://app.example.com/reports".into(),
@@ -492,14 +496,12 @@ mod tests {
             index: 3,
             timestamp_start: 1_700_000_000.5,
             timestamp_end: 1_700_000_001.25,
-            session_id: Some("repeats the batch: not stored".into()),
-            ..Action::default()
         };
         let mut with_full = batch("a", None, &[]);
         with_full.actions = vec![full.clone()];
         store.record_batch(&with_full, now).await.unwrap();
         let ctx = store.session_context("a", now).await.unwrap().unwrap();
-        assert_eq!(ctx.actions, [Action { session_id: None, ..full }]);
+        assert_eq!(ctx.actions, [full]);
     }
 
     #[tokio::test]
@@ -520,11 +522,11 @@ mod tests {
         assert_eq!(ctx.summary.as_deref(), Some("old summary"));
         assert_eq!(
             ctx.actions,
-            [Action {
+            [ActionRecord {
                 title: "Old click".into(),
                 description: "d".into(),
                 canonical_url: "/p".into(),
-                ..Action::default()
+                ..ActionRecord::default()
             }]
         );
         // New records append after old ones and both read back.

@@ -13,7 +13,7 @@ pub use file_store::FileStore;
 pub use redis_store::RedisStore;
 pub use render::{NO_ACTIVITY, render_context, render_context_counted, tail_within};
 
-use crate::payload::{Action, ActionsBatch};
+use crate::action::{ActionRecord, BatchRecord};
 use crate::proactive::Firing;
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionContext {
     pub summary: Option<String>,
-    pub actions: Vec<Action<'static>>,
+    pub actions: Vec<ActionRecord<'static>>,
 }
 
 /// Why the store could not do what was asked; each keeps its cause.
@@ -86,13 +86,13 @@ impl StoreWriter {
 
     /// Appends a batch's actions to its session and records the user and conversation links
     /// it carries.
-    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batch(&self, batch: &BatchRecord<'_>, now: SystemTime) -> Result<(), StoreError> {
         self.record_batches(std::slice::from_ref(batch), now).await
     }
 
     /// Several batches, in order (the writer catching up): the file store groups them by
     /// session, one append each.
-    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batches(&self, batches: &[BatchRecord<'_>], now: SystemTime) -> Result<(), StoreError> {
         on_backend!(&self.0, store => store.record_batches(batches, now))
     }
 

@@ -7,7 +7,8 @@
 //! capped at about [`REDIS_FIRINGS_MAXLEN`] entries.
 
 use super::{SessionContext, StoreError, StoreLimits};
-use crate::payload::{Action, ActionsBatch, session_key};
+use crate::action::{ActionRecord, BatchRecord};
+use crate::payload::session_key;
 use crate::proactive::{Firing, REDIS_FIRINGS_MAXLEN, REDIS_FIRINGS_STREAM};
 use crate::redis_conn::RedisConn;
 use std::time::SystemTime;
@@ -39,7 +40,7 @@ impl RedisStore {
 
 /// The store's operations; [`super::StoreWriter`] and [`super::StoreReader`] give each side its own.
 impl RedisStore {
-    pub async fn record_batch(&self, batch: &ActionsBatch<'_>, _now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batch(&self, batch: &BatchRecord<'_>, _now: SystemTime) -> Result<(), StoreError> {
         // Anonymous activity is kept nowhere: no id a visitor can name reaches it.
         let Some(session) = batch.session_key() else { return Ok(()) };
         let ttl = self.ttl_secs();
@@ -64,7 +65,7 @@ impl RedisStore {
     }
 
     /// Several batches, in order: one pipeline each (each is atomic on its own).
-    pub async fn record_batches(&self, batches: &[ActionsBatch<'_>], now: SystemTime) -> Result<(), StoreError> {
+    pub async fn record_batches(&self, batches: &[BatchRecord<'_>], now: SystemTime) -> Result<(), StoreError> {
         for batch in batches {
             self.record_batch(batch, now).await?;
         }
@@ -93,8 +94,11 @@ impl RedisStore {
         if actions.is_empty() && summary.is_none() {
             return Ok(None);
         }
-        let mut actions: Vec<Action<'static>> =
-            actions.iter().filter_map(|a| serde_json::from_str::<Action>(a).ok()).map(Action::into_owned).collect();
+        let mut actions: Vec<ActionRecord<'static>> = actions
+            .iter()
+            .filter_map(|a| serde_json::from_str::<ActionRecord>(a).ok())
+            .map(ActionRecord::into_owned)
+            .collect();
         let excess = actions.len().saturating_sub(self.limits.max_actions);
         actions.drain(..excess);
         Ok(Some(SessionContext { summary, actions }))
@@ -146,12 +150,11 @@ mod tests {
         let store = RedisStore::new(conn.clone(), StoreLimits { max_actions: 10, ttl: Duration::from_secs(600) });
         let now = SystemTime::now();
         for id in [None, Some(""), Some("   "), Some("unknown"), Some("null")] {
-            let batch = ActionsBatch {
+            let batch = BatchRecord {
                 session_id: id.map(Into::into),
                 user_id: Some("u1".into()),
                 conversation_id: Some("session_crisp".into()),
-                actions: vec![Action { title: "anonymous click".into(), ..Action::default() }],
-                ..ActionsBatch::default()
+                actions: vec![ActionRecord { title: "anonymous click".into(), ..ActionRecord::default() }],
             };
             store.record_batch(&batch, now).await.unwrap();
         }

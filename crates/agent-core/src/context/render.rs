@@ -73,14 +73,14 @@ fn digits(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Action;
+    use crate::action::ActionRecord;
 
-    fn action(i: usize) -> Action<'static> {
-        Action {
+    fn action(i: usize) -> ActionRecord<'static> {
+        ActionRecord {
             title: format!("Click {i}").into(),
             description: format!("desc {i}").into(),
             canonical_url: "/p".into(),
-            ..Action::default()
+            ..ActionRecord::default()
         }
     }
 

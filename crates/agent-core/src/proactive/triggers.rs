@@ -11,7 +11,7 @@
 //! not matter.
 
 use super::{Firing, MAX_FIRING_TEXT, Trigger};
-use crate::payload::{Action, ActionsBatch};
+use crate::action::{ActionRecord, BatchRecord};
 use regex::Regex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -307,7 +307,7 @@ impl Watch {
     /// Evaluates a batch's actions in order, pushing at most one firing per action into `out`
     /// (the first enabled trigger that matches wins). Anonymous batches are ignored. Returns
     /// `false` when the batch's session is new and not tracked because [`MAX_SESSIONS`] are.
-    pub fn observe(&mut self, batch: &ActionsBatch<'_>, now: Instant, wall: SystemTime, out: &mut Vec<Firing>) -> bool {
+    pub fn observe(&mut self, batch: &BatchRecord<'_>, now: Instant, wall: SystemTime, out: &mut Vec<Firing>) -> bool {
         if self.settings.is_off() || batch.actions.is_empty() {
             return true;
         }
@@ -368,7 +368,7 @@ impl Watch {
     }
 
     /// One action of the session in `slot`; `received`: the wall clock now, Unix seconds.
-    fn action(&mut self, slot: u32, action: &Action<'_>, received: f64, now: Instant, out: &mut Vec<Firing>) {
+    fn action(&mut self, slot: u32, action: &ActionRecord<'_>, received: f64, now: Instant, out: &mut Vec<Firing>) {
         let on = self.on;
         let [ping_on, dwell_on, repeat_on, error_on] = on;
         let url = &*action.canonical_url;
@@ -460,7 +460,7 @@ impl Watch {
     }
 
     /// Whether an action's page URL, raw URL or title matches the error pattern.
-    fn looks_like_error(&mut self, action: &Action<'_>) -> bool {
+    fn looks_like_error(&mut self, action: &ActionRecord<'_>) -> bool {
         let Some(pattern) = &self.settings.error_pattern else { return false };
         let key = self.hasher.hash_one((&*action.canonical_url, &*action.raw_url, &*action.title));
         if let Some(&verdict) = self.error_verdicts.get(&key) {
@@ -584,7 +584,7 @@ fn repeat_hit(s: &mut Session, key: u64, t: f64) -> bool {
 }
 
 /// When an action ended on the session clock (`t`: when it started).
-fn action_end(action: &Action<'_>, t: f64) -> f64 {
+fn action_end(action: &ActionRecord<'_>, t: f64) -> f64 {
     if action.timestamp_end.is_finite() { t.max(action.timestamp_end) } else { t }
 }
 
@@ -594,7 +594,7 @@ fn dwell_detail(page: &str, span: f64, actions: usize) -> String {
 }
 
 /// The firing for an action that matched `trigger` (before its state is spent).
-fn describe(s: &Session, trigger: Trigger, action: &Action<'_>, own: f64, t: f64, wall: f64) -> Firing {
+fn describe(s: &Session, trigger: Trigger, action: &ActionRecord<'_>, own: f64, t: f64, wall: f64) -> Firing {
     let page = firing_text(&action.canonical_url);
     let (ms, detail) = match trigger {
         Trigger::PingPong => (
@@ -662,30 +662,28 @@ mod tests {
         TriggerSettings { enabled: vec![trigger], ..all_on() }
     }
 
-    fn act(url: &str, t: f64) -> Action<'static> {
-        Action {
+    fn act(url: &str, t: f64) -> ActionRecord<'static> {
+        ActionRecord {
             title: format!("Page {url}").into(),
             kind: "pageview".into(),
             canonical_url: url.to_owned().into(),
             timestamp_start: t,
             timestamp_end: t + 0.5,
-            ..Action::default()
+            ..ActionRecord::default()
         }
     }
 
-    fn batch(session: &str, actions: Vec<Action<'static>>) -> ActionsBatch<'static> {
-        ActionsBatch {
+    fn batch(session: &str, actions: Vec<ActionRecord<'static>>) -> BatchRecord<'static> {
+        BatchRecord {
             session_id: Some(session.to_owned().into()),
             user_id: Some("u1".into()),
             conversation_id: Some("session_c1".into()),
-            count: actions.len(),
             actions,
-            ..ActionsBatch::default()
         }
     }
 
     /// Feeds actions one batch each, returning the firings.
-    fn feed(watch: &mut Watch, session: &str, actions: &[Action<'static>]) -> Vec<Firing> {
+    fn feed(watch: &mut Watch, session: &str, actions: &[ActionRecord<'static>]) -> Vec<Firing> {
         let mut out = Vec::new();
         for a in actions {
             watch.observe(&batch(session, vec![a.clone()]), Instant::now(), SystemTime::now(), &mut out);
@@ -693,7 +691,7 @@ mod tests {
         out
     }
 
-    fn pages(urls: &[&str], t0: f64, step: f64) -> Vec<Action<'static>> {
+    fn pages(urls: &[&str], t0: f64, step: f64) -> Vec<ActionRecord<'static>> {
         urls.iter().enumerate().map(|(i, u)| act(u, t0 + i as f64 * step)).collect()
     }
 
@@ -810,7 +808,7 @@ mod tests {
     #[test]
     fn repeat_fires_for_three_within_ten_seconds_then_starts_over() {
         let mut w = Watch::new(only(Trigger::Repeat));
-        let click = |t: f64| Action { kind: "click".into(), title: "Save".into(), ..act("/form", t) };
+        let click = |t: f64| ActionRecord { kind: "click".into(), title: "Save".into(), ..act("/form", t) };
         // Spread over 11 s: no.
         assert!(feed(&mut w, "s1", &[click(T0), click(T0 + 5.5), click(T0 + 11.0)]).is_empty());
         // Within 10 s (the last two and one more): yes, once.
@@ -821,7 +819,7 @@ mod tests {
         assert!(feed(&mut w, "s1", &[click(T0 + 16.0), click(T0 + 17.0)]).is_empty(), "the count restarted");
         assert_eq!(feed(&mut w, "s1", &[click(T0 + 18.0)]).len(), 1);
         // Another action in between does not reset it; another title is another action.
-        let other = Action { title: "Cancel".into(), ..click(T0 + 30.5) };
+        let other = ActionRecord { title: "Cancel".into(), ..click(T0 + 30.5) };
         assert!(feed(&mut w, "s2", &[click(T0 + 30.0), other.clone(), click(T0 + 31.0), other]).is_empty());
         assert_eq!(feed(&mut w, "s2", &[click(T0 + 32.0)]).len(), 1);
     }
@@ -829,7 +827,7 @@ mod tests {
     #[test]
     fn error_page_fires_once_per_visit() {
         let mut w = Watch::new(only(Trigger::ErrorPage));
-        let error = |t: f64| Action { title: "Something went wrong: Error 500".into(), ..act("/checkout", t) };
+        let error = |t: f64| ActionRecord { title: "Something went wrong: Error 500".into(), ..act("/checkout", t) };
         let fired = feed(&mut w, "s1", &[act("/cart", T0), error(T0 + 1.0), error(T0 + 2.0)]);
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].page, "/checkout");
@@ -840,11 +838,11 @@ mod tests {
         );
         // Leaving and coming back is another visit; the raw URL matches too.
         assert_eq!(feed(&mut w, "s1", &[act("/cart", T0 + 3.0), error(T0 + 4.0)]).len(), 1);
-        let raw = Action { raw_url: "https://x.example/404?from=/y".into(), ..act("/y", T0 + 5.0) };
+        let raw = ActionRecord { raw_url: "https://x.example/404?from=/y".into(), ..act("/y", T0 + 5.0) };
         assert_eq!(feed(&mut w, "s1", &[raw]).len(), 1);
         // A visit is judged by its first action (the page load): a later click titled "Error"
         // on a page that loaded fine is no error page.
-        let click = Action { title: "Click Error details".into(), ..act("/settings", T0 + 7.0) };
+        let click = ActionRecord { title: "Click Error details".into(), ..act("/settings", T0 + 7.0) };
         assert!(feed(&mut w, "s1", &[act("/settings", T0 + 6.0), click]).is_empty());
         // The verdict is cached per page, URL and title: the same page load matches again.
         assert_eq!(feed(&mut w, "s2", &[error(T0 + 8.0)]).len(), 1);
@@ -855,7 +853,7 @@ mod tests {
 
     #[test]
     fn the_first_matching_trigger_wins_and_the_others_are_spent() {
-        let error = |u: &str, t: f64| Action { title: "Error".into(), ..act(u, t) };
+        let error = |u: &str, t: f64| ActionRecord { title: "Error".into(), ..act(u, t) };
         // /a /b /a /b with error titles: ping_pong and error_page both match at the 4th.
         let actions = [error("/a", T0), error("/b", T0 + 1.0), error("/a", T0 + 2.0), error("/b", T0 + 3.0)];
         let mut w = Watch::new(TriggerSettings { enabled: vec![Trigger::PingPong, Trigger::ErrorPage], ..all_on() });
@@ -898,10 +896,8 @@ mod tests {
         let mut w = Watch::new(all_on());
         let mut out = Vec::new();
         for id in [None, Some("unknown"), Some(" ")] {
-            let b = ActionsBatch {
-                session_id: id.map(Into::into),
-                ..batch("x", pages(&["/a", "/b", "/a", "/b"], T0, 1.0))
-            };
+            let b =
+                BatchRecord { session_id: id.map(Into::into), ..batch("x", pages(&["/a", "/b", "/a", "/b"], T0, 1.0)) };
             assert!(w.observe(&b, Instant::now(), SystemTime::now(), &mut out));
         }
         assert!(out.is_empty());
@@ -915,7 +911,7 @@ mod tests {
     fn stream_text_is_cut_and_made_one_line() {
         let mut w = Watch::new(only(Trigger::ErrorPage));
         let long = format!("/error\r\n{}", "x".repeat(1000));
-        let fired = feed(&mut w, "s1", &[Action { title: "Error\nInjected: line".into(), ..act(&long, T0) }]);
+        let fired = feed(&mut w, "s1", &[ActionRecord { title: "Error\nInjected: line".into(), ..act(&long, T0) }]);
         assert_eq!(fired[0].page.chars().count(), MAX_FIRING_TEXT);
         assert!(fired[0].page.starts_with("/error  x"));
         assert!(fired[0].detail.chars().count() <= MAX_FIRING_TEXT);
@@ -974,7 +970,7 @@ mod tests {
                 for (page, title, jitter, wait, session) in actions {
                     t += jitter.clamp(-5.0, 5.0);
                     let urls = ["", "/a", "/b", "/c", "/error", "/\n"];
-                    let a = Action {
+                    let a = ActionRecord {
                         title: ["x", "y", "Error"][title].into(),
                         timestamp_start: if jitter == 0.0 { 0.0 } else { t + jitter },
                         timestamp_end: t + jitter.abs(),
