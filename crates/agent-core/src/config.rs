@@ -163,11 +163,7 @@ impl StoreSettings {
         &self,
         redis: Option<crate::redis_conn::RedisConn>,
     ) -> Result<crate::context::StoreWriter, ConfigError> {
-        use crate::context::StoreWriter;
-        Ok(match redis {
-            Some(conn) => StoreWriter::redis(crate::context::RedisStore::new(conn, self.limits.clone())),
-            None => StoreWriter::file(self.open_files()?),
-        })
+        self.open(redis).map(crate::context::StoreWriter)
     }
 
     /// The webhook's side of the store: on `redis` when given, else files under `data_dir`.
@@ -175,17 +171,18 @@ impl StoreSettings {
         &self,
         redis: Option<crate::redis_conn::RedisConn>,
     ) -> Result<crate::context::StoreReader, ConfigError> {
-        use crate::context::StoreReader;
-        Ok(match redis {
-            Some(conn) => StoreReader::redis(crate::context::RedisStore::new(conn, self.limits.clone())),
-            None => StoreReader::file(self.open_files()?),
-        })
+        self.open(redis).map(crate::context::StoreReader)
     }
 
-    fn open_files(&self) -> Result<crate::context::FileStore, ConfigError> {
-        crate::context::FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| ConfigError::Invalid {
+    fn open(&self, redis: Option<crate::redis_conn::RedisConn>) -> Result<crate::context::Backend, ConfigError> {
+        use crate::context::{Backend, FileStore, RedisStore};
+        if let Some(conn) = redis {
+            return Ok(Backend::Redis(RedisStore::new(conn, self.limits.clone())));
+        }
+        let store = FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| ConfigError::Invalid {
             var: "DATA_DIR",
             reason: format!("cannot use {}: {e}", self.data_dir.display()),
-        })
+        })?;
+        Ok(Backend::File(store))
     }
 }

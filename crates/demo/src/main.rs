@@ -140,10 +140,10 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     // Stand-ins.
     let llm_calls = Arc::new(Mutex::new(Vec::<LlmCall>::new()));
     let crisp_log = Arc::new(Mutex::new(CrispLog::default()));
-    let autoplay = standins::serve(standins::autoplay()).await?;
+    let autoplay = standins::autoplay().await;
     let llm = standins::serve(standins::llm(upstream, llm_calls.clone())).await?;
     let crisp = standins::serve(standins::crisp(crisp_log.clone())).await?;
-    println!("stand-in Autoplay stream: http://{autoplay}/stream/demo (bundled sample, then heartbeats)");
+    println!("stand-in Autoplay stream: {} (bundled sample, then heartbeats)", autoplay.url);
     match &upstream_url {
         None => {
             println!("stand-in LLM:             http://{llm}/v1 (deterministic; --llm-base-url uses a real server)")
@@ -168,7 +168,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
         ("EVENT_DATA_PATH", event_data.display().to_string()),
     ];
     let mut listener_env = common.to_vec();
-    listener_env.extend([("STREAM_URL", format!("http://{autoplay}/stream/demo")), ("SUMMARY_THRESHOLD", "5".into())]);
+    listener_env.extend([("STREAM_URL", autoplay.url.clone()), ("SUMMARY_THRESHOLD", "5".into())]);
     let mut webhook_env = common.to_vec();
     webhook_env.extend([
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),

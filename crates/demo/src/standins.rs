@@ -1,20 +1,20 @@
-//! In-process loopback stand-ins for the three outside services: the Autoplay stream, an
-//! OpenAI-compatible LLM (deterministic, or a recording proxy to a real server) and the Crisp
-//! REST API. Each records what it was sent, for the demo to show.
+//! In-process loopback stand-ins for the three outside services: the Autoplay stream (the tests'
+//! SSE server, replaying the bundled sample), an OpenAI-compatible LLM (deterministic, or a
+//! recording proxy to a real server) and the Crisp REST API. Each records what it was sent, for
+//! the demo to show.
 
 use crate::answer;
+use ::standins::sse_server::{Plan, SseServer};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, post};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The bundled sample stream: the repository's `actions-full.sse` fixture (session `ps_demo`)
 /// and two more batches of the same visitor.
@@ -24,7 +24,7 @@ pub const SAMPLE_BATCHES: [&str; 3] = [
     include_str!("../sample/billing-settings.sse"),
 ];
 const HEARTBEAT: &str = include_str!("../sample/heartbeat.sse");
-/// Pause between sample batches, so they arrive as a live visitor's would.
+/// Pause before each chunk of the sample, so it arrives as a live visitor's would.
 const BATCH_GAP: Duration = Duration::from_millis(500);
 /// Heartbeats keep the held stream alive (the listener reconnects after 90 s of silence).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
@@ -45,43 +45,18 @@ pub async fn serve(app: Router) -> anyhow::Result<SocketAddr> {
 // Autoplay
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /stream/demo`: the first connection gets the sample batches, every connection then
-/// heartbeats until the client goes away (a reconnect does not replay the sample).
-pub fn autoplay() -> Router {
-    let connections = Arc::new(AtomicUsize::new(0));
-    Router::new().route("/stream/demo", get(stream)).with_state(connections)
-}
-
-async fn stream(State(connections): State<Arc<AtomicUsize>>) -> Response {
-    let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
-        if tx.send(Bytes::from_static(HEARTBEAT.as_bytes())).await.is_err() {
-            return;
-        }
-        if first {
-            for batch in SAMPLE_BATCHES {
-                tokio::time::sleep(BATCH_GAP).await;
-                if tx.send(Bytes::from_static(batch.as_bytes())).await.is_err() {
-                    return;
-                }
-            }
-        }
-        loop {
-            tokio::time::sleep(HEARTBEAT_EVERY).await;
-            if tx.send(Bytes::from_static(HEARTBEAT.as_bytes())).await.is_err() {
-                return;
-            }
-        }
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), rx))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_default()
+/// The Autoplay stand-in (the tests' [`::standins::sse_server::SseServer`]): the first
+/// connection gets a heartbeat and the sample batches, half a second apart, as a live
+/// visitor's would arrive; every connection then heartbeats until the client goes away (a
+/// reconnect does not replay the sample).
+pub async fn autoplay() -> SseServer {
+    let beat = Bytes::from_static(HEARTBEAT.as_bytes());
+    let mut sample = vec![beat.clone()];
+    sample.extend(SAMPLE_BATCHES.iter().map(|batch| Bytes::from_static(batch.as_bytes())));
+    let first = Plan::Live { chunks: sample, gap: BATCH_GAP, heartbeat: Some((beat.clone(), HEARTBEAT_EVERY)) };
+    let later =
+        Plan::Live { chunks: vec![beat.clone()], gap: Duration::ZERO, heartbeat: Some((beat, HEARTBEAT_EVERY)) };
+    SseServer::start(vec![first], Some(later)).await
 }
 
 /// The action titles of the sample stream, in order.

@@ -1,4 +1,5 @@
-//! A loopback Autoplay stream: serves scripted SSE connections and records each request.
+//! A loopback Autoplay stream: serves scripted SSE connections and records each request. The
+//! tests script each connection; the demo replays its sample as a live visitor's would.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -7,7 +8,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// What one connection gets.
@@ -19,6 +20,9 @@ pub enum Plan {
     StreamThenHold(Vec<Bytes>),
     /// A plain status with a JSON body.
     Status(u16),
+    /// `200 text/event-stream` as a live stream: each chunk `gap` after the one before, then
+    /// `heartbeat` every period, until the client goes away (the demo's pace).
+    Live { chunks: Vec<Bytes>, gap: Duration, heartbeat: Option<(Bytes, Duration)> },
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +97,28 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
             .unwrap(),
         Plan::StreamThenClose(chunks) => {
             let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+            sse(Body::from_stream(stream))
+        }
+        Plan::Live { chunks, gap, heartbeat } => {
+            let (tx, rx) = mpsc::channel::<Bytes>(8);
+            tokio::spawn(async move {
+                for chunk in chunks {
+                    tokio::time::sleep(gap).await;
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let Some((beat, every)) = heartbeat else { return std::future::pending().await };
+                loop {
+                    tokio::time::sleep(every).await;
+                    if tx.send(beat.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+            });
             sse(Body::from_stream(stream))
         }
         Plan::StreamThenHold(chunks) => {

@@ -123,10 +123,6 @@ impl FileStore {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
@@ -739,7 +735,7 @@ mod tests {
         store.record_batch(&batch("s1", None, &["new"]), later).await.unwrap();
         assert_eq!(titles(&store.session_context("s1", now).await.unwrap().unwrap()), ["new"]);
         // ...or found old on disk by a process that starts (its file's age tells).
-        let restarted = FileStore::open(store.root(), store.inner.limits.clone()).unwrap();
+        let restarted = FileStore::open(&store.inner.root, store.inner.limits.clone()).unwrap();
         let path = store.inner.session_path("s1");
         File::options().write(true).open(&path).unwrap().set_modified(now - Duration::from_secs(120)).unwrap();
         restarted.record_batch(&batch("s1", None, &["newer"]), now).await.unwrap();

@@ -49,7 +49,7 @@ pub struct StoreLimits {
 
 /// The two backends; one enum, so the calls are plain `async fn`s with no boxing.
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     File(FileStore),
     Redis(RedisStore),
 }
@@ -68,12 +68,12 @@ macro_rules! on_backend {
 /// proactive firings, and sweeps what expired. One listener per `DATA_DIR` (or Redis prefix):
 /// the file store's appenders assume they are the only writer. Not `Clone`, so a process has
 /// one.
-pub struct StoreWriter(Backend);
+pub struct StoreWriter(pub(crate) Backend);
 
 /// The read side, the webhook's: a session's context and the links that name a session.
 /// Cheap to clone; shared by the replies, the proactive offers and `/mcp`.
 #[derive(Clone)]
-pub struct StoreReader(Backend);
+pub struct StoreReader(pub(crate) Backend);
 
 impl StoreWriter {
     pub fn file(store: FileStore) -> Self {
