@@ -37,11 +37,6 @@ pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
 pub const CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
 /// `mcp_calls_total{tool,outcome}`: calls to the webhook's MCP server (`/mcp`).
 pub const MCP_CALLS: &str = "mcp_calls_total";
-/// `mcp_calls_total{tool}`: the MCP tools; `none` for a request refused before any tool.
-pub const MCP_TOOLS: [&str; 3] = ["get_visitor_activity", "get_live_user_activity", "none"];
-/// `mcp_calls_total{outcome}` of a tool call.
-pub const MCP_OUTCOMES: [&str; 5] = ["ok", "no_activity", "no_conversation", "refused", "bad_request"];
-
 /// A label's values as an enum: a misspelt value does not compile, `ALL` registers each.
 macro_rules! labels {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
@@ -103,6 +98,32 @@ labels!(
     }
 );
 
+labels!(
+    /// `mcp_calls_total{tool}`: the MCP tools; `none` for a request refused before any tool.
+    McpTool {
+        VisitorActivity => "get_visitor_activity",
+        LiveUserActivity => "get_live_user_activity",
+        None => "none",
+    }
+);
+
+labels!(
+    /// `mcp_calls_total{outcome}`: what became of an MCP request.
+    McpOutcome {
+        Ok => "ok",
+        NoActivity => "no_activity",
+        NoConversation => "no_conversation",
+        Refused => "refused",
+        BadRequest => "bad_request",
+        Unauthorized => "unauthorized",
+    }
+);
+
+/// Counts an MCP request by tool and outcome.
+pub fn mcp_call(tool: McpTool, outcome: McpOutcome) {
+    metrics::counter!(MCP_CALLS, "tool" => tool.as_str(), "outcome" => outcome.as_str()).increment(1);
+}
+
 /// Counts a hook by outcome; the counters are looked up once, not on every request.
 pub fn hook_received(outcome: HookOutcome) {
     static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
@@ -143,12 +164,14 @@ pub fn register_webhook_series() {
     for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT] {
         metrics::counter!(name).increment(0);
     }
-    for tool in &MCP_TOOLS[..2] {
-        for outcome in MCP_OUTCOMES {
-            metrics::counter!(MCP_CALLS, "tool" => *tool, "outcome" => outcome).increment(0);
+    // Each tool's outcomes; a request refused before any tool is `none`, `unauthorized`.
+    for tool in [McpTool::VisitorActivity, McpTool::LiveUserActivity] {
+        for outcome in McpOutcome::ALL.iter().filter(|o| **o != McpOutcome::Unauthorized) {
+            metrics::counter!(MCP_CALLS, "tool" => tool.as_str(), "outcome" => outcome.as_str()).increment(0);
         }
     }
-    metrics::counter!(MCP_CALLS, "tool" => "none", "outcome" => "unauthorized").increment(0);
+    metrics::counter!(MCP_CALLS, "tool" => McpTool::None.as_str(), "outcome" => McpOutcome::Unauthorized.as_str())
+        .increment(0);
     for trigger in crate::proactive::Trigger::ALL {
         for outcome in crate::proactive::gate::Outcome::ALL {
             metrics::counter!(PROACTIVE_OFFERS, "trigger" => trigger.as_str(), "outcome" => outcome.name())

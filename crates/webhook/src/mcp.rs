@@ -18,7 +18,7 @@ use agent_core::action::ActionRecord;
 use agent_core::auth::{SecretDigest, verify_hmac_sha256_hex};
 use agent_core::context::SessionContext;
 use agent_core::crisp::{id_for_log, is_plain_id};
-use agent_core::telemetry::MCP_CALLS;
+use agent_core::telemetry::{McpOutcome, McpTool, mcp_call};
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -45,8 +45,8 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 /// Actions `get_live_user_activity` returns at most (Autoplay's bound).
 pub const MAX_LIVE_ACTIONS: usize = 50;
 
-pub const VISITOR_TOOL: &str = "get_visitor_activity";
-pub const LIVE_TOOL: &str = "get_live_user_activity";
+pub const VISITOR_TOOL: &str = McpTool::VisitorActivity.as_str();
+pub const LIVE_TOOL: &str = McpTool::LiveUserActivity.as_str();
 
 const SERVER_INSTRUCTIONS: &str = "Live product activity of the website visitor you are chatting with: the pages \
 they opened and the buttons they clicked in the last minutes, recorded from their browser. Call \
@@ -168,10 +168,6 @@ fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn count(tool: &'static str, outcome: &'static str) {
-    metrics::counter!(MCP_CALLS, "tool" => tool, "outcome" => outcome).increment(1);
-}
-
 /// Checks the credentials over the raw body, then hands the request (body restored, caller in
 /// its extensions) to the MCP service.
 async fn authenticate(State(auth): State<Arc<McpAuth>>, request: Request, next: Next) -> Response {
@@ -185,7 +181,7 @@ async fn authenticate(State(auth): State<Arc<McpAuth>>, request: Request, next: 
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(Refusal::Unauthorized) => {
-            count("none", "unauthorized");
+            mcp_call(McpTool::None, McpOutcome::Unauthorized);
             tracing::debug!("MCP request refused: unauthorized");
             let mut response = refusal(StatusCode::UNAUTHORIZED, "unauthorized");
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -315,33 +311,33 @@ impl ServerHandler for McpServer {
             (VISITOR_TOOL, Caller::Hugo { conversation }) => {
                 // Arguments are ignored: the conversation alone names the visitor.
                 let (outcome, result) = self.visitor_activity(conversation.as_deref()).await;
-                (VISITOR_TOOL, outcome, result)
+                (McpTool::VisitorActivity, outcome, result)
             }
             (LIVE_TOOL, Caller::ApiKey) => {
                 let (outcome, result) = self.live_user_activity(request.arguments.as_ref()).await;
-                (LIVE_TOOL, outcome, result)
+                (McpTool::LiveUserActivity, outcome, result)
             }
             (VISITOR_TOOL, Caller::ApiKey) => (
-                VISITOR_TOOL,
-                "refused",
+                McpTool::VisitorActivity,
+                McpOutcome::Refused,
                 refused(
                     "get_visitor_activity answers only signed calls from Crisp Hugo inside a conversation; use get_live_user_activity.",
                 ),
             ),
             (LIVE_TOOL, Caller::Hugo { .. }) => (
-                LIVE_TOOL,
-                "refused",
+                McpTool::LiveUserActivity,
+                McpOutcome::Refused,
                 refused(
                     "Not available here: this server only reads the activity of the visitor in the current conversation (get_visitor_activity). It never looks up other users.",
                 ),
             ),
             (_, _) => {
-                count("none", "bad_request");
+                mcp_call(McpTool::None, McpOutcome::BadRequest);
                 return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
             }
         };
-        count(tool, outcome);
-        tracing::debug!(tool, outcome, "MCP tool call");
+        mcp_call(tool, outcome);
+        tracing::debug!(tool = tool.as_str(), outcome = outcome.as_str(), "MCP tool call");
         Ok(result.into())
     }
 }
@@ -360,12 +356,12 @@ fn with_structure(text: String, structured: Value) -> CallToolResult {
 
 impl McpServer {
     /// The visitor of `conversation` (a Crisp session id), linked as replies link it.
-    async fn visitor_activity(&self, conversation: Option<&str>) -> (&'static str, CallToolResult) {
+    async fn visitor_activity(&self, conversation: Option<&str>) -> (McpOutcome, CallToolResult) {
         let Some(conversation) = conversation else {
             let text = "No conversation: this call is not part of a Crisp conversation, so there is no \
                         visitor to look up. Call get_visitor_activity while answering a visitor.";
             let structured = json!({"conversation": null, "linked": false, "summary": null, "actions": []});
-            return ("no_conversation", with_structure(text.into(), structured));
+            return (McpOutcome::NoConversation, with_structure(text.into(), structured));
         };
         let activity = self.context.activity_for(conversation).await;
         tracing::debug!(session = id_for_log(conversation), linked_by = ?activity.linked_by, "visitor activity read");
@@ -378,7 +374,7 @@ impl McpServer {
                 let text = "No activity is recorded for this visitor (their chat is not linked to a browsing \
                             session, or they have done nothing recently).";
                 let structured = json!({"conversation": conversation, "linked": false, "summary": null, "actions": []});
-                return ("no_activity", with_structure(text.into(), structured));
+                return (McpOutcome::NoActivity, with_structure(text.into(), structured));
             }
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -388,7 +384,7 @@ impl McpServer {
             }
             None => (None, Vec::new()),
         };
-        let outcome = if activity.text.trim().is_empty() { "no_activity" } else { "ok" };
+        let outcome = if activity.text.trim().is_empty() { McpOutcome::NoActivity } else { McpOutcome::Ok };
         let structured = json!({
             "conversation": conversation,
             "linked": true,
@@ -400,7 +396,7 @@ impl McpServer {
     }
 
     /// Autoplay's tool: a user's newest actions, oldest first.
-    async fn live_user_activity(&self, arguments: Option<&JsonObject>) -> (&'static str, CallToolResult) {
+    async fn live_user_activity(&self, arguments: Option<&JsonObject>) -> (McpOutcome, CallToolResult) {
         let argument = |name: &str| arguments.and_then(|a| a.get(name));
         let as_text = |value: Option<&Value>| match value {
             Some(Value::String(s)) => Some(s.trim().to_owned()),
@@ -408,14 +404,14 @@ impl McpServer {
             _ => None,
         };
         let Some(user_id) = as_text(argument("user_id")).filter(|u| !u.is_empty() && u.chars().count() <= 256) else {
-            return ("bad_request", refused("user_id is required: the user's analytics id (a string)."));
+            return (McpOutcome::BadRequest, refused("user_id is required: the user's analytics id (a string)."));
         };
         let product_id = as_text(argument("product_id"));
         let limit = match argument("limit") {
             None | Some(Value::Null) => MAX_LIVE_ACTIONS,
             Some(value) => match value.as_i64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok())) {
                 Some(n) => n.clamp(1, MAX_LIVE_ACTIONS as i64) as usize,
-                None => return ("bad_request", refused("limit must be a whole number from 1 to 50.")),
+                None => return (McpOutcome::BadRequest, refused("limit must be a whole number from 1 to 50.")),
             },
         };
         let actions: Vec<Value> = match self.context.user_activity(&user_id).await {
@@ -425,7 +421,7 @@ impl McpServer {
             }
             None => Vec::new(),
         };
-        let outcome = if actions.is_empty() { "no_activity" } else { "ok" };
+        let outcome = if actions.is_empty() { McpOutcome::NoActivity } else { McpOutcome::Ok };
         let structured = json!({
             "product_id": product_id,
             "user_id": user_id,
