@@ -1,7 +1,9 @@
-//! Proactive triggers in the real `listener` binary: firings land in `DATA_DIR/proactive.firings`.
+//! Proactive triggers in the listener (in-process through its builder; the binary where its log
+//! is read): firings land in `DATA_DIR/proactive.firings`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use standins::apps::{self, Running};
 use standins::sse_server::{Plan, SseServer};
 use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ fn ping_pong(session: Option<&str>) -> String {
 }
 
 struct Listener {
-    proc: Proc,
+    app: App,
     _server: SseServer,
     dir: tempfile::TempDir,
 }
@@ -49,6 +51,15 @@ struct Listener {
 impl Listener {
     /// A listener in its own directory, reading `chunks` (then an idle stream), with `env`.
     async fn start(chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
+        Listener::start_as(false, chunks, env).await
+    }
+
+    /// [`Listener::start`] with the binary, whose log the test reads.
+    async fn start_binary(chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
+        Listener::start_as(true, chunks, env).await
+    }
+
+    async fn start_as(binary: bool, chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
         let server =
             SseServer::start(vec![Plan::StreamThenHold(chunks.into_iter().map(Bytes::from).collect())], None).await;
         let dir = tempfile::tempdir().unwrap();
@@ -61,8 +72,20 @@ impl Listener {
             ("REDIS_URL", String::new()),
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let proc = Proc::spawn(bin!("listener"), dir.path(), &all, &[]);
-        Listener { proc, _server: server, dir }
+        let app = if binary {
+            App::Binary(Proc::spawn(bin!("listener"), dir.path(), &all, &[]))
+        } else {
+            App::InProcess(apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}")))
+        };
+        Listener { app, _server: server, dir }
+    }
+
+    /// The binary's log (an in-process listener's goes to the test's output with `RUST_LOG`).
+    fn log(&self) -> String {
+        match &self.app {
+            App::Binary(proc) => proc.stderr(),
+            App::InProcess(running) => format!("(in-process listener, running: {})", running.is_running()),
+        }
     }
 
     fn firings_path(&self) -> PathBuf {
@@ -76,7 +99,7 @@ impl Listener {
     /// Waits until `n` firings are recorded.
     async fn expect_firings(&self, n: usize) -> Vec<Value> {
         let seen = eventually(LIMIT, || self.firings().len() >= n).await;
-        assert!(seen, "expected {n} firing(s), got {:?}\nstderr:\n{}", self.firings(), self.proc.stderr());
+        assert!(seen, "expected {n} firing(s), got {:?}\nstderr:\n{}", self.firings(), self.log());
         self.firings()
     }
 
@@ -85,8 +108,14 @@ impl Listener {
         let dir = self.dir.path().join("data").join("sessions");
         let count = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
         let seen = eventually(LIMIT, || count() >= n).await;
-        assert!(seen, "expected {n} stored session(s)\nstderr:\n{}", self.proc.stderr());
+        assert!(seen, "expected {n} stored session(s)\nstderr:\n{}", self.log());
     }
+}
+
+/// How the listener runs.
+enum App {
+    Binary(Proc),
+    InProcess(Running),
 }
 
 fn line_count(path: &Path) -> usize {
@@ -101,7 +130,7 @@ async fn a_session_going_back_and_forth_fires_ping_pong_once() {
     chunks.push(frame(Some("ps_pp"), B, T0 + 5.0));
     // A later session's firing: once it is recorded, everything before it is too.
     chunks.push(ping_pong(Some("ps_later")));
-    let l = Listener::start(chunks, &[("PROACTIVE_TRIGGERS", "ping_pong")]).await;
+    let l = Listener::start_binary(chunks, &[("PROACTIVE_TRIGGERS", "ping_pong")]).await;
     let firings = l.expect_firings(2).await;
     assert_eq!(firings.len(), 2, "{firings:?}");
     let f = &firings[0];
@@ -114,7 +143,7 @@ async fn a_session_going_back_and_forth_fires_ping_pong_once() {
     assert_eq!(f["at"], T0 + 3.0);
     assert!(f["recorded_at"].as_f64().unwrap() > T0);
     assert_eq!(firings[1]["session_id"], "ps_later");
-    let stderr = l.proc.stderr();
+    let stderr = l.log();
     assert!(stderr.contains("proactive trigger fired") && stderr.contains("ps_pp:ping_pong"), "{stderr}");
 }
 
