@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 /// The webhook, built and bound, not yet serving.
 pub struct App {
     listener: TcpListener,
+    /// Where `listener` is bound (the real port when `BIND_ADDR` asked for port 0).
+    addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     /// `/mcp`, when MCP_SIGNING_SECRET or MCP_API_KEY is set.
@@ -176,6 +178,7 @@ impl App {
         };
         Ok(App {
             listener,
+            addr: bound,
             metrics_listener,
             state,
             mcp_routes,
@@ -189,7 +192,7 @@ impl App {
 
     /// The address hooks are served on (the real port when `BIND_ADDR` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.addr
     }
 
     /// The address of `/metrics` when `METRICS_ADDR` is set.
@@ -206,8 +209,18 @@ impl App {
     /// period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = self.router();
-        let App { listener, metrics_listener, state, replies, offers, offer_book, connections, shutdown_grace, .. } =
-            self;
+        let App {
+            listener,
+            addr,
+            metrics_listener,
+            state,
+            replies,
+            offers,
+            offer_book,
+            connections,
+            shutdown_grace,
+            ..
+        } = self;
         let (stopping, _) = tokio::sync::watch::channel(false);
         if let Some(metrics_listener) = metrics_listener {
             tracing::info!(addr = %metrics_listener.local_addr()?, "metrics at /metrics");
@@ -224,7 +237,7 @@ impl App {
         let offers = offers.map(|(offers, feed)| offers.run(feed));
         let saver = offer_book.as_ref().map(|book| book.save_in_background());
         let resuming = replies.resume_recorded();
-        tracing::info!(addr = %listener.local_addr()?, max_connections = connections.max_connections, "webhook listening");
+        tracing::info!(%addr, max_connections = connections.max_connections, "webhook listening");
         server::serve(listener, app, connections, shutdown).await?;
         let _ = stopping.send(true);
         tracing::info!("no longer accepting hooks; finishing replies in flight");
