@@ -1,17 +1,10 @@
-//! Shared pieces of the benchmark harness: a clock both processes agree on, the synthetic
-//! Autoplay stream, and percentiles.
+//! Shared pieces of the benchmark harness: the synthetic Autoplay stream and percentiles (the
+//! stand-ins and the clock they stamp with are `standins`').
 
 use std::fmt::Write as _;
 
-/// Nanoseconds of `CLOCK_MONOTONIC`: one system-wide clock, so the stubs and the driver (two
-/// processes) can subtract each other's timestamps.
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// The clock the stand-ins stamp their records with.
+pub use standins::mono_ns;
 
 /// The Crisp website id of the fixtures (`tests/fixtures/crisp/*.json`).
 pub const WEBSITE_ID: &str = "42286ab3-b29a-4fde-8538-da0ae501d825";

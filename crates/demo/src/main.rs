@@ -10,14 +10,14 @@ mod log;
 mod standins;
 
 use ::standins::apps::{self, Running};
+use ::standins::llm::{Llm, LlmCall, Upstream};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use standins::{CallKind, CrispLog, LlmCall, Upstream};
+use standins::CallKind;
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WEBHOOK_SECRET: &str = "demo-secret";
@@ -138,11 +138,11 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     );
 
     // Stand-ins.
-    let llm_calls = Arc::new(Mutex::new(Vec::<LlmCall>::new()));
-    let crisp_log = Arc::new(Mutex::new(CrispLog::default()));
+    let llm_stand_in = standins::llm(upstream);
+    let crisp_stand_in = standins::crisp();
     let autoplay = standins::autoplay().await;
-    let llm = standins::serve(standins::llm(upstream, llm_calls.clone())).await?;
-    let crisp = standins::serve(standins::crisp(crisp_log.clone())).await?;
+    let llm = standins::serve(llm_stand_in.router()).await?;
+    let crisp = standins::serve(crisp_stand_in.router()).await?;
     println!("stand-in Autoplay stream: {} (bundled sample, then heartbeats)", autoplay.url);
     match &upstream_url {
         None => {
@@ -201,11 +201,11 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     })
     .await?;
     let summarised = wait_until(&mut procs, &log, limits.summary, "the listener's summary", || async {
-        summary_failure(&llm_calls).is_some()
+        summary_failure(&llm_stand_in).is_some()
             || read(&event_data).contains("=== SUMMARY ===") && store_contains(&data_dir, "\"k\":\"summary\"")
     })
     .await;
-    match (summarised, summary_failure(&llm_calls)) {
+    match (summarised, summary_failure(&llm_stand_in)) {
         (Ok(()), Some(failure)) => {
             println!("the listener wrote {} actions; its summary request failed ({failure}), going on", titles.len())
         }
@@ -234,17 +234,17 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
         bail!("the webhook refused the hook: HTTP {}", response.status());
     }
     let answered = wait_until(&mut procs, &log, limits.answer, "the answer to be posted to Crisp", || async {
-        crisp_log.lock().is_ok_and(|log| !log.posted.is_empty())
+        !crisp_stand_in.log().posted.is_empty()
     })
     .await;
     if let Err(e) = answered {
-        let llm_failure = last_reply_call(&llm_calls).and_then(|call| call.answer.err());
+        let llm_failure = last_reply_call(&llm_stand_in).and_then(|call| call.answer.err());
         return Err(match llm_failure {
             Some(failure) => e.context(format!("the LLM did not answer: {failure}")),
             None => e,
         });
     }
-    let reply_call = last_reply_call(&llm_calls).context("the webhook answered without asking the LLM")?;
+    let reply_call = last_reply_call(&llm_stand_in).context("the webhook answered without asking the LLM")?;
 
     section("the prompt the webhook sent to the LLM");
     println!(
@@ -252,8 +252,9 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
          autoplay_session_id in the conversation's session data, and read that visitor's activity from DATA_DIR)\n",
         standins::AUTOPLAY_SESSION
     );
-    print_prompt(&reply_call.request);
-    let posted = crisp_log.lock().map(|log| log.posted.join("\n---\n")).unwrap_or_default();
+    print_prompt(reply_call.request.as_ref().unwrap_or(&Value::Null));
+    let crisp_log = crisp_stand_in.log();
+    let posted = crisp_log.posted.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join("\n---\n");
     let fell_back = posted.trim() == WEBHOOK_FALLBACK;
     section(match (&upstream_url, fell_back) {
         (_, true) => "the webhook's fallback message posted to Crisp (the LLM did not answer)",
@@ -262,7 +263,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     });
     println!("{posted}");
     println!();
-    let notes = crisp_log.lock().map(|log| log.notes.join("\n---\n")).unwrap_or_default();
+    let notes = crisp_log.notes.join("\n---\n");
     if !notes.is_empty() {
         section("the private note left for operators (the visitor does not see it)");
         println!("{notes}");
@@ -273,7 +274,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     let [listener, webhook] = &mut procs;
     let stopped_webhook = webhook.stop(Duration::from_secs(35)).await.map_err(|e| anyhow!(e));
     let stopped_listener = listener.stop(Duration::from_secs(35)).await.map_err(|e| anyhow!(e));
-    let calls = crisp_log.lock().map(|log| log.calls.join(", ")).unwrap_or_default();
+    let calls = crisp_stand_in.log().calls.join(", ");
     println!("Crisp API calls seen: {calls}");
     if fell_back {
         let why = reply_call.answer.err().unwrap_or_else(|| "no reason recorded".into());
@@ -347,12 +348,12 @@ fn hook_body(question: &str) -> Result<Value> {
 }
 
 /// What went wrong with the first summary request, if it failed.
-fn summary_failure(calls: &Mutex<Vec<LlmCall>>) -> Option<String> {
-    calls.lock().ok()?.iter().find(|call| call.kind == CallKind::Summary)?.answer.clone().err()
+fn summary_failure(llm: &Llm) -> Option<String> {
+    llm.calls().into_iter().find(|call| standins::kind_of(call) == CallKind::Summary)?.answer.err()
 }
 
-fn last_reply_call(calls: &Mutex<Vec<LlmCall>>) -> Option<LlmCall> {
-    calls.lock().ok()?.iter().rev().find(|call| call.kind == CallKind::Reply).cloned()
+fn last_reply_call(llm: &Llm) -> Option<LlmCall> {
+    llm.calls().into_iter().rev().find(|call| standins::kind_of(call) == CallKind::Reply)
 }
 
 fn section(title: &str) {

@@ -1,7 +1,15 @@
-//! Loopback stand-ins for Autoplay (an SSE server), OpenAI and Crisp (wiremock), and the harness
-//! that runs the real binaries against them: [`Proc`], [`stand_ins::Webhook`], [`bin!`].
+//! Loopback stand-ins for the outside services, for the tests, the demo and the benchmarks:
+//! Autoplay ([`sse_server`]), OpenAI ([`llm`], and wiremock answers in [`stand_ins`] where a
+//! test asserts on requests) and Crisp ([`crisp`], and wiremock in [`stand_ins`]); and the
+//! harness that runs the listener and the webhook against them: in-process ([`apps`]) or the
+//! binaries ([`Proc`], [`stand_ins::Webhook`], [`bin!`]).
+
+pub use clock::mono_ns;
 
 pub mod apps;
+pub mod clock;
+pub mod crisp;
+pub mod llm;
 pub mod sse_server;
 pub mod stand_ins;
 
