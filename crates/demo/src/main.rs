@@ -25,7 +25,7 @@ const WEBHOOK_SECRET: &str = "demo-secret";
 const CRISP_SESSION: &str = "session_demo";
 /// What the webhook posts when the LLM cannot answer (its default `FALLBACK_MESSAGE`).
 const WEBHOOK_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
-const HOOK_SAMPLE: &str = include_str!("../sample/message-send-text.json");
+const HOOK_SAMPLE: &str = include_str!("../../../tests/fixtures/crisp/message-send-text.json");
 
 /// Runs the listener and the webhook on loopback with the bundled sample stream and local
 /// stand-ins for Crisp and the LLM, sends a visitor question, and prints the answer and the

@@ -21,7 +21,7 @@ pub const SAMPLE_BATCHES: [&str; 3] = [
     include_str!("../sample/pricing-upgrade.sse"),
     include_str!("../sample/billing-settings.sse"),
 ];
-const HEARTBEAT: &str = include_str!("../sample/heartbeat.sse");
+const HEARTBEAT: &str = include_str!("../../../tests/fixtures/autoplay/heartbeat.sse");
 /// Pause before each chunk of the sample, so it arrives as a live visitor's would.
 const BATCH_GAP: Duration = Duration::from_millis(500);
 /// Heartbeats keep the held stream alive (the listener reconnects after 90 s of silence).
