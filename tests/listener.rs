@@ -1,7 +1,9 @@
-//! The real `listener` binary against a loopback Autoplay stream and OpenAI stand-in.
+//! The listener against a loopback Autoplay stream and OpenAI stand-in: in-process through its
+//! builder, or the real binary where its log, signals, exit status, `.env` or `--help` are the point.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use standins::apps;
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{completion, llm_calls, mount_llm, summary_env, wait_for_count};
 use standins::{Proc, bin, eventually, read};
@@ -47,9 +49,10 @@ fn listener_env(stream_url: &str) -> Vec<(&'static str, String)> {
     vec![("STREAM_URL", stream_url.to_owned()), ("SUMMARY_THRESHOLD", "0".into())]
 }
 
-/// A listener started in its own temporary directory against its own stream server.
+/// A listener started in its own temporary directory against its own stream server: in-process
+/// through its builder, or the binary where its log, signals or exit status are the point.
 struct Running {
-    proc: Proc,
+    runner: Runner,
     server: SseServer,
     /// The activity file at its default place, `event_data.txt` in the working directory.
     file: PathBuf,
@@ -57,19 +60,58 @@ struct Running {
 }
 
 impl Running {
-    /// Starts a stream server with `plans`, then the listener with summaries off and `env` on top.
+    /// Starts a stream server with `plans`, then the listener (in-process) with summaries off
+    /// and `env` on top.
     async fn start(plans: Vec<Plan>, fallback: Option<Plan>, env: &[(&'static str, String)]) -> Running {
         let server = SseServer::start(plans, fallback).await;
-        let dir = tempfile::tempdir().unwrap();
-        Running::start_in(server, dir, env)
+        Running::start_in(false, server, tempfile::tempdir().unwrap(), env).await
     }
 
-    fn start_in(server: SseServer, dir: tempfile::TempDir, env: &[(&'static str, String)]) -> Running {
+    /// [`Running::start`] with the binary.
+    async fn start_binary(plans: Vec<Plan>, fallback: Option<Plan>, env: &[(&'static str, String)]) -> Running {
+        let server = SseServer::start(plans, fallback).await;
+        Running::start_in(true, server, tempfile::tempdir().unwrap(), env).await
+    }
+
+    async fn start_in(
+        binary: bool,
+        server: SseServer,
+        dir: tempfile::TempDir,
+        env: &[(&'static str, String)],
+    ) -> Running {
         let mut all = listener_env(&server.url);
         all.extend(env.iter().cloned());
-        let proc = Proc::spawn(bin!("listener"), dir.path(), &all, &[]);
+        let runner = if binary {
+            Runner::Binary(Proc::spawn(bin!("listener"), dir.path(), &all, &[]))
+        } else {
+            let running = apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}"));
+            Runner::InProcess(running)
+        };
         let file = dir.path().join("event_data.txt");
-        Running { proc, server, file, dir }
+        Running { runner, server, file, dir }
+    }
+
+    /// The binary's process.
+    fn proc(&self) -> &Proc {
+        match &self.runner {
+            Runner::Binary(proc) => proc,
+            Runner::InProcess(_) => panic!("an in-process listener has no process; start it with start_binary"),
+        }
+    }
+
+    fn proc_mut(&mut self) -> &mut Proc {
+        match &mut self.runner {
+            Runner::Binary(proc) => proc,
+            Runner::InProcess(_) => panic!("an in-process listener has no process; start it with start_binary"),
+        }
+    }
+
+    /// The binary's log (an in-process listener's goes to the test's output with `RUST_LOG`).
+    fn log(&self) -> String {
+        match &self.runner {
+            Runner::Binary(proc) => proc.stderr(),
+            Runner::InProcess(running) => format!("(in-process listener, running: {})", running.is_running()),
+        }
     }
 
     fn requests(&self) -> usize {
@@ -77,24 +119,30 @@ impl Running {
     }
 
     async fn expect_file(&self, expected: &str) {
-        expect_file_at(&self.file, expected, &self.proc).await;
+        expect_file_at(&self.file, expected, || self.log()).await;
     }
 
     async fn expect_requests(&self, n: usize) {
         let seen = eventually(LIMIT, || self.requests() >= n).await;
-        assert!(seen, "expected {n} stream request(s), saw {}\nstderr:\n{}", self.requests(), self.proc.stderr());
+        assert!(seen, "expected {n} stream request(s), saw {}\nstderr:\n{}", self.requests(), self.log());
     }
 
     async fn expect_stderr(&self, needle: &str) {
-        let seen = eventually(LIMIT, || self.proc.stderr().contains(needle)).await;
-        assert!(seen, "stderr never mentioned {needle:?}:\n{}", self.proc.stderr());
+        let seen = eventually(LIMIT, || self.proc().stderr().contains(needle)).await;
+        assert!(seen, "stderr never mentioned {needle:?}:\n{}", self.log());
     }
 }
 
-async fn expect_file_at(file: &Path, expected: &str, proc: &Proc) {
+async fn expect_file_at(file: &Path, expected: &str, log: impl Fn() -> String) {
     if !eventually(LIMIT, || read(file) == expected).await {
-        assert_eq!(read(file), expected, "activity file never reached the expected bytes; stderr:\n{}", proc.stderr());
+        assert_eq!(read(file), expected, "activity file never reached the expected bytes; log:\n{}", log());
     }
+}
+
+/// How the listener runs.
+enum Runner {
+    Binary(Proc),
+    InProcess(apps::Running),
 }
 
 fn hold(chunks: &[&[u8]]) -> Plan {
@@ -149,13 +197,13 @@ async fn legacy_frames_with_null_session_and_wrong_count_write_every_action() {
 #[tokio::test]
 async fn one_stream_of_every_fixture_writes_only_the_action_batches_in_order_and_stays_connected() {
     let stream = [HEARTBEAT, MALFORMED, SERVER_SUMMARY, ACTIONS_FULL, LEGACY].concat();
-    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &[]).await;
+    let l = Running::start_binary(vec![hold(&[stream.as_bytes()])], None, &[]).await;
     l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
     // `data: not-json` and `data: [1,2,3]` are reported; heartbeats, comments, usertour triggers,
     // server summaries and empty batches are not.
     l.expect_stderr("frame skipped").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stderr = l.proc.stderr();
+    let stderr = l.proc().stderr();
     assert_eq!(stderr.matches("frame skipped").count(), 2, "stderr:\n{stderr}");
     assert_eq!(l.requests(), 1, "a malformed frame must not cost the connection; stderr:\n{stderr}");
     assert_eq!(read(&l.file), format!("{EXPECTED}{LEGACY_EXPECTED}"));
@@ -205,12 +253,12 @@ async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_
     chunks.extend((0..32).map(|_| Bytes::from(vec![b'x'; 64 * 1024])));
     chunks.push(Bytes::from_static(b"\"}]}\n\n"));
     chunks.push(Bytes::from(ACTIONS_FULL));
-    let l = Running::start(vec![Plan::StreamThenHold(chunks)], None, &[]).await;
+    let l = Running::start_binary(vec![Plan::StreamThenHold(chunks)], None, &[]).await;
     l.expect_file(EXPECTED).await;
     l.expect_stderr("invalid UTF-8").await;
     l.expect_stderr("line over the size limit").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(l.requests(), 1, "skipped frames must not cost the connection; stderr:\n{}", l.proc.stderr());
+    assert_eq!(l.requests(), 1, "skipped frames must not cost the connection; stderr:\n{}", l.proc().stderr());
     assert_eq!(read(&l.file), EXPECTED);
 }
 
@@ -241,7 +289,7 @@ async fn anonymous_batches_go_to_the_activity_file_but_never_to_the_context_stor
     let anonymous = anonymous_frames();
     // The real session comes last: once its record is in the store, the anonymous ones before
     // it have been through the store writer too.
-    let l = Running::start(
+    let l = Running::start_binary(
         vec![hold(&[anonymous.as_bytes(), ACTIONS_FULL.as_bytes()])],
         None,
         &[("DATA_DIR", "data".into()), ("REDIS_URL", String::new())],
@@ -252,7 +300,7 @@ async fn anonymous_batches_go_to_the_activity_file_but_never_to_the_context_stor
     l.expect_file(&format!("{LEGACY_EXPECTED}{anonymous_block}{EXPECTED}")).await;
     let sessions = l.dir.path().join("data/sessions");
     let seen = eventually(LIMIT, || !files_in(&sessions).is_empty()).await;
-    assert!(seen, "the real session was never stored; stderr:\n{}", l.proc.stderr());
+    assert!(seen, "the real session was never stored; stderr:\n{}", l.proc().stderr());
     assert_eq!(files_in(&sessions).len(), 1, "only ps_abc123 has a session file: {:?}", files_in(&sessions));
     let stored = read(&sessions.join(&files_in(&sessions)[0]));
     assert!(stored.contains("Export CSV") && !stored.contains("Anonymous") && !stored.contains("Buy Now"), "{stored}");
@@ -345,11 +393,12 @@ async fn summaries_off_needs_no_openai_key_and_calls_nothing() {
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
     let env = [("OPENAI_BASE_URL", format!("{}/v1", llm.uri())), ("SUMMARY_THRESHOLD", "0".into())];
-    let mut l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
+    let mut l =
+        Running::start_binary(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
     l.expect_file(&format!("{EXPECTED}{EXPECTED}")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(llm_calls(&llm).await.is_empty());
-    assert!(l.proc.is_running());
+    assert!(l.proc_mut().is_running());
 }
 
 #[tokio::test]
@@ -361,9 +410,12 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
         .mount(&llm)
         .await;
     Mock::given(method("POST")).respond_with(completion("Nine actions summarised.")).mount(&llm).await;
-    let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
-            .await;
+    let mut l = Running::start_binary(
+        vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])],
+        None,
+        &summary_env(&llm, 5),
+    )
+    .await;
 
     l.expect_stderr("summary failed").await;
     let calls = llm_calls(&llm).await;
@@ -373,13 +425,13 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
     l.expect_file(&two).await;
     let text = read(&l.file);
     assert!(!text.contains("=== SUMMARY ===") && !text.contains("None"), "file:\n{text}");
-    assert!(l.proc.is_running(), "a failed summary must not stop the listener");
+    assert!(l.proc_mut().is_running(), "a failed summary must not stop the listener");
 
     // The failure is logged just before the session is told; give that a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     l.server.push(ACTIONS_FULL).await;
     let calls = wait_llm_calls(&llm, 2, LIMIT).await;
-    assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.proc.stderr());
+    assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.proc().stderr());
     let prompt = prompt_of(&calls[1]);
     assert!(prompt.ends_with(&prompt_tail(9)), "all nine pending actions:\n{prompt}");
     l.expect_file(&format!("{EXPECTED}{EXPECTED}{EXPECTED}\n=== SUMMARY ===\nNine actions summarised.\n")).await;
@@ -389,16 +441,19 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
 async fn a_failing_llm_is_retried_a_bounded_number_of_times_and_writes_nothing() {
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&llm).await;
-    let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
-            .await;
-    let gave_up = eventually(Duration::from_secs(40), || l.proc.stderr().contains("summary failed")).await;
-    assert!(gave_up, "stderr:\n{}", l.proc.stderr());
+    let mut l = Running::start_binary(
+        vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])],
+        None,
+        &summary_env(&llm, 5),
+    )
+    .await;
+    let gave_up = eventually(Duration::from_secs(40), || l.proc().stderr().contains("summary failed")).await;
+    assert!(gave_up, "stderr:\n{}", l.proc().stderr());
     assert_eq!(llm_calls(&llm).await.len(), 4, "four attempts in all");
     let text = read(&l.file);
     assert_eq!(text, format!("{EXPECTED}{EXPECTED}"));
     assert!(!text.contains("None"));
-    assert!(l.proc.is_running());
+    assert!(l.proc_mut().is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,13 +463,16 @@ async fn a_summary_in_flight_at_sigterm_is_still_written() {
         .respond_with(completion("Finished during shutdown.").set_delay(Duration::from_millis(1000)))
         .mount(&llm)
         .await;
-    let mut l =
-        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
-            .await;
+    let mut l = Running::start_binary(
+        vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])],
+        None,
+        &summary_env(&llm, 5),
+    )
+    .await;
     assert_eq!(wait_llm_calls(&llm, 1, LIMIT).await.len(), 1);
-    l.proc.signal("TERM");
-    let status = l.proc.wait_exit(Duration::from_secs(10)).expect("exits");
-    assert_eq!(status.code(), Some(0), "stderr:\n{}", l.proc.stderr());
+    l.proc().signal("TERM");
+    let status = l.proc_mut().wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", l.proc().stderr());
     assert_eq!(read(&l.file), format!("{EXPECTED}{EXPECTED}\n=== SUMMARY ===\nFinished during shutdown.\n"));
 }
 
@@ -438,9 +496,9 @@ async fn reconnect_delays_double_and_reset_after_a_valid_frame() {
     let closed = || Plan::StreamThenClose(vec![]);
     let plans =
         vec![closed(), closed(), Plan::StreamThenClose(vec![Bytes::from(ACTIONS_FULL)]), hold(&[LEGACY.as_bytes()])];
-    let l = Running::start(plans, None, &[]).await;
+    let l = Running::start_binary(plans, None, &[]).await;
     let done = eventually(Duration::from_secs(20), || l.requests() >= 4).await;
-    assert!(done, "stderr:\n{}", l.proc.stderr());
+    assert!(done, "stderr:\n{}", l.proc().stderr());
     let at: Vec<Instant> = l.server.requests().iter().map(|r| r.at).collect();
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[0] >= Duration::from_millis(900), "{gaps:?}");
@@ -462,7 +520,7 @@ async fn a_server_error_is_retried_after_about_a_second() {
 #[tokio::test]
 async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly() {
     let env = [("UNKEY_API_KEY", SECRET.to_owned())];
-    let mut l = Running::start(vec![], Some(Plan::Status(401)), &env).await;
+    let mut l = Running::start_binary(vec![], Some(Plan::Status(401)), &env).await;
     l.expect_requests(1).await;
     let first = l.server.requests()[0].clone();
     l.expect_stderr("UNKEY_API_KEY").await;
@@ -475,8 +533,8 @@ async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly()
     let quiet_until = first.at + Duration::from_secs(5);
     tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
     assert_eq!(l.requests(), 1, "a 401 waits the long backoff (30 s) before trying again");
-    assert!(l.proc.is_running(), "a 401 must not stop the listener");
-    let stderr = l.proc.stderr();
+    assert!(l.proc_mut().is_running(), "a 401 must not stop the listener");
+    let stderr = l.proc().stderr();
     assert!(stderr.contains("401"), "stderr:\n{stderr}");
     assert!(!stderr.contains(SECRET), "the token leaked into the log:\n{stderr}");
     assert!(!stderr.contains("uk_live_secret"), "part of the token leaked into the log:\n{stderr}");
@@ -486,17 +544,17 @@ async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly()
 async fn forbidden_unknown_product_and_bad_mode_are_configuration_errors_too() {
     let mut runs = Vec::new();
     for (code, hint) in [(403, "UNKEY_API_KEY"), (404, "STREAM_URL"), (400, "STREAM_URL")] {
-        runs.push((code, hint, Running::start(vec![], Some(Plan::Status(code)), &[]).await));
+        runs.push((code, hint, Running::start_binary(vec![], Some(Plan::Status(code)), &[]).await));
     }
     for (code, hint, l) in &runs {
         l.expect_requests(1).await;
         l.expect_stderr(hint).await;
-        assert!(l.proc.stderr().contains(&code.to_string()), "HTTP {code}:\n{}", l.proc.stderr());
+        assert!(l.proc().stderr().contains(&code.to_string()), "HTTP {code}:\n{}", l.proc().stderr());
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (code, _, l) in &mut runs {
         assert_eq!(l.requests(), 1, "HTTP {code} waits the long backoff");
-        assert!(l.proc.is_running(), "HTTP {code} must not stop the listener");
+        assert!(l.proc_mut().is_running(), "HTTP {code} must not stop the listener");
     }
 }
 
@@ -515,13 +573,13 @@ async fn without_a_token_no_authorization_header_is_sent() {
 
 #[tokio::test]
 async fn autoplay_app_unkey_token_is_the_fallback_for_an_empty_unkey_api_key() {
-    let fallback = Running::start(
+    let fallback = Running::start_binary(
         vec![],
         None,
         &[("UNKEY_API_KEY", String::new()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
     )
     .await;
-    let both = Running::start(
+    let both = Running::start_binary(
         vec![],
         None,
         &[("UNKEY_API_KEY", "uk_primary".into()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
@@ -531,8 +589,8 @@ async fn autoplay_app_unkey_token_is_the_fallback_for_an_empty_unkey_api_key() {
     both.expect_requests(1).await;
     assert_eq!(fallback.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_fallback");
     assert_eq!(both.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_primary");
-    assert!(!fallback.proc.stderr().contains("uk_fallback"));
-    assert!(!both.proc.stderr().contains("uk_primary"));
+    assert!(!fallback.proc().stderr().contains("uk_fallback"));
+    assert!(!both.proc().stderr().contains("uk_primary"));
 }
 
 #[tokio::test]
@@ -547,14 +605,14 @@ async fn a_silent_connection_is_dropped_after_the_idle_timeout_and_reopened() {
 
 #[tokio::test]
 async fn heartbeats_keep_an_otherwise_silent_connection_open() {
-    let l = Running::start(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
+    let l = Running::start_binary(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
     l.expect_requests(1).await;
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(4500) {
         l.server.push(HEARTBEAT).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(l.requests(), 1, "heartbeats count as traffic; stderr:\n{}", l.proc.stderr());
+    assert_eq!(l.requests(), 1, "heartbeats count as traffic; stderr:\n{}", l.proc().stderr());
     // Once they stop, the watchdog fires.
     l.expect_requests(2).await;
 }
@@ -564,11 +622,11 @@ async fn heartbeats_keep_an_otherwise_silent_connection_open() {
 // ---------------------------------------------------------------------------------------------
 
 async fn exits_cleanly_on(signal: &str, fallback: Option<Plan>) {
-    let mut l = Running::start(vec![], fallback, &[]).await;
+    let mut l = Running::start_binary(vec![], fallback, &[]).await;
     l.expect_requests(1).await;
-    l.proc.signal(signal);
-    let status = l.proc.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM/SIGINT: {status:?}; stderr:\n{}", l.proc.stderr());
+    l.proc().signal(signal);
+    let status = l.proc_mut().wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM/SIGINT: {status:?}; stderr:\n{}", l.proc().stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,7 +718,7 @@ async fn dot_env_in_the_working_directory_is_read() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", server.url)).unwrap();
     let proc = Proc::spawn(bin!("listener"), dir.path(), &[], &[]);
-    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
+    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, || proc.stderr()).await;
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -671,7 +729,7 @@ async fn the_environment_wins_over_dot_env() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url)).unwrap();
     let proc = Proc::spawn(bin!("listener"), dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
-    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, &proc).await;
+    expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, || proc.stderr()).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(from_env.requests().len(), 1);
     assert_eq!(from_dot_env.requests().len(), 0, "the .env STREAM_URL must lose to the environment");
@@ -686,8 +744,8 @@ async fn event_data_path_chooses_the_activity_file() {
     let server = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
     let dir = tempfile::tempdir().unwrap();
     let custom = dir.path().join("custom-activity.log");
-    let l = Running::start_in(server, dir, &[("EVENT_DATA_PATH", custom.display().to_string())]);
-    expect_file_at(&custom, EXPECTED, &l.proc).await;
+    let l = Running::start_in(false, server, dir, &[("EVENT_DATA_PATH", custom.display().to_string())]).await;
+    expect_file_at(&custom, EXPECTED, || l.log()).await;
     assert!(!l.file.exists(), "nothing at the default path when EVENT_DATA_PATH is set");
     assert!(l.dir.path().exists());
 }
@@ -699,7 +757,7 @@ async fn with_existing_file(old: &str, age: Duration, env: &[(&'static str, Stri
     let file = dir.path().join("event_data.txt");
     std::fs::write(&file, old).unwrap();
     set_mtime(&file, age);
-    Running::start_in(server, dir, env)
+    Running::start_in(false, server, dir, env).await
 }
 
 #[tokio::test]
