@@ -6,21 +6,21 @@
 //!   earlier turns), and `POST …/message`, whose arrival time is recorded; plus the harness's
 //!   own `GET /_stats`, `POST /_reset`, `POST /_config?llm_delay_ms=N`, `GET /_firehose?batches=N`;
 //! - Autoplay SSE: `GET /stream/{product}?batches=N[&delay_ms=D]`: the synthetic firehose written
-//!   as fast as the socket allows, then the connection is held open (as a live stream).
+//!   as fast as the socket allows, then the connection is held open (as a live stream): the
+//!   `standins::sse_server` firehose plan, the body picked by the query.
 //!
 //! Writes `LLM_PORT=…`, `CRISP_PORT=…`, `SSE_PORT=…` to `--ports-file` once all three listen.
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bench::{Firehose, autoplay_session, mono_ns};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use standins::crisp::{Crisp, CrispSettings};
 use standins::llm::{Answer, Llm};
+use standins::sse_server::Plan;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -201,16 +201,5 @@ async fn stream(State(s): State<S>, Query(q): Query<HashMap<String, String>>) ->
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     s.sse_connects.lock().unwrap().push(mono_ns());
-    let body = firehose.0.clone();
-    let chunk = s.chunk.max(1);
-    let chunks = (0..body.len().div_ceil(chunk))
-        .map(move |i| Ok::<_, std::io::Error>(body.slice(i * chunk..((i + 1) * chunk).min(body.len()))));
-    // Everything as fast as the socket takes it, then an open, silent connection (a live stream).
-    let stream = futures_util::stream::iter(chunks).chain(futures_util::stream::pending());
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap()
+    standins::sse_server::respond_to(Plan::Firehose { body: firehose.0.clone(), chunk: s.chunk })
 }

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Response, StatusCode};
 use axum::routing::get;
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ pub enum Plan {
     /// `200 text/event-stream` as a live stream: each chunk `gap` after the one before, then
     /// `heartbeat` every period, until the client goes away (the demo's pace).
     Live { chunks: Vec<Bytes>, gap: Duration, heartbeat: Option<(Bytes, Duration)> },
+    /// `200 text/event-stream`: `body` in `chunk`-byte pieces as fast as the socket takes them,
+    /// then an open, silent connection (the benchmarks' firehose).
+    Firehose { body: Bytes, chunk: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +85,17 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
         inner.seen.push(SeenRequest { at: Instant::now(), headers });
         inner.plans.pop_front().or_else(|| inner.fallback.clone()).unwrap_or(Plan::StreamThenHold(vec![]))
     };
+    respond(plan, Some(&inner))
+}
+
+/// One connection's answer under `plan`, for a server of one's own (the benchmarks pick the
+/// firehose by query); its held connections take no pushes.
+pub fn respond_to(plan: Plan) -> Response<Body> {
+    respond(plan, None)
+}
+
+/// `inner`: where held connections are kept for [`SseServer::push`].
+fn respond(plan: Plan, inner: Option<&Arc<Mutex<Inner>>>) -> Response<Body> {
     let sse = |body: Body| {
         Response::builder()
             .status(200)
@@ -90,6 +105,12 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
             .unwrap()
     };
     match plan {
+        Plan::Firehose { body, chunk } => {
+            let chunk = chunk.max(1);
+            let pieces = (0..body.len().div_ceil(chunk))
+                .map(move |i| Ok::<_, std::io::Error>(body.slice(i * chunk..((i + 1) * chunk).min(body.len()))));
+            sse(Body::from_stream(futures_util::stream::iter(pieces).chain(futures_util::stream::pending())))
+        }
         Plan::Status(code) => Response::builder()
             .status(StatusCode::from_u16(code).unwrap())
             .header("content-type", "application/json")
@@ -127,7 +148,9 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
             for c in chunks {
                 tx.try_send(c).unwrap();
             }
-            inner.lock().unwrap().live.push(tx);
+            if let Some(inner) = inner {
+                inner.lock().unwrap().live.push(tx);
+            }
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
             });
