@@ -1,15 +1,5 @@
-use agent_core::process::{parse_cli, runtime, serve, shutdown_signal};
-use webhook::App;
-use webhook::config::Cli;
+//! The webhook: `webhook::App`, run by the shared `main` (settings, `--check`, logs, signals).
 
 fn main() {
-    let cli: Cli = parse_cli();
-    let check_only = cli.check;
-    runtime().block_on(serve(
-        cli.into_settings(),
-        check_only,
-        async |settings| webhook::check(settings).await,
-        App::build,
-        async |app| app.run(shutdown_signal()).await,
-    ))
+    agent_core::process::main::<webhook::App>()
 }

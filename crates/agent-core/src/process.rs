@@ -103,37 +103,56 @@ pub async fn shutdown_signal() {
 }
 
 /// The multi-threaded Tokio runtime both binaries run on; built after [`parse_cli`].
-pub fn runtime() -> tokio::runtime::Runtime {
+fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("error: cannot start the async runtime: {e}")))
 }
 
-/// The shape both binaries' `main` share: settings or a one-line error, `--check`, or logs,
-/// the app built from the settings (a failure is one line naming the setting, status 2) and
-/// run until it stops; exit status 0 on a clean stop, 1 on a runtime error.
-pub async fn serve<S, A, E: std::fmt::Display>(
-    settings: Result<S, crate::config::ConfigError>,
-    check_only: bool,
-    check: impl AsyncFnOnce(&S) -> bool,
-    build: impl AsyncFnOnce(S) -> Result<A, crate::config::ConfigError>,
-    run: impl AsyncFnOnce(A) -> Result<(), E>,
-) -> ! {
-    let settings = settings.unwrap_or_else(|e| fail(&format!("error: {e}")));
-    if check_only {
-        println!("ok      configuration: valid");
-        exit(if check(&settings).await { 0 } else { 1 });
-    }
-    init_tracing();
-    let app = build(settings).await.unwrap_or_else(|e| fail(&format!("error: {e}")));
-    match run(app).await {
-        Ok(()) => exit(0),
-        Err(e) => {
-            tracing::error!("{e:#}");
-            exit(1)
+/// What a binary runs: its flags, its validated settings, `--check`, the builder and the app.
+/// Both apps implement it; their `main` is [`main`].
+pub trait Service: Sized {
+    /// Flags and environment.
+    type Cli: clap::Parser;
+    /// Validated settings (parsing them opens nothing).
+    type Settings;
+    /// A runtime error (logged with its causes, exit status 1).
+    type Error: std::fmt::Display;
+
+    fn settings(cli: Self::Cli) -> Result<Self::Settings, crate::config::ConfigError>;
+    /// Whether `--check` was given.
+    fn check_only(cli: &Self::Cli) -> bool;
+    /// `--check`: reaches each outside service once; whether all work.
+    fn check(settings: &Self::Settings) -> impl Future<Output = bool>;
+    /// Opens what the settings name and binds the ports; a failure names its setting.
+    fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, crate::config::ConfigError>>;
+    /// Runs until `shutdown` resolves.
+    fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// A binary's `main`: settings or a one-line error (status 2), `--check`, or logs, the app
+/// built from the settings (a failure is one line naming the setting, status 2) and run until
+/// SIGTERM or SIGINT; exit status 0 on a clean stop, 1 on a runtime error.
+pub fn main<S: Service>() -> ! {
+    let cli: S::Cli = parse_cli();
+    let check_only = S::check_only(&cli);
+    let settings = S::settings(cli).unwrap_or_else(|e| fail(&format!("error: {e}")));
+    runtime().block_on(async {
+        if check_only {
+            println!("ok      configuration: valid");
+            exit(if S::check(&settings).await { 0 } else { 1 });
         }
-    }
+        init_tracing();
+        let app = S::build(settings).await.unwrap_or_else(|e| fail(&format!("error: {e}")));
+        match app.run(shutdown_signal()).await {
+            Ok(()) => exit(0),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                exit(1)
+            }
+        }
+    })
 }
 
 /// Settings of an app started in-process (the demo, tests): parsed from `vars`, given as the

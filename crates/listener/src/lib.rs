@@ -186,6 +186,33 @@ pub async fn check(settings: &Settings) -> bool {
     agent_core::checks::report(&checks)
 }
 
+/// What the `listener` binary runs ([`agent_core::process::main`]).
+impl agent_core::process::Service for App {
+    type Cli = config::Cli;
+    type Settings = Settings;
+    type Error = anyhow::Error;
+
+    fn settings(cli: config::Cli) -> Result<Settings, ConfigError> {
+        cli.into_settings()
+    }
+
+    fn check_only(cli: &config::Cli) -> bool {
+        cli.check
+    }
+
+    async fn check(settings: &Settings) -> bool {
+        check(settings).await
+    }
+
+    async fn build(settings: Settings) -> Result<App, ConfigError> {
+        App::build(settings).await
+    }
+
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        App::run(self, shutdown).await
+    }
+}
+
 /// The listener, built from validated settings (the one place that opens the store and binds
 /// `/metrics`), not yet reading the stream. `main` and the in-process tests both start it
 /// through [`App::build`] and [`App::run`].
