@@ -2,11 +2,12 @@
 //! binaries.
 //!
 //! Data flows one way:
-//! - listener: stream bytes ([`sse`]) -> typed payloads ([`payload`]) -> the activity file
-//!   ([`activity_file`]), the per-visitor store ([`context`]), summaries ([`summary`]) and
-//!   proactive trigger firings ([`proactive::triggers`], recorded through the store);
+//! - listener: stream bytes ([`sse`]) -> the wire's payloads ([`payload`]) -> the product's
+//!   action records ([`action`]) -> the activity file ([`activity_file`]), the per-visitor
+//!   store ([`context::StoreWriter`]), summaries ([`summary`]) and proactive trigger firings
+//!   ([`proactive::triggers`], recorded through the store);
 //! - webhook: a Crisp hook ([`crisp::hook`]) -> the inbox ([`inbox`], [`coordination`]) ->
-//!   that visitor's context -> prompt ([`prompt`]) -> answer ([`llm`]) or hand-off
+//!   that visitor's context ([`context::StoreReader`]) -> prompt ([`prompt`]) -> answer ([`llm`]) or hand-off
 //!   ([`handoff`]) -> Crisp ([`crisp::api`]); firings ([`proactive::feed`]) -> the gate
 //!   ([`proactive::gate`], [`proactive::book`]) -> an offer ([`proactive::offer`]) -> Crisp.
 
