@@ -82,7 +82,7 @@ fn write_all(file: &File, path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// The file on disk. Each call is one `write(2)` with `O_APPEND`, so a reader never sees half a
 /// batch and concurrent appends never interleave; a failed write is cut back (see
-/// [`append_whole`]).
+/// `append_whole`).
 #[derive(Debug, Clone)]
 pub struct ActivityFile {
     path: PathBuf,

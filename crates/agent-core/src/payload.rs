@@ -4,7 +4,7 @@
 //! wrong type makes the whole frame invalid (it is skipped and logged by the caller).
 //!
 //! Strings borrow from the frame's text (they are copied only when the JSON escapes them), so
-//! reading a busy stream allocates little; [`Action::into_owned`] makes a copy that outlives it.
+//! reading a busy stream allocates little; the product's [`crate::action::ActionRecord`] keeps what it needs.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};

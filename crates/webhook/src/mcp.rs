@@ -69,7 +69,7 @@ or problem report to see what they just did. user_id is the analytics id (PostHo
 page reported; product_id is accepted for compatibility (this server serves one product).";
 
 /// Who made a request, as its credentials proved; put in the request's extensions by
-/// [`authenticate`] and read by the tools.
+/// `authenticate` and read by the tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// A request signed with `MCP_SIGNING_SECRET`, in a conversation or not (connection check).

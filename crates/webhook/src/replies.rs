@@ -9,7 +9,7 @@
 //!
 //! each with a log line and `messages_settled_total{outcome}`. Anything else (the LLM down with no
 //! fallback, Crisp refusing) keeps it recorded and retried with backoff. One conversation is
-//! answered one burst at a time, in order; a reply is the steps of [`Inner::reply`].
+//! answered one burst at a time, in order; a reply is the steps of `Inner::reply`.
 
 use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::traces::{ReplyTrace, TraceWriter};

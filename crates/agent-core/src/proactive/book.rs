@@ -124,7 +124,7 @@ impl OfferBook {
     }
 
     /// Changes a visitor's record: `None` when another replica holds it for longer than
-    /// [`LOCK_WAIT`] (it is deciding about this visitor right now).
+    /// `LOCK_WAIT` (it is deciding about this visitor right now).
     pub async fn update<T>(
         &self,
         crisp_session: &str,
