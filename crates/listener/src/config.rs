@@ -65,7 +65,7 @@ pub struct Cli {
     pub proactive_error_pattern: Option<String>,
 }
 
-/// Validated settings: parsing them opens nothing; [`crate::App::build`] does.
+/// Validated settings: parsing them opens nothing; its builder (`Service::build` of [`crate::App`]) does.
 pub struct Settings {
     pub stream_url: reqwest::Url,
     pub token: Option<SecretString>,
@@ -74,7 +74,7 @@ pub struct Settings {
     pub event_data_path: PathBuf,
     pub session_reset: Duration,
     pub stream_idle_timeout: Duration,
-    /// The context store (and its Redis, when configured); opened by [`crate::App::build`].
+    /// The context store (and its Redis, when configured); opened by its builder (`Service::build` of [`crate::App`]).
     pub store: StoreSettings,
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Proactive triggers; off when `enabled` is empty.

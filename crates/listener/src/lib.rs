@@ -11,6 +11,7 @@ use agent_core::config::ConfigError;
 use agent_core::context::StoreWriter;
 use agent_core::payload::{StreamPayload, parse_payload};
 use agent_core::proactive::triggers::Watch;
+use agent_core::process::Service;
 use agent_core::sse::SseItem;
 use agent_core::summary::SummaryJob;
 use agent_core::telemetry;
@@ -167,27 +168,17 @@ async fn tick_triggers(watch: SharedWatch, store: StoreFeed) {
     }
 }
 
-/// `--check`: the stream, the LLM and Redis, one line each. Returns whether all work.
-pub async fn check(settings: &Settings) -> bool {
-    let client =
-        match StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout) {
-            Ok(client) => client,
-            Err(e) => {
-                println!("FAILED  stream: {e}");
-                return false;
-            }
-        };
-    let mut checks = vec![agent_core::checks::run("Autoplay stream", client.probe()).await];
-    match &settings.summaries {
-        Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
-        None => println!("skipped OpenAI: summaries are off"),
-    }
-    checks.extend(agent_core::checks::redis(&settings.store).await);
-    agent_core::checks::report(&checks)
+/// The listener, built from validated settings (the one place that opens the store and binds
+/// `/metrics`), not yet reading the stream: see its [`Service`] implementation.
+pub struct App {
+    settings: Settings,
+    store: StoreWriter,
+    client: StreamClient,
 }
 
-/// What the `listener` binary runs ([`agent_core::process::main`]).
-impl agent_core::process::Service for App {
+/// What the `listener` binary runs ([`agent_core::process::main`]); the in-process tests and
+/// the demo start it the same way.
+impl Service for App {
     type Cli = config::Cli;
     type Settings = Settings;
     type Error = anyhow::Error;
@@ -200,31 +191,30 @@ impl agent_core::process::Service for App {
         cli.check
     }
 
+    /// `--check`: the stream, the LLM and Redis, one line each. Returns whether all work.
     async fn check(settings: &Settings) -> bool {
-        check(settings).await
+        let client = match StreamClient::new(
+            settings.stream_url.clone(),
+            settings.token.clone(),
+            settings.stream_idle_timeout,
+        ) {
+            Ok(client) => client,
+            Err(e) => {
+                println!("FAILED  stream: {e}");
+                return false;
+            }
+        };
+        let mut checks = vec![agent_core::checks::run("Autoplay stream", client.probe()).await];
+        match &settings.summaries {
+            Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
+            None => println!("skipped OpenAI: summaries are off"),
+        }
+        checks.extend(agent_core::checks::redis(&settings.store).await);
+        agent_core::checks::report(&checks)
     }
 
-    async fn build(settings: Settings) -> Result<App, ConfigError> {
-        App::build(settings).await
-    }
-
-    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        App::run(self, shutdown).await
-    }
-}
-
-/// The listener, built from validated settings (the one place that opens the store and binds
-/// `/metrics`), not yet reading the stream. `main` and the in-process tests both start it
-/// through [`App::build`] and [`App::run`].
-pub struct App {
-    settings: Settings,
-    store: StoreWriter,
-    client: StreamClient,
-}
-
-impl App {
     /// Opens the store and serves `/metrics` when asked; each failure names its setting.
-    pub async fn build(settings: Settings) -> Result<App, ConfigError> {
+    async fn build(settings: Settings) -> Result<App, ConfigError> {
         if let Some(addr) = settings.metrics_addr {
             agent_core::telemetry::serve_on(addr)
                 .map_err(|e| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {e}") })?;
@@ -238,7 +228,7 @@ impl App {
     }
 
     /// Reads the stream until `shutdown` resolves; then finishes the write in progress.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let App { settings, store, client } = self;
         let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
         let watch = if settings.triggers.is_off() {

@@ -3,6 +3,7 @@
 //! process itself is not the point, and for the demo. Nothing of this process's environment or
 //! `.env` leaks into their settings.
 
+use agent_core::process::Service;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -32,21 +33,23 @@ pub struct StartError {
 
 /// Builds the listener from `vars` and starts it.
 pub async fn listener(vars: &Vars<'_>) -> Result<Running, StartError> {
-    let fail = |reason: String| StartError { app: "listener", reason };
-    let cli = agent_core::process::parse_vars::<listener::config::Cli>(vars).map_err(|e| fail(first_line(&e)))?;
-    let settings = cli.into_settings().map_err(|e| fail(e.to_string()))?;
-    let app = listener::App::build(settings).await.map_err(|e| fail(e.to_string()))?;
+    let app = build::<listener::App>("listener", vars).await?;
     Ok(Running::spawn("listener", None, |stop| app.run(stop)))
 }
 
 /// Builds the webhook from `vars` and starts it.
 pub async fn webhook(vars: &Vars<'_>) -> Result<Running, StartError> {
-    let fail = |reason: String| StartError { app: "webhook", reason };
-    let cli = agent_core::process::parse_vars::<webhook::config::Cli>(vars).map_err(|e| fail(first_line(&e)))?;
-    let settings = cli.into_settings().map_err(|e| fail(e.to_string()))?;
-    let app = webhook::App::build(settings).await.map_err(|e| fail(e.to_string()))?;
+    let app = build::<webhook::App>("webhook", vars).await?;
     let addr = app.addr();
     Ok(Running::spawn("webhook", Some(addr), |stop| app.run(stop)))
+}
+
+/// The app `S` built from `vars` as its binary builds it from the environment.
+async fn build<S: Service>(name: &'static str, vars: &Vars<'_>) -> Result<S, StartError> {
+    let fail = |reason: String| StartError { app: name, reason };
+    let cli = agent_core::process::parse_vars::<S::Cli>(vars).map_err(|e| fail(first_line(&e)))?;
+    let settings = S::settings(cli).map_err(|e| fail(e.to_string()))?;
+    S::build(settings).await.map_err(|e| fail(e.to_string()))
 }
 
 /// `vars` for an app started in `cwd`, as the binary started there would read them: the

@@ -186,7 +186,7 @@ pub const DEFAULT_HANDOFF_OFFLINE_MESSAGE: &str = "I've passed your conversation
 /// What the visitor reads when the LLM cannot answer.
 pub const DEFAULT_FALLBACK: &str = "Thanks for your message! A teammate will get back to you shortly.";
 
-/// Validated settings: parsing them reads no file and opens nothing; [`crate::App::build`] does.
+/// Validated settings: parsing them reads no file and opens nothing; its builder (`Service::build` of [`crate::App`]) does.
 pub struct Settings {
     /// `TRACE_DIR` (unset: no traces) and `TRACE_MAX_FILES`.
     pub trace_dir: Option<PathBuf>,

@@ -1,9 +1,9 @@
 //! The one place that builds the running webhook from validated [`Settings`]: it opens what
 //! the settings name (the context store, the trace directory, the prompt file, the inbox
-//! journal), binds the ports and wires the parts. `main` and the in-process tests both start
-//! the webhook through [`App::build`] and [`App::run`].
+//! journal), binds the ports and wires the parts. `main`, the in-process tests and the demo all
+//! start the webhook through its [`Service`] implementation.
 
-use crate::config::{MAX_WAITING_PER_CONVERSATION, Settings};
+use crate::config::{Cli, MAX_WAITING_PER_CONVERSATION, Settings};
 use crate::context::{ContextScope, ContextSource};
 use crate::mcp;
 use crate::proactive::{OfferDeps, Offers};
@@ -17,6 +17,7 @@ use agent_core::config::ConfigError;
 use agent_core::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
 use agent_core::proactive::book::{LocalBook, OfferBook, RedisBook};
 use agent_core::proactive::feed::{FileFeed, FiringFeed, RedisFeed};
+use agent_core::process::Service;
 use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
 use agent_core::ratelimit::RateLimitedWarn;
 use axum::Router;
@@ -42,9 +43,31 @@ pub struct App {
     shutdown_grace: Duration,
 }
 
-impl App {
+/// What the `webhook` binary runs ([`agent_core::process::main`]); the in-process tests and
+/// the demo start it the same way.
+impl Service for App {
+    type Cli = Cli;
+    type Settings = Settings;
+    type Error = anyhow::Error;
+
+    fn settings(cli: Cli) -> Result<Settings, ConfigError> {
+        cli.into_settings()
+    }
+
+    fn check_only(cli: &Cli) -> bool {
+        cli.check
+    }
+
+    /// `--check`: the LLM, Crisp and Redis, one line each. Returns whether all work.
+    async fn check(settings: &Settings) -> bool {
+        let mut checks =
+            vec![agent_core::checks::llm(&settings.llm).await, agent_core::checks::crisp(&settings.crisp).await];
+        checks.extend(agent_core::checks::redis(&settings.store).await);
+        agent_core::checks::report(&checks)
+    }
+
     /// Opens and binds everything the settings name; each failure names its setting.
-    pub async fn build(settings: Settings) -> Result<App, ConfigError> {
+    async fn build(settings: Settings) -> Result<App, ConfigError> {
         let listener = TcpListener::bind(settings.bind_addr).await.map_err(|e| ConfigError::Invalid {
             var: "BIND_ADDR",
             reason: format!("cannot listen on {}: {e}", settings.bind_addr),
@@ -190,24 +213,9 @@ impl App {
         })
     }
 
-    /// The address hooks are served on (the real port when `BIND_ADDR` asked for port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The address of `/metrics` when `METRICS_ADDR` is set.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The public routes (hooks, health, `/mcp`; `/metrics` unless it has its own address).
-    pub fn router(&self) -> Router {
-        mcp::with_routes(router(Arc::clone(&self.state), self.metrics_listener.is_none()), self.mcp_routes.clone())
-    }
-
     /// Serves until `shutdown` resolves, then lets accepted replies finish within the grace
     /// period.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = self.router();
         let App {
             listener,
@@ -258,6 +266,23 @@ impl App {
         }
         tracing::info!("webhook stopped");
         Ok(())
+    }
+}
+
+impl App {
+    /// The address hooks are served on (the real port when `BIND_ADDR` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address of `/metrics` when `METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The public routes (hooks, health, `/mcp`; `/metrics` unless it has its own address).
+    pub fn router(&self) -> Router {
+        mcp::with_routes(router(Arc::clone(&self.state), self.metrics_listener.is_none()), self.mcp_routes.clone())
     }
 }
 

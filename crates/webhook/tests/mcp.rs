@@ -5,6 +5,7 @@
 
 use agent_core::action::{ActionRecord, BatchRecord};
 use agent_core::context::{FileStore, StoreLimits};
+use agent_core::process::Service;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
