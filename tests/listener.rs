@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use standins::apps;
+use standins::apps::{self, Runner};
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{completion, llm_calls, mount_llm, summary_env, wait_for_count};
 use standins::{Proc, bin, eventually, read};
@@ -91,27 +91,16 @@ impl Running {
         Running { runner, server, file, dir }
     }
 
-    /// The binary's process.
     fn proc(&self) -> &Proc {
-        match &self.runner {
-            Runner::Binary(proc) => proc,
-            Runner::InProcess(_) => panic!("an in-process listener has no process; start it with start_binary"),
-        }
+        self.runner.proc()
     }
 
     fn proc_mut(&mut self) -> &mut Proc {
-        match &mut self.runner {
-            Runner::Binary(proc) => proc,
-            Runner::InProcess(_) => panic!("an in-process listener has no process; start it with start_binary"),
-        }
+        self.runner.proc_mut()
     }
 
-    /// The binary's log (an in-process listener's goes to the test's output with `RUST_LOG`).
     fn log(&self) -> String {
-        match &self.runner {
-            Runner::Binary(proc) => proc.stderr(),
-            Runner::InProcess(running) => format!("(in-process listener, running: {})", running.is_running()),
-        }
+        self.runner.log()
     }
 
     fn requests(&self) -> usize {
@@ -137,12 +126,6 @@ async fn expect_file_at(file: &Path, expected: &str, log: impl Fn() -> String) {
     if !eventually(LIMIT, || read(file) == expected).await {
         assert_eq!(read(file), expected, "activity file never reached the expected bytes; log:\n{}", log());
     }
-}
-
-/// How the listener runs.
-enum Runner {
-    Binary(Proc),
-    InProcess(apps::Running),
 }
 
 fn hold(chunks: &[&[u8]]) -> Plan {

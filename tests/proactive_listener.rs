@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use standins::apps::{self, Running};
+use standins::apps::{self, Runner};
 use standins::sse_server::{Plan, SseServer};
 use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ fn ping_pong(session: Option<&str>) -> String {
 }
 
 struct Listener {
-    app: App,
+    app: Runner,
     _server: SseServer,
     dir: tempfile::TempDir,
 }
@@ -73,19 +73,15 @@ impl Listener {
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let app = if binary {
-            App::Binary(Proc::spawn(bin!("listener"), dir.path(), &all, &[]))
+            Runner::Binary(Proc::spawn(bin!("listener"), dir.path(), &all, &[]))
         } else {
-            App::InProcess(apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}")))
+            Runner::InProcess(apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}")))
         };
         Listener { app, _server: server, dir }
     }
 
-    /// The binary's log (an in-process listener's goes to the test's output with `RUST_LOG`).
     fn log(&self) -> String {
-        match &self.app {
-            App::Binary(proc) => proc.stderr(),
-            App::InProcess(running) => format!("(in-process listener, running: {})", running.is_running()),
-        }
+        self.app.log()
     }
 
     fn firings_path(&self) -> PathBuf {
@@ -110,12 +106,6 @@ impl Listener {
         let seen = eventually(LIMIT, || count() >= n).await;
         assert!(seen, "expected {n} stored session(s)\nstderr:\n{}", self.log());
     }
-}
-
-/// How the listener runs.
-enum App {
-    Binary(Proc),
-    InProcess(Running),
 }
 
 fn line_count(path: &Path) -> usize {

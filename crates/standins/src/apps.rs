@@ -63,10 +63,7 @@ pub fn in_dir<'a>(cwd: &Path, vars: &Vars<'a>) -> Vec<(&'a str, String)> {
             out.push((name, cwd.join(default).display().to_string()));
         }
     }
-    if let Ok(url) = std::env::var("TEST_REDIS_URL") {
-        out.push(("REDIS_URL", url));
-        out.push(("REDIS_KEY_PREFIX", crate::redis_prefix_for(cwd)));
-    }
+    out.extend(crate::test_redis(cwd));
     for (name, value) in vars {
         let is_path = matches!(*name, "EVENT_DATA_PATH" | "DATA_DIR" | "TRACE_DIR" | "SYSTEM_PROMPT_PATH");
         let value = if is_path && !value.is_empty() { cwd.join(value).display().to_string() } else { value.clone() };
@@ -130,6 +127,41 @@ impl Drop for Running {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// An app under test: the binary (where its log, signals or exit are the point) or in-process.
+pub enum Runner {
+    Binary(crate::Proc),
+    InProcess(Running),
+}
+
+impl Runner {
+    /// The binary's process.
+    pub fn proc(&self) -> &crate::Proc {
+        match self {
+            Runner::Binary(proc) => proc,
+            Runner::InProcess(running) => panic!("the in-process {} has no process", running.name),
+        }
+    }
+
+    pub fn proc_mut(&mut self) -> &mut crate::Proc {
+        match self {
+            Runner::Binary(proc) => proc,
+            Runner::InProcess(running) => panic!("the in-process {} has no process", running.name),
+        }
+    }
+
+    /// The binary's log; an in-process app logs into the test's output (with `RUST_LOG`).
+    pub fn log(&self) -> String {
+        match self {
+            Runner::Binary(proc) => proc.stderr(),
+            Runner::InProcess(running) => format!(
+                "(the in-process {}, running: {}; RUST_LOG=info shows its log)",
+                running.name,
+                running.is_running()
+            ),
         }
     }
 }

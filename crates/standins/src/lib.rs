@@ -60,11 +60,7 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        // The same tests run against Redis when TEST_REDIS_URL is set: processes started in one
-        // working directory (one test) share a key prefix, other tests never see their keys.
-        if let Ok(url) = std::env::var("TEST_REDIS_URL") {
-            cmd.env("REDIS_URL", url).env("REDIS_KEY_PREFIX", redis_prefix_for(cwd));
-        }
+        cmd.envs(test_redis(cwd));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -121,6 +117,16 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `REDIS_URL` and `REDIS_KEY_PREFIX` for an app started in `cwd`, when `TEST_REDIS_URL` is
+/// set: the same tests then run against Redis, apps started in one working directory (one test)
+/// share a key prefix, and other tests never see their keys.
+pub fn test_redis(cwd: &std::path::Path) -> Vec<(&'static str, String)> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) => vec![("REDIS_URL", url), ("REDIS_KEY_PREFIX", redis_prefix_for(cwd))],
+        Err(_) => Vec::new(),
     }
 }
 

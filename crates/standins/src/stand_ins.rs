@@ -2,6 +2,7 @@
 //! stand-ins for OpenAI and the Crisp REST API, Crisp hook bodies, Autoplay frames, and readers
 //! of the requests the stand-ins received.
 
+use crate::apps::Runner;
 use crate::{Proc, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -101,14 +102,9 @@ pub struct Webhook {
     cwd: Option<tempfile::TempDir>,
 }
 
-/// How the webhook runs: the binary (where the process is the point: exit codes, signals,
-/// logs, metrics) or in this process through its builder.
-enum Runner {
-    Process(Proc),
-    /// Held, not read: dropping it stops the webhook.
-    InProcess {
-        _running: crate::apps::Running,
-    },
+/// The `WEBHOOK_SECRET` in `env`, which keys the hook URL.
+fn hook_key(env: &Env) -> String {
+    env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 impl Webhook {
@@ -117,10 +113,10 @@ impl Webhook {
     pub async fn in_process(cwd: &Path, mut env: Env) -> Webhook {
         crate::apps::log_to_test_output();
         set(&mut env, "BIND_ADDR", "127.0.0.1:0");
-        let key = env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+        let key = hook_key(&env);
         let running = crate::apps::webhook(&crate::apps::in_dir(cwd, &env)).await.unwrap_or_else(|e| panic!("{e}"));
         let url = format!("http://{}", running.addr.expect("the webhook's address"));
-        Webhook { runner: Runner::InProcess { _running: running }, url, http: http(), key, cwd: None }
+        Webhook { runner: Runner::InProcess(running), url, http: http(), key, cwd: None }
     }
 
     /// Starts the binary in `cwd` on a free loopback port and waits up to `limit` until
@@ -139,7 +135,7 @@ impl Webhook {
     ) -> Webhook {
         let port = free_port();
         set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
-        let key = env.iter().find(|(k, _)| *k == "WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+        let key = hook_key(&env);
         let mut proc = Proc::spawn_limited(exe, cwd, &env, &[], open_files);
         let url = format!("http://127.0.0.1:{port}");
         let http = http();
@@ -152,7 +148,7 @@ impl Webhook {
             assert!(Instant::now() < deadline, "webhook never answered /health:\n{}", proc.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Webhook { runner: Runner::Process(proc), url, http, key, cwd: None }
+        Webhook { runner: Runner::Binary(proc), url, http, key, cwd: None }
     }
 
     /// [`Webhook::start`] in a new empty working directory, kept as long as the webhook.
@@ -174,27 +170,18 @@ impl Webhook {
         self.cwd.as_ref().expect("started in a tempdir").path()
     }
 
-    /// The binary's log; an in-process webhook logs into the test's output (with `RUST_LOG`).
+    /// The binary's log (see [`Runner::log`]).
     pub fn stderr(&self) -> String {
-        match &self.runner {
-            Runner::Process(proc) => proc.stderr(),
-            Runner::InProcess { .. } => "(in-process webhook: run with RUST_LOG=info to see its log)".to_owned(),
-        }
+        self.runner.log()
     }
 
     /// The binary's process.
     pub fn proc(&self) -> &Proc {
-        match &self.runner {
-            Runner::Process(proc) => proc,
-            Runner::InProcess { .. } => panic!("an in-process webhook has no process"),
-        }
+        self.runner.proc()
     }
 
     pub fn proc_mut(&mut self) -> &mut Proc {
-        match &mut self.runner {
-            Runner::Process(proc) => proc,
-            Runner::InProcess { .. } => panic!("an in-process webhook has no process"),
-        }
+        self.runner.proc_mut()
     }
 
     pub fn metrics_url(&self) -> String {
