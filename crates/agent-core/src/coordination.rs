@@ -8,6 +8,13 @@
 //! bursts until it is empty. A burst stays recorded (in flight) until [`Coordination::finish`]:
 //! a process that dies mid-reply leaves it for the next holder, who is told the burst is
 //! `resumed` and checks the conversation before answering it again.
+//!
+//! On Redis a hold is a token ([`Hold`]): renewing, finishing and releasing are compare-and-set
+//! on it, so a replica whose hold lapsed (a pause longer than the lease) can neither release
+//! nor finish another replica's work, and the reply pipeline asks [`Coordination::still_holds`]
+//! right before it posts. Who has the floor is read from Redis every time (one `EXISTS`): a
+//! replica never answers from a local belief another replica may have changed, and when Redis
+//! cannot say, the caller waits and asks again ([`CoordError`]); it never guesses.
 
 use crate::crisp::VisitorMessage;
 use crate::inbox::{InboxEntry, Journal, JournalError};
@@ -15,7 +22,7 @@ pub use crate::proactive::gate::Floor;
 use crate::redis_conn::{RedisConn, RedisDown};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +33,20 @@ pub enum CoordError {
     Overloaded,
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// Redis did not answer in time: the command may have run, or may still run. Never
+    /// resolved by falling back to this process's inbox.
+    #[error("Redis did not answer in time; the outcome is unknown ({})", .0.0.category())]
+    Uncertain(#[source] RedisDown),
+    /// Another replica holds the conversation now (this hold lapsed).
+    #[error("the hold on the conversation was lost to another replica")]
+    HoldLost,
+}
+
+impl CoordError {
+    /// A Redis error: a timeout leaves the outcome unknown, anything else says Redis is down.
+    fn from_redis(down: RedisDown) -> Self {
+        if down.0.is_timeout() { CoordError::Uncertain(down) } else { CoordError::Unavailable(down) }
+    }
 }
 
 /// Something the bot itself sent, to tell its own echo from a human operator.
@@ -87,11 +108,34 @@ pub enum Origin {
     Shared,
 }
 
+/// A conversation this process holds and must answer. On Redis it carries the token of this
+/// hold: another replica's newer hold has another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub origin: Origin,
+    pub session: String,
+    token: Option<Arc<str>>,
+}
+
+impl Hold {
+    fn local(session: &str) -> Self {
+        Self { origin: Origin::Local, session: session.to_owned(), token: None }
+    }
+
+    fn shared(session: &str, token: &str) -> Self {
+        Self { origin: Origin::Shared, session: session.to_owned(), token: Some(token.into()) }
+    }
+
+    fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+}
+
 /// What became of an accepted message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// Recorded; the caller now holds the conversation and must answer it.
-    Holds(Origin),
+    Holds(Hold),
     /// Recorded behind a reply being written (by this process or another replica).
     Queued,
     /// Seen before: recorded already, answered once.
@@ -119,7 +163,8 @@ impl Coordination {
         Self { local, shared }
     }
 
-    /// Runs `op` on Redis when configured and reachable, else on the local inbox.
+    /// Runs `op` on Redis when configured and reachable, else on the local inbox. Only an
+    /// unreachable Redis falls back: an uncertain outcome is the caller's to resolve.
     async fn either<T>(
         &self,
         shared: impl AsyncFnOnce(&RedisCoordinator) -> Result<T, CoordError>,
@@ -139,53 +184,70 @@ impl Coordination {
         self.shared.is_some()
     }
 
+    /// How long a hold lasts unrenewed (renewals come at a third of it).
+    pub fn lease(&self) -> Duration {
+        self.shared.as_ref().map_or(CoordTimings::default().lease, |redis| redis.timings.lease)
+    }
+
     /// Records a visitor message durably.
     pub async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
         self.either(async |r| r.accept(message).await, async |l| l.accept(message).await).await
     }
 
     /// The next burst of a held conversation; empty means the hold is released.
-    pub async fn next_burst(&self, origin: Origin, session: &str) -> Result<Burst, CoordError> {
-        match (origin, &self.shared) {
-            (Origin::Shared, Some(redis)) => redis.next_burst(session).await,
-            _ => Ok(self.local.next_burst(session)),
+    /// [`CoordError::HoldLost`]: another replica holds it now.
+    pub async fn next_burst(&self, hold: &Hold) -> Result<Burst, CoordError> {
+        match (hold.origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.next_burst(hold).await,
+            _ => Ok(self.local.next_burst(&hold.session)),
         }
     }
 
-    /// The burst is settled (answered, silenced, already answered or expired).
-    pub async fn finish(&self, burst: &Burst) -> Result<(), CoordError> {
-        match (burst.origin, &self.shared) {
-            (Origin::Shared, Some(redis)) => redis.finish(&burst.session).await,
+    /// The first `settled` messages of the burst are settled (answered, silenced, already
+    /// answered or expired); the rest stay recorded.
+    pub async fn finish(&self, hold: &Hold, burst: &Burst, settled: usize) -> Result<(), CoordError> {
+        let settled = settled.min(burst.entries.len());
+        match (hold.origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.finish(hold, settled).await,
             _ => {
-                self.local.finish(burst);
+                self.local.finish(&burst.session, &burst.entries[..settled]);
                 Ok(())
             }
         }
     }
 
-    pub async fn keep_holding(&self, origin: Origin, session: &str) {
-        if let (Origin::Shared, Some(redis)) = (origin, &self.shared) {
-            let _ = redis.keep_holding(session).await;
+    /// Renews the hold; `Ok(false)`: it was lost to another replica.
+    pub async fn keep_holding(&self, hold: &Hold) -> Result<bool, CoordError> {
+        match (hold.origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.keep_holding(hold).await,
+            _ => Ok(true),
+        }
+    }
+
+    /// Whether the hold is still this process's: asked right before anything is posted.
+    pub async fn still_holds(&self, hold: &Hold) -> Result<bool, CoordError> {
+        match (hold.origin, &self.shared) {
+            (Origin::Shared, Some(redis)) => redis.still_holds(hold).await,
+            _ => Ok(true),
         }
     }
 
     /// Conversations with recorded messages that nobody holds, now held by this process: after
     /// a restart (the local journal) or a replica's death (Redis, once its hold expired).
-    pub async fn take_over_orphans(&self) -> Vec<(Origin, String)> {
-        let mut taken: Vec<(Origin, String)> =
-            self.local.take_over_orphans().into_iter().map(|s| (Origin::Local, s)).collect();
+    pub async fn take_over_orphans(&self) -> Vec<Hold> {
+        let mut taken: Vec<Hold> = self.local.take_over_orphans().iter().map(|s| Hold::local(s)).collect();
         if let Some(redis) = &self.shared
-            && let Ok(sessions) = redis.take_over_orphans().await
+            && let Ok(holds) = redis.take_over_orphans().await
         {
-            taken.extend(sessions.into_iter().map(|s| (Origin::Shared, s)));
+            taken.extend(holds);
         }
         taken
     }
 
     /// Lets go of a conversation still held at shutdown, so another replica resumes it at once.
-    pub async fn release(&self, origin: Origin, session: &str) {
-        if let (Origin::Shared, Some(redis)) = (origin, &self.shared) {
-            let _ = redis.release(session).await;
+    pub async fn release(&self, hold: &Hold) {
+        if let (Origin::Shared, Some(redis)) = (hold.origin, &self.shared) {
+            let _ = redis.release(hold).await;
         }
     }
 
@@ -201,26 +263,34 @@ impl Coordination {
         }
     }
 
-    pub async fn set_human_takeover(&self, session: &str) {
-        self.local.human.insert(session.to_owned(), ());
-        if let Some(redis) = &self.shared {
-            let _ = redis.set_human_takeover(session).await;
+    /// A human operator has the conversation. On Redis the flag lives there only (every
+    /// replica reads it there); an error means it was not recorded, and the caller answers the
+    /// hook with a `503` so that Crisp delivers it again.
+    pub async fn set_human_takeover(&self, session: &str) -> Result<(), CoordError> {
+        match &self.shared {
+            Some(redis) => redis.set_human_takeover(session).await,
+            None => {
+                self.local.human.insert(session.to_owned(), ());
+                Ok(())
+            }
         }
     }
 
     /// An operator resolved the conversation: the bot may speak there again.
-    pub async fn clear_human_takeover(&self, session: &str) {
+    pub async fn clear_human_takeover(&self, session: &str) -> Result<(), CoordError> {
         self.local.human.invalidate(session);
-        if let Some(redis) = &self.shared {
-            let _ = redis.query::<()>(redis::cmd("DEL").arg(redis.key("human", session))).await;
+        match &self.shared {
+            Some(redis) => redis.query::<()>(redis::cmd("DEL").arg(redis.key("human", session))).await,
+            None => Ok(()),
         }
     }
 
     /// Who has the floor in a conversation: the one place that decides whether the bot may
     /// speak there. Replies, hand-offs and proactive offers all ask it; a reply needs no human
-    /// in the conversation, an offer also needs the bot to have nothing to answer there.
-    pub async fn floor(&self, session: &str) -> Floor {
-        let human = self.human_has(session).await;
+    /// in the conversation, an offer also needs the bot to have nothing to answer there. An
+    /// error: Redis cannot say, and the bot must not speak on a guess.
+    pub async fn floor(&self, session: &str) -> Result<Floor, CoordError> {
+        let human = self.human_has(session).await?;
         // With a human in the conversation nobody else may speak: whether the bot is busy
         // there does not matter, so it is not looked up.
         let mut bot_busy = !human && self.local.busy(session);
@@ -230,17 +300,14 @@ impl Coordination {
         {
             bot_busy = redis.busy(session).await.unwrap_or(true);
         }
-        Floor { human, bot_busy, last_message_at: None }
+        Ok(Floor { human, bot_busy, last_message_at: None })
     }
 
-    /// Whether a human operator has the conversation (here or on any replica).
-    pub async fn human_has(&self, session: &str) -> bool {
-        if self.local.human.contains_key(session) {
-            return true;
-        }
+    /// Whether a human operator has the conversation (on Redis: on any replica, read afresh).
+    pub async fn human_has(&self, session: &str) -> Result<bool, CoordError> {
         match &self.shared {
-            Some(redis) => redis.human_has(session).await.unwrap_or(false),
-            None => false,
+            Some(redis) => redis.human_has(session).await,
+            None => Ok(self.local.human.contains_key(session)),
         }
     }
 
@@ -359,7 +426,7 @@ impl LocalInbox {
         let mut queues = self.queues();
         queues.waiting.entry(message.session_id.clone()).or_default().push_back(entry);
         Ok(if queues.held.insert(message.session_id.clone()) {
-            Accepted::Holds(Origin::Local)
+            Accepted::Holds(Hold::local(&message.session_id))
         } else {
             Accepted::Queued
         })
@@ -379,11 +446,11 @@ impl LocalInbox {
         Burst { session: session.to_owned(), entries, origin: Origin::Local, resumed }
     }
 
-    fn finish(&self, burst: &Burst) {
-        let ids: HashSet<u64> = burst.entries.iter().map(|e| e.id).collect();
+    fn finish(&self, session: &str, entries: &[InboxEntry]) {
+        let ids: HashSet<u64> = entries.iter().map(|e| e.id).collect();
         let mut queues = self.queues();
         let mut settled = 0;
-        if let Some(in_flight) = queues.in_flight.get_mut(&burst.session) {
+        if let Some(in_flight) = queues.in_flight.get_mut(session) {
             let before = in_flight.len();
             in_flight.retain(|e| !ids.contains(&e.id));
             settled = before - in_flight.len();
@@ -413,11 +480,16 @@ pub struct RedisCoordinator {
     /// This replica's name on the conversations it holds: stable across restarts of the same
     /// replica, so it resumes its own conversations at once.
     owner: String,
+    /// This process's part of its tokens: a hold of the same replica's earlier run is an
+    /// orphan, one of this run is being answered here.
+    incarnation: String,
     max_per_conversation: usize,
     accept: redis::Script,
     next_burst: redis::Script,
+    finish: redis::Script,
     keep_holding: redis::Script,
     release: redis::Script,
+    take_orphan: redis::Script,
 }
 
 impl RedisCoordinator {
@@ -425,9 +497,10 @@ impl RedisCoordinator {
         Self {
             conn,
             timings,
-            owner,
+            incarnation: format!("{owner}|{:016x}|", rand::random::<u64>()),
+            owner: format!("{owner}|"),
             max_per_conversation: max_per_conversation.max(1),
-            // KEYS: seen, queue, in flight, hold, conversations. ARGV: entry, owner, lease ms,
+            // KEYS: seen, queue, in flight, hold, conversations. ARGV: entry, token, lease ms,
             // cap, seen ms (0: no fingerprint), session.
             accept: redis::Script::new(
                 r"if ARGV[5] ~= '0' then
@@ -442,10 +515,11 @@ impl RedisCoordinator {
                   if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
                   return 0",
             ),
-            // KEYS: queue, in flight, hold, conversations. ARGV: owner, lease ms, session.
+            // KEYS: queue, in flight, hold, conversations. ARGV: token, lease ms, session.
+            // A hold that lapsed with nobody else taking it is taken again.
             next_burst: redis::Script::new(
                 r"local holder = redis.call('GET', KEYS[3])
-                  if holder and holder ~= ARGV[1] then return {0, {}} end
+                  if holder and holder ~= ARGV[1] then return {-1, {}} end
                   local resumed = redis.call('LLEN', KEYS[2]) > 0 and 1 or 0
                   local waiting = redis.call('LRANGE', KEYS[1], 0, -1)
                   for _, item in ipairs(waiting) do redis.call('RPUSH', KEYS[2], item) end
@@ -459,20 +533,35 @@ impl RedisCoordinator {
                   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
                   return {resumed, burst}",
             ),
+            // KEYS: in flight, hold. ARGV: token, settled count.
+            finish: redis::Script::new(
+                r"if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+                  redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+                  return 1",
+            ),
             keep_holding: redis::Script::new(
-                r"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
                   return 0",
             ),
             release: redis::Script::new(
                 r"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
                   return 0",
             ),
+            // KEYS: hold. ARGV: token, lease ms, this replica's prefix, this run's prefix.
+            take_orphan: redis::Script::new(
+                r"local h = redis.call('GET', KEYS[1])
+                  if h and (string.sub(h, 1, #ARGV[3]) ~= ARGV[3] or string.sub(h, 1, #ARGV[4]) == ARGV[4]) then
+                    return 0
+                  end
+                  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+                  return 1",
+            ),
         }
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CoordError> {
         let mut con = self.conn.connection();
-        Ok(self.conn.observe(cmd.query_async(&mut con).await)?)
+        self.conn.observe(cmd.query_async(&mut con).await).map_err(CoordError::from_redis)
     }
 
     async fn invoke<T: redis::FromRedisValue>(
@@ -480,7 +569,7 @@ impl RedisCoordinator {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CoordError> {
         let mut con = self.conn.connection();
-        Ok(self.conn.observe(invocation.invoke_async(&mut con).await)?)
+        self.conn.observe(invocation.invoke_async(&mut con).await).map_err(CoordError::from_redis)
     }
 
     fn ms(d: Duration) -> u64 {
@@ -491,10 +580,16 @@ impl RedisCoordinator {
         self.conn.key(&[kind, session])
     }
 
+    /// A new token for a hold taken by this process.
+    fn new_token(&self) -> String {
+        format!("{}{:016x}", self.incarnation, rand::random::<u64>())
+    }
+
     async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
         let session = message.session_id.as_str();
         let entry = InboxEntry::new(message.clone());
         let encoded = serde_json::to_string(&entry).unwrap_or_default();
+        let token = self.new_token();
         let seen_key = self.conn.key(&["seen", session, &message.fingerprint.unwrap_or(0).to_string()]);
         let seen_ms = if message.fingerprint.is_some() { Self::ms(self.timings.seen) } else { 0 };
         let mut invocation = self.accept.key(seen_key);
@@ -504,65 +599,106 @@ impl RedisCoordinator {
             .key(self.key("hold", session))
             .key(self.conn.key(&["conversations"]))
             .arg(encoded)
-            .arg(&self.owner)
+            .arg(&token)
             .arg(Self::ms(self.timings.lease))
             .arg(self.max_per_conversation)
             .arg(seen_ms)
             .arg(session);
-        match self.invoke::<i64>(&invocation).await? {
-            1 => Ok(Accepted::Holds(Origin::Shared)),
-            0 => Ok(Accepted::Queued),
-            -1 => Ok(Accepted::Duplicate),
-            _ => Err(CoordError::Overloaded),
+        match self.invoke::<i64>(&invocation).await {
+            Ok(1) => Ok(Accepted::Holds(Hold::shared(session, &token))),
+            Ok(0) => Ok(Accepted::Queued),
+            Ok(-1) => Ok(Accepted::Duplicate),
+            Ok(_) => Err(CoordError::Overloaded),
+            Err(CoordError::Uncertain(down)) => self.read_back(&entry, &token, down).await,
+            Err(e) => Err(e),
         }
     }
 
-    async fn next_burst(&self, session: &str) -> Result<Burst, CoordError> {
+    /// The accept script may have run although Redis did not answer: whether the entry is
+    /// recorded decides. Not found, or Redis silent again: still unknown (the script may yet
+    /// run), so the hook gets a `503` and Crisp's redelivery is told apart by its seen mark.
+    async fn read_back(&self, entry: &InboxEntry, token: &str, down: RedisDown) -> Result<Accepted, CoordError> {
+        let session = entry.message.session_id.as_str();
+        let recorded = async {
+            for list in ["queue", "inflight"] {
+                let items: Vec<String> =
+                    self.query(redis::cmd("LRANGE").arg(self.key(list, session)).arg(0).arg(-1)).await?;
+                if items.iter().filter_map(|i| serde_json::from_str::<InboxEntry>(i).ok()).any(|e| e.id == entry.id) {
+                    return Ok(true);
+                }
+            }
+            Ok::<bool, CoordError>(false)
+        };
+        match recorded.await {
+            Ok(true) => {
+                let holder: Option<String> = self.query(redis::cmd("GET").arg(self.key("hold", session))).await?;
+                tracing::info!("Redis answered late; the message was recorded");
+                Ok(if holder.as_deref() == Some(token) {
+                    Accepted::Holds(Hold::shared(session, token))
+                } else {
+                    Accepted::Queued
+                })
+            }
+            Ok(false) | Err(CoordError::Uncertain(_)) => Err(CoordError::Uncertain(down)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn next_burst(&self, hold: &Hold) -> Result<Burst, CoordError> {
+        let session = hold.session.as_str();
         let mut invocation = self.next_burst.key(self.key("queue", session));
         invocation
             .key(self.key("inflight", session))
             .key(self.key("hold", session))
             .key(self.conn.key(&["conversations"]))
-            .arg(&self.owner)
+            .arg(hold.token())
             .arg(Self::ms(self.timings.lease))
             .arg(session);
         let (resumed, items): (i64, Vec<String>) = self.invoke(&invocation).await?;
+        if resumed < 0 {
+            return Err(CoordError::HoldLost);
+        }
         let entries = items.iter().filter_map(|item| serde_json::from_str(item).ok()).collect();
         Ok(Burst { session: session.to_owned(), entries, origin: Origin::Shared, resumed: resumed == 1 })
     }
 
-    async fn finish(&self, session: &str) -> Result<(), CoordError> {
-        self.query(redis::cmd("DEL").arg(self.key("inflight", session))).await
+    async fn finish(&self, hold: &Hold, settled: usize) -> Result<(), CoordError> {
+        let mut invocation = self.finish.key(self.key("inflight", &hold.session));
+        invocation.key(self.key("hold", &hold.session)).arg(hold.token()).arg(settled);
+        match self.invoke::<i64>(&invocation).await? {
+            1 => Ok(()),
+            _ => Err(CoordError::HoldLost),
+        }
     }
 
-    async fn keep_holding(&self, session: &str) -> Result<(), CoordError> {
-        let mut invocation = self.keep_holding.key(self.key("hold", session));
-        invocation.arg(&self.owner).arg(Self::ms(self.timings.lease));
-        self.invoke::<i64>(&invocation).await.map(drop)
+    async fn keep_holding(&self, hold: &Hold) -> Result<bool, CoordError> {
+        let mut invocation = self.keep_holding.key(self.key("hold", &hold.session));
+        invocation.arg(hold.token()).arg(Self::ms(self.timings.lease));
+        Ok(self.invoke::<i64>(&invocation).await? == 1)
     }
 
-    async fn release(&self, session: &str) -> Result<(), CoordError> {
-        let mut invocation = self.release.key(self.key("hold", session));
-        invocation.arg(&self.owner);
+    async fn still_holds(&self, hold: &Hold) -> Result<bool, CoordError> {
+        let holder: Option<String> = self.query(redis::cmd("GET").arg(self.key("hold", &hold.session))).await?;
+        Ok(holder.as_deref() == Some(hold.token()))
+    }
+
+    async fn release(&self, hold: &Hold) -> Result<(), CoordError> {
+        let mut invocation = self.release.key(self.key("hold", &hold.session));
+        invocation.arg(hold.token());
         self.invoke::<i64>(&invocation).await.map(drop)
     }
 
     /// Takes the hold of every conversation with recorded messages whose hold has expired (or
     /// is this replica's own from before a restart).
-    async fn take_over_orphans(&self) -> Result<Vec<String>, CoordError> {
+    async fn take_over_orphans(&self) -> Result<Vec<Hold>, CoordError> {
         let sessions: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.conn.key(&["conversations"]))).await?;
         let mut taken = Vec::new();
         for session in sessions {
-            let hold = self.key("hold", &session);
-            let set: Option<String> = self
-                .query(
-                    redis::cmd("SET").arg(&hold).arg(&self.owner).arg("NX").arg("PX").arg(Self::ms(self.timings.lease)),
-                )
-                .await?;
-            let ours = set.is_some()
-                || self.query::<Option<String>>(redis::cmd("GET").arg(&hold)).await? == Some(self.owner.clone());
-            if ours {
-                taken.push(session);
+            let token = self.new_token();
+            let mut invocation = self.take_orphan.key(self.key("hold", &session));
+            invocation.arg(&token).arg(Self::ms(self.timings.lease)).arg(&self.owner).arg(&self.incarnation);
+            if self.invoke::<i64>(&invocation).await? == 1 {
+                taken.push(Hold::shared(&session, &token));
             }
         }
         Ok(taken)
@@ -619,37 +755,62 @@ mod tests {
         burst.entries.iter().map(|e| e.message.content.as_str()).collect()
     }
 
+    fn held(accepted: Accepted) -> Hold {
+        match accepted {
+            Accepted::Holds(hold) => hold,
+            other => panic!("expected a hold, got {other:?}"),
+        }
+    }
+
+    fn whole(c: &Coordination, hold: &Hold, burst: &Burst) -> impl Future<Output = Result<(), CoordError>> {
+        c.finish(hold, burst, burst.entries.len())
+    }
+
     #[tokio::test]
     async fn one_holder_per_conversation_bursts_in_order_released_when_empty() {
         let c = local(limits(100, 100));
-        assert_eq!(c.accept(&message("a", "1", None)).await.unwrap(), Accepted::Holds(Origin::Local));
+        let a = held(c.accept(&message("a", "1", None)).await.unwrap());
+        assert_eq!(a.origin, Origin::Local);
         assert_eq!(c.accept(&message("a", "2", None)).await.unwrap(), Accepted::Queued);
-        assert_eq!(c.accept(&message("b", "x", None)).await.unwrap(), Accepted::Holds(Origin::Local));
-        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
+        held(c.accept(&message("b", "x", None)).await.unwrap());
+        let burst = c.next_burst(&a).await.unwrap();
         assert_eq!(contents(&burst), ["1", "2"]);
         assert!(!burst.resumed);
         assert_eq!(c.accept(&message("a", "3", None)).await.unwrap(), Accepted::Queued, "held until an empty burst");
-        c.finish(&burst).await.unwrap();
-        assert_eq!(contents(&c.next_burst(Origin::Local, "a").await.unwrap()), ["3"]);
-        let unfinished = c.next_burst(Origin::Local, "a").await.unwrap();
+        whole(&c, &a, &burst).await.unwrap();
+        assert_eq!(contents(&c.next_burst(&a).await.unwrap()), ["3"]);
+        let unfinished = c.next_burst(&a).await.unwrap();
         assert!(unfinished.resumed, "an unfinished burst comes back, marked resumed");
-        c.finish(&unfinished).await.unwrap();
-        assert!(c.next_burst(Origin::Local, "a").await.unwrap().entries.is_empty());
-        assert_eq!(c.accept(&message("a", "4", None)).await.unwrap(), Accepted::Holds(Origin::Local), "released");
+        whole(&c, &a, &unfinished).await.unwrap();
+        assert!(c.next_burst(&a).await.unwrap().entries.is_empty());
+        held(c.accept(&message("a", "4", None)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn finishing_part_of_a_burst_keeps_the_rest_recorded() {
+        let c = local(limits(100, 100));
+        let a = held(c.accept(&message("a", "1", None)).await.unwrap());
+        c.accept(&message("a", "2", None)).await.unwrap();
+        let burst = c.next_burst(&a).await.unwrap();
+        c.finish(&a, &burst, 1).await.unwrap();
+        assert_eq!(c.pending_local(), 1);
+        let rest = c.next_burst(&a).await.unwrap();
+        assert_eq!(contents(&rest), ["2"]);
+        assert!(rest.resumed);
     }
 
     #[tokio::test]
     async fn full_queues_refuse_before_accepting_and_duplicates_are_told_apart() {
         let c = local(limits(3, 2));
-        c.accept(&message("a", "1", Some(1))).await.unwrap();
+        let a = held(c.accept(&message("a", "1", Some(1))).await.unwrap());
         c.accept(&message("a", "2", Some(2))).await.unwrap();
         assert!(matches!(c.accept(&message("a", "3", Some(3))).await, Err(CoordError::Overloaded)), "per conversation");
         assert_eq!(c.accept(&message("a", "1", Some(1))).await.unwrap(), Accepted::Duplicate);
         c.accept(&message("b", "1", Some(1))).await.unwrap();
         assert!(matches!(c.accept(&message("c", "1", Some(1))).await, Err(CoordError::Overloaded)), "in all");
         // A refused message was not marked seen: its redelivery is taken once there is room.
-        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
-        c.finish(&burst).await.unwrap();
+        let burst = c.next_burst(&a).await.unwrap();
+        whole(&c, &a, &burst).await.unwrap();
         assert_eq!(c.accept(&message("a", "3", Some(3))).await.unwrap(), Accepted::Queued);
         assert_eq!(c.pending_local(), 2);
     }
@@ -663,56 +824,115 @@ mod tests {
         ];
         let c = Coordination::new(LocalInbox::new(&CoordTimings::default(), limits(10, 10), None, replay), None);
         let mut orphans = c.take_over_orphans().await;
-        orphans.sort_by(|x, y| x.1.cmp(&y.1));
-        assert_eq!(orphans, [(Origin::Local, "a".to_owned()), (Origin::Local, "b".to_owned())]);
+        orphans.sort_by(|x, y| x.session.cmp(&y.session));
+        let sessions: Vec<&str> = orphans.iter().map(|h| h.session.as_str()).collect();
+        assert_eq!(sessions, ["a", "b"]);
         assert!(c.take_over_orphans().await.is_empty(), "held now");
-        let burst = c.next_burst(Origin::Local, "a").await.unwrap();
+        let burst = c.next_burst(&orphans[0]).await.unwrap();
         assert!(burst.resumed);
         assert_eq!(contents(&burst), ["1", "2"]);
         assert_eq!(c.accept(&message("a", "1", Some(1))).await.unwrap(), Accepted::Duplicate, "seen marks replayed");
     }
 
+    fn test_redis_url() -> Option<String> {
+        let url = std::env::var("TEST_REDIS_URL").ok();
+        if url.is_none() {
+            eprintln!("TEST_REDIS_URL is not set: the Redis coordination test did not run");
+        }
+        url
+    }
+
+    fn replica(url: &str, prefix: &str, owner: &str, lease: Duration) -> Coordination {
+        let timings = CoordTimings { lease, ..CoordTimings::default() };
+        let redis = RedisCoordinator::new(RedisConn::lazy(url, prefix).unwrap(), timings.clone(), 3, owner.into());
+        Coordination::new(LocalInbox::new(&timings, limits(100, 100), None, Vec::new()), Some(redis))
+    }
+
     /// Runs against a real Redis when TEST_REDIS_URL is set (CI sets it).
     #[tokio::test]
     async fn redis_coordination_across_two_replicas() {
-        let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
+        let Some(url) = test_redis_url() else { return };
         let prefix = format!("test-{:x}:", rand::random::<u64>());
-        let replica = |owner: &str, lease_ms: u64| {
-            let timings = CoordTimings { lease: Duration::from_millis(lease_ms), ..CoordTimings::default() };
-            let redis =
-                RedisCoordinator::new(RedisConn::lazy(&url, &prefix).unwrap(), timings.clone(), 3, owner.into());
-            Coordination::new(LocalInbox::new(&timings, limits(100, 100), None, Vec::new()), Some(redis))
-        };
-        let a = replica("a", 60_000);
-        let b = replica("b", 60_000);
-        assert_eq!(a.accept(&message("s", "1", Some(1))).await.unwrap(), Accepted::Holds(Origin::Shared));
+        let minute = Duration::from_secs(60);
+        let a = replica(&url, &prefix, "a", minute);
+        let b = replica(&url, &prefix, "b", minute);
+        let hold_a = held(a.accept(&message("s", "1", Some(1))).await.unwrap());
+        assert_eq!(hold_a.origin, Origin::Shared);
         assert_eq!(b.accept(&message("s", "1", Some(1))).await.unwrap(), Accepted::Duplicate);
         assert_eq!(b.accept(&message("s", "2", Some(2))).await.unwrap(), Accepted::Queued, "held by replica a");
-        assert!(b.next_burst(Origin::Shared, "s").await.unwrap().entries.is_empty(), "b does not hold it");
-        let burst = a.next_burst(Origin::Shared, "s").await.unwrap();
+        let burst = a.next_burst(&hold_a).await.unwrap();
         assert_eq!(contents(&burst), ["1", "2"]);
         b.accept(&message("s", "3", Some(3))).await.unwrap();
         assert!(
             matches!(b.accept(&message("s", "4", Some(4))).await, Err(CoordError::Overloaded)),
             "3 per conversation"
         );
-        // Replica a dies holding the conversation; c (short lease, as after expiry) takes it over.
+        // Replica a dies holding the conversation; c takes it over once the hold is gone.
         drop(a);
-        let c = replica("c", 60_000);
+        let c = replica(&url, &prefix, "c", minute);
+        assert!(c.take_over_orphans().await.is_empty(), "a's hold is still on");
         let hold = RedisConn::lazy(&url, &prefix).unwrap().key(&["hold", "s"]);
         let mut con = RedisConn::lazy(&url, &prefix).unwrap().connection();
         let _: () = redis::cmd("DEL").arg(hold).query_async(&mut con).await.unwrap();
-        assert_eq!(c.take_over_orphans().await, [(Origin::Shared, "s".to_owned())]);
-        let resumed = c.next_burst(Origin::Shared, "s").await.unwrap();
+        let taken = c.take_over_orphans().await;
+        assert_eq!(taken.len(), 1);
+        let resumed = c.next_burst(&taken[0]).await.unwrap();
         assert!(resumed.resumed);
         assert_eq!(contents(&resumed), ["1", "2", "3"]);
-        c.finish(&resumed).await.unwrap();
-        assert!(c.next_burst(Origin::Shared, "s").await.unwrap().entries.is_empty());
+        whole(&c, &taken[0], &resumed).await.unwrap();
+        assert!(c.next_burst(&taken[0]).await.unwrap().entries.is_empty());
         assert!(c.take_over_orphans().await.is_empty(), "nothing left recorded");
-        b.set_human_takeover("s").await;
-        assert!(c.human_has("s").await);
+        b.set_human_takeover("s").await.unwrap();
+        assert!(c.human_has("s").await.unwrap());
         let mark = OwnMark::Text("hello".into());
         c.remember_own("s", mark.clone()).await;
         assert!(b.is_own("s", &mark).await);
+    }
+
+    /// A hold is a token: the replica whose hold lapsed and was taken over can neither renew,
+    /// finish nor release the new holder's work, and learns it lost the hold.
+    #[tokio::test]
+    async fn a_lapsed_hold_is_fenced_off() {
+        let Some(url) = test_redis_url() else { return };
+        let prefix = format!("test-{:x}:", rand::random::<u64>());
+        let a = replica(&url, &prefix, "a", Duration::from_millis(300));
+        let b = replica(&url, &prefix, "b", Duration::from_secs(60));
+        let hold_a = held(a.accept(&message("s", "1", Some(1))).await.unwrap());
+        let burst_a = a.next_burst(&hold_a).await.unwrap();
+        // a pauses longer than its lease; b resumes the conversation.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let hold_b = loop {
+            if let Some(hold) = b.take_over_orphans().await.pop() {
+                break hold;
+            }
+            assert!(std::time::Instant::now() < deadline, "the hold never lapsed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let burst_b = b.next_burst(&hold_b).await.unwrap();
+        assert!(burst_b.resumed);
+        assert!(!a.still_holds(&hold_a).await.unwrap(), "a is told before it posts");
+        assert!(!a.keep_holding(&hold_a).await.unwrap(), "a cannot renew b's hold");
+        assert!(matches!(a.finish(&hold_a, &burst_a, 1).await, Err(CoordError::HoldLost)));
+        a.release(&hold_a).await;
+        assert!(matches!(a.next_burst(&hold_a).await, Err(CoordError::HoldLost)));
+        assert!(b.still_holds(&hold_b).await.unwrap(), "b's hold survived a's release");
+        assert_eq!(contents(&burst_b), ["1"], "a's finish did not remove b's burst");
+        whole(&b, &hold_b, &burst_b).await.unwrap();
+    }
+
+    /// A takeover is read from Redis every time: one replica's resolution is seen at once by
+    /// another that saw the operator write; Redis unable to answer is an error, not a "no".
+    #[tokio::test]
+    async fn the_floor_is_one_truth_across_replicas() {
+        let Some(url) = test_redis_url() else { return };
+        let prefix = format!("test-{:x}:", rand::random::<u64>());
+        let a = replica(&url, &prefix, "a", Duration::from_secs(60));
+        let b = replica(&url, &prefix, "b", Duration::from_secs(60));
+        a.set_human_takeover("s").await.unwrap();
+        assert!(a.floor("s").await.unwrap().human);
+        b.clear_human_takeover("s").await.unwrap();
+        assert!(!a.floor("s").await.unwrap().human, "a does not answer from a stale belief");
+        let down = replica("redis://127.0.0.1:1", &prefix, "d", Duration::from_secs(60));
+        assert!(down.floor("s").await.is_err(), "unknown is not 'no human'");
     }
 }

@@ -13,6 +13,13 @@ pub struct TransportError {
     source: reqwest::Error,
 }
 
+impl TransportError {
+    /// No connection was made: nothing of the request reached the server.
+    pub fn is_connect(&self) -> bool {
+        self.source.is_connect()
+    }
+}
+
 impl From<reqwest::Error> for TransportError {
     fn from(e: reqwest::Error) -> Self {
         Self { what: describe_reqwest(&e), source: e.without_url() }

@@ -7,7 +7,11 @@
 //! together share one flush, so the disk's flush latency bounds each hook, not their number.
 //! Done lines are not waited for: a message answered but not yet marked done is checked against
 //! the conversation before it is answered again. When the file has grown well past what is still
-//! pending it is rewritten with the pending entries only (a new file, flushed, then renamed). On
+//! pending it is rewritten with the pending entries only: a new file, flushed, renamed over the
+//! old one, the directory flushed. The new file's handle is the one opened to write it, so
+//! there is no reopen that could fail after the rename; on any error before the rename the old
+//! file stays the one written to, and an unflushed directory is flushed again before the next
+//! acknowledgement. Either way the failure is logged and counted, and nothing acked is lost. On
 //! open, a torn last line (a crash in the middle of a write) is skipped with a warning.
 
 use crate::crisp::VisitorMessage;
@@ -86,7 +90,8 @@ impl Journal {
         if torn > 0 {
             tracing::warn!(lines = torn, path = %path.display(), "skipped unreadable inbox journal lines (a write cut short by a crash)");
         }
-        let mut writer = Writer { path, file: None, pending: HashMap::new(), order: Vec::new(), written: 0 };
+        let mut writer =
+            Writer { path, file: None, pending: HashMap::new(), order: Vec::new(), written: 0, dir_unsynced: false };
         for entry in &pending {
             writer.remember(entry.id, encode_accept(entry));
         }
@@ -171,6 +176,8 @@ struct Writer {
     order: Vec<u64>,
     /// Bytes in the file.
     written: u64,
+    /// The directory was not flushed after a rename: flushed before the next acknowledgement.
+    dir_unsynced: bool,
 }
 
 impl Writer {
@@ -225,7 +232,8 @@ impl Writer {
             if self.written > COMPACT_MIN_BYTES.max(COMPACT_FACTOR * self.pending_bytes())
                 && let Err(e) = self.rewrite()
             {
-                tracing::warn!(error = %e, "cannot compact the inbox journal; it keeps growing until the next try");
+                metrics::counter!(crate::telemetry::INBOX_COMPACTIONS_FAILED).increment(1);
+                tracing::warn!(error = %e, path = %self.path.display(), "cannot compact the inbox journal; the current file stays in use and keeps growing until the next try");
             }
         }
         // The last handle is gone: leave what was written on disk.
@@ -250,16 +258,44 @@ impl Writer {
         }
         if flush {
             file.sync_data()?;
+            if self.dir_unsynced {
+                sync_dir(&self.path)?;
+                self.dir_unsynced = false;
+            }
         }
         Ok(())
     }
 
-    /// Replaces the file with the pending entries only.
+    /// Replaces the file with the pending entries only. Until the rename, any failure leaves
+    /// the old file in place and in use; after it, the new file (already flushed, and already
+    /// open) is the journal.
     fn rewrite(&mut self) -> io::Result<()> {
         let pending = &self.pending;
         self.order.retain(|id| pending.contains_key(id));
         let tmp = self.path.with_extension("journal.tmp");
-        let mut out = File::create(&tmp)?;
+        let (file, written) = match self.write_compacted(&tmp) {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        self.file = Some(file);
+        self.written = written;
+        if let Err(e) = fault(&self.path, Step::SyncDir).and_then(|()| sync_dir(&self.path)) {
+            // Renamed but perhaps not durably: flushed again before anything else is acked.
+            self.dir_unsynced = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes the pending lines to `tmp`, flushes it and renames it over the journal; returns
+    /// the open handle (appending) and its length.
+    fn write_compacted(&self, tmp: &Path) -> io::Result<(File, u64)> {
+        fault(&self.path, Step::Create)?;
+        let _ = std::fs::remove_file(tmp);
+        let mut out = OpenOptions::new().append(true).create_new(true).open(tmp)?;
         let mut written = 0u64;
         for id in &self.order {
             let line = &self.pending[id];
@@ -267,13 +303,45 @@ impl Writer {
             written += line.len() as u64;
         }
         out.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent().and_then(|d| File::open(d).ok()) {
-            let _ = dir.sync_all();
+        fault(&self.path, Step::Rename)?;
+        std::fs::rename(tmp, &self.path)?;
+        Ok((out, written))
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The steps of a compaction a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    Rename,
+    SyncDir,
+}
+
+#[cfg(not(test))]
+fn fault(_journal: &Path, _step: Step) -> io::Result<()> {
+    Ok(())
+}
+
+/// Failures the tests inject into one journal's compaction (by its path), each once.
+#[cfg(test)]
+static FAULTS: std::sync::Mutex<Vec<(PathBuf, Step)>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn fault(journal: &Path, step: Step) -> io::Result<()> {
+    let mut faults = FAULTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match faults.iter().position(|(p, s)| p == journal && *s == step) {
+        Some(at) => {
+            faults.remove(at);
+            Err(io::Error::other(format!("injected failure at {step:?}")))
         }
-        self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
-        self.written = written;
-        Ok(())
+        None => Ok(()),
     }
 }
 
@@ -349,6 +417,39 @@ mod tests {
         let size = std::fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len();
         assert!(size < 2 * COMPACT_MIN_BYTES, "{size} bytes for nothing pending");
         assert!(last.is_some());
+    }
+
+    /// A compaction that fails at any step loses nothing acked, before or after it: the old
+    /// file stays in use until the rename, the new one (already open) after it.
+    #[tokio::test]
+    async fn a_failed_compaction_loses_nothing_acked() {
+        for step in [Step::Create, Step::Rename, Step::SyncDir] {
+            let dir = tempfile::tempdir().unwrap();
+            let (journal, _) = Journal::open(dir.path()).unwrap();
+            let kept = InboxEntry::new(message("kept", 0));
+            journal.accept(&kept).await.unwrap();
+            FAULTS.lock().unwrap().push((dir.path().join(JOURNAL_FILE), step));
+            let big = "x".repeat(2000);
+            // Enough done lines to compact: the compaction fails once, at `step`.
+            for n in 0..1000 {
+                let mut m = message("s", n);
+                m.content = big.clone();
+                let entry = InboxEntry::new(m);
+                journal.accept(&entry).await.unwrap();
+                journal.done(vec![entry.id]);
+            }
+            journal.sync().await;
+            assert!(FAULTS.lock().unwrap().is_empty(), "{step:?}: the compaction ran");
+            let after: Vec<InboxEntry> = (0..5).map(|n| InboxEntry::new(message("after", n))).collect();
+            for entry in &after {
+                journal.accept(entry).await.unwrap();
+            }
+            drop(journal);
+            let (_, pending) = Journal::open(dir.path()).unwrap();
+            let mut expected = vec![kept.clone()];
+            expected.extend(after);
+            assert_eq!(pending, expected, "{step:?}: every acked entry is still there");
+        }
     }
 
     #[tokio::test]

@@ -37,6 +37,15 @@ pub const BURST_MESSAGES_LEFT_OUT: &str = "burst_messages_left_out_total";
 pub const CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
 /// `mcp_calls_total{tool,outcome}`: calls to the webhook's MCP server (`/mcp`).
 pub const MCP_CALLS: &str = "mcp_calls_total";
+/// `crisp_posts_checked_total{outcome}`: posts whose first try may have been stored, looked up
+/// in the conversation before a repeat (`found`: not posted again; `absent`: posted again;
+/// `unknown`: the conversation could not be read, kept for later).
+pub const CRISP_POSTS_CHECKED: &str = "crisp_posts_checked_total";
+/// `inbox_compactions_failed_total`: journal rewrites that failed (the old file kept).
+pub const INBOX_COMPACTIONS_FAILED: &str = "inbox_compactions_failed_total";
+/// `coordination_unavailable_total{step}`: replies put back because Redis could not say who
+/// has the floor or whether the hold is still ours.
+pub const COORDINATION_UNAVAILABLE: &str = "coordination_unavailable_total";
 /// A label's values as an enum: a misspelt value does not compile, `ALL` registers each.
 macro_rules! labels {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
@@ -161,8 +170,11 @@ pub fn register_webhook_series() {
     for reason in CloseReason::ALL {
         metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason.as_str()).increment(0);
     }
-    for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT] {
+    for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT, INBOX_COMPACTIONS_FAILED] {
         metrics::counter!(name).increment(0);
+    }
+    for outcome in ["found", "absent", "unknown"] {
+        metrics::counter!(CRISP_POSTS_CHECKED, "outcome" => outcome).increment(0);
     }
     // Each tool's outcomes; a request refused before any tool is `none`, `unauthorized`.
     for tool in [McpTool::VisitorActivity, McpTool::LiveUserActivity] {

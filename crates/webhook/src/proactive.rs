@@ -12,7 +12,7 @@
 use crate::traces::TraceWriter;
 use agent_core::context::{NO_ACTIVITY, StoreReader, render_context};
 use agent_core::coordination::{Coordination, OwnMark};
-use agent_core::crisp::{CrispClient, CrispError, id_for_log, is_plain_id};
+use agent_core::crisp::{CrispClient, CrispError, Post, PostKind, id_for_log, is_plain_id, message_fingerprint};
 use agent_core::llm::LlmClient;
 use agent_core::proactive::book::OfferBook;
 use agent_core::proactive::feed::{FiringFeed, POLL_EVERY};
@@ -135,7 +135,13 @@ impl Offers {
         attempt.conversation = Some(conversation.clone());
         let conversation = conversation.as_str();
         // The cheap checks first: no Crisp call for a visitor the gate holds back anyway.
-        let mut floor = deps.coordination.floor(conversation).await;
+        let mut floor = match deps.coordination.floor(conversation).await {
+            Ok(floor) => floor,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell who has the floor; no offer");
+                return Outcome::Failed;
+            }
+        };
         let gate = deps.settings.gate;
         let precheck = deps
             .book
@@ -219,7 +225,13 @@ impl Offers {
         };
         attempt.message = Some(message.clone());
         // The visitor (or a human) may have written while the LLM was busy.
-        let floor = deps.coordination.floor(conversation).await;
+        let floor = match deps.coordination.floor(conversation).await {
+            Ok(floor) => floor,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell who has the floor; no offer");
+                return Outcome::Failed;
+            }
+        };
         if floor.human {
             return Outcome::Suppressed(Suppressed::Human);
         }
@@ -233,14 +245,14 @@ impl Offers {
             }
             attempt.initiated = true;
         }
+        // Derived from the firing: a retry or a replay posts the same fingerprint, and the
+        // Crisp client never shows the visitor the same offer twice.
+        let fingerprint = message_fingerprint(&["offer", conversation, &firing.id]);
         deps.coordination.remember_own(conversation, OwnMark::Text(message.clone())).await;
-        match deps.crisp.send_automated_text(conversation, &message).await {
-            Ok(fingerprint) => {
-                if let Some(f) = fingerprint {
-                    deps.coordination.remember_own(conversation, OwnMark::Fingerprint(f)).await;
-                }
-                Outcome::Sent
-            }
+        deps.coordination.remember_own(conversation, OwnMark::Fingerprint(fingerprint)).await;
+        let post = Post { kind: PostKind::Offer, content: &message, fingerprint };
+        match deps.crisp.post(conversation, &post).await {
+            Ok(()) => Outcome::Sent,
             Err(e) => {
                 tracing::warn!(error = %e, "Crisp refused the offer");
                 Outcome::Failed

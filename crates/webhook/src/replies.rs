@@ -8,14 +8,24 @@
 //! - or **expired**, older than `REPLY_MAX_AGE_SECS` when its turn comes,
 //!
 //! each with a log line and `messages_settled_total{outcome}`. Anything else (the LLM down with no
-//! fallback, Crisp refusing) keeps it recorded and retried with backoff. One conversation is
-//! answered one burst at a time, in order; a reply is the steps of `Inner::reply`.
+//! fallback, Crisp refusing, Redis unable to say who has the floor) keeps it recorded and
+//! retried with backoff. One conversation is answered one burst at a time, in order; a reply is
+//! the steps of `Inner::reply`.
+//!
+//! Exactly one visible reply: every post carries a fingerprint derived from the newest message
+//! it answers ([`message_fingerprint`]), so a retry, a restart or another replica posts the
+//! same one; the Crisp client reads the conversation before repeating a post that may have been
+//! stored, and a resumed burst first settles the messages whose reply is already there.
 
 use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::traces::{ReplyTrace, TraceWriter};
-use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Origin, OwnMark};
-use agent_core::crisp::{ConversationMessage, CrispClient, OperatorMessage, SessionData, VisitorMessage, id_for_log};
+use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
+use agent_core::crisp::{
+    ConversationMessage, CrispClient, CrispError, OperatorMessage, Post, PostKind, SessionData, VisitorMessage,
+    id_for_log, message_fingerprint,
+};
 use agent_core::handoff;
+use agent_core::inbox::InboxEntry;
 use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
 use agent_core::proactive::book::{LinkKey, OfferBook};
 use agent_core::proactive::offer::reached_out_line;
@@ -32,9 +42,6 @@ use tracing::Instrument;
 
 /// Characters kept of each earlier turn in the prompt.
 const HISTORY_TURN_CHARS: usize = 1000;
-/// How often the hold on a conversation is renewed while a reply is written (a third of the
-/// lease at most).
-const RENEW_HOLD_EVERY: Duration = Duration::from_secs(10);
 /// How often conversations nobody holds are looked for (a replica died holding them).
 const RESUME_EVERY: Duration = Duration::from_secs(5);
 /// Backoff of a burst that could not be answered: doubles from 2 s up to 60 s.
@@ -82,10 +89,44 @@ pub enum Submitted {
     NotRecorded,
 }
 
-/// A reply attempt's result: settled, or kept recorded for another try.
+/// A reply attempt's result: settled, kept recorded for another try, or given up because
+/// another replica holds the conversation now (it answers).
 enum Attempt {
     Settled(Settled),
     Retry,
+    Lost,
+}
+
+/// The burst being answered: the conversation, this process's hold on it, and what its posts
+/// are derived from.
+struct Turn<'a> {
+    hold: &'a Hold,
+    session: &'a str,
+    /// The id of the newest message answered: the visible reply's and the note's fingerprints
+    /// derive from it.
+    answers: String,
+}
+
+impl Turn<'_> {
+    fn fingerprint(&self, kind: PostKind) -> u64 {
+        reply_fingerprint(kind, self.session, &self.answers)
+    }
+}
+
+/// The fingerprint of the bot's post of `kind` answering the message with entry id `answers`.
+/// The visible reply (an answer, the fallback or the hand-off message) is one fingerprint: the
+/// visitor sees one of them.
+fn reply_fingerprint(kind: PostKind, session: &str, answers: &str) -> u64 {
+    let kind = if kind == PostKind::Note { "note" } else { "reply" };
+    message_fingerprint(&[kind, session, answers])
+}
+
+/// Whether the bot may post now: nobody else has the floor and the hold is still ours.
+enum MayPost {
+    Yes,
+    Silenced,
+    Lost,
+    Unknown,
 }
 
 /// What the model decided.
@@ -104,7 +145,11 @@ struct Sent {
 
 impl Sent {
     fn retry(text: Option<String>) -> Self {
-        Sent { attempt: Attempt::Retry, text, handoff: None, note: None }
+        Self::only(Attempt::Retry, text)
+    }
+
+    fn only(attempt: Attempt, text: Option<String>) -> Self {
+        Sent { attempt, text, handoff: None, note: None }
     }
 }
 
@@ -126,8 +171,8 @@ fn linked_by_words(linked_by: LinkedBy) -> &'static str {
     }
 }
 
-#[derive(Default)]
 struct Holder {
+    hold: Hold,
     /// Look again before letting go: a message was accepted into the conversation while its
     /// holder was finishing.
     look_again: bool,
@@ -176,21 +221,50 @@ impl Replies {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             loop {
-                for (origin, session) in inner.deps.coordination.take_over_orphans().await {
-                    tracing::info!(session = id_for_log(&session), "answering recorded messages");
-                    Inner::spawn_holder(&inner, origin, session);
+                for hold in inner.deps.coordination.take_over_orphans().await {
+                    tracing::info!(session = id_for_log(&hold.session), "answering recorded messages");
+                    Inner::spawn_holder(&inner, hold);
                 }
                 tokio::time::sleep(RESUME_EVERY).await;
             }
         })
     }
 
-    /// Records a visitor message durably; the answer is written in the background.
+    /// Records a visitor message durably; the answer is written in the background. The
+    /// recording runs to its end in a task of its own whatever becomes of the caller (a client
+    /// that hangs up, the request timeout): a message marked seen is always recorded and
+    /// answered, or unmarked, and its place in the queue is never leaked.
     pub async fn submit(&self, message: VisitorMessage) -> Submitted {
+        let inner = Arc::clone(&self.inner);
+        match tokio::spawn(async move { inner.submit(message).await }).await {
+            Ok(submitted) => submitted,
+            Err(e) => {
+                tracing::error!(error = %e, "recording the message failed");
+                Submitted::NotRecorded
+            }
+        }
+    }
+
+    /// An operator wrote in a conversation: unless it is the bot itself, a human took over.
+    /// Returns once the takeover is recorded, so a visitor message acknowledged after this hook
+    /// already finds the bot silenced; an error (Redis cannot record it) asks for a redelivery.
+    pub async fn operator_wrote(&self, message: OperatorMessage) -> Result<(), CoordError> {
+        self.inner.note_operator(message).await
+    }
+
+    /// An operator resolved the conversation (`session:set_state`): the bot may speak there
+    /// again, after a hand-off or a human takeover.
+    pub async fn resolved(&self, session: &str) -> Result<(), CoordError> {
+        self.inner.resolved(session).await
+    }
+}
+
+impl Inner {
+    async fn submit(self: Arc<Self>, message: VisitorMessage) -> Submitted {
         let session = message.session_id.clone();
-        match self.inner.deps.coordination.accept(&message).await {
-            Ok(Accepted::Holds(origin)) => {
-                Inner::spawn_holder(&self.inner, origin, session);
+        match self.deps.coordination.accept(&message).await {
+            Ok(Accepted::Holds(hold)) => {
+                Inner::spawn_holder(&self, hold);
                 Submitted::Accepted
             }
             Ok(Accepted::Queued) => Submitted::Accepted,
@@ -206,27 +280,9 @@ impl Replies {
             }
         }
     }
+}
 
-    /// An operator wrote in a conversation: unless it is the bot itself, a human took over.
-    /// Waits (briefly) until the takeover is recorded, so a visitor message acknowledged after
-    /// this hook already finds the bot silenced; a slow Redis finishes in the background.
-    pub async fn operator_wrote(&self, message: OperatorMessage) {
-        // The bot's own echoes (and other automations) never take a conversation over, and
-        // without Redis the takeover is noted at once: no task on the acknowledgement path.
-        if message.automated || !self.inner.deps.coordination.is_shared() {
-            return self.inner.note_operator(message).await;
-        }
-        let inner = Arc::clone(&self.inner);
-        let noted = self.inner.tracker.spawn(async move { inner.note_operator(message).await });
-        let _ = tokio::time::timeout(Duration::from_millis(500), noted).await;
-    }
-
-    /// An operator resolved the conversation (`session:set_state`): the bot may speak there
-    /// again, after a hand-off or a human takeover.
-    pub async fn resolved(&self, session: &str) {
-        self.inner.resolved(session).await;
-    }
-
+impl Replies {
     /// The widget set session data (`session:set_data`): it may link the conversation to an
     /// Autoplay session before the visitor writes.
     pub async fn session_data(&self, session: &str, data: &SessionData) {
@@ -243,12 +299,12 @@ impl Replies {
         let coordination = &self.inner.deps.coordination;
         let mut left_shared = 0;
         if !finished {
-            let held: Vec<((Origin, String), usize)> =
-                self.inner.holders().iter().map(|(key, holder)| (key.clone(), holder.in_flight)).collect();
-            for ((origin, session), in_flight) in held {
-                if origin == Origin::Shared {
+            let held: Vec<(Hold, usize)> =
+                self.inner.holders().values().map(|holder| (holder.hold.clone(), holder.in_flight)).collect();
+            for (hold, in_flight) in held {
+                if hold.origin == Origin::Shared {
                     left_shared += in_flight;
-                    coordination.release(origin, &session).await;
+                    coordination.release(&hold).await;
                 }
             }
         }
@@ -263,26 +319,29 @@ impl Inner {
     }
 
     /// Starts answering a conversation this process now holds, unless it already is.
-    fn spawn_holder(this: &Arc<Self>, origin: Origin, session: String) {
+    fn spawn_holder(this: &Arc<Self>, hold: Hold) {
         {
             let mut holders = this.holders();
-            if let Some(holder) = holders.get_mut(&(origin, session.clone())) {
+            let key = (hold.origin, hold.session.clone());
+            if let Some(holder) = holders.get_mut(&key) {
                 holder.look_again = true;
                 return;
             }
-            holders.insert((origin, session.clone()), Holder::default());
+            holders.insert(key, Holder { hold: hold.clone(), look_again: false, in_flight: 0 });
         }
         let inner = Arc::clone(this);
-        this.tracker.spawn(async move { inner.answer_conversation(origin, session).await });
+        this.tracker.spawn(async move { inner.answer_conversation(hold).await });
     }
 
-    /// Answers a held conversation burst by burst until nothing is recorded for it.
-    async fn answer_conversation(&self, origin: Origin, session: String) {
+    /// Answers a held conversation burst by burst until nothing is recorded for it, or until
+    /// its hold is lost to another replica.
+    async fn answer_conversation(&self, hold: Hold) {
         let coordination = &self.deps.coordination;
+        let session = hold.session.clone();
+        let key = (hold.origin, session.clone());
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
-            let key = (origin, session.clone());
-            let burst = match coordination.next_burst(origin, &session).await {
+            let burst = match coordination.next_burst(&hold).await {
                 Ok(burst) if !burst.entries.is_empty() => {
                     if let Some(holder) = self.holders().get_mut(&key) {
                         holder.in_flight = burst.entries.len();
@@ -300,35 +359,59 @@ impl Inner {
                     holders.remove(&key);
                     return;
                 }
+                Err(CoordError::HoldLost) => {
+                    tracing::warn!(session = id_for_log(&session), "another replica holds the conversation now");
+                    self.holders().remove(&key);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(session = id_for_log(&session), error = %e, "cannot read the conversation's queue; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
+            // Renewed at a third of the lease, whatever the lease: the hold never lapses while
+            // this process is alive and Redis answers. Ends only when the hold is lost.
+            let renew_every = (coordination.lease() / 3).max(Duration::from_millis(100));
             let renew = async {
                 loop {
-                    tokio::time::sleep(RENEW_HOLD_EVERY).await;
-                    coordination.keep_holding(origin, &session).await;
+                    tokio::time::sleep(renew_every).await;
+                    if let Ok(false) = coordination.keep_holding(&hold).await {
+                        return;
+                    }
                 }
             };
             let reply_id = format!("{:016x}", rand::random::<u64>());
             let span = tracing::info_span!("reply", session = id_for_log(&session), reply_id = %reply_id);
-            // `renew` never ends: the reply always finishes first.
-            let attempt = tokio::select! {
-                attempt = self.reply(&burst, &reply_id).instrument(span.clone()) => attempt,
-                () = renew => Attempt::Retry,
+            let (attempt, settled) = tokio::select! {
+                done = self.reply(&hold, &burst, &reply_id).instrument(span.clone()) => done,
+                () = renew => (Attempt::Lost, 0),
             };
             match attempt {
                 Attempt::Settled(how) => {
                     backoff.reset();
-                    if let Err(e) = coordination.finish(&burst).await {
+                    let replied = burst.entries.len() - settled;
+                    if let Err(e) = coordination.finish(&hold, &burst, burst.entries.len()).await {
                         tracing::warn!(parent: &span, error = %e, "cannot mark the burst done; it will be checked against the conversation when resumed");
                     }
-                    telemetry::settled(how, burst.entries.len());
-                    tracing::info!(parent: &span, messages = burst.entries.len(), outcome = how.as_str(), "messages settled");
+                    if settled > 0 {
+                        telemetry::settled(Settled::AlreadyAnswered, settled);
+                    }
+                    telemetry::settled(how, replied);
+                    tracing::info!(parent: &span, messages = replied, already_answered = settled, outcome = how.as_str(), "messages settled");
+                }
+                Attempt::Lost => {
+                    tracing::warn!(parent: &span, "the hold lapsed; another replica answers these messages");
+                    if settled > 0 {
+                        let _ = coordination.finish(&hold, &burst, settled).await;
+                    }
+                    self.holders().remove(&key);
+                    return;
                 }
                 Attempt::Retry => {
+                    if settled > 0 && coordination.finish(&hold, &burst, settled).await.is_ok() {
+                        telemetry::settled(Settled::AlreadyAnswered, settled);
+                    }
                     let wait = backoff.next_delay();
                     tracing::warn!(parent: &span, retry_in = ?wait, "reply not delivered; the messages stay recorded and are retried");
                     tokio::time::sleep(wait).await;
@@ -337,40 +420,59 @@ impl Inner {
         }
     }
 
-    /// One reply to a burst: expiry, takeover, context, history, the already-answered check,
-    /// prompt, LLM, takeover check again, send, trace.
-    async fn reply(&self, burst: &Burst, reply_id: &str) -> Attempt {
+    /// One reply to a burst: the already-answered check (a resumed burst), expiry, takeover,
+    /// context, history, prompt, LLM, the floor and the hold again, send, trace. Returns the
+    /// attempt and how many of the burst's first messages were found answered already.
+    async fn reply(&self, hold: &Hold, burst: &Burst, reply_id: &str) -> (Attempt, usize) {
         let session = burst.session.as_str();
+        // Resumed: a reply may already be in the conversation. Without the conversation to
+        // say, nothing is sent: better late than twice.
+        let (already, fresh) = if burst.resumed {
+            match self.conversation_fresh(session).await {
+                Ok(messages) => (answered_prefix(&messages, burst), Some(messages)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the conversation to see what was answered; retrying");
+                    return (Attempt::Retry, 0);
+                }
+            }
+        } else {
+            (0, None)
+        };
+        let rest = &burst.entries[already..];
+        let Some(newest) = rest.last() else { return (Attempt::Settled(Settled::AlreadyAnswered), already) };
         let current: Vec<&VisitorMessage> =
-            burst.entries.iter().filter(|e| e.age() <= self.deps.max_age).map(|e| &e.message).collect();
+            rest.iter().filter(|e| e.age() <= self.deps.max_age).map(|e| &e.message).collect();
         if current.is_empty() {
-            return Attempt::Settled(Settled::Expired);
+            return (Attempt::Settled(Settled::Expired), already);
         }
         // Before the typing indicator and the LLM: a human has the conversation.
-        if self.deps.coordination.floor(session).await.human {
-            tracing::info!("a human operator has this conversation; bot stays silent");
-            return Attempt::Settled(Settled::Silenced);
+        match self.deps.coordination.floor(session).await {
+            Ok(floor) if floor.human => {
+                tracing::info!("a human operator has this conversation; bot stays silent");
+                return (Attempt::Settled(Settled::Silenced), already);
+            }
+            Ok(_) => {}
+            Err(e) => return (coordination_unknown("floor", &e), already),
         }
+        let turn = Turn { hold, session, answers: newest.id.to_string() };
         // The slot bounds all the work of a reply (lookups included), not only the LLM call.
-        let Ok(_slot) = self.slots.acquire().await else { return Attempt::Retry };
+        let Ok(_slot) = self.slots.acquire().await else { return (Attempt::Retry, already) };
         let crisp = &self.deps.crisp;
-        let (typing, activity, messages) = tokio::join!(
-            crisp.compose(session, true),
-            self.deps.context.activity_for(session),
-            self.conversation(session, burst.resumed),
-        );
+        let (typing, activity, messages) =
+            tokio::join!(crisp.compose(session, true), self.deps.context.activity_for(session), async {
+                match fresh {
+                    Some(messages) => messages,
+                    None => self.conversation(session).await,
+                }
+            },);
         if let Err(e) = typing {
             tracing::warn!(error = %e, "cannot show the typing indicator");
         }
-        let attempt = if burst.resumed && already_answered(&messages, burst) {
-            Attempt::Settled(Settled::AlreadyAnswered)
-        } else {
-            let mut history = self.history_turns(&messages, burst);
-            if let Some(line) = self.answers_an_offer(session).await {
-                history.insert(0, ChatMessage::new(Role::System, line));
-            }
-            self.answer(session, reply_id, &current, &activity, history).await
-        };
+        let mut history = self.history_turns(&messages, rest);
+        if let Some(line) = self.answers_an_offer(session).await {
+            history.insert(0, ChatMessage::new(Role::System, line));
+        }
+        let attempt = self.answer(&turn, reply_id, &current, &activity, history).await;
         if let Err(e) = crisp.compose(session, false).await {
             tracing::warn!(error = %e, "cannot clear the typing indicator");
         }
@@ -384,15 +486,37 @@ impl Inner {
                 tracing::warn!("fallback message sent")
             }
             Attempt::Retry => metrics::counter!(telemetry::REPLIES_FAILED).increment(1),
-            Attempt::Settled(_) => {}
+            Attempt::Settled(_) | Attempt::Lost => {}
         }
-        attempt
+        (attempt, already)
+    }
+
+    /// Asked right before anything is posted: a human may have written meanwhile, and the
+    /// hold may have lapsed to another replica (which then answers).
+    async fn may_post(&self, turn: &Turn<'_>) -> MayPost {
+        let coordination = &self.deps.coordination;
+        match coordination.floor(turn.session).await {
+            Ok(floor) if floor.human => return MayPost::Silenced,
+            Ok(_) => {}
+            Err(e) => {
+                coordination_unknown("floor", &e);
+                return MayPost::Unknown;
+            }
+        }
+        match coordination.still_holds(turn.hold).await {
+            Ok(true) => MayPost::Yes,
+            Ok(false) => MayPost::Lost,
+            Err(e) => {
+                coordination_unknown("hold", &e);
+                MayPost::Unknown
+            }
+        }
     }
 
     /// Prompt, LLM (or the fallback), the takeover check, the send, the trace.
     async fn answer(
         &self,
-        session: &str,
+        turn: &Turn<'_>,
         reply_id: &str,
         burst: &[&VisitorMessage],
         activity: &Activity,
@@ -410,7 +534,8 @@ impl Inner {
         );
         let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
         request.messages.splice(1..1, history);
-        let sent = self.decide_and_send(session, &request, &question, activity).await;
+        let session = turn.session;
+        let sent = self.decide_and_send(turn, &request, &question, activity).await;
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
@@ -429,6 +554,7 @@ impl Inner {
                 outcome: match &sent.attempt {
                     Attempt::Settled(how) => how.as_str(),
                     Attempt::Retry => "failed",
+                    Attempt::Lost => "hold_lost",
                 },
                 handoff: sent.handoff.map(handoff::Reason::name),
                 note: sent.note.as_deref(),
@@ -439,7 +565,7 @@ impl Inner {
 
     /// The model's decision (an answer, or a hand-off through its tool), the takeover check,
     /// then what goes to Crisp.
-    async fn decide_and_send(&self, session: &str, request: &ChatRequest, words: &str, activity: &Activity) -> Sent {
+    async fn decide_and_send(&self, turn: &Turn<'_>, request: &ChatRequest, words: &str, activity: &Activity) -> Sent {
         let decision = match self.ask_llm(request, words).await {
             Ok(Completion::Text(text)) => Decision::Answer(text, Settled::Answered),
             Ok(Completion::ToolCall { arguments, .. }) => {
@@ -453,24 +579,27 @@ impl Inner {
                 }
             }
         };
-        // Again after the LLM: a human may have written meanwhile.
-        if self.deps.coordination.floor(session).await.human {
-            return Sent { attempt: Attempt::Settled(Settled::Silenced), text: None, handoff: None, note: None };
+        // Again after the LLM: a human may have written meanwhile, or the hold lapsed.
+        match self.may_post(turn).await {
+            MayPost::Yes => {}
+            MayPost::Silenced => return Sent::only(Attempt::Settled(Settled::Silenced), None),
+            MayPost::Lost => return Sent::only(Attempt::Lost, None),
+            MayPost::Unknown => return Sent::retry(None),
         }
         match decision {
             Decision::Answer(text, settled) => {
-                if !self.send_own_text(session, &text).await {
+                if !self.send_own_text(turn, &text).await {
                     return Sent::retry(Some(text));
                 }
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
                 let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
                 let note = match failed {
-                    Some(reason) => Some(self.send_note(session, reason, None, activity).await),
+                    Some(reason) => Some(self.send_note(turn, reason, None, activity).await),
                     None => None,
                 };
                 Sent { attempt: Attempt::Settled(settled), text: Some(text), handoff: failed, note }
             }
-            Decision::HandOff(decision) => self.hand_off(session, decision, activity).await,
+            Decision::HandOff(decision) => self.hand_off(turn, decision, activity).await,
         }
     }
 
@@ -502,19 +631,22 @@ impl Inner {
     /// Hands the conversation over: the visitor is told (online or offline wording), the bot
     /// falls silent there, operators get the context note, and the conversation is marked
     /// unresolved (and assigned, when configured).
-    async fn hand_off(&self, session: &str, decision: handoff::Decision, activity: &Activity) -> Sent {
+    async fn hand_off(&self, turn: &Turn<'_>, decision: handoff::Decision, activity: &Activity) -> Sent {
+        let session = turn.session;
         let online = self.operators_online().await;
         let settings = &self.deps.handoff;
         let text = if online { settings.message.clone() } else { settings.offline_message.clone() };
-        if !self.send_own_text(session, &text).await {
+        if !self.send_own_text(turn, &text).await {
             return Sent::retry(Some(text));
         }
-        self.deps.coordination.set_human_takeover(session).await;
+        if let Err(e) = self.deps.coordination.set_human_takeover(session).await {
+            tracing::error!(error = %e, "cannot record the hand-off; the bot may answer the next message");
+        }
         if let Some(book) = &self.deps.proactive {
             let now = agent_core::proactive::now_secs();
             book.update(session, now, |gate| gate.handed_off = true).await;
         }
-        let note = self.send_note(session, decision.reason, decision.summary.as_deref(), activity).await;
+        let note = self.send_note(turn, decision.reason, decision.summary.as_deref(), activity).await;
         let crisp = &self.deps.crisp;
         if let Some(operator) = &settings.assign_user_id
             && let Err(e) = crisp.assign(session, operator).await
@@ -536,7 +668,7 @@ impl Inner {
     /// The context note for operators; returns its text (sent or not: a failure is logged).
     async fn send_note(
         &self,
-        session: &str,
+        turn: &Turn<'_>,
         reason: handoff::Reason,
         model_summary: Option<&str>,
         activity: &Activity,
@@ -545,22 +677,28 @@ impl Inner {
         let now = agent_core::proactive::now_secs();
         let linked_by = linked_by_words(activity.linked_by);
         let note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
-        self.deps.coordination.remember_own(session, OwnMark::Text(note.clone())).await;
-        if let Err(e) = self.deps.crisp.send_note(session, &note).await {
+        if let Err(e) = self.post(turn, PostKind::Note, &note).await {
             tracing::warn!(error = %e, "cannot post the context note for operators");
         }
         note
     }
 
-    /// Posts the bot's own text message; false when Crisp refused it.
-    async fn send_own_text(&self, session: &str, text: &str) -> bool {
-        self.deps.coordination.remember_own(session, OwnMark::Text(text.to_owned())).await;
-        match self.deps.crisp.send_text(session, text).await {
-            Ok(fingerprint) => {
-                if let Some(f) = fingerprint {
-                    self.deps.coordination.remember_own(session, OwnMark::Fingerprint(f)).await;
-                }
-                self.history.invalidate(session).await;
+    /// Posts the bot's own message of `kind`, marked as the bot's first (its echo never reads
+    /// as a human taking over).
+    async fn post(&self, turn: &Turn<'_>, kind: PostKind, content: &str) -> Result<(), CrispError> {
+        let session = turn.session;
+        let fingerprint = turn.fingerprint(kind);
+        let coordination = &self.deps.coordination;
+        coordination.remember_own(session, OwnMark::Text(content.to_owned())).await;
+        coordination.remember_own(session, OwnMark::Fingerprint(fingerprint)).await;
+        self.deps.crisp.post(session, &Post { kind, content, fingerprint }).await
+    }
+
+    /// Posts the bot's visible reply; false when Crisp refused it.
+    async fn send_own_text(&self, turn: &Turn<'_>, text: &str) -> bool {
+        match self.post(turn, PostKind::Reply, text).await {
+            Ok(()) => {
+                self.history.invalidate(turn.session).await;
                 true
             }
             Err(e) => {
@@ -621,52 +759,59 @@ impl Inner {
     }
 
     /// An operator resolved the conversation: the bot answers there again.
-    async fn resolved(&self, session: &str) {
-        self.deps.coordination.clear_human_takeover(session).await;
+    async fn resolved(&self, session: &str) -> Result<(), CoordError> {
+        self.deps.coordination.clear_human_takeover(session).await?;
         tracing::info!(session = id_for_log(session), "conversation resolved; the bot answers again");
+        Ok(())
     }
 
-    async fn note_operator(&self, message: OperatorMessage) {
+    async fn note_operator(&self, message: OperatorMessage) -> Result<(), CoordError> {
         if message.automated {
-            return; // bots and automations never take a conversation over
+            return Ok(()); // bots and automations never take a conversation over
         }
         let session = message.session_id.as_str();
         let marks = message.fingerprint.map(OwnMark::Fingerprint).into_iter().chain(message.content.map(OwnMark::Text));
         for mark in marks {
             if self.deps.coordination.is_own(session, &mark).await {
-                return;
+                return Ok(());
             }
         }
-        self.deps.coordination.set_human_takeover(session).await;
+        self.deps.coordination.set_human_takeover(session).await?;
         tracing::info!(session = id_for_log(session), "human operator took over the conversation");
+        Ok(())
     }
 
-    /// The conversation's latest messages: cached for prompts, read afresh for a resumed
-    /// burst (it decides whether a reply already went out). Empty when Crisp cannot say.
-    async fn conversation(&self, session: &str, fresh: bool) -> Arc<Vec<ConversationMessage>> {
-        if !fresh && self.deps.history_turns == 0 {
+    /// The conversation's latest messages for the prompt, cached briefly. Empty when Crisp
+    /// cannot say.
+    async fn conversation(&self, session: &str) -> Arc<Vec<ConversationMessage>> {
+        if self.deps.history_turns == 0 {
             return Arc::default();
         }
-        if fresh {
-            self.history.invalidate(session).await;
-        }
-        let crisp = self.deps.crisp.clone();
-        let key = session.to_owned();
-        match self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the conversation's messages; answering without them");
-                Arc::default()
-            }
-        }
+        self.read_conversation(session).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the conversation's messages; answering without them");
+            Arc::default()
+        })
     }
 
-    /// Earlier turns of the conversation (not the burst being answered), oldest first.
-    fn history_turns(&self, messages: &[ConversationMessage], burst: &Burst) -> Vec<ChatMessage> {
+    /// The conversation's latest messages read afresh (a resumed burst: they say what was
+    /// answered already).
+    async fn conversation_fresh(&self, session: &str) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
+        self.history.invalidate(session).await;
+        self.read_conversation(session).await
+    }
+
+    async fn read_conversation(&self, session: &str) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
+        let crisp = self.deps.crisp.clone();
+        let key = session.to_owned();
+        self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await
+    }
+
+    /// Earlier turns of the conversation (not the messages being answered), oldest first.
+    fn history_turns(&self, messages: &[ConversationMessage], answering: &[InboxEntry]) -> Vec<ChatMessage> {
         if self.deps.history_turns == 0 {
             return Vec::new();
         }
-        let current: Vec<u64> = burst.entries.iter().filter_map(|e| e.message.fingerprint).collect();
+        let current: Vec<u64> = answering.iter().filter_map(|e| e.message.fingerprint).collect();
         let mut turns: Vec<ChatMessage> = messages
             .iter()
             .filter(|m| m.fingerprint.is_none_or(|f| !current.contains(&f)))
@@ -686,18 +831,23 @@ impl Inner {
     }
 }
 
-/// Whether an operator message (the bot's or a human's) already follows the burst's newest
-/// message in the conversation: found by its fingerprint, else by time.
-fn already_answered(messages: &[ConversationMessage], burst: &Burst) -> bool {
-    let Some(newest) = burst.entries.last() else { return false };
-    let is_reply = |m: &ConversationMessage| m.from == "operator" && !matches!(m.kind.as_str(), "note" | "event");
-    if let Some(fingerprint) = newest.message.fingerprint
-        && let Some(at) = messages.iter().position(|m| m.fingerprint == Some(fingerprint))
-    {
-        return messages[at + 1..].iter().any(is_reply);
-    }
-    let since = newest.message.timestamp.unwrap_or(newest.accepted_at_ms as i64);
-    messages.iter().any(|m| is_reply(m) && m.timestamp.is_some_and(|t| t > since))
+/// A Redis that cannot say who has the floor (or whether the hold is still ours): the reply
+/// waits and is tried again; it is never sent on a guess.
+fn coordination_unknown(step: &'static str, e: &CoordError) -> Attempt {
+    metrics::counter!(telemetry::COORDINATION_UNAVAILABLE, "step" => step).increment(1);
+    tracing::warn!(error = %e, step, "Redis cannot say whether the bot may speak; the reply waits");
+    Attempt::Retry
+}
+
+/// How many of a resumed burst's first messages were answered already: up to the newest one
+/// whose reply (by its derived fingerprint) is in the conversation.
+fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
+    let present: std::collections::HashSet<u64> = messages.iter().filter_map(|m| m.fingerprint).collect();
+    burst
+        .entries
+        .iter()
+        .rposition(|e| present.contains(&reply_fingerprint(PostKind::Reply, &burst.session, &e.id.to_string())))
+        .map_or(0, |at| at + 1)
 }
 
 #[cfg(test)]
@@ -705,40 +855,47 @@ mod tests {
     use super::*;
     use agent_core::inbox::InboxEntry;
 
-    fn said(from: &str, kind: &str, fingerprint: Option<u64>, timestamp: i64) -> ConversationMessage {
+    fn said(from: &str, fingerprint: u64) -> ConversationMessage {
         ConversationMessage {
-            kind: kind.into(),
+            kind: "text".into(),
             from: from.into(),
             text: None,
-            fingerprint,
-            timestamp: Some(timestamp),
+            fingerprint: Some(fingerprint),
+            timestamp: None,
         }
     }
 
-    fn burst(fingerprint: Option<u64>, timestamp: i64) -> Burst {
-        let message = VisitorMessage {
-            website_id: "w".into(),
-            session_id: "s".into(),
-            content: "q".into(),
-            fingerprint,
-            timestamp: Some(timestamp),
-        };
-        Burst { session: "s".into(), entries: vec![InboxEntry::new(message)], origin: Origin::Local, resumed: true }
+    fn burst(n: u64) -> Burst {
+        let entries = (0..n)
+            .map(|i| {
+                let message = VisitorMessage {
+                    website_id: "w".into(),
+                    session_id: "s".into(),
+                    content: format!("q{i}"),
+                    fingerprint: Some(100 + i),
+                    timestamp: None,
+                };
+                InboxEntry { id: i + 1, accepted_at_ms: 0, message }
+            })
+            .collect();
+        Burst { session: "s".into(), entries, origin: Origin::Local, resumed: true }
+    }
+
+    fn reply_to(entry_id: u64) -> ConversationMessage {
+        said("operator", reply_fingerprint(PostKind::Reply, "s", &entry_id.to_string()))
     }
 
     #[test]
-    fn an_operator_message_after_the_newest_one_means_answered() {
-        let visitor = said("user", "text", Some(7), 100);
-        let reply = said("operator", "text", Some(8), 101);
-        let note = said("operator", "note", Some(9), 102);
-        assert!(already_answered(&[visitor.clone(), reply.clone()], &burst(Some(7), 100)));
-        assert!(!already_answered(&[reply.clone(), visitor.clone()], &burst(Some(7), 100)), "the reply came before it");
-        assert!(!already_answered(&[visitor.clone(), note], &burst(Some(7), 100)), "a private note is no answer");
-        assert!(
-            already_answered(std::slice::from_ref(&reply), &burst(None, 100)),
-            "by time when there is no fingerprint"
-        );
-        assert!(!already_answered(&[reply], &burst(Some(70), 200)), "by time when the message is not on the page");
-        assert!(!already_answered(&[], &burst(Some(7), 100)));
+    fn a_resumed_burst_settles_up_to_the_newest_message_whose_reply_is_there() {
+        let b = burst(3);
+        assert_eq!(answered_prefix(&[said("user", 100)], &b), 0, "nothing answered");
+        assert_eq!(answered_prefix(&[said("user", 100), reply_to(1), said("user", 101)], &b), 1);
+        assert_eq!(answered_prefix(&[reply_to(2)], &b), 2, "a reply covers the messages before it");
+        assert_eq!(answered_prefix(&[reply_to(3), reply_to(1)], &b), 3);
+        // A reply posted after a later message arrived does not answer that message.
+        assert_eq!(answered_prefix(&[said("user", 100), said("user", 101), reply_to(1)], &b), 1);
+        // A human's reply or a note is not the bot's reply.
+        let note = said("operator", reply_fingerprint(PostKind::Note, "s", "3"));
+        assert_eq!(answered_prefix(&[said("operator", 5), note], &b), 0);
     }
 }

@@ -145,13 +145,20 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
                 }
             }
         }
+        // Who has the floor must be recorded before the `200`: otherwise Crisp redelivers.
         HookEvent::OperatorText(message) => {
             hook_received(HookOutcome::OperatorMessage);
-            state.replies.operator_wrote(message).await
+            if let Err(e) = state.replies.operator_wrote(message).await {
+                tracing::error!(error = %e, "cannot record the operator's takeover; asking Crisp to retry");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the takeover; retry later");
+            }
         }
         HookEvent::Resolved { session_id } => {
             hook_received(HookOutcome::Resolved);
-            state.replies.resolved(&session_id).await
+            if let Err(e) = state.replies.resolved(&session_id).await {
+                tracing::error!(error = %e, "cannot record the resolution; asking Crisp to retry");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the resolution; retry later");
+            }
         }
         HookEvent::SessionData { session_id, data } => {
             hook_received(HookOutcome::SessionData);

@@ -38,6 +38,29 @@ pub enum CrispError {
     BadBaseUrl,
     #[error("not a valid Crisp conversation id")]
     InvalidId,
+    /// A post failed in a way that may have stored it, and reading the conversation back to
+    /// find out failed too: it must not be posted again until the conversation says.
+    #[error("Crisp may have stored the message; reading the conversation to find out failed: {0}")]
+    Unconfirmed(#[source] Box<CrispError>),
+}
+
+impl CrispError {
+    /// Whether Crisp may have acted on the request although it failed: the request was written
+    /// and the answer is missing, cut or a 5xx. Throttling (420, 429) and a 503 with
+    /// `Retry-After` say it was not processed; a connection never made carried nothing.
+    pub fn may_have_acted(&self) -> bool {
+        match self {
+            CrispError::Transport(e) => !e.is_connect(),
+            CrispError::Status { status: 420 | 429, .. } => false,
+            CrispError::Status { status: 503, retry_after: Some(_), .. } => false,
+            CrispError::Status { status, .. } => *status >= 500,
+            // Read after the status: the request was taken.
+            CrispError::TooLarge(_) => true,
+            CrispError::Decode(_) | CrispError::BadBaseUrl | CrispError::InvalidId | CrispError::Unconfirmed(_) => {
+                false
+            }
+        }
+    }
 }
 
 impl RetryableError for CrispError {
@@ -45,7 +68,11 @@ impl RetryableError for CrispError {
         match self {
             CrispError::Transport(_) => true,
             CrispError::Status { status, .. } => matches!(status, 420 | 429) || *status >= 500,
-            CrispError::Decode(_) | CrispError::TooLarge(_) | CrispError::BadBaseUrl | CrispError::InvalidId => false,
+            CrispError::Decode(_)
+            | CrispError::TooLarge(_)
+            | CrispError::BadBaseUrl
+            | CrispError::InvalidId
+            | CrispError::Unconfirmed(_) => false,
         }
     }
 
@@ -136,9 +163,48 @@ struct OutgoingText<'a> {
     from: &'static str,
     origin: &'static str,
     content: &'a str,
+    /// Ours, derived from what the message answers: a repeat after an ambiguous failure is
+    /// recognised in the conversation.
+    fingerprint: u64,
     /// Marks a bot message the visitor did not ask for (a proactive offer).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     automated: bool,
+}
+
+/// What the bot posts into a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostKind {
+    /// A text the visitor reads: a reply, the fallback, a hand-off message.
+    Reply,
+    /// A text the visitor did not ask for (a proactive offer), marked `automated`.
+    Offer,
+    /// A private note for operators.
+    Note,
+}
+
+/// One message the bot posts, with the fingerprint that makes it recognisable (see
+/// [`message_fingerprint`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    pub kind: PostKind,
+    pub content: &'a str,
+    pub fingerprint: u64,
+}
+
+/// A message fingerprint derived from what the message answers (`parts`: its kind, the
+/// conversation, the id of what it answers): a retry, a replay after a restart or another
+/// replica derive the same one. 52 bits, so JavaScript clients read it exactly.
+pub fn message_fingerprint(parts: &[&str]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(bytes) & ((1 << 52) - 1)).max(1)
 }
 
 #[derive(Serialize)]
@@ -154,6 +220,9 @@ pub struct CrispClient {
     base: Url,
     settings: CrispSettings,
     retry: RetryPolicy,
+    /// Posts whose outcome is unknown (conversation, fingerprint): the conversation is read
+    /// before any repeat.
+    uncertain: moka::sync::Cache<(String, u64), ()>,
 }
 
 impl std::fmt::Debug for CrispClient {
@@ -173,38 +242,84 @@ impl CrispClient {
             .timeout(CRISP_CALL_TIMEOUT)
             .build()
             .map_err(|e| CrispError::Transport(e.into()))?;
-        Ok(Self { http, base, settings, retry })
+        let uncertain =
+            moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build();
+        Ok(Self { http, base, settings, retry, uncertain })
     }
 
     pub fn website_id(&self) -> &str {
         &self.settings.website_id
     }
 
-    /// Posts `content` into the conversation as an operator; returns the message fingerprint
-    /// Crisp assigned, when it says.
-    pub async fn send_text(&self, session_id: &str, content: &str) -> Result<Option<u64>, CrispError> {
-        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content, automated: false };
-        let answer = self.call(Method::POST, session_id, "message", Some(&body)).await?;
-        Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
+    /// Posts a message into the conversation as an operator, at most once: after a failure
+    /// that may have stored it ([`CrispError::may_have_acted`]), the conversation's latest
+    /// messages are read and the post is repeated only when its fingerprint is not among them.
+    /// When that read fails too, the answer is [`CrispError::Unconfirmed`] and the post stays
+    /// uncertain: the next call with the same fingerprint reads the conversation first.
+    pub async fn post(&self, session_id: &str, post: &Post<'_>) -> Result<(), CrispError> {
+        let url = self.conversation_url(session_id, "message")?;
+        let body = OutgoingText {
+            kind: if post.kind == PostKind::Note { "note" } else { "text" },
+            from: "operator",
+            origin: "chat",
+            content: post.content,
+            fingerprint: post.fingerprint,
+            automated: post.kind == PostKind::Offer,
+        };
+        let key = (session_id.to_owned(), post.fingerprint);
+        self.retry
+            .run("Crisp post", || async {
+                if self.uncertain.contains_key(&key) {
+                    let found = self.holds_fingerprint(session_id, post.fingerprint).await;
+                    let outcome = match &found {
+                        Ok(true) => "found",
+                        Ok(false) => "absent",
+                        Err(_) => "unknown",
+                    };
+                    metrics::counter!(crate::telemetry::CRISP_POSTS_CHECKED, "outcome" => outcome).increment(1);
+                    match found {
+                        Ok(true) => {
+                            self.uncertain.invalidate(&key);
+                            return Ok(());
+                        }
+                        Ok(false) => {}
+                        Err(e) => return Err(CrispError::Unconfirmed(Box::new(e))),
+                    }
+                }
+                match self.timed_attempt(Method::POST, url.clone(), Some(&body), "message").await {
+                    Ok(_) => {
+                        self.uncertain.invalidate(&key);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if e.may_have_acted() {
+                            self.uncertain.insert(key.clone(), ());
+                        }
+                        Err(e)
+                    }
+                }
+            })
+            .await
     }
 
-    /// Posts a proactive offer: an operator text marked `automated`.
-    pub async fn send_automated_text(&self, session_id: &str, content: &str) -> Result<Option<u64>, CrispError> {
-        let body = OutgoingText { kind: "text", from: "operator", origin: "chat", content, automated: true };
-        let answer = self.call(Method::POST, session_id, "message", Some(&body)).await?;
-        Ok(answer.pointer("/data/fingerprint").and_then(Value::as_u64))
+    /// Marks a post as possibly stored (a reply resumed after a restart or on another
+    /// replica): the next [`CrispClient::post`] of it reads the conversation first.
+    pub fn mark_uncertain(&self, session_id: &str, fingerprint: u64) {
+        self.uncertain.insert((session_id.to_owned(), fingerprint), ());
+    }
+
+    /// Whether the conversation's latest messages hold this fingerprint (one attempt).
+    async fn holds_fingerprint(&self, session_id: &str, fingerprint: u64) -> Result<bool, CrispError> {
+        let answer = self.call_with::<()>(&RetryPolicy::none(), Method::GET, session_id, "messages", None).await?;
+        Ok(answer.pointer("/data").and_then(Value::as_array).is_some_and(|messages| {
+            messages.iter().any(|m| m.get("fingerprint").and_then(Value::as_u64) == Some(fingerprint))
+        }))
     }
 
     /// Starts the conversation of a session the widget created where nothing was written yet
     /// (`POST …/initiate`, no body), so a first operator message can reach the visitor.
     pub async fn initiate(&self, session_id: &str) -> Result<(), CrispError> {
         self.call::<()>(Method::POST, session_id, "initiate", None).await.map(drop)
-    }
-
-    /// Posts a private note (operators see it, the visitor does not).
-    pub async fn send_note(&self, session_id: &str, content: &str) -> Result<(), CrispError> {
-        let body = OutgoingText { kind: "note", from: "operator", origin: "chat", content, automated: false };
-        self.call(Method::POST, session_id, "message", Some(&body)).await.map(drop)
     }
 
     /// Sets the conversation's state (`pending`, `unresolved` or `resolved`).
@@ -292,20 +407,27 @@ impl CrispClient {
         body: Option<&B>,
     ) -> Result<Value, CrispError> {
         let url = self.conversation_url(session_id, leaf)?;
-        policy
-            .run("Crisp call", || async {
-                let started = std::time::Instant::now();
-                let result = self.attempt(method.clone(), url.clone(), body).await;
-                let outcome = match &result {
-                    Ok(_) => "ok".to_owned(),
-                    Err(CrispError::Status { status, .. }) => status.to_string(),
-                    Err(_) => "error".to_owned(),
-                };
-                metrics::histogram!(crate::telemetry::CRISP_SECONDS, "call" => leaf.to_owned(), "outcome" => outcome)
-                    .record(started.elapsed().as_secs_f64());
-                result
-            })
-            .await
+        policy.run("Crisp call", || self.timed_attempt(method.clone(), url.clone(), body, leaf)).await
+    }
+
+    /// One attempt, its duration recorded by call and outcome.
+    async fn timed_attempt<B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        leaf: &str,
+    ) -> Result<Value, CrispError> {
+        let started = std::time::Instant::now();
+        let result = self.attempt(method, url, body).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(CrispError::Status { status, .. }) => status.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics::histogram!(crate::telemetry::CRISP_SECONDS, "call" => leaf.to_owned(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn attempt<B: Serialize>(&self, method: Method, url: Url, body: Option<&B>) -> Result<Value, CrispError> {
@@ -340,6 +462,136 @@ mod tests {
     use wiremock::matchers::{body_json, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
+    fn reply(content: &str, fingerprint: u64) -> Post<'_> {
+        Post { kind: PostKind::Reply, content, fingerprint }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// A Crisp that stores every post (its `messages` lists them) and answers the first
+    /// `failures` posts with `fail` after storing (`stores_first`) or without storing.
+    struct Conversation {
+        stored: std::sync::Mutex<Vec<Value>>,
+        failures: std::sync::atomic::AtomicUsize,
+        fail: ResponseTemplate,
+        stores_first: bool,
+        history_fails: bool,
+    }
+
+    impl wiremock::Respond for Conversation {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            use std::sync::atomic::Ordering;
+            if request.method == wiremock::http::Method::GET {
+                if self.history_fails {
+                    return ResponseTemplate::new(500);
+                }
+                let data = self.stored.lock().unwrap().clone();
+                return ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false, "data": data}));
+            }
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            let failing = self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+            if !failing || self.stores_first {
+                self.stored.lock().unwrap().push(body.clone());
+            }
+            if failing {
+                return self.fail.clone();
+            }
+            ResponseTemplate::new(202)
+                .set_body_json(serde_json::json!({"error": false, "data": {"fingerprint": body["fingerprint"]}}))
+        }
+    }
+
+    async fn conversation(server: &MockServer, conversation: Conversation) -> std::sync::Arc<Conversation> {
+        let conversation = std::sync::Arc::new(conversation);
+        struct Shared(std::sync::Arc<Conversation>);
+        impl wiremock::Respond for Shared {
+            fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+                self.0.respond(request)
+            }
+        }
+        Mock::given(wiremock::matchers::path_regex("^/v1/website/site/conversation/s/messages?$"))
+            .respond_with(Shared(std::sync::Arc::clone(&conversation)))
+            .mount(server)
+            .await;
+        conversation
+    }
+
+    fn faulty(failures: usize, fail: ResponseTemplate, stores_first: bool) -> Conversation {
+        Conversation { stored: Default::default(), failures: failures.into(), fail, stores_first, history_fails: false }
+    }
+
+    #[tokio::test]
+    async fn a_post_crisp_stored_before_failing_is_not_posted_again() {
+        for fail in [ResponseTemplate::new(504), ResponseTemplate::new(502), ResponseTemplate::new(500)] {
+            let server = MockServer::start().await;
+            let c = conversation(&server, faulty(1, fail, true)).await;
+            client(&server, fast()).post("s", &reply("hello", 7)).await.unwrap();
+            assert_eq!(c.stored.lock().unwrap().len(), 1, "one visible message");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_post_that_was_stored_is_found_not_repeated() {
+        let server = MockServer::start().await;
+        let slow = ResponseTemplate::new(202).set_delay(Duration::from_secs(30));
+        let c = conversation(&server, faulty(1, slow, true)).await;
+        let mut crisp = client(&server, fast());
+        crisp.http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+        crisp.post("s", &reply("hello", 7)).await.unwrap();
+        assert_eq!(c.stored.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_that_failed_without_storing_is_posted_again() {
+        let server = MockServer::start().await;
+        let c = conversation(&server, faulty(2, ResponseTemplate::new(504), false)).await;
+        client(&server, fast()).post("s", &reply("hello", 7)).await.unwrap();
+        assert_eq!(c.stored.lock().unwrap().len(), 1);
+        let throttled = ResponseTemplate::new(429).insert_header("Retry-After", "0");
+        let server = MockServer::start().await;
+        let c = conversation(&server, faulty(1, throttled, false)).await;
+        client(&server, fast()).post("s", &reply("hello", 7)).await.unwrap();
+        assert_eq!(c.stored.lock().unwrap().len(), 1);
+        let history_reads =
+            server.received_requests().await.unwrap().iter().filter(|r| r.method.as_str() == "GET").count();
+        assert_eq!(history_reads, 0, "a 429 says nothing was stored: no read needed");
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_post_is_checked_before_it_is_posted_again() {
+        let server = MockServer::start().await;
+        let mut broken = faulty(1, ResponseTemplate::new(502), true);
+        broken.history_fails = true;
+        let c = conversation(&server, broken).await;
+        let crisp = client(&server, fast());
+        let err = crisp.post("s", &reply("hello", 7)).await.unwrap_err();
+        assert!(matches!(err, CrispError::Unconfirmed(_)), "{err}");
+        assert_eq!(c.stored.lock().unwrap().len(), 1);
+        // Later (the reply retried), with the history readable: found, not posted again.
+        let server2 = MockServer::start().await;
+        let c2 = conversation(&server2, faulty(0, ResponseTemplate::new(200), false)).await;
+        c2.stored.lock().unwrap().extend(c.stored.lock().unwrap().clone());
+        let mut crisp = crisp;
+        crisp.base = Url::parse(&format!("{}/v1", server2.uri())).unwrap();
+        crisp.post("s", &reply("hello", 7)).await.unwrap();
+        assert_eq!(c2.stored.lock().unwrap().len(), 1, "found, not repeated");
+    }
+
+    #[test]
+    fn fingerprints_are_stable_distinct_and_fit_javascript() {
+        let a = message_fingerprint(&["reply", "session_1", "42"]);
+        assert_eq!(a, message_fingerprint(&["reply", "session_1", "42"]));
+        assert_ne!(a, message_fingerprint(&["note", "session_1", "42"]));
+        assert_ne!(message_fingerprint(&["ab", "c"]), message_fingerprint(&["a", "bc"]));
+        assert!(a > 0 && a < (1 << 53));
+    }
+
     fn client(server: &MockServer, retry: RetryPolicy) -> CrispClient {
         CrispClient::new(
             CrispSettings {
@@ -361,14 +613,16 @@ mod tests {
             .and(path("/v1/website/site/conversation/session_1/message"))
             .and(header("authorization", "Basic aWRlbnQ6a2V5"))
             .and(header("x-crisp-tier", "plugin"))
-            .and(body_json(serde_json::json!({"type":"text","from":"operator","origin":"chat","content":"hello"})))
+            .and(body_json(serde_json::json!({
+                "type":"text","from":"operator","origin":"chat","content":"hello","fingerprint":42
+            })))
             .respond_with(ResponseTemplate::new(202).set_body_json(serde_json::json!({
                 "error": false, "reason": "dispatched", "data": {"fingerprint": 42}
             })))
             .expect(1)
             .mount(&server)
             .await;
-        assert_eq!(client(&server, RetryPolicy::none()).send_text("session_1", "hello").await.unwrap(), Some(42));
+        client(&server, RetryPolicy::none()).post("session_1", &reply("hello", 42)).await.unwrap();
     }
 
     #[tokio::test]
@@ -381,7 +635,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let err = client(&server, RetryPolicy::default()).send_text("s", "x").await.unwrap_err();
+        let err = client(&server, RetryPolicy::default()).post("s", &reply("x", 1)).await.unwrap_err();
         assert_eq!(err.to_string(), "Crisp answered HTTP 404 (not_subscribed)");
     }
 
@@ -390,7 +644,7 @@ mod tests {
         let server = MockServer::start().await;
         let crisp = client(&server, RetryPolicy::none());
         for bad in ["", ".", "..", "a/b", "x?y"] {
-            assert!(matches!(crisp.send_text(bad, "x").await, Err(CrispError::InvalidId)), "{bad:?}");
+            assert!(matches!(crisp.post(bad, &reply("x", 1)).await, Err(CrispError::InvalidId)), "{bad:?}");
         }
         assert!(server.received_requests().await.unwrap_or_default().is_empty());
     }
