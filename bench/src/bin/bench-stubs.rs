@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use bench::{Firehose, autoplay_session, mono_ns};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use standins::crisp::{Crisp, CrispSettings};
+use standins::crisp::{Crisp, CrispSettings, History};
 use standins::llm::{Answer, Llm};
 use standins::sse_server::Plan;
 use std::collections::HashMap;
@@ -94,12 +94,12 @@ async fn main() -> anyhow::Result<()> {
             };
             json!({"nickname": "visitor", "email": "", "data": data})
         }),
-        history: json!([
+        history: History::Fixed(json!([
             {"type": "text", "from": "user", "content": "Hello, I have a billing question.", "fingerprint": 1,
              "timestamp": 1_700_000_000_000u64},
             {"type": "text", "from": "operator", "content": "Sure, what would you like to know?",
              "fingerprint": 2, "timestamp": 1_700_000_001_000u64},
-        ]),
+        ])),
     });
     let shared = Arc::new(Shared {
         llm: Arc::clone(&llm),

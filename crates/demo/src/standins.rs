@@ -4,7 +4,7 @@
 //! the demo to show.
 
 use crate::answer;
-use ::standins::crisp::{Crisp, CrispSettings};
+use ::standins::crisp::{Crisp, CrispSettings, History};
 use ::standins::llm::{Answer, Llm, LlmCall, Upstream, last_user_message};
 use ::standins::sse_server::{Plan, SseServer};
 use axum::Router;
@@ -116,7 +116,7 @@ pub fn crisp() -> Arc<Crisp> {
     Crisp::new(CrispSettings {
         website: Some(WEBSITE_ID.to_owned()),
         meta: Box::new(|_| json!({"nickname": "visitor493603", "data": {"autoplay_session_id": AUTOPLAY_SESSION}})),
-        history: json!([]),
+        history: History::Fixed(json!([])),
     })
 }
 
