@@ -399,7 +399,7 @@ async fn two_replicas_with_a_short_lease_answer_each_message_once_through_redis_
     let a = start(dir.path(), &replica("a")).await;
     let mut b = start(dir.path(), &replica("b")).await;
     let (addr_a, addr_b) = (a.addr.unwrap(), b.addr.unwrap());
-    let pick = move |roll: u64| if roll % 2 == 0 { addr_a } else { addr_b };
+    let pick = move |roll: u64| if roll.is_multiple_of(2) { addr_a } else { addr_b };
     // Redis paused for 1.5 s while the schedule runs.
     let pause = {
         let socket = redis.socket.clone();
