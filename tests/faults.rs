@@ -176,7 +176,9 @@ fn resolved(session: &str) -> Value {
 struct Schedule {
     /// Token → conversation, for messages acked while nobody held the conversation.
     must_answer: HashMap<String, String>,
-    /// Tokens acked while a human held the conversation: never answered before the resolution.
+    /// Tokens of the conversation a human takes over, acked before the resolution: answered at
+    /// most once (those sent before the takeover may end silenced, as the README says), never
+    /// while the human holds it.
     held: Vec<String>,
     /// (conversation, human from, human until): no bot post arrives in between.
     takeovers: Vec<(String, u64, u64)>,
@@ -279,7 +281,7 @@ async fn run_schedule(seed: u64, targets: &dyn Fn(u64) -> SocketAddr) -> Schedul
         let body = visitor_message(SITE, &session, 1_000_000 + n, &format!("Question {token}?"));
         let hang_up = rng.chance(15).then(|| rng.below(4));
         deliver(&http, targets(rng.next()), &body, hang_up).await;
-        if session == held_session && human_since.is_some() {
+        if session == held_session && n < 2 * total / 3 {
             history.held.push(token);
         } else {
             history.must_answer.insert(token, session);

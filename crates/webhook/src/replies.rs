@@ -691,7 +691,11 @@ impl Inner {
         let coordination = &self.deps.coordination;
         coordination.remember_own(session, OwnMark::Text(content.to_owned())).await;
         coordination.remember_own(session, OwnMark::Fingerprint(fingerprint)).await;
-        self.deps.crisp.post(session, &Post { kind, content, fingerprint }).await
+        let post = Post { kind, content, fingerprint };
+        let still = || -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            Box::pin(async { matches!(self.may_post(turn).await, MayPost::Yes) })
+        };
+        self.deps.crisp.post_while(session, &post, still).await
     }
 
     /// Posts the bot's visible reply; false when Crisp refused it.

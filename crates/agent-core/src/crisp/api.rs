@@ -42,6 +42,9 @@ pub enum CrispError {
     /// find out failed too: it must not be posted again until the conversation says.
     #[error("Crisp may have stored the message; reading the conversation to find out failed: {0}")]
     Unconfirmed(#[source] Box<CrispError>),
+    /// A post not tried again: the caller's condition no longer holds (a human took over).
+    #[error("the post was withdrawn before it was tried again")]
+    Withdrawn,
 }
 
 impl CrispError {
@@ -56,9 +59,11 @@ impl CrispError {
             CrispError::Status { status, .. } => *status >= 500,
             // Read after the status: the request was taken.
             CrispError::TooLarge(_) => true,
-            CrispError::Decode(_) | CrispError::BadBaseUrl | CrispError::InvalidId | CrispError::Unconfirmed(_) => {
-                false
-            }
+            CrispError::Decode(_)
+            | CrispError::BadBaseUrl
+            | CrispError::InvalidId
+            | CrispError::Unconfirmed(_)
+            | CrispError::Withdrawn => false,
         }
     }
 }
@@ -72,7 +77,8 @@ impl RetryableError for CrispError {
             | CrispError::TooLarge(_)
             | CrispError::BadBaseUrl
             | CrispError::InvalidId
-            | CrispError::Unconfirmed(_) => false,
+            | CrispError::Unconfirmed(_)
+            | CrispError::Withdrawn => false,
         }
     }
 
@@ -257,6 +263,20 @@ impl CrispClient {
     /// When that read fails too, the answer is [`CrispError::Unconfirmed`] and the post stays
     /// uncertain: the next call with the same fingerprint reads the conversation first.
     pub async fn post(&self, session_id: &str, post: &Post<'_>) -> Result<(), CrispError> {
+        self.post_while(session_id, post, || Box::pin(async { true })).await
+    }
+
+    /// [`CrispClient::post`], tried again only while `still` says so (asked before each
+    /// repeat: a human may have taken the conversation over meanwhile); else
+    /// [`CrispError::Withdrawn`].
+    pub async fn post_while<'a>(
+        &self,
+        session_id: &str,
+        post: &Post<'_>,
+        still: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>>,
+    ) -> Result<(), CrispError> {
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let still = &still;
         let url = self.conversation_url(session_id, "message")?;
         let body = OutgoingText {
             kind: if post.kind == PostKind::Note { "note" } else { "text" },
@@ -269,6 +289,9 @@ impl CrispClient {
         let key = (session_id.to_owned(), post.fingerprint);
         self.retry
             .run("Crisp post", || async {
+                if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 && !still().await {
+                    return Err(CrispError::Withdrawn);
+                }
                 if self.uncertain.contains_key(&key) {
                     let found = self.holds_fingerprint(session_id, post.fingerprint).await;
                     let outcome = match &found {
@@ -581,6 +604,15 @@ mod tests {
         crisp.base = Url::parse(&format!("{}/v1", server2.uri())).unwrap();
         crisp.post("s", &reply("hello", 7)).await.unwrap();
         assert_eq!(c2.stored.lock().unwrap().len(), 1, "found, not repeated");
+    }
+
+    #[tokio::test]
+    async fn a_post_is_not_repeated_once_its_condition_fails() {
+        let server = MockServer::start().await;
+        let c = conversation(&server, faulty(1, ResponseTemplate::new(429), false)).await;
+        let err = client(&server, fast()).post_while("s", &reply("hello", 7), || Box::pin(async { false })).await;
+        assert!(matches!(err, Err(CrispError::Withdrawn)), "{err:?}");
+        assert!(c.stored.lock().unwrap().is_empty());
     }
 
     #[test]
