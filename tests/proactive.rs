@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{
     DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
-    requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
+    post_body, requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
 };
 use standins::{Proc, bin, eventually};
 use std::path::{Path, PathBuf};
@@ -183,11 +183,7 @@ impl Scene {
     }
 
     async fn offers_sent(&self) -> Vec<Value> {
-        requests_to(&self.server, "POST", &self.message_path())
-            .await
-            .iter()
-            .map(|r| serde_json::from_slice(&r.body).unwrap())
-            .collect()
+        requests_to(&self.server, "POST", &self.message_path()).await.iter().map(post_body).collect()
     }
 
     /// The visitor offered nothing, nor the conversation started.

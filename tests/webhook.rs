@@ -5,7 +5,7 @@
 use serde_json::json;
 use standins::stand_ins::{
     DEFAULT_PRIORITY, Env, LLM_PATH, Webhook, body_of, completion, crisp_ok, header_of, message_path,
-    mount_conversation, mount_crisp_catch_all, mount_llm, requests_to, set, unset, webhook_env,
+    mount_conversation, mount_crisp_catch_all, mount_llm, post_body, requests_to, set, unset, webhook_env,
 };
 use standins::{Proc, bin, eventually, free_port};
 use std::path::Path;
@@ -112,7 +112,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     let post = &posts[0];
     assert_eq!(header_of(post, "authorization"), "Basic aWRlbnQ6a2V5");
     assert_eq!(header_of(post, "x-crisp-tier"), "plugin");
-    assert_eq!(body_of(post), json!({"type": "text", "from": "operator", "origin": "chat", "content": ANSWER}));
+    assert_eq!(post_body(post), json!({"type": "text", "from": "operator", "origin": "chat", "content": ANSWER}));
 }
 
 #[tokio::test]

@@ -491,6 +491,15 @@ pub fn body_of(request: &Request) -> Value {
         .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&request.body)))
 }
 
+/// A bot post's JSON body without its `fingerprint`, which must be there (every post carries
+/// one, derived from what it answers).
+pub fn post_body(request: &Request) -> Value {
+    let mut body = body_of(request);
+    let fingerprint = body.as_object_mut().and_then(|fields| fields.remove("fingerprint"));
+    assert!(fingerprint.as_ref().is_some_and(Value::is_u64), "a post without its fingerprint: {body}");
+    body
+}
+
 /// A request header that must be there.
 pub fn header_of<'a>(request: &'a Request, name: &str) -> &'a str {
     request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name} header"))
