@@ -12,7 +12,8 @@
 //! mid-request (Crisp then delivers again), an operator taking a conversation over and
 //! resolving it, the webhook stopped and restarted on the same data. With Redis
 //! (`redis-server` on the PATH): two replicas with a 2 s lease and an LLM slower than the
-//! lease, hooks spread over both, Redis paused (`CLIENT PAUSE`), one replica stopped mid-run.
+//! lease, hooks spread over both, Redis paused (`CLIENT PAUSE`) and killed and restarted (on
+//! its append-only file), one replica stopped mid-run.
 //! (`kill -9` of the real binary is `tests/durable.rs`'s.)
 //!
 //! `FAULT_SEED=n` replays a schedule (the seed is printed on failure); `FAULT_MESSAGES=n` sets
@@ -321,23 +322,45 @@ async fn every_acked_message_is_answered_exactly_once_through_crisp_faults_and_a
     drop(restarted);
 }
 
-/// A private `redis-server` on a Unix socket, stopped on drop; `None` (said) without one.
+/// A private `redis-server` on a Unix socket, with every write in its append-only file (a
+/// restart keeps what was recorded), stopped on drop; `None` (said) without one.
 struct RedisServer {
-    child: std::process::Child,
+    child: std::sync::Mutex<std::process::Child>,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    fn start() -> Option<RedisServer> {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("redis.sock");
+    fn spawn(dir: &Path) -> std::io::Result<std::process::Child> {
+        let socket = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
         let child = std::process::Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(&socket)
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
             .stdout(std::process::Stdio::null())
-            .spawn();
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(child)
+    }
+
+    /// Stopped hard (`SIGKILL`) and started again on the same files.
+    fn restart(&self) {
+        let mut child = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = Self::spawn(self.dir.path()).expect("redis-server restarts");
+    }
+
+    fn start() -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = Self::spawn(dir.path());
         let child = match child {
             Ok(child) => child,
             Err(e) if std::env::var("SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") => {
@@ -348,12 +371,7 @@ impl RedisServer {
                 panic!("the Redis fault schedule needs redis-server on the PATH ({e}); SKIP_REDIS_TESTS=1 skips it")
             }
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(RedisServer { child, socket, _dir: dir })
+        Some(RedisServer { child: std::sync::Mutex::new(child), socket, dir })
     }
 
     fn url(&self) -> String {
@@ -368,8 +386,9 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -378,6 +397,7 @@ impl Drop for RedisServer {
 #[tokio::test]
 async fn two_replicas_with_a_short_lease_answer_each_message_once_through_redis_pauses() {
     let Some(redis) = RedisServer::start() else { return };
+    let redis = Arc::new(redis);
     let seed = seed();
     eprintln!("fault schedule seed {seed} (FAULT_SEED={seed} replays it)");
     let dir = tempfile::tempdir().unwrap();
@@ -402,25 +422,22 @@ async fn two_replicas_with_a_short_lease_answer_each_message_once_through_redis_
     let mut b = start(dir.path(), &replica("b")).await;
     let (addr_a, addr_b) = (a.addr.unwrap(), b.addr.unwrap());
     let pick = move |roll: u64| if roll.is_multiple_of(2) { addr_a } else { addr_b };
-    // Redis paused for 1.5 s while the schedule runs.
-    let pause = {
-        let socket = redis.socket.clone();
+    // While the schedule runs: Redis paused for 1.5 s, then killed and restarted.
+    let outages = {
+        let redis = Arc::clone(&redis);
         let mut rng = Rng(seed ^ 0x9A05E);
-        let after = Duration::from_millis(200 + rng.below(1500));
+        let pause_after = Duration::from_millis(200 + rng.below(1000));
+        let restart_after = Duration::from_millis(2000 + rng.below(1000));
         tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let pause = move || {
-                std::process::Command::new("redis-cli")
-                    .arg("-s")
-                    .arg(&socket)
-                    .args(["CLIENT", "PAUSE", "1500", "ALL"])
-                    .output()
-            };
-            let _ = tokio::task::spawn_blocking(pause).await;
+            tokio::time::sleep(pause_after).await;
+            let paused = Arc::clone(&redis);
+            let _ = tokio::task::spawn_blocking(move || paused.cli(&["CLIENT", "PAUSE", "1500", "ALL"])).await;
+            tokio::time::sleep(restart_after).await;
+            let _ = tokio::task::spawn_blocking(move || redis.restart()).await;
         })
     };
     let history = run_schedule(seed, &pick).await;
-    pause.await.unwrap();
+    outages.await.unwrap();
     // Replica b stops (its held conversations are released and resumed by a).
     b.stop(Duration::from_secs(30)).await.unwrap();
     check(seed, &crisp, &history, false).await;

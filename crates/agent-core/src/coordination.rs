@@ -191,6 +191,13 @@ impl Coordination {
 
     /// Records a visitor message durably.
     pub async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
+        // Recorded here while Redis was down: its redelivery is a duplicate, on Redis too.
+        if self.shared.is_some()
+            && let Some(fingerprint) = message.fingerprint
+            && self.local.seen.contains_key(&(message.session_id.clone(), fingerprint))
+        {
+            return Ok(Accepted::Duplicate);
+        }
         self.either(async |r| r.accept(message).await, async |l| l.accept(message).await).await
     }
 

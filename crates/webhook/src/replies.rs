@@ -42,6 +42,10 @@ use tracing::Instrument;
 
 /// Characters kept of each earlier turn in the prompt.
 const HISTORY_TURN_CHARS: usize = 1000;
+/// Posting locks (conversations share them by hash).
+const POSTING_LOCKS: usize = 64;
+/// How long an operator hook waits for a bot post already under way in its conversation.
+const POSTING_WAIT: Duration = Duration::from_secs(2);
 /// How often conversations nobody holds are looked for (a replica died holding them).
 const RESUME_EVERY: Duration = Duration::from_secs(5);
 /// Backoff of a burst that could not be answered: doubles from 2 s up to 60 s.
@@ -194,6 +198,9 @@ struct Inner {
     history: moka::future::Cache<String, Arc<Vec<ConversationMessage>>>,
     /// Whether the LLM server takes tools; false once it refused them.
     tools_supported: AtomicBool,
+    /// Held (shared) by a post from its last "may the bot speak?" check to Crisp's answer;
+    /// taken (exclusive) by an operator's takeover.
+    posting: Box<[tokio::sync::RwLock<()>]>,
     availability: moka::future::Cache<(), bool>,
 }
 
@@ -210,6 +217,7 @@ impl Replies {
                     .time_to_live(Duration::from_secs(30))
                     .build(),
                 tools_supported: AtomicBool::new(true),
+                posting: (0..POSTING_LOCKS).map(|_| tokio::sync::RwLock::new(())).collect(),
                 availability: moka::future::Cache::builder().time_to_live(Duration::from_secs(30)).build(),
             }),
         }
@@ -579,17 +587,12 @@ impl Inner {
                 }
             }
         };
-        // Again after the LLM: a human may have written meanwhile, or the hold lapsed.
-        match self.may_post(turn).await {
-            MayPost::Yes => {}
-            MayPost::Silenced => return Sent::only(Attempt::Settled(Settled::Silenced), None),
-            MayPost::Lost => return Sent::only(Attempt::Lost, None),
-            MayPost::Unknown => return Sent::retry(None),
-        }
+        // Whether the bot may still speak (a human may have written meanwhile, or the hold
+        // lapsed) is asked right before the post, in `post`.
         match decision {
             Decision::Answer(text, settled) => {
-                if !self.send_own_text(turn, &text).await {
-                    return Sent::retry(Some(text));
+                if let Err(not_sent) = self.send_own_text(turn, &text).await {
+                    return Sent::only(not_sent, Some(text));
                 }
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
                 let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
@@ -636,8 +639,8 @@ impl Inner {
         let online = self.operators_online().await;
         let settings = &self.deps.handoff;
         let text = if online { settings.message.clone() } else { settings.offline_message.clone() };
-        if !self.send_own_text(turn, &text).await {
-            return Sent::retry(Some(text));
+        if let Err(not_sent) = self.send_own_text(turn, &text).await {
+            return Sent::only(not_sent, Some(text));
         }
         if let Err(e) = self.deps.coordination.set_human_takeover(session).await {
             tracing::error!(error = %e, "cannot record the hand-off; the bot may answer the next message");
@@ -684,9 +687,12 @@ impl Inner {
     }
 
     /// Posts the bot's own message of `kind`, marked as the bot's first (its echo never reads
-    /// as a human taking over).
+    /// as a human taking over). Whether the bot may speak is asked again right before each
+    /// attempt, under the conversation's posting lock: an operator hook waits for a post that
+    /// passed that check, so once it is acknowledged nothing more of the bot's arrives.
     async fn post(&self, turn: &Turn<'_>, kind: PostKind, content: &str) -> Result<(), CrispError> {
         let session = turn.session;
+        let _posting = self.posting_lock(session).read().await;
         let fingerprint = turn.fingerprint(kind);
         let coordination = &self.deps.coordination;
         coordination.remember_own(session, OwnMark::Text(content.to_owned())).await;
@@ -698,16 +704,22 @@ impl Inner {
         self.deps.crisp.post_while(session, &post, still).await
     }
 
-    /// Posts the bot's visible reply; false when Crisp refused it.
-    async fn send_own_text(&self, turn: &Turn<'_>, text: &str) -> bool {
+    /// Posts the bot's visible reply; when it was not posted, what becomes of the burst: a
+    /// human took over (silenced), another replica holds it (lost), or it is tried again.
+    async fn send_own_text(&self, turn: &Turn<'_>, text: &str) -> Result<(), Attempt> {
         match self.post(turn, PostKind::Reply, text).await {
             Ok(()) => {
                 self.history.invalidate(turn.session).await;
-                true
+                Ok(())
             }
+            Err(CrispError::Withdrawn) => Err(match self.may_post(turn).await {
+                MayPost::Silenced => Attempt::Settled(Settled::Silenced),
+                MayPost::Lost => Attempt::Lost,
+                MayPost::Yes | MayPost::Unknown => Attempt::Retry,
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "Crisp refused the reply");
-                false
+                Err(Attempt::Retry)
             }
         }
     }
@@ -769,6 +781,13 @@ impl Inner {
         Ok(())
     }
 
+    /// The posting lock of a conversation (one of a fixed set, by the conversation's hash).
+    fn posting_lock(&self, session: &str) -> &tokio::sync::RwLock<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(session);
+        &self.posting[(hash % POSTING_LOCKS as u64) as usize]
+    }
+
     async fn note_operator(&self, message: OperatorMessage) -> Result<(), CoordError> {
         if message.automated {
             return Ok(()); // bots and automations never take a conversation over
@@ -781,6 +800,9 @@ impl Inner {
             }
         }
         self.deps.coordination.set_human_takeover(session).await?;
+        // A post that passed its last check before the takeover was recorded finishes first
+        // (briefly bounded): after this hook's `200` the bot posts nothing more here.
+        let _ = tokio::time::timeout(POSTING_WAIT, self.posting_lock(session).write()).await;
         tracing::info!(session = id_for_log(session), "human operator took over the conversation");
         Ok(())
     }

@@ -266,8 +266,8 @@ impl CrispClient {
         self.post_while(session_id, post, || Box::pin(async { true })).await
     }
 
-    /// [`CrispClient::post`], tried again only while `still` says so (asked before each
-    /// repeat: a human may have taken the conversation over meanwhile); else
+    /// [`CrispClient::post`], tried (and tried again) only while `still` says so (asked before
+    /// each attempt: a human may have taken the conversation over meanwhile); else
     /// [`CrispError::Withdrawn`].
     pub async fn post_while<'a>(
         &self,
@@ -275,7 +275,6 @@ impl CrispClient {
         post: &Post<'_>,
         still: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>>,
     ) -> Result<(), CrispError> {
-        let tries = std::sync::atomic::AtomicUsize::new(0);
         let still = &still;
         let url = self.conversation_url(session_id, "message")?;
         let body = OutgoingText {
@@ -289,7 +288,7 @@ impl CrispClient {
         let key = (session_id.to_owned(), post.fingerprint);
         self.retry
             .run("Crisp post", || async {
-                if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 && !still().await {
+                if !still().await {
                     return Err(CrispError::Withdrawn);
                 }
                 if self.uncertain.contains_key(&key) {
