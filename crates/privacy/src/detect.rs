@@ -27,9 +27,6 @@ pub(crate) struct Detectors {
     bearer: Regex,
     pair: Regex,
     email: Regex,
-    iban: Regex,
-    card: Regex,
-    phone: Regex,
     extra: Vec<Regex>,
 }
 
@@ -46,12 +43,6 @@ const BEARER: &str = r"(?i)(?-u:\b)bearer[ \t]+([A-Za-z0-9\-._~+/]{8,}=*)";
 const PAIR: &str = r#"(?i)(?-u:\b)(?:password|passwd|passphrase|passcode|pwd|pin|secret|client[_\-]?secret|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|token)["']?[ \t]*[:=][ \t]*(?:"([^"\r\n]{1,256})"|'([^'\r\n]{1,256})'|([^\s"',;]{1,256}))"#;
 
 const EMAIL: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)";
-
-const IBAN: &str = r"(?-u:\b)[A-Za-z]{2}[0-9]{2}(?:[ \-]?[A-Za-z0-9]){8,40}";
-
-const CARD: &str = r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,}(?-u:\b)";
-
-const PHONE: &str = r"\+?\(?[0-9](?:[ \t.\-()]{0,3}[0-9])*";
 
 impl Detectors {
     pub fn new(settings: &Settings) -> Result<Detectors, SettingsError> {
@@ -77,9 +68,6 @@ impl Detectors {
             bearer: re(BEARER),
             pair: re(PAIR),
             email: re(EMAIL),
-            iban: re(IBAN),
-            card: re(CARD),
-            phone: re(PHONE),
             extra,
         })
     }
@@ -155,29 +143,37 @@ impl Detectors {
                 }
             }
         }
+        // Cards, IBANs and phones are found by hand-written byte scanners: digit-dense text
+        // (dates, prices, order numbers) costs a regex ~80 ns a match, these a few ns a byte.
         if on(Kind::Iban) {
-            let mut at = 0;
-            while let Some(m) = self.iban.find_at(text, at) {
-                match iban_at(text, m.start()) {
-                    Some((end, compact)) => {
-                        c.add(m.start(), end, Kind::Iban, &compact);
-                        at = end;
-                    }
-                    None => at = m.start() + 1,
+            let b = text.as_bytes();
+            let mut i = 0;
+            while i + 4 <= b.len() {
+                if b[i].is_ascii_alphabetic()
+                    && b[i + 1].is_ascii_alphabetic()
+                    && b[i + 2].is_ascii_digit()
+                    && b[i + 3].is_ascii_digit()
+                    && (i == 0 || !is_word(b[i - 1]))
+                    && let Some((end, compact)) = iban_at(text, i)
+                {
+                    c.add(i, end, Kind::Iban, &compact);
+                    i = end;
+                } else {
+                    i += 1;
                 }
             }
         }
         if on(Kind::Card) {
-            for m in self.card.find_iter(text) {
-                if text[..m.start()].ends_with('+') {
+            for (start, end) in digit_runs(text.as_bytes(), b" -", 1, 13) {
+                if text[..start].ends_with('+') {
                     continue;
                 }
-                cards_in(text, m.start(), m.end(), &mut c);
+                cards_in(text, start, end, &mut c);
             }
         }
         if on(Kind::Phone) {
-            for m in self.phone.find_iter(text) {
-                self.phones_in(text, m.start(), m.end(), &mut c);
+            for (start, end) in phone_runs(text.as_bytes()) {
+                self.phones_in(text, start, end, &mut c);
             }
         }
         c.found.sort_unstable_by_key(|f| f.start);
@@ -289,11 +285,149 @@ impl Detectors {
             s
         };
         let number = phonenumber::parse(Some(self.region), candidate).ok()?;
-        if !number.is_valid() {
-            return None;
-        }
-        Some(number.format().mode(phonenumber::Mode::E164).to_string())
+        let code = number.code().value();
+        let national = number.national().to_string();
+        phone_valid(code, &national).then(|| format!("+{code}{national}"))
     }
+}
+
+/// Whether `national` is a valid number for country code `code` by libphonenumber's metadata
+/// (the `phonenumber` crate's): its length is one the country uses and it matches the
+/// country's general number pattern (the union of its fixed-line, mobile, toll-free, … ranges).
+///
+/// The crate's own `is_valid` asks the same metadata which of those ranges the number is in,
+/// through a locked regex cache: 5-11 µs a number, against well under 1 µs here with the
+/// patterns compiled once per country (on first use) into plain regexes.
+fn phone_valid(code: u16, national: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Arc, RwLock};
+    type Compiled = RwLock<HashMap<usize, Option<Arc<Regex>>>>;
+    static COMPILED: std::sync::OnceLock<Compiled> = std::sync::OnceLock::new();
+
+    let Some(metas) = phonenumber::metadata::DATABASE.by_code(&code) else {
+        return false;
+    };
+    let compiled = COMPILED.get_or_init(Default::default);
+    metas.into_iter().any(|meta| {
+        let general = meta.descriptors().general();
+        let lengths = general.possible_length();
+        if !lengths.is_empty() && !lengths.contains(&(national.len() as u16)) {
+            return false;
+        }
+        let id = std::ptr::from_ref(meta) as usize;
+        let cached = compiled.read().ok().and_then(|m| m.get(&id).cloned());
+        let re = match cached {
+            Some(re) => re,
+            None => {
+                // The metadata's patterns are written with insignificant whitespace.
+                let pattern = format!("^(?:{})$", general.national_number().as_str());
+                let re = regex::RegexBuilder::new(&pattern).ignore_whitespace(true).build().ok().map(Arc::new);
+                if let Ok(mut m) = compiled.write() {
+                    m.insert(id, re.clone());
+                }
+                re
+            }
+        };
+        let Some(re) = re else {
+            return false;
+        };
+        re.is_match(national)
+    })
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Runs of digits joined by at most `max_sep` bytes of `seps` (`4242 4242 …`), standing on
+/// their own (no letter, digit or `_` just before or after: a glued end is cut back to the
+/// last separator), with at least `min_digits` digits.
+fn digit_runs<'a>(
+    b: &'a [u8],
+    seps: &'static [u8],
+    max_sep: usize,
+    min_digits: usize,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if !b[i].is_ascii_digit() || (i > 0 && is_word(b[i - 1])) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let (mut end, mut digits, mut last_sep) = (i, 0, None);
+            loop {
+                while end < b.len() && b[end].is_ascii_digit() {
+                    end += 1;
+                    digits += 1;
+                }
+                let mut j = end;
+                while j < b.len() && j - end < max_sep && seps.contains(&b[j]) {
+                    j += 1;
+                }
+                if j > end && j < b.len() && b[j].is_ascii_digit() {
+                    last_sep = Some((end, digits));
+                    end = j;
+                } else {
+                    break;
+                }
+            }
+            i = end;
+            if end < b.len() && is_word(b[end]) {
+                // Glued to a word: keep the part before the last separator.
+                match last_sep {
+                    Some((e, d)) => (end, digits) = (e, d),
+                    None => continue,
+                }
+            }
+            if digits >= min_digits {
+                return Some((start, end));
+            }
+        }
+        None
+    })
+}
+
+/// Phone candidates: an optional `+` and `(`, then digits joined by up to 3 of ` \t.-()`.
+fn phone_runs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let mut start = i;
+            if start > 0 && b[start - 1] == b'(' {
+                start -= 1;
+            }
+            if start > 0 && b[start - 1] == b'+' {
+                start -= 1;
+            }
+            let (mut end, mut digits) = (i, 0);
+            loop {
+                while end < b.len() && b[end].is_ascii_digit() {
+                    end += 1;
+                    digits += 1;
+                }
+                let mut j = end;
+                while j < b.len() && j - end < 3 && b" \t.-()".contains(&b[j]) {
+                    j += 1;
+                }
+                if j > end && j < b.len() && b[j].is_ascii_digit() {
+                    end = j;
+                } else {
+                    break;
+                }
+            }
+            i = end;
+            if digits >= 7 {
+                return Some((start, end));
+            }
+        }
+        None
+    })
 }
 
 /// Spans taken so far; a later candidate that overlaps one is dropped.
