@@ -629,7 +629,7 @@ pub(crate) fn iban_length(country: &[u8; 2]) -> Option<usize> {
 }
 
 /// Card numbers in one run of digits with single spaces or dashes: the whole run if it has
-/// 13-19 digits, else windows of whole groups (`4242 4242 4242 4242 123`), each
+/// 13-19 digits, else leading windows of whole groups (`4242 4242 4242 4242 123`), each
 /// Luhn-valid and starting with 2-6 (the issuers' ranges: Mastercard 2/5, Amex/Diners/JCB 3,
 /// Visa 4, Discover/Maestro/UnionPay 6).
 fn cards_in(text: &str, start: usize, end: usize, c: &mut Collector) {
@@ -654,17 +654,21 @@ fn cards_in(text: &str, start: usize, end: usize, c: &mut Collector) {
     if let Some(s) = g {
         groups.push((s, run.len()));
     }
+    // Windows that start where the run starts (a card followed by its CVV or expiry), then,
+    // after a card, where that card ends (two cards in a row). Never a window in the middle of
+    // a longer run (tracking numbers).
     let mut i = 0;
-    'outer: while i < groups.len() {
-        for j in (i..groups.len()).rev() {
+    while i < groups.len() {
+        let found = (i..groups.len()).rev().find(|&j| {
             let window = &run[groups[i].0..groups[j].1];
-            if groups[i..=j].iter().all(|&(s, e)| e - s >= 3) && card_ok(window) {
-                c.add(start + groups[i].0, start + groups[j].1, Kind::Card, &digits_of(window));
-                i = j + 1;
-                continue 'outer;
-            }
-        }
-        i += 1;
+            groups[i..=j].iter().all(|&(s, e)| e - s >= 3) && card_ok(window)
+        });
+        let Some(j) = found else {
+            break;
+        };
+        let window = &run[groups[i].0..groups[j].1];
+        c.add(start + groups[i].0, start + groups[j].1, Kind::Card, &digits_of(window));
+        i = j + 1;
     }
 }
 
