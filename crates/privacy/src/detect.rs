@@ -30,6 +30,9 @@ pub(crate) struct Detectors {
     extra: Vec<Regex>,
 }
 
+/// Most phone-library calls for one run of digits (a long run of short numbers costs no more).
+const MAX_PHONE_TRIES: usize = 32;
+
 const PEM: &str = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|\z)";
 
 const URL: &str = r#"(?i)(?-u:\b)(?:https?://|www\.)[^\s<>"'`{}|\\^\[\]]+"#;
@@ -218,31 +221,53 @@ impl Detectors {
         }
     }
 
-    /// Phone numbers in one run of digits and separators: the whole run, else the run without
-    /// its first or last space-separated chunk (`I have 2 (415) 555-2671`).
+    /// Phone numbers in one run of digits and separators: the longest span of whole
+    /// space-separated chunks from the run's start that is a valid number, then the same on
+    /// what is left (`(415) 555-2671 3000000`). At most [`MAX_PHONE_TRIES`] library calls a
+    /// run.
     fn phones_in(&self, text: &str, start: usize, end: usize, c: &mut Collector) {
-        if let Some(key) = self.phone_key(text, start, end) {
-            c.add(start, end, Kind::Phone, &key);
-            return;
+        let run = &text.as_bytes()[start..end];
+        let mut chunks: Vec<(usize, usize)> = Vec::new();
+        let mut chunk_start = None;
+        for (i, &b) in run.iter().enumerate() {
+            match (b == b' ' || b == b'\t', chunk_start) {
+                (false, None) => chunk_start = Some(i),
+                (true, Some(s)) => {
+                    chunks.push((start + s, start + i));
+                    chunk_start = None;
+                }
+                _ => {}
+            }
         }
-        let run = &text[start..end];
-        if let Some(sp) = run.find(' ') {
-            let s = start + sp + 1;
-            let s = s + text[s..end].len() - text[s..end].trim_start().len();
-            if s < end
-                && let Some(key) = self.phone_key(text, s, end)
-            {
-                c.add(s, end, Kind::Phone, &key);
+        if let Some(s) = chunk_start {
+            chunks.push((start + s, end));
+        }
+        let digits = |s: usize, e: usize| text.as_bytes()[s..e].iter().filter(|b| b.is_ascii_digit()).count();
+        let mut tries = 0;
+        let mut i = 0;
+        'outer: while i < chunks.len() {
+            for j in (i..chunks.len()).rev() {
+                let (s, e) = (chunks[i].0, chunks[j].1);
+                if !(7..=15).contains(&digits(s, e)) {
+                    continue;
+                }
+                if tries == MAX_PHONE_TRIES {
+                    return;
+                }
+                tries += 1;
+                if let Some(key) = self.phone_key(text, s, e) {
+                    c.add(s, e, Kind::Phone, &key);
+                    i = j + 1;
+                    continue 'outer;
+                }
+            }
+            // A stray short number before the phone (`I have 2 (415) 555-2671`) is skipped; a
+            // longer chunk that starts no number ends the search, so no number is read out of
+            // the middle of a long run (tracking numbers, grouped digits).
+            if digits(chunks[i].0, chunks[i].1) >= 3 {
                 return;
             }
-        }
-        if let Some(sp) = run.rfind(' ') {
-            let e = start + text[start..start + sp].trim_end().len();
-            if e > start
-                && let Some(key) = self.phone_key(text, start, e)
-            {
-                c.add(start, e, Kind::Phone, &key);
-            }
+            i += 1;
         }
     }
 
@@ -664,6 +689,12 @@ fn cards_in(text: &str, start: usize, end: usize, c: &mut Collector) {
             groups[i..=j].iter().all(|&(s, e)| e - s >= 3) && card_ok(window)
         });
         let Some(j) = found else {
+            // A stray short number before the card (`qty 2 4242 4242 4242 4242`) is skipped;
+            // a full group that starts no card ends the search.
+            if groups[i].1 - groups[i].0 < 3 {
+                i += 1;
+                continue;
+            }
             break;
         };
         let window = &run[groups[i].0..groups[j].1];

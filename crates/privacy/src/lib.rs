@@ -75,6 +75,9 @@ pub use settings::{
     EXTRA_PATTERN_SEPARATOR, KindsSetting, REDACT_ACCEPTED, Settings, SettingsError, parse_extra_patterns,
 };
 
+/// Most detection passes over one text (see `replace`).
+const MAX_PASSES: usize = 4;
+
 /// Finds personal values and secrets in text (see the [crate] docs). Build one per process
 /// and share it (`&self` methods, `Send + Sync`).
 pub struct Redactor {
@@ -144,26 +147,35 @@ impl Redactor {
         self.detectors.find(text).into_iter().map(|f| Match { kind: f.kind, range: f.start..f.end }).collect()
     }
 
+    /// Replaces what the detectors find, then looks again at the result until nothing new is
+    /// found (at most [`MAX_PASSES`] passes): a replacement can change what a neighbour looks
+    /// like (`token: +49 30 1234567` leaves `30 1234567` after the `+49` went as the token's
+    /// value), and redacting a redacted text must change nothing. Text with nothing to hide
+    /// costs one pass.
     fn replace<'t>(
         &self,
         text: &'t str,
         mut placeholder: impl FnMut(Kind, &str, &str) -> Cow<'static, str>,
     ) -> Redacted<'t> {
-        let found = self.detectors.find(text);
         let mut counts = Counts::default();
-        if found.is_empty() {
-            return Redacted { text: Cow::Borrowed(text), counts };
+        let mut current = Cow::Borrowed(text);
+        for _ in 0..MAX_PASSES {
+            let found = self.detectors.find(&current);
+            if found.is_empty() {
+                break;
+            }
+            let mut out = String::with_capacity(current.len());
+            let mut copied = 0;
+            for f in &found {
+                out.push_str(&current[copied..f.start]);
+                out.push_str(&placeholder(f.kind, &f.key, &current[f.start..f.end]));
+                counts.add(f.kind);
+                copied = f.end;
+            }
+            out.push_str(&current[copied..]);
+            current = Cow::Owned(out);
         }
-        let mut out = String::with_capacity(text.len());
-        let mut copied = 0;
-        for f in &found {
-            out.push_str(&text[copied..f.start]);
-            out.push_str(&placeholder(f.kind, &f.key, &text[f.start..f.end]));
-            counts.add(f.kind);
-            copied = f.end;
-        }
-        out.push_str(&text[copied..]);
-        Redacted { text: Cow::Owned(out), counts }
+        Redacted { text: current, counts }
     }
 }
 

@@ -117,7 +117,6 @@ fn phone_format(r: &mut Rng, country: &str) -> String {
         },
         "NL" => format!("+31 6 {}", r.digits(8)),
         "IN" => format!("+91 9{} {}", r.digits(4), r.digits(5)),
-        "BR" => format!("+55 11 9{}-{}", r.digits(4), r.digits(4)),
         "JP" => format!("+81 90-{}-{}", r.digits(4), r.digits(4)),
         _ => format!("+61 4{} {} {}", r.digits(2), r.digits(3), r.digits(3)),
     }
