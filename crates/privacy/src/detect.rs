@@ -248,7 +248,7 @@ impl Detectors {
         'outer: while i < chunks.len() {
             for j in (i..chunks.len()).rev() {
                 let (s, e) = (chunks[i].0, chunks[j].1);
-                if !(7..=15).contains(&digits(s, e)) {
+                if !(7..=15).contains(&digits(s, e)) || !c.is_free(s, e) {
                     continue;
                 }
                 if tries == MAX_PHONE_TRIES {
@@ -463,8 +463,12 @@ struct Collector {
 }
 
 impl Collector {
+    fn is_free(&self, start: usize, end: usize) -> bool {
+        !self.taken.iter().any(|&(s, e)| start < e && s < end)
+    }
+
     fn add(&mut self, start: usize, end: usize, kind: Kind, key: &str) {
-        if start >= end || self.taken.iter().any(|&(s, e)| start < e && s < end) {
+        if start >= end || !self.is_free(start, end) {
             return;
         }
         self.taken.push((start, end));
