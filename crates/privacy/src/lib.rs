@@ -17,7 +17,7 @@
 //! | kind (`REDACT` word) | found | placeholder | `restore()` gives |
 //! |---|---|---|---|
 //! | `email` | `local@domain.tld` | `[EMAIL_1]` | the original |
-//! | `phone` | `+` numbers of any country, and national formats of `REDACT_PHONE_REGION` (default `US`): candidates by regex, kept only if the `phonenumber` library (libphonenumber's metadata) says the number is valid | `[PHONE_1]` | the original |
+//! | `phone` | `+` numbers of any country, and national formats of `REDACT_PHONE_REGION` (default `US`): candidates by a digit-run scanner, parsed by the `phonenumber` crate and kept only if libphonenumber's metadata for the country accepts the length and the number ranges | `[PHONE_1]` | the original |
 //! | `card` | 13-19 digits, single spaces or dashes between, starting 2-6, Luhn-valid | `[CARD_1]` | `•••• 4242` (last 4) |
 //! | `iban` | country code, check digits and the country's exact length (spaces or dashes allowed), mod-97-valid | `[IBAN_1]` | the original |
 //! | `secret` | OpenAI `sk-…`, Stripe `sk_/pk_/rk_live_…` (and `_test_`), AWS `AKIA…`/`ASIA…`, GitHub `ghp_/gho_/ghu_/ghs_/ghr_…` and `github_pat_…`, Slack `xox[abprse]-…`, Google `AIza…`, JWTs (`eyJ….….…`), the token after `Bearer`, PEM private-key blocks, a URL's `user:password@`, the value of `password: …`, `password=…`, `api_key=…`, `token: …`, `"secret": "…"` and the like, and `REDACT_EXTRA_PATTERNS` | `[SECRET_1]` | stays `[SECRET_1]` |
@@ -58,8 +58,12 @@
 //!
 //! # Cost
 //!
-//! The regexes are compiled once in [`Redactor::new`]; a text with nothing to hide is returned
-//! borrowed, without allocation. See `examples/bench.rs` for the figure on a 2 KB message.
+//! The regexes are compiled once in [`Redactor::new`] (each country's phone pattern on first
+//! use, once per process); cards, IBANs and phone candidates are found by byte scanners. A text
+//! with nothing to hide costs one pass and is returned borrowed, without allocation; a text
+//! with values is looked at again after the replacement, until nothing new is found, so that
+//! redacting twice changes nothing. `cargo run --release -p privacy --example bench` prints
+//! p50/p99 for 2 KB messages.
 
 mod detect;
 mod kind;
