@@ -135,6 +135,10 @@ fn webhook_vars(llm: SocketAddr, crisp: SocketAddr, extra: &[(&'static str, Stri
         ("BIND_ADDR", "127.0.0.1:0".into()),
         ("HISTORY_TURNS", "0".into()),
         ("SHUTDOWN_GRACE_SECS", "1".into()),
+        // Every message of a burst in its prompt (by default the newest 20 are, and the reply
+        // settles the rest too): the property reads each message's words in the answer.
+        ("MAX_BURST_MESSAGES", "100".into()),
+        ("MAX_MESSAGE_CHARS", "100000".into()),
     ];
     for (name, value) in extra {
         vars.retain(|(k, _)| k != name);
