@@ -73,6 +73,46 @@ impl OpenAiArgs {
     }
 }
 
+/// What is replaced by placeholders before text leaves for the LLM (both binaries); logs are
+/// always redacted, whatever these say.
+#[derive(clap::Args, Clone)]
+pub struct RedactArgs {
+    /// Kinds of personal data replaced by placeholders before any text goes to the LLM: a
+    /// comma-separated list of email, phone, card, iban, secret, url_query, or `off`.
+    #[arg(long, env = "REDACT", default_value = "email,phone,card,iban,secret,url_query", value_name = "LIST")]
+    pub redact: String,
+    /// Extra secret patterns (regexes, separated by `;;` or newlines), redacted as `secret`.
+    #[arg(long, env = "REDACT_EXTRA_PATTERNS", value_name = "REGEXES")]
+    pub redact_extra_patterns: Option<String>,
+    /// Country of phone numbers written without `+` (ISO 3166 code).
+    #[arg(long, env = "REDACT_PHONE_REGION", default_value = "US", value_name = "CODE")]
+    pub redact_phone_region: String,
+}
+
+impl RedactArgs {
+    /// The redactor these settings describe; the error names the variable and what it accepts.
+    pub fn redactor(&self) -> Result<std::sync::Arc<privacy::Redactor>, ConfigError> {
+        let settings = privacy::Settings::parse(
+            Some(&self.redact),
+            self.redact_extra_patterns.as_deref(),
+            Some(&self.redact_phone_region),
+        )
+        .map_err(redact_error)?;
+        privacy::Redactor::new(settings).map(std::sync::Arc::new).map_err(redact_error)
+    }
+}
+
+fn redact_error(e: privacy::SettingsError) -> ConfigError {
+    let var = match &e {
+        privacy::SettingsError::UnknownKind { .. } => "REDACT",
+        privacy::SettingsError::BadPattern { .. } => "REDACT_EXTRA_PATTERNS",
+        privacy::SettingsError::UnknownRegion { .. } => "REDACT_PHONE_REGION",
+    };
+    let reason = e.to_string();
+    let reason = reason.split_once(": ").map_or(reason.clone(), |(_, rest)| rest.to_owned());
+    ConfigError::Invalid { var, reason }
+}
+
 /// The per-visitor context store, shared by both binaries.
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {

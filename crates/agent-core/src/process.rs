@@ -74,10 +74,27 @@ pub fn fail(line: &str) -> ! {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` for JSON lines.
+/// Standard error, every log line passed through the redactor first: whatever a line carries
+/// (a visitor's words in an error, a URL with a token), no personal value or secret reaches the
+/// log. The formatter writes each event in one call, so a value is never split across calls.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(privacy::redact_for_log(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         builder.json().init();
     } else {
@@ -123,6 +140,11 @@ pub trait Service: Sized {
     fn settings(cli: Self::Cli) -> Result<Self::Settings, crate::config::ConfigError>;
     /// Whether `--check` was given.
     fn check_only(cli: &Self::Cli) -> bool;
+    /// A one-shot command given instead of the service (`webhook redact "text"`): what it
+    /// runs, ending in the process's exit status. `None`: run the service.
+    fn command(_cli: &Self::Cli) -> Option<std::pin::Pin<Box<dyn Future<Output = i32> + '_>>> {
+        None
+    }
     /// `--check`: reaches each outside service once; whether all work.
     fn check(settings: &Self::Settings) -> impl Future<Output = bool>;
     /// Opens what the settings name and binds the ports; a failure names its setting.
@@ -135,7 +157,14 @@ pub trait Service: Sized {
 /// built from the settings (a failure is one line naming the setting, status 2) and run until
 /// SIGTERM or SIGINT; exit status 0 on a clean stop, 1 on a runtime error.
 pub fn main<S: Service>() -> ! {
+    // Files the product creates (the inbox journal, context store, traces, placeholders) are
+    // its owner's only: 0600, directories 0700.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let cli: S::Cli = parse_cli();
+    if let Some(command) = S::command(&cli) {
+        exit(runtime().block_on(command));
+    }
     let check_only = S::check_only(&cli);
     let settings = S::settings(cli).unwrap_or_else(|e| fail(&format!("error: {e}")));
     runtime().block_on(async {

@@ -41,6 +41,9 @@ pub const MCP_CALLS: &str = "mcp_calls_total";
 /// in the conversation before a repeat (`found`: not posted again; `absent`: posted again;
 /// `unknown`: the conversation could not be read, kept for later).
 pub const CRISP_POSTS_CHECKED: &str = "crisp_posts_checked_total";
+/// `redactions_total{kind}`: personal values and secrets replaced by placeholders before text
+/// went to the LLM (`email`, `phone`, `card`, `iban`, `secret`, `url_query`).
+pub const REDACTIONS: &str = "redactions_total";
 /// `inbox_compactions_failed_total`: journal rewrites that failed (the old file kept).
 pub const INBOX_COMPACTIONS_FAILED: &str = "inbox_compactions_failed_total";
 /// `coordination_unavailable_total{step}`: replies put back because Redis could not say who
@@ -172,6 +175,9 @@ pub fn register_webhook_series() {
     }
     for name in [REPLIES_SENT, REPLIES_FAILED, FALLBACKS_SENT, BURST_MESSAGES_LEFT_OUT, INBOX_COMPACTIONS_FAILED] {
         metrics::counter!(name).increment(0);
+    }
+    for kind in privacy::Kind::ALL {
+        metrics::counter!(REDACTIONS, "kind" => kind.label()).increment(0);
     }
     for outcome in ["found", "absent", "unknown"] {
         metrics::counter!(CRISP_POSTS_CHECKED, "outcome" => outcome).increment(0);

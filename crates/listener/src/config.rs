@@ -1,7 +1,9 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr};
+use agent_core::config::{
+    ConfigError, OpenAiArgs, RedactArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr,
+};
 use agent_core::llm::LlmClient;
 use agent_core::proactive::Trigger;
 use agent_core::proactive::triggers::TriggerSettings;
@@ -28,6 +30,8 @@ pub struct Cli {
     pub openai: OpenAiArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub redact: RedactArgs,
     /// The shared activity file.
     #[arg(long, env = "EVENT_DATA_PATH", default_value = "event_data.txt", value_name = "PATH")]
     pub event_data_path: PathBuf,
@@ -84,6 +88,8 @@ pub struct Settings {
 pub struct SummarySettings {
     pub llm: LlmClient,
     pub threshold: usize,
+    /// What is masked in the actions before they go to the LLM (`REDACT`).
+    pub redactor: std::sync::Arc<privacy::Redactor>,
 }
 
 impl Cli {
@@ -122,7 +128,11 @@ impl Cli {
             .map(SecretString::from);
         let summaries = match self.summary_threshold {
             0 => None,
-            threshold => Some(SummarySettings { llm: self.openai.client(RetryPolicy::default())?, threshold }),
+            threshold => Some(SummarySettings {
+                llm: self.openai.client(RetryPolicy::default())?,
+                threshold,
+                redactor: self.redact.redactor()?,
+            }),
         };
         if self.stream_idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid { var: "STREAM_IDLE_TIMEOUT_SECS", reason: "must be at least 1".into() });

@@ -239,8 +239,9 @@ impl Service for App {
             Some(Arc::new(Mutex::new(Watch::new(settings.triggers))))
         };
         let (store_feed, store_writer) = StoreFeed::start(store, watch.clone());
-        let summarizer =
-            settings.summaries.map(|s| Summarizer::new(s.llm, s.threshold, file.clone(), store_feed.clone()));
+        let summarizer = settings
+            .summaries
+            .map(|s| Summarizer::new(s.llm, s.threshold, s.redactor, file.clone(), store_feed.clone()));
         if let Some(summarizer) = &summarizer {
             tokio::spawn(Arc::clone(summarizer).sweep_forever());
         } else {

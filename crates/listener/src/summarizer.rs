@@ -20,6 +20,9 @@ const MAX_CONCURRENT_SUMMARIES: u32 = 8;
 pub struct Summarizer {
     sessions: Mutex<SessionSummaries>,
     llm: LlmClient,
+    /// Personal data and secrets in the actions never reach the LLM: the summary (written to
+    /// the activity file and the store) is made from masked text.
+    redactor: Arc<privacy::Redactor>,
     file: ActivityFile,
     store: StoreFeed,
     slots: Arc<Semaphore>,
@@ -31,15 +34,28 @@ pub struct Summarizer {
 
 impl Summarizer {
     /// Must be called within the runtime the summaries are to run on.
-    pub fn new(llm: LlmClient, threshold: usize, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
-        Self::with_policy(llm, SummaryPolicy::new(threshold), file, store)
+    pub fn new(
+        llm: LlmClient,
+        threshold: usize,
+        redactor: Arc<privacy::Redactor>,
+        file: ActivityFile,
+        store: StoreFeed,
+    ) -> Arc<Self> {
+        Self::with_policy(llm, SummaryPolicy::new(threshold), redactor, file, store)
     }
 
     /// [`Self::new`] with every bound given.
-    pub fn with_policy(llm: LlmClient, policy: SummaryPolicy, file: ActivityFile, store: StoreFeed) -> Arc<Self> {
+    pub fn with_policy(
+        llm: LlmClient,
+        policy: SummaryPolicy,
+        redactor: Arc<privacy::Redactor>,
+        file: ActivityFile,
+        store: StoreFeed,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(SessionSummaries::new(policy)),
             llm,
+            redactor,
             file,
             store,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SUMMARIES as usize)),
@@ -100,16 +116,30 @@ impl Summarizer {
         }
     }
 
+    /// Appends a summary to the activity file on a blocking thread (a slow disk never holds a
+    /// runtime worker).
+    async fn append_summary(&self, summary: String) -> std::io::Result<()> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.append_summary(&summary))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+
     async fn run(self: Arc<Self>, job: SummaryJob, slot: OwnedSemaphorePermit) {
+        let prompt = job.prompt();
+        let masked = self.redactor.redact_for_log_counted(&prompt);
+        for (kind, n) in masked.counts.iter().filter(|(_, n)| *n > 0) {
+            metrics::counter!(agent_core::telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
+        }
         let request = ChatRequest {
-            messages: vec![ChatMessage::new(Role::User, job.prompt())],
+            messages: vec![ChatMessage::new(Role::User, masked.text.into_owned())],
             temperature: 0.3,
             max_tokens: 256,
             tools: Vec::new(),
         };
         let session = job.session.as_deref().unwrap_or("(anonymous)");
         let succeeded = match self.llm.complete(&request).await {
-            Ok(summary) => match self.file.append_summary(&summary) {
+            Ok(summary) => match self.append_summary(summary.clone()).await {
                 Ok(()) => {
                     // Anonymous batches share no session: their summary is kept nowhere else.
                     if let Some(session) = &job.session {

@@ -5,7 +5,9 @@ use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
 use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr};
+use agent_core::config::{
+    ConfigError, OpenAiArgs, RedactArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr,
+};
 use agent_core::coordination::CoordTimings;
 use agent_core::crisp::{CrispClient, CrispSettings};
 use agent_core::llm::LlmClient;
@@ -63,6 +65,10 @@ pub struct Cli {
     pub system_prompt_path: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub redact: RedactArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// `session`: each visitor's own activity; `shared`: the whole activity file for everyone
     /// (the reference behaviour, single-visitor set-ups only).
     #[arg(long, env = "CONTEXT_SCOPE", value_enum, default_value = "session", value_name = "SCOPE")]
@@ -176,6 +182,17 @@ pub struct Cli {
     pub proactive_template_error_page: String,
 }
 
+/// One-shot commands of the `webhook` binary, run instead of the server.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print `TEXT` as the LLM would see it (personal data and secrets replaced by
+    /// placeholders, per REDACT), and what was found, by kind.
+    Redact {
+        /// The text to check.
+        text: String,
+    },
+}
+
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
 pub const MAX_WAITING_PER_CONVERSATION: usize = 100;
 
@@ -225,6 +242,8 @@ pub struct Settings {
     pub mcp_api_key: Option<SecretString>,
     /// `None`: no proactive offers.
     pub proactive: Option<ProactiveSettings>,
+    /// What is replaced by placeholders before text goes to the LLM (`REDACT`).
+    pub redactor: std::sync::Arc<privacy::Redactor>,
 }
 
 /// A text the visitor reads: not empty.
@@ -296,7 +315,9 @@ impl Cli {
         };
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
         let proactive = self.proactive()?;
+        let redactor = self.redact.redactor()?;
         Ok(Settings {
+            redactor,
             trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
             trace_max_files: self.trace_max_files,
             store,

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod context;
 pub mod mcp;
+pub mod placeholders;
 pub mod proactive;
 pub mod replies;
 pub mod routes;

@@ -18,6 +18,7 @@
 //! stored, and a resumed burst first settles the messages whose reply is already there.
 
 use crate::context::{Activity, ContextSource, LinkedBy};
+use crate::placeholders::PlaceholderBook;
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
 use agent_core::crisp::{
@@ -69,6 +70,40 @@ pub struct ReplyDeps {
     pub handoff: HandoffSettings,
     /// A message older than this when its turn comes is settled unanswered.
     pub max_age: Duration,
+    /// Replaces personal data and secrets by placeholders in everything the LLM is sent.
+    pub redactor: Arc<privacy::Redactor>,
+    /// Each conversation's placeholders, so the answer gets its values back.
+    pub placeholders: PlaceholderBook,
+}
+
+/// The redaction step of one reply: every text bound for the LLM passes [`Redaction::apply`]
+/// with the conversation's placeholders; the model's answer gets its values back with
+/// [`Redaction::restore`] (cards and secrets stay masked).
+struct Redaction<'a> {
+    redactor: &'a privacy::Redactor,
+    map: privacy::Placeholders,
+    counts: privacy::Counts,
+}
+
+impl Redaction<'_> {
+    fn apply(&mut self, text: &str) -> String {
+        let redacted = self.redactor.redact_counted(text, &mut self.map);
+        self.counts.merge(&redacted.counts);
+        redacted.text.into_owned()
+    }
+
+    fn restore(&self, answer: &str) -> String {
+        self.map.restore(answer)
+    }
+
+    /// Counts what was found, by kind (`redactions_total{kind}`).
+    fn count(&self) {
+        for (kind, n) in self.counts.iter() {
+            if n > 0 {
+                metrics::counter!(telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
+            }
+        }
+    }
 }
 
 /// How much of the visitor's words one prompt carries.
@@ -540,10 +575,28 @@ impl Inner {
             limits.max_burst_messages,
             limits.max_message_chars,
         );
-        let mut request = reply_request(&self.deps.system_prompt, &activity.text, &question);
-        request.messages.splice(1..1, history);
         let session = turn.session;
-        let sent = self.decide_and_send(turn, &request, &question, activity).await;
+        // Nothing personal leaves for the LLM: the visitor's words, the activity (titles,
+        // URLs, summaries) and the earlier turns all pass the redactor.
+        let mut redaction = Redaction {
+            redactor: &self.deps.redactor,
+            map: self.deps.placeholders.load(session).await,
+            counts: privacy::Counts::default(),
+        };
+        let question = redaction.apply(&question);
+        let activity_text = redaction.apply(&activity.text);
+        let history: Vec<ChatMessage> = history
+            .into_iter()
+            .map(|mut turn| {
+                turn.content = redaction.apply(&turn.content);
+                turn
+            })
+            .collect();
+        redaction.count();
+        self.deps.placeholders.save(session, &redaction.map).await;
+        let mut request = reply_request(&self.deps.system_prompt, &activity_text, &question);
+        request.messages.splice(1..1, history);
+        let sent = self.decide_and_send(turn, &request, &question, activity, &redaction).await;
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
@@ -551,7 +604,7 @@ impl Inner {
                 at: agent_core::inbox::now_ms() / 1000,
                 linked_by: format!("{:?}", activity.linked_by),
                 autoplay_session: activity.autoplay_session.as_deref(),
-                activity: &activity.text,
+                activity: &activity_text,
                 model: self.deps.llm.model(),
                 request: serde_json::json!({
                     "messages": request.messages,
@@ -573,7 +626,14 @@ impl Inner {
 
     /// The model's decision (an answer, or a hand-off through its tool), the takeover check,
     /// then what goes to Crisp.
-    async fn decide_and_send(&self, turn: &Turn<'_>, request: &ChatRequest, words: &str, activity: &Activity) -> Sent {
+    async fn decide_and_send(
+        &self,
+        turn: &Turn<'_>,
+        request: &ChatRequest,
+        words: &str,
+        activity: &Activity,
+        redaction: &Redaction<'_>,
+    ) -> Sent {
         let decision = match self.ask_llm(request, words).await {
             Ok(Completion::Text(text)) => Decision::Answer(text, Settled::Answered),
             Ok(Completion::ToolCall { arguments, .. }) => {
@@ -591,7 +651,10 @@ impl Inner {
         // lapsed) is asked right before the post, in `post`.
         match decision {
             Decision::Answer(text, settled) => {
-                if let Err(not_sent) = self.send_own_text(turn, &text).await {
+                // The visitor reads the values the placeholders stand for (cards and secrets
+                // stay masked); the trace keeps the model's own words.
+                let visible = redaction.restore(&text);
+                if let Err(not_sent) = self.send_own_text(turn, &visible).await {
                     return Sent::only(not_sent, Some(text));
                 }
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
@@ -602,7 +665,10 @@ impl Inner {
                 };
                 Sent { attempt: Attempt::Settled(settled), text: Some(text), handoff: failed, note }
             }
-            Decision::HandOff(decision) => self.hand_off(turn, decision, activity).await,
+            Decision::HandOff(mut decision) => {
+                decision.summary = decision.summary.map(|summary| redaction.restore(&summary));
+                self.hand_off(turn, decision, activity).await
+            }
         }
     }
 

@@ -3,9 +3,10 @@
 //! journal), binds the ports and wires the parts. `main`, the in-process tests and the demo all
 //! start the webhook through its [`Service`] implementation.
 
-use crate::config::{Cli, MAX_WAITING_PER_CONVERSATION, Settings};
+use crate::config::{Cli, Command, MAX_WAITING_PER_CONVERSATION, Settings};
 use crate::context::{ContextScope, ContextSource};
 use crate::mcp;
+use crate::placeholders::PlaceholderBook;
 use crate::proactive::{OfferDeps, Offers};
 use crate::replies::{Replies, ReplyDeps};
 use crate::routes::{AppState, metrics_router, router};
@@ -56,6 +57,12 @@ impl Service for App {
 
     fn check_only(cli: &Cli) -> bool {
         cli.check
+    }
+
+    fn command(cli: &Cli) -> Option<std::pin::Pin<Box<dyn Future<Output = i32> + '_>>> {
+        match cli.command.as_ref()? {
+            Command::Redact { text } => Some(Box::pin(async move { redact_command(&cli.redact, text) })),
+        }
     }
 
     /// `--check`: the LLM, Crisp and Redis, one line each. Returns whether all work.
@@ -180,6 +187,11 @@ impl Service for App {
                 limits: settings.prompt_limits,
                 max_age: settings.reply_max_age,
                 handoff: settings.handoff,
+                redactor: Arc::clone(&settings.redactor),
+                placeholders: match redis.clone() {
+                    Some(conn) => PlaceholderBook::Redis { conn },
+                    None => PlaceholderBook::files(&settings.store.data_dir),
+                },
             },
             settings.max_concurrent_replies,
         );
@@ -294,4 +306,21 @@ fn replica_name(bound: &SocketAddr) -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default();
     format!("{host}/{bound}")
+}
+
+/// `webhook redact "text"`: the text as the LLM would see it, then what was found, by kind.
+fn redact_command(args: &agent_core::config::RedactArgs, text: &str) -> i32 {
+    let redactor = match args.redactor() {
+        Ok(redactor) => redactor,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return agent_core::process::EXIT_CONFIG;
+        }
+    };
+    let redacted = redactor.redact_counted(text, &mut privacy::Placeholders::new());
+    println!("{}", redacted.text);
+    let found: Vec<String> =
+        redacted.counts.iter().filter(|(_, n)| *n > 0).map(|(kind, n)| format!("{}={n}", kind.label())).collect();
+    eprintln!("redacted: {}", if found.is_empty() { "nothing".to_owned() } else { found.join(" ") });
+    0
 }
