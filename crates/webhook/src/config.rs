@@ -85,6 +85,10 @@ pub struct Cli {
     /// Plugin-hook signing secret: when set, X-Crisp-Signature must be valid too.
     #[arg(long, env = "CRISP_HOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub crisp_hook_secret: Option<String>,
+    /// With CRISP_HOOK_SECRET: a hook whose X-Crisp-Request-Timestamp is further than this
+    /// from now (either way) is refused with 401.
+    #[arg(long, env = "HOOK_MAX_AGE_SECS", default_value_t = 300, value_name = "SECS")]
+    pub hook_max_age_secs: u64,
     /// Write a JSON trace of each reply (context, prompt, answer) into this directory; unset: off.
     #[arg(long, env = "TRACE_DIR", value_name = "PATH")]
     pub trace_dir: Option<PathBuf>,
@@ -203,6 +207,8 @@ pub struct Settings {
     pub fallback_message: Option<String>,
     pub history_turns: usize,
     pub crisp_hook_secret: Option<SecretString>,
+    /// Signed hooks older (or newer) than this are refused.
+    pub hook_max_age: Duration,
     pub webhook_secret: SecretString,
     pub website_id: String,
     pub crisp: CrispClient,
@@ -311,6 +317,7 @@ impl Cli {
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
+            hook_max_age: Duration::from_secs(at_least_one(self.hook_max_age_secs, "HOOK_MAX_AGE_SECS")?),
             context_scope: self.context_scope,
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),

@@ -192,6 +192,7 @@ impl Service for App {
             webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
             website_id: settings.website_id,
             hook_signing_secret: settings.crisp_hook_secret,
+            hook_max_age: settings.hook_max_age,
             replies: replies.clone(),
             refusals: Mutex::new(RateLimitedWarn::new(5)),
         });
