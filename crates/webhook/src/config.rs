@@ -153,6 +153,9 @@ pub struct Cli {
     /// least 16 characters.
     #[arg(long, env = "MCP_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub mcp_api_key: Option<String>,
+    /// A signed /mcp request's X-Crisp-Timestamp must be within this many seconds of now.
+    #[arg(long, env = "MCP_SIGNATURE_WINDOW_SECS", default_value_t = crate::mcp::DEFAULT_SIGNATURE_WINDOW_SECS, value_name = "SECS")]
+    pub mcp_signature_window_secs: u64,
     /// Triggers the bot offers help for, e.g. `ping_pong,dwell,repeat` (the listener's
     /// setting of the same name decides which fire); empty: no proactive offers.
     #[arg(long, env = "PROACTIVE_TRIGGERS", default_value = "", value_name = "LIST")]
@@ -229,6 +232,8 @@ pub struct Settings {
     /// `/mcp` is served when either is set.
     pub mcp_signing_secret: Option<SecretString>,
     pub mcp_api_key: Option<SecretString>,
+    /// `MCP_SIGNATURE_WINDOW_SECS`.
+    pub mcp_signature_window: Duration,
     /// `None`: no proactive offers.
     pub proactive: Option<ProactiveSettings>,
 }
@@ -335,6 +340,7 @@ impl Cli {
             metrics_addr,
             mcp_signing_secret: non_empty(self.mcp_signing_secret.as_deref()).map(SecretString::from),
             mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
+            mcp_signature_window: mcp_signature_window(self.mcp_signature_window_secs)?,
             proactive,
         })
     }
@@ -376,4 +382,15 @@ fn mcp_api_key(value: Option<&str>) -> Result<Option<SecretString>, ConfigError>
         }
         key => Ok(key.map(SecretString::from)),
     }
+}
+
+/// `MCP_SIGNATURE_WINDOW_SECS`: from 1 s to Crisp's own 300 s.
+fn mcp_signature_window(secs: u64) -> Result<Duration, ConfigError> {
+    if !(1..=300).contains(&secs) {
+        return Err(ConfigError::Invalid {
+            var: "MCP_SIGNATURE_WINDOW_SECS",
+            reason: "must be from 1 to 300 seconds".into(),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }

@@ -111,14 +111,14 @@ impl Service for App {
             settings.link_secret.clone(),
             settings.context_max_chars,
         );
-        let mcp_routes = mcp::router(
-            mcp::McpAuth::new(
-                settings.mcp_signing_secret.clone(),
-                settings.mcp_api_key.as_ref(),
-                settings.website_id.clone(),
-            ),
-            context.clone(),
-        );
+        let mcp_guard = mcp::McpAuth::new(
+            settings.mcp_signing_secret.clone(),
+            settings.mcp_api_key.as_ref(),
+            settings.website_id.clone(),
+            settings.mcp_signature_window,
+        )
+        .map(|auth| mcp::McpGuard::new(auth, settings.connections.header_read_timeout, redis.clone()));
+        let mcp_routes = mcp::router(mcp_guard, context.clone(), settings.store.limits.ttl);
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
         let (journal, recorded) = agent_core::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
