@@ -1,6 +1,6 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
-use crate::context::ContextScope;
+use crate::context::{ContextScope, LinkTrust};
 use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
@@ -73,6 +73,15 @@ pub struct Cli {
     /// Key of the autoplay_user_sig HMAC computed by your backend; unset disables user-id links.
     #[arg(long, env = "LINK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub link_secret: Option<String>,
+    /// `autoplay_session_id` links a conversation only with `autoplay_session_sig` = hex
+    /// HMAC-SHA256(LINK_SECRET, session id), computed by your backend (needs LINK_SECRET).
+    #[arg(long, env = "LINK_REQUIRE_SIGNED_SESSION", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub link_require_signed_session: bool,
+    /// The stream's `conversation_id` links a conversation on its own: only when your Autoplay
+    /// connector sets it server-side (otherwise it is the visitor's claim, used only when the
+    /// conversation's own link points to the same Autoplay session).
+    #[arg(long, env = "TRUST_STREAM_CONVERSATION_ID", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub trust_stream_conversation_id: bool,
     /// Once a human operator writes in a conversation, the bot stays silent there this long.
     #[arg(long, env = "HUMAN_TAKEOVER_SECS", default_value_t = 1800, value_name = "SECS")]
     pub human_takeover_secs: u64,
@@ -220,6 +229,8 @@ pub struct Settings {
     pub context_scope: ContextScope,
     pub context_max_chars: usize,
     pub link_secret: Option<SecretString>,
+    /// `TRUST_STREAM_CONVERSATION_ID` and `LINK_REQUIRE_SIGNED_SESSION`.
+    pub link_trust: LinkTrust,
     pub bind_addr: SocketAddr,
     /// `SYSTEM_PROMPT_PATH`; `None`: the built-in prompt.
     pub system_prompt_path: Option<PathBuf>,
@@ -307,6 +318,7 @@ impl Cli {
         };
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
         let proactive = self.proactive()?;
+        let link_trust = self.link_trust()?;
         Ok(Settings {
             trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
             trace_max_files: self.trace_max_files,
@@ -326,6 +338,7 @@ impl Cli {
             context_scope: self.context_scope,
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
+            link_trust,
             webhook_secret: SecretString::from(webhook_secret),
             website_id,
             crisp,
@@ -342,6 +355,20 @@ impl Cli {
             mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
             mcp_signature_window: mcp_signature_window(self.mcp_signature_window_secs)?,
             proactive,
+        })
+    }
+
+    /// How far links are trusted; a signed session id needs the key to check it.
+    fn link_trust(&self) -> Result<LinkTrust, ConfigError> {
+        if self.link_require_signed_session && non_empty(self.link_secret.as_deref()).is_none() {
+            return Err(ConfigError::Invalid {
+                var: "LINK_REQUIRE_SIGNED_SESSION",
+                reason: "needs LINK_SECRET (the key of autoplay_session_sig)".into(),
+            });
+        }
+        Ok(LinkTrust {
+            stream_conversation_id: self.trust_stream_conversation_id,
+            require_signed_session: self.link_require_signed_session,
         })
     }
 

@@ -110,6 +110,7 @@ impl Service for App {
             settings.crisp.clone(),
             settings.link_secret.clone(),
             settings.context_max_chars,
+            settings.link_trust,
         );
         let mcp_guard = mcp::McpAuth::new(
             settings.mcp_signing_secret.clone(),
@@ -159,6 +160,8 @@ impl Service for App {
                     crisp: settings.crisp.clone(),
                     llm: settings.llm.clone(),
                     store: store.clone(),
+                    context: context.clone(),
+                    trust_stream_conversation_id: settings.link_trust.stream_conversation_id,
                     context_max_chars: settings.context_max_chars,
                     traces: traces.clone(),
                 });
