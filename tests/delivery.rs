@@ -639,18 +639,37 @@ struct SignedHook {
     signature: String,
 }
 
+/// The fixture's hook, signed as Crisp signs it; its recorded timestamp is years old, so the
+/// tests sign it again with a fresh one (`timestamp`/`signature`).
 fn signed_hook() -> SignedHook {
     let vector: Value = serde_json::from_str(PLUGIN_HOOK).unwrap();
     let body = vector["raw_body"].as_str().unwrap().to_owned();
     let parsed: Value = serde_json::from_str(&body).unwrap();
+    let secret = vector["signing_secret_test_only"].as_str().unwrap().to_owned();
+    // The fixture's own signature checks out (the signing below is Crisp's).
+    let recorded = vector["headers"]["X-Crisp-Request-Timestamp"].as_str().unwrap();
+    assert_eq!(sign_hook(&secret, recorded, &body), vector["headers"]["X-Crisp-Signature"].as_str().unwrap());
+    let timestamp = unix_now().as_secs().to_string();
     SignedHook {
-        secret: vector["signing_secret_test_only"].as_str().unwrap().to_owned(),
         website: parsed["website_id"].as_str().unwrap().to_owned(),
         session: parsed["data"]["session_id"].as_str().unwrap().to_owned(),
+        signature: sign_hook(&secret, &timestamp, &body),
+        secret,
         body,
-        timestamp: vector["headers"]["X-Crisp-Request-Timestamp"].as_str().unwrap().to_owned(),
-        signature: vector["headers"]["X-Crisp-Signature"].as_str().unwrap().to_owned(),
+        timestamp,
     }
+}
+
+/// Crisp's plugin-hook signature: hex HMAC-SHA256(secret, `[timestamp;body]`).
+fn sign_hook(secret: &str, timestamp: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("[{timestamp};{body}]").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap()
 }
 
 #[tokio::test]
@@ -699,4 +718,50 @@ async fn with_crisp_hook_secret_an_altered_or_unsigned_plugin_hook_is_refused() 
     }
     tokio::time::sleep(QUIET).await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "a refused hook is never answered");
+}
+
+#[tokio::test]
+async fn with_crisp_hook_secret_an_hour_old_signed_hook_is_refused_and_fresh_ones_in_seconds_or_milliseconds_are_accepted()
+ {
+    let hook = signed_hook();
+    let server = stand_in(completion(ANSWER)).await;
+    let webhook = start_webhook(&server, &[("CRISP_HOOK_SECRET", &hook.secret), ("WEBSITE_ID", &hook.website)]).await;
+    let now = unix_now();
+    let hour_old = (now.as_secs() - 3600).to_string();
+    let hour_old_ms = (now.as_millis() - 3_600_000).to_string();
+    let ahead = (now.as_secs() + 3600).to_string();
+    for (case, timestamp) in
+        [("an hour old", &hour_old), ("an hour old, in ms", &hour_old_ms), ("an hour ahead", &ahead)]
+    {
+        let signature = sign_hook(&hook.secret, timestamp, &hook.body);
+        let headers = [("X-Crisp-Request-Timestamp", timestamp.as_str()), ("X-Crisp-Signature", signature.as_str())];
+        assert_eq!(webhook.post_raw(&hook.body, &headers).await, 401, "{case}");
+    }
+    tokio::time::sleep(QUIET).await;
+    assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "a stale hook is never answered");
+
+    // Fresh, in seconds: accepted and answered.
+    let seconds = unix_now().as_secs().to_string();
+    let signature = sign_hook(&hook.secret, &seconds, &hook.body);
+    let headers = [("X-Crisp-Request-Timestamp", seconds.as_str()), ("X-Crisp-Signature", signature.as_str())];
+    assert_eq!(webhook.post_raw(&hook.body, &headers).await, 200, "{}", webhook.stderr());
+    let reply = format!("/v1/website/{}/conversation/{}/message", hook.website, hook.session);
+    assert_eq!(contents(&wait_for(&server, "POST", &reply, 1).await), [ANSWER], "{}", webhook.stderr());
+    // Fresh, in milliseconds: accepted too (another message, so it is not a duplicate).
+    let body = hook.body.replace("Hey :)", "Hey again :)");
+    assert_ne!(body, hook.body);
+    let millis = unix_now().as_millis().to_string();
+    let signature = sign_hook(&hook.secret, &millis, &body);
+    let headers = [("X-Crisp-Request-Timestamp", millis.as_str()), ("X-Crisp-Signature", signature.as_str())];
+    assert_eq!(webhook.post_raw(&body, &headers).await, 200, "{}", webhook.stderr());
+}
+
+#[tokio::test]
+async fn hook_max_age_secs_is_validated() {
+    let server = stand_in(completion(ANSWER)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_with(&server, &[("HOOK_MAX_AGE_SECS", "0")]);
+    env.push(("BIND_ADDR", "127.0.0.1:0".into()));
+    let error = standins::apps::webhook(&standins::apps::in_dir(dir.path(), &env)).await.err().expect("refused");
+    assert!(error.to_string().contains("HOOK_MAX_AGE_SECS"), "{error}");
 }

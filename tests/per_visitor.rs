@@ -293,8 +293,12 @@ async fn a_signed_user_id_is_ignored_when_link_secret_is_not_set() {
     assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{prompt}");
 }
 
+fn trust_stream_conversation_id() -> (&'static str, String) {
+    ("TRUST_STREAM_CONVERSATION_ID", "true".to_owned())
+}
+
 #[tokio::test]
-async fn a_batch_naming_the_crisp_conversation_links_it_to_that_autoplay_session() {
+async fn with_trust_stream_conversation_id_a_batch_naming_the_crisp_conversation_links_it() {
     let shared = Shared::new();
     let titles = ["Opened settings C", "Changed password C"];
     let frames = [
@@ -305,11 +309,36 @@ async fn a_batch_naming_the_crisp_conversation_links_it_to_that_autoplay_session
     // session_C's meta carries no session data at all.
     let server =
         stand_in(&[("session_C", json!({"nickname": "visitor493603"})), ("session_B", session_link("ps_B"))]).await;
-    let webhook = shared.webhook(&server, &[]).await;
+    let webhook = shared.webhook(&server, &[trust_stream_conversation_id()]).await;
     webhook.ask_until(&server, "session_B", &B_TITLES, &listener).await;
 
     let prompt = webhook.ask_until(&server, "session_C", &titles, &listener).await;
     assert_has_none(&prompt, &B_TITLES);
+}
+
+#[tokio::test]
+async fn by_default_a_batch_claiming_a_conversation_links_nothing_on_its_own() {
+    let shared = Shared::new();
+    let titles = ["Attacker page ATT"];
+    let frames = [
+        actions_frame("ps_B", json!({}), &B_TITLES),
+        actions_frame("ps_att", json!({"conversation_id": "session_victim"}), &titles),
+    ];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    // The victim's own session data links to nothing of the sort.
+    let server = stand_in(&[
+        ("session_victim", with_session_data(json!({"plan": "free"}))),
+        ("session_B", session_link("ps_B")),
+    ])
+    .await;
+    let webhook = shared.webhook(&server, &[]).await;
+    // The batches are stored once ps_B's (sent before) reads back.
+    webhook.ask_until(&server, "session_B", &B_TITLES, &listener).await;
+    assert!(read(&shared.event_data()).contains(titles[0]), "the claiming batch was ingested");
+
+    let prompt = webhook.ask(&server, "session_victim", "What is this?").await;
+    assert_has_none(&prompt, &titles);
+    assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{prompt}");
 }
 
 #[tokio::test]
@@ -382,7 +411,7 @@ async fn the_links_of_a_visitor_who_keeps_clicking_outlive_context_ttl_secs() {
     let frame = actions_frame("ps_K", json!({"user_id": "u_7", "conversation_id": "session_conv"}), &titles);
     let (stream, listener) = shared.listener(std::slice::from_ref(&frame), std::slice::from_ref(&ttl)).await;
     let server = stand_in(&[("session_user", signed_user("u_7"))]).await;
-    let webhook = shared.webhook(&server, &[ttl, link_secret()]).await;
+    let webhook = shared.webhook(&server, &[ttl, link_secret(), trust_stream_conversation_id()]).await;
     // Both links work at first.
     webhook.ask_until(&server, "session_user", &titles, &listener).await;
     webhook.ask_until(&server, "session_conv", &titles, &listener).await;
@@ -551,4 +580,40 @@ async fn no_session_id_a_visitor_can_set_reaches_anonymous_activity() {
         assert_has_none(&prompt, &anonymous);
         assert_eq!(activity_of(&prompt), NO_ACTIVITY, "autoplay_session_id {id:?}: {prompt}");
     }
+}
+
+#[tokio::test]
+async fn with_link_require_signed_session_only_a_signed_autoplay_session_id_links() {
+    let shared = Shared::new();
+    let frames = [actions_frame("ps_A", json!({}), &A_TITLES), actions_frame("ps_B", json!({}), &B_TITLES)];
+    let (_stream, listener) = shared.listener(&frames, &[]).await;
+    let signed = with_session_data(
+        json!({"autoplay_session_id": "ps_A", "autoplay_session_sig": hmac_hex(LINK_SECRET, "ps_A")}),
+    );
+    let forged =
+        with_session_data(json!({"autoplay_session_id": "ps_B", "autoplay_session_sig": hmac_hex("guess", "ps_B")}));
+    let control = with_session_data(
+        json!({"autoplay_session_id": "ps_B", "autoplay_session_sig": hmac_hex(LINK_SECRET, "ps_B")}),
+    );
+    let server = stand_in(&[
+        ("session_signed", signed),
+        ("session_control", control),
+        ("session_unsigned", session_link("ps_B")),
+        ("session_forged", forged),
+    ])
+    .await;
+    let require = ("LINK_REQUIRE_SIGNED_SESSION", "true".to_owned());
+    let webhook = shared.webhook(&server, &[link_secret(), require.clone()]).await;
+    webhook.ask_until(&server, "session_signed", &A_TITLES, &listener).await;
+    // ps_B is stored (a signed link reads it); unsigned or forged, it links nothing.
+    webhook.ask_until(&server, "session_control", &B_TITLES, &listener).await;
+    for conversation in ["session_unsigned", "session_forged"] {
+        let prompt = webhook.ask(&server, conversation, "Where am I?").await;
+        assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{conversation}: {prompt}");
+    }
+    // It needs the key to check the signatures.
+    let mut env = webhook_env(&server, SITE, HOOK_SECRET);
+    env.extend([require, ("BIND_ADDR", "127.0.0.1:0".to_owned())]);
+    let error = standins::apps::webhook(&standins::apps::in_dir(shared.cwd(), &env)).await.err().expect("refused");
+    assert!(error.to_string().contains("LINK_REQUIRE_SIGNED_SESSION"), "{error}");
 }

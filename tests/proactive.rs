@@ -467,3 +467,69 @@ async fn a_signed_user_id_links_and_an_unsigned_one_does_not() {
     scene.wait_outcome("sent", 1).await;
     assert_eq!(scene.offers_sent().await.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A stream's conversation_id is a claim
+// ---------------------------------------------------------------------------------------------
+
+/// The Autoplay session of someone else, whose batches claim the visitor's conversation.
+const ATTACKER_SESSION: &str = "ps_att";
+
+/// Back and forth by `session`, its batch carrying `conversation_id`.
+fn claiming_ping_pong(session: &str, conversation: &str, start: f64) -> String {
+    let frame = ping_pong(session, start);
+    let mut value: Value = serde_json::from_str(frame.trim().trim_start_matches("data: ")).unwrap();
+    value["conversation_id"] = json!(conversation);
+    format!("data: {value}\n\n")
+}
+
+#[tokio::test]
+async fn a_batch_claiming_a_conversation_whose_link_does_not_match_gets_no_offer_there() {
+    let scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    // The conversation's own session data links to nothing (the stand-in's default meta).
+    scene.stream.push(claiming_ping_pong(ATTACKER_SESSION, CRISP_SESSION, scene.clock)).await;
+    scene.wait_outcome("unlinked", 1).await;
+    scene.assert_nothing_sent().await;
+    assert!(llm_calls(&scene.server).await.is_empty(), "nothing worded from the claiming session");
+}
+
+#[tokio::test]
+async fn a_batch_claiming_a_conversation_whose_own_link_matches_still_gets_its_offer() {
+    let scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    // No session:set_data hook: the claim is checked against the conversation's session data
+    // as Crisp holds it.
+    standins::stand_ins::mount_session_meta(
+        &scene.server,
+        SITE,
+        CRISP_SESSION,
+        &json!({"data": {"autoplay_session_id": ATTACKER_SESSION}}),
+    )
+    .await;
+    scene.stream.push(claiming_ping_pong(ATTACKER_SESSION, CRISP_SESSION, scene.clock)).await;
+    scene.wait_outcome("sent", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}
+
+#[tokio::test]
+async fn with_trust_stream_conversation_id_the_claim_links_on_its_own() {
+    let extra = [("TRUST_STREAM_CONVERSATION_ID", "true".to_owned())];
+    let scene = Scene::start(offer_answer(OFFER), json!([]), &extra).await;
+    scene.stream.push(claiming_ping_pong(ATTACKER_SESSION, CRISP_SESSION, scene.clock)).await;
+    scene.wait_outcome("sent", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}
+
+#[tokio::test]
+async fn alternating_autoplay_sessions_do_not_reset_a_conversations_cap() {
+    let extra = [("PROACTIVE_MAX_OFFERS", "1".to_owned()), ("PROACTIVE_COOLDOWN_SECS", "1".to_owned())];
+    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &extra).await;
+    scene.link().await;
+    scene.ping_pong().await;
+    scene.wait_outcome("sent", 1).await;
+    // The same conversation, now linked to another Autoplay session of the visitor.
+    scene.webhook.deliver(&set_data(CRISP_SESSION, json!({"autoplay_session_id": "ps_second"}))).await;
+    // The cap is checked before the cooldown: no need to wait it out.
+    scene.stream.push(ping_pong("ps_second", scene.clock)).await;
+    scene.wait_outcome("capped", 1).await;
+    assert_eq!(scene.offers_sent().await.len(), 1);
+}

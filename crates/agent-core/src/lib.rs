@@ -30,6 +30,7 @@ pub mod prompt;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod retry;
+pub mod signature_binding;
 pub mod sse;
 pub mod summary;
 pub mod telemetry;

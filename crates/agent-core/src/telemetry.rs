@@ -128,6 +128,8 @@ labels!(
         Refused => "refused",
         BadRequest => "bad_request",
         Unauthorized => "unauthorized",
+        UnknownConversation => "unknown_conversation",
+        Replayed => "replayed",
     }
 );
 
@@ -184,12 +186,14 @@ pub fn register_webhook_series() {
     }
     // Each tool's outcomes; a request refused before any tool is `none`, `unauthorized`.
     for tool in [McpTool::VisitorActivity, McpTool::LiveUserActivity] {
-        for outcome in McpOutcome::ALL.iter().filter(|o| **o != McpOutcome::Unauthorized) {
+        for outcome in McpOutcome::ALL.iter().filter(|o| !matches!(o, McpOutcome::Unauthorized | McpOutcome::Replayed))
+        {
             metrics::counter!(MCP_CALLS, "tool" => tool.as_str(), "outcome" => outcome.as_str()).increment(0);
         }
     }
-    metrics::counter!(MCP_CALLS, "tool" => McpTool::None.as_str(), "outcome" => McpOutcome::Unauthorized.as_str())
-        .increment(0);
+    for outcome in [McpOutcome::Unauthorized, McpOutcome::Replayed] {
+        metrics::counter!(MCP_CALLS, "tool" => McpTool::None.as_str(), "outcome" => outcome.as_str()).increment(0);
+    }
     for trigger in crate::proactive::Trigger::ALL {
         for outcome in crate::proactive::gate::Outcome::ALL {
             metrics::counter!(PROACTIVE_OFFERS, "trigger" => trigger.as_str(), "outcome" => outcome.name())

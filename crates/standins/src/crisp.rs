@@ -1,6 +1,6 @@
 //! The Crisp REST API on a loopback port (`/v1/website/{site}/conversation/{session}/{leaf}`),
 //! for the demo and the benchmarks: `meta` links a conversation to an Autoplay session as its
-//! owner says, `messages` answers a fixed history (or, with [`History::Stored`], what was posted
+//! owner says, the conversation itself exists (`GET`), `messages` answers a fixed history (or, with [`History::Stored`], what was posted
 //! into the conversation, as Crisp does), `compose` is acknowledged and `message` recorded
 //! (operator replies and private notes apart). [`Crisp::set_faults`] makes calls fail the ways
 //! real deployments see: stored and then a 502/504 or a cut connection, throttled, refused.
@@ -123,7 +123,26 @@ impl Crisp {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/v1/website/{site}/conversation/{session}/{leaf}", any(conversation))
+            .route("/v1/website/{site}/conversation/{session}", any(exists))
             .with_state(Arc::clone(self))
+    }
+}
+
+/// `GET` a conversation: every conversation of the website exists.
+async fn exists(
+    State(crisp): State<Arc<Crisp>>,
+    method: Method,
+    Path((site, session)): Path<(String, String)>,
+) -> Response {
+    crisp.log.lock().unwrap_or_else(PoisonError::into_inner).calls.push(format!("{method} conversation"));
+    let known = crisp.settings.website.as_ref().is_none_or(|website| *website == site);
+    match (method, known) {
+        (Method::GET, true) => {
+            (StatusCode::OK, axum::Json(json!({"error": false, "reason": "resolved", "data": {"session_id": session}})))
+                .into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, axum::Json(json!({"error": true, "reason": "session_not_found", "data": {}})))
+            .into_response(),
     }
 }
 

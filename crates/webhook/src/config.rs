@@ -1,6 +1,6 @@
 //! The webhook's settings: flags, environment and `.env`, each with its default.
 
-use crate::context::ContextScope;
+use crate::context::{ContextScope, LinkTrust};
 use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
@@ -79,6 +79,15 @@ pub struct Cli {
     /// Key of the autoplay_user_sig HMAC computed by your backend; unset disables user-id links.
     #[arg(long, env = "LINK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub link_secret: Option<String>,
+    /// `autoplay_session_id` links a conversation only with `autoplay_session_sig` = hex
+    /// HMAC-SHA256(LINK_SECRET, session id), computed by your backend (needs LINK_SECRET).
+    #[arg(long, env = "LINK_REQUIRE_SIGNED_SESSION", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub link_require_signed_session: bool,
+    /// The stream's `conversation_id` links a conversation on its own: only when your Autoplay
+    /// connector sets it server-side (otherwise it is the visitor's claim, used only when the
+    /// conversation's own link points to the same Autoplay session).
+    #[arg(long, env = "TRUST_STREAM_CONVERSATION_ID", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub trust_stream_conversation_id: bool,
     /// Once a human operator writes in a conversation, the bot stays silent there this long.
     #[arg(long, env = "HUMAN_TAKEOVER_SECS", default_value_t = 1800, value_name = "SECS")]
     pub human_takeover_secs: u64,
@@ -91,6 +100,10 @@ pub struct Cli {
     /// Plugin-hook signing secret: when set, X-Crisp-Signature must be valid too.
     #[arg(long, env = "CRISP_HOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub crisp_hook_secret: Option<String>,
+    /// With CRISP_HOOK_SECRET: a hook whose X-Crisp-Request-Timestamp is further than this
+    /// from now (either way) is refused with 401.
+    #[arg(long, env = "HOOK_MAX_AGE_SECS", default_value_t = 300, value_name = "SECS")]
+    pub hook_max_age_secs: u64,
     /// Write a JSON trace of each reply (context, prompt, answer) into this directory; unset: off.
     #[arg(long, env = "TRACE_DIR", value_name = "PATH")]
     pub trace_dir: Option<PathBuf>,
@@ -155,6 +168,9 @@ pub struct Cli {
     /// least 16 characters.
     #[arg(long, env = "MCP_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub mcp_api_key: Option<String>,
+    /// A signed /mcp request's X-Crisp-Timestamp must be within this many seconds of now.
+    #[arg(long, env = "MCP_SIGNATURE_WINDOW_SECS", default_value_t = crate::mcp::DEFAULT_SIGNATURE_WINDOW_SECS, value_name = "SECS")]
+    pub mcp_signature_window_secs: u64,
     /// Triggers the bot offers help for, e.g. `ping_pong,dwell,repeat` (the listener's
     /// setting of the same name decides which fire); empty: no proactive offers.
     #[arg(long, env = "PROACTIVE_TRIGGERS", default_value = "", value_name = "LIST")]
@@ -220,6 +236,8 @@ pub struct Settings {
     pub fallback_message: Option<String>,
     pub history_turns: usize,
     pub crisp_hook_secret: Option<SecretString>,
+    /// Signed hooks older (or newer) than this are refused.
+    pub hook_max_age: Duration,
     pub webhook_secret: SecretString,
     pub website_id: String,
     pub crisp: CrispClient,
@@ -228,6 +246,8 @@ pub struct Settings {
     pub context_scope: ContextScope,
     pub context_max_chars: usize,
     pub link_secret: Option<SecretString>,
+    /// `TRUST_STREAM_CONVERSATION_ID` and `LINK_REQUIRE_SIGNED_SESSION`.
+    pub link_trust: LinkTrust,
     pub bind_addr: SocketAddr,
     /// `SYSTEM_PROMPT_PATH`; `None`: the built-in prompt.
     pub system_prompt_path: Option<PathBuf>,
@@ -240,6 +260,8 @@ pub struct Settings {
     /// `/mcp` is served when either is set.
     pub mcp_signing_secret: Option<SecretString>,
     pub mcp_api_key: Option<SecretString>,
+    /// `MCP_SIGNATURE_WINDOW_SECS`.
+    pub mcp_signature_window: Duration,
     /// `None`: no proactive offers.
     pub proactive: Option<ProactiveSettings>,
     /// What is replaced by placeholders before text goes to the LLM (`REDACT`).
@@ -316,6 +338,7 @@ impl Cli {
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
         let proactive = self.proactive()?;
         let redactor = self.redact.redactor()?;
+        let link_trust = self.link_trust()?;
         Ok(Settings {
             redactor,
             trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
@@ -332,9 +355,11 @@ impl Cli {
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
+            hook_max_age: Duration::from_secs(at_least_one(self.hook_max_age_secs, "HOOK_MAX_AGE_SECS")?),
             context_scope: self.context_scope,
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
+            link_trust,
             webhook_secret: SecretString::from(webhook_secret),
             website_id,
             crisp,
@@ -349,7 +374,22 @@ impl Cli {
             metrics_addr,
             mcp_signing_secret: non_empty(self.mcp_signing_secret.as_deref()).map(SecretString::from),
             mcp_api_key: mcp_api_key(self.mcp_api_key.as_deref())?,
+            mcp_signature_window: mcp_signature_window(self.mcp_signature_window_secs)?,
             proactive,
+        })
+    }
+
+    /// How far links are trusted; a signed session id needs the key to check it.
+    fn link_trust(&self) -> Result<LinkTrust, ConfigError> {
+        if self.link_require_signed_session && non_empty(self.link_secret.as_deref()).is_none() {
+            return Err(ConfigError::Invalid {
+                var: "LINK_REQUIRE_SIGNED_SESSION",
+                reason: "needs LINK_SECRET (the key of autoplay_session_sig)".into(),
+            });
+        }
+        Ok(LinkTrust {
+            stream_conversation_id: self.trust_stream_conversation_id,
+            require_signed_session: self.link_require_signed_session,
         })
     }
 
@@ -390,4 +430,15 @@ fn mcp_api_key(value: Option<&str>) -> Result<Option<SecretString>, ConfigError>
         }
         key => Ok(key.map(SecretString::from)),
     }
+}
+
+/// `MCP_SIGNATURE_WINDOW_SECS`: from 1 s to Crisp's own 300 s.
+fn mcp_signature_window(secs: u64) -> Result<Duration, ConfigError> {
+    if !(1..=300).contains(&secs) {
+        return Err(ConfigError::Invalid {
+            var: "MCP_SIGNATURE_WINDOW_SECS",
+            reason: "must be from 1 to 300 seconds".into(),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }

@@ -3,10 +3,14 @@
 //!
 //! A Crisp conversation is linked to an Autoplay session, first match wins:
 //! 1. `autoplay_session_id` in the conversation's session data (set by the site's widget);
+//!    with `LINK_REQUIRE_SIGNED_SESSION`, only with `autoplay_session_sig` = hex
+//!    HMAC-SHA256(LINK_SECRET, session id) beside it;
 //! 2. `autoplay_user_id` with `autoplay_user_sig` = hex HMAC-SHA256(LINK_SECRET, user id),
 //!    computed by the site's backend: that user's latest session. Unsigned or badly signed
 //!    user ids are ignored, since anyone can type someone else's id into their browser;
-//! 3. an actions batch whose `conversation_id` is this Crisp session id;
+//! 3. with `TRUST_STREAM_CONVERSATION_ID` only, an actions batch whose `conversation_id` is
+//!    this Crisp session id (the stream's field is the visitor's claim unless the operator's
+//!    Autoplay connector sets it server-side);
 //! 4. otherwise no activity at all.
 
 use agent_core::auth::verify_hmac_sha256_hex;
@@ -56,6 +60,17 @@ struct MetaLinks {
     verified_user_id: Option<String>,
 }
 
+/// What the links of a conversation may rest on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkTrust {
+    /// `TRUST_STREAM_CONVERSATION_ID`: the stream's `conversation_id` links on its own (the
+    /// operator's Autoplay connector sets it server-side).
+    pub stream_conversation_id: bool,
+    /// `LINK_REQUIRE_SIGNED_SESSION`: `autoplay_session_id` counts only with a valid
+    /// `autoplay_session_sig`.
+    pub require_signed_session: bool,
+}
+
 /// Cloned, it shares its cache of links: the replies and `/mcp` use one.
 #[derive(Clone)]
 pub struct ContextSource {
@@ -65,6 +80,9 @@ pub struct ContextSource {
     pub crisp: CrispClient,
     pub link_secret: Option<SecretString>,
     pub max_chars: usize,
+    /// How far the conversation's links are trusted (`TRUST_STREAM_CONVERSATION_ID`,
+    /// `LINK_REQUIRE_SIGNED_SESSION`).
+    pub trust: LinkTrust,
     meta_cache: moka::future::Cache<String, MetaLinks>,
 }
 
@@ -76,6 +94,7 @@ impl ContextSource {
         crisp: CrispClient,
         link_secret: Option<SecretString>,
         max_chars: usize,
+        trust: LinkTrust,
     ) -> Self {
         Self {
             scope,
@@ -84,6 +103,7 @@ impl ContextSource {
             crisp,
             link_secret,
             max_chars,
+            trust,
             meta_cache: moka::future::Cache::builder().max_capacity(50_000).time_to_live(META_CACHE_TTL).build(),
         }
     }
@@ -122,10 +142,14 @@ impl ContextSource {
                 Err(e) => lookup_failed(&e),
             }
         }
-        match store.session_for_conversation(crisp_session, now).await {
-            Ok(Some(session)) => candidates.push((LinkedBy::Conversation, session)),
-            Ok(None) => {}
-            Err(e) => lookup_failed(&e),
+        // The stream's claim links on its own only when the operator trusts it; otherwise the
+        // links above are the conversation's own, and a claim can add nothing they lack.
+        if self.trust.stream_conversation_id {
+            match store.session_for_conversation(crisp_session, now).await {
+                Ok(Some(session)) => candidates.push((LinkedBy::Conversation, session)),
+                Ok(None) => {}
+                Err(e) => lookup_failed(&e),
+            }
         }
         for (linked_by, session) in candidates {
             match store.session_context(&session, now).await {
@@ -161,6 +185,24 @@ impl ContextSource {
             Err(e) => {
                 lookup_failed(&e);
                 None
+            }
+        }
+    }
+
+    /// Whether the conversation's own links (its session data, or its signed user's latest
+    /// session) point to `autoplay_session`: what makes a stream's claim that the session is
+    /// in this conversation believable.
+    pub async fn conversation_links_to(&self, crisp_session: &str, autoplay_session: &str) -> bool {
+        let links = self.meta_links(crisp_session).await;
+        if links.session_id.as_deref() == Some(autoplay_session) {
+            return true;
+        }
+        let (Some(user), Some(store)) = (links.verified_user_id, &self.store) else { return false };
+        match store.latest_session_for_user(&user, SystemTime::now()).await {
+            Ok(latest) => latest.as_deref() == Some(autoplay_session),
+            Err(e) => {
+                lookup_failed(&e);
+                false
             }
         }
     }
@@ -210,7 +252,22 @@ impl ContextSource {
             }
             _ => None,
         };
-        MetaLinks { session_id: field("autoplay_session_id"), verified_user_id }
+        let session_id = match (field("autoplay_session_id"), self.trust.require_signed_session) {
+            (Some(session), false) => Some(session),
+            (Some(session), true) => match (field("autoplay_session_sig"), &self.link_secret) {
+                (Some(sig), Some(secret))
+                    if verify_hmac_sha256_hex(secret.expose_secret().as_bytes(), session.as_bytes(), &sig) =>
+                {
+                    Some(session)
+                }
+                _ => {
+                    tracing::warn!("autoplay_session_id without a valid autoplay_session_sig ignored");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        MetaLinks { session_id, verified_user_id }
     }
 }
 

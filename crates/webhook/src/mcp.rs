@@ -4,20 +4,29 @@
 //! Two kinds of caller, told apart by their credentials before any MCP message is read:
 //! - **Hugo** signs every request (`MCP_SIGNING_SECRET`): `X-Crisp-Signature` =
 //!   `sha256=` + hex HMAC-SHA256(secret, `{timestamp}.{website id}.{raw body}`), fresh within
-//!   300 s, for our `WEBSITE_ID`. A signed call only ever reaches the visitor of the
-//!   conversation it names in `X-Crisp-Session-Id` (linked exactly as replies link it), and
-//!   only `get_visitor_activity` answers it: no tool that takes a user or session id.
+//!   `MCP_SIGNATURE_WINDOW_SECS`, for our `WEBSITE_ID`. A signed call only ever reaches the
+//!   visitor of the conversation it names in `X-Crisp-Session-Id` (linked exactly as replies
+//!   link it), and only `get_visitor_activity` answers it: no tool that takes a user or
+//!   session id. The session id is not signed, so a signed tool call is bound to the first
+//!   conversation it was used with ([`SignatureBindings`]): the same bytes naming another
+//!   conversation are refused like a bad signature. Before answering, the conversation is
+//!   checked to exist on our website (Crisp REST, cached for `CONTEXT_TTL_SECS`).
 //! - **Other clients** send `Authorization: Bearer <MCP_API_KEY>` and get Autoplay's
 //!   `get_live_user_activity(product_id, user_id, limit)`.
 //!
-//! Anything else is `401` with the same body whatever failed. Tool results hold visitor data:
-//! nothing of them is logged (like reply traces, keep them private).
+//! Anything else is `401` with the same body whatever failed. What the headers can prove (the
+//! timestamp window, the website id, the bearer key) is checked before a byte of the body is
+//! read; the body is then read within the header timeout and at most 64 KiB (`413`), so an
+//! unauthenticated client cannot hold a connection. Tool results hold visitor data: nothing of
+//! them is logged (like reply traces, keep them private).
 
 use crate::context::{ContextSource, LinkedBy};
 use agent_core::action::ActionRecord;
 use agent_core::auth::{SecretDigest, verify_hmac_sha256_hex};
 use agent_core::context::SessionContext;
-use agent_core::crisp::{id_for_log, is_plain_id};
+use agent_core::crisp::{CrispClient, id_for_log, is_plain_id};
+use agent_core::ratelimit::RateLimitedWarn;
+use agent_core::signature_binding::SignatureBindings;
 use agent_core::telemetry::{McpOutcome, McpTool, mcp_call};
 use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
@@ -35,13 +44,14 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest accepted MCP request body; tool calls are a few hundred bytes.
-pub const MAX_MCP_BODY: usize = 1 << 20;
-/// A signed request's timestamp must be within this many seconds of now (either way).
-pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+pub const MAX_MCP_BODY: usize = 64 << 10;
+/// Default of `MCP_SIGNATURE_WINDOW_SECS`: a signed request's timestamp must be within this
+/// many seconds of now (either way).
+pub const DEFAULT_SIGNATURE_WINDOW_SECS: u64 = 120;
 /// Actions `get_live_user_activity` returns at most (Autoplay's bound).
 pub const MAX_LIVE_ACTIONS: usize = 50;
 
@@ -86,11 +96,26 @@ pub enum Refusal {
     BadSession,
 }
 
+/// What the headers alone proved: a bearer client, or a request whose signature is still to be
+/// checked over its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// The signature headers are present, well formed, fresh and for our website.
+    Signed,
+    ApiKey,
+}
+
 /// The credentials `/mcp` accepts.
 pub struct McpAuth {
     signing_secret: Option<SecretString>,
     api_key: Option<SecretDigest>,
     website_id: String,
+    /// `MCP_SIGNATURE_WINDOW_SECS`.
+    window_secs: i64,
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 impl McpAuth {
@@ -99,6 +124,7 @@ impl McpAuth {
         signing_secret: Option<SecretString>,
         api_key: Option<&SecretString>,
         website_id: String,
+        window: Duration,
     ) -> Option<Self> {
         if signing_secret.is_none() && api_key.is_none() {
             return None;
@@ -107,88 +133,183 @@ impl McpAuth {
             signing_secret,
             api_key: api_key.map(|key| SecretDigest::new(key.expose_secret().as_bytes())),
             website_id,
+            window_secs: i64::try_from(window.as_secs()).unwrap_or(i64::MAX),
         })
     }
 
-    /// Who sent this request, at `now` (Unix seconds). A request carrying `X-Crisp-Signature`
-    /// is judged as Hugo's only, whatever else it carries.
-    pub fn caller(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Caller, Refusal> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    /// How long a signature can be accepted: its timestamp may be a window behind or ahead.
+    pub fn signature_lifetime(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.window_secs).unwrap_or(u64::MAX).saturating_mul(2).max(1))
+    }
+
+    /// What the headers prove, at `now` (Unix seconds), before any body is read. A request
+    /// carrying `X-Crisp-Signature` is judged as Hugo's only, whatever else it carries.
+    pub fn check_headers(&self, headers: &HeaderMap, now: i64) -> Result<HeaderCheck, Refusal> {
         if headers.contains_key("x-crisp-signature") {
-            let secret = self.signing_secret.as_ref().ok_or(Refusal::Unauthorized)?;
-            let (Some(signature), Some(timestamp), Some(website)) =
-                (text("x-crisp-signature"), text("x-crisp-timestamp"), text("x-crisp-website-id"))
-            else {
+            self.signing_secret.as_ref().ok_or(Refusal::Unauthorized)?;
+            let (Some(signature), Some(timestamp), Some(website)) = (
+                header_text(headers, "x-crisp-signature"),
+                header_text(headers, "x-crisp-timestamp"),
+                header_text(headers, "x-crisp-website-id"),
+            ) else {
                 return Err(Refusal::Unauthorized);
             };
-            if !signed_request_valid(secret, signature, timestamp, website, body, &self.website_id, now) {
-                return Err(Refusal::Unauthorized);
-            }
-            let conversation = match headers.get("x-crisp-session-id") {
-                None => None,
-                Some(value) => match value.to_str() {
-                    Ok(id) if is_plain_id(id) => Some(id.to_owned()),
-                    _ => return Err(Refusal::BadSession),
-                },
+            let fresh = timestamp.parse::<i64>().is_ok_and(|at| now.abs_diff(at) <= self.window_secs.unsigned_abs());
+            let ours = website == self.website_id;
+            return if fresh && ours && signature_hex(signature).is_some() {
+                Ok(HeaderCheck::Signed)
+            } else {
+                Err(Refusal::Unauthorized)
             };
-            return Ok(Caller::Hugo { conversation });
         }
         let key = self.api_key.as_ref().ok_or(Refusal::Unauthorized)?;
-        let given = text("authorization").and_then(|v| v.strip_prefix("Bearer ")).ok_or(Refusal::Unauthorized)?;
-        if key.matches(given.trim().as_bytes()) { Ok(Caller::ApiKey) } else { Err(Refusal::Unauthorized) }
+        let given = header_text(headers, "authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Refusal::Unauthorized)?;
+        if key.matches(given.trim().as_bytes()) { Ok(HeaderCheck::ApiKey) } else { Err(Refusal::Unauthorized) }
+    }
+
+    /// Who sent this request, once its body is read: the signature is checked over it.
+    pub fn verify_body(&self, headers: &HeaderMap, checked: HeaderCheck, body: &[u8]) -> Result<Caller, Refusal> {
+        if checked == HeaderCheck::ApiKey {
+            return Ok(Caller::ApiKey);
+        }
+        let secret = self.signing_secret.as_ref().ok_or(Refusal::Unauthorized)?;
+        let (Some(hex), Some(timestamp), Some(website)) = (
+            header_text(headers, "x-crisp-signature").and_then(signature_hex),
+            header_text(headers, "x-crisp-timestamp"),
+            header_text(headers, "x-crisp-website-id"),
+        ) else {
+            return Err(Refusal::Unauthorized);
+        };
+        let mut signed = Vec::with_capacity(timestamp.len() + website.len() + body.len() + 2);
+        signed.extend_from_slice(timestamp.as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(website.as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        if !verify_hmac_sha256_hex(secret.expose_secret().as_bytes(), &signed, hex) {
+            return Err(Refusal::Unauthorized);
+        }
+        let conversation = match headers.get("x-crisp-session-id") {
+            None => None,
+            Some(value) => match value.to_str() {
+                Ok(id) if is_plain_id(id) => Some(id.to_owned()),
+                _ => return Err(Refusal::BadSession),
+            },
+        };
+        Ok(Caller::Hugo { conversation })
+    }
+
+    /// Both steps at once, at `now` (Unix seconds).
+    pub fn caller(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Caller, Refusal> {
+        let checked = self.check_headers(headers, now)?;
+        self.verify_body(headers, checked, body)
     }
 }
 
-/// Hugo's request signature: every check is made (no early exit on the first failure), the
-/// HMAC compared in constant time.
-fn signed_request_valid(
-    secret: &SecretString,
-    signature: &str,
-    timestamp: &str,
-    website: &str,
-    body: &[u8],
-    our_website: &str,
-    now: i64,
-) -> bool {
-    let fresh = timestamp.parse::<i64>().is_ok_and(|at| (now - at).abs() <= MAX_CLOCK_SKEW_SECS);
-    let ours = website == our_website;
-    let hex = signature.strip_prefix("sha256=").unwrap_or("");
-    let well_formed = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let mut signed = Vec::with_capacity(timestamp.len() + website.len() + body.len() + 2);
-    signed.extend_from_slice(timestamp.as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(website.as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    let matches = verify_hmac_sha256_hex(secret.expose_secret().as_bytes(), &signed, hex);
-    fresh & ours & well_formed & matches
+/// The hex of a well-formed `sha256=<64 lowercase hex>` signature.
+fn signature_hex(signature: &str) -> Option<&str> {
+    let hex = signature.strip_prefix("sha256=")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
 }
 
 fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Checks the credentials over the raw body, then hands the request (body restored, caller in
-/// its extensions) to the MCP service.
-async fn authenticate(State(auth): State<Arc<McpAuth>>, request: Request, next: Next) -> Response {
+/// What guards `/mcp`: the credentials, the time a body may take, and the signatures seen.
+pub struct McpGuard {
+    auth: McpAuth,
+    /// An authenticated-by-header request's body must arrive within this (the header timeout:
+    /// a signed request is not authenticated until its body is checked).
+    body_timeout: Duration,
+    bindings: SignatureBindings,
+    /// Rate limit of the "signature reused with another conversation" warning.
+    replays: Mutex<RateLimitedWarn>,
+}
+
+impl McpGuard {
+    /// `redis`: where signatures are bound so every replica agrees (`None`: this process).
+    pub fn new(auth: McpAuth, body_timeout: Duration, redis: Option<agent_core::redis_conn::RedisConn>) -> Self {
+        let bindings = SignatureBindings::new(auth.signature_lifetime(), redis);
+        Self { auth, body_timeout, bindings, replays: Mutex::new(RateLimitedWarn::new(5)) }
+    }
+}
+
+/// Whether a signed request reads a visitor (its signature is bound to its conversation): a
+/// `tools/call`, or anything that is not one JSON-RPC message with a method (judged the safe way).
+fn reads_a_visitor(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Message<'_>>(body) {
+        Ok(Message { method: Some(method) }) => method == "tools/call",
+        _ => true,
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut response = refusal(StatusCode::UNAUTHORIZED, "unauthorized");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Checks the credentials: the headers first (nothing of the body is read for a request they
+/// refuse), then the body, read within the header timeout and at most [`MAX_MCP_BODY`], then the
+/// signature over it and its binding to the conversation; hands the request (body restored,
+/// caller in its extensions) to the MCP service.
+async fn authenticate(State(guard): State<Arc<McpGuard>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_MCP_BODY).await else {
-        return refusal(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
-    };
-    match auth.caller(&parts.headers, &body, now_unix()) {
-        Ok(caller) => {
-            parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, Body::from(body))).await
+    let checked = match guard.auth.check_headers(&parts.headers, now_unix()) {
+        Ok(checked) => checked,
+        Err(_) => {
+            mcp_call(McpTool::None, McpOutcome::Unauthorized);
+            tracing::debug!("MCP request refused: unauthorized");
+            return unauthorized();
         }
+    };
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_MCP_BODY as u64) {
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let body = match tokio::time::timeout(guard.body_timeout, axum::body::to_bytes(body, MAX_MCP_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return refusal(StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable"),
+        Err(_) => return refusal(StatusCode::REQUEST_TIMEOUT, "body too slow"),
+    };
+    let caller = match guard.auth.verify_body(&parts.headers, checked, &body) {
+        Ok(caller) => caller,
         Err(Refusal::Unauthorized) => {
             mcp_call(McpTool::None, McpOutcome::Unauthorized);
             tracing::debug!("MCP request refused: unauthorized");
-            let mut response = refusal(StatusCode::UNAUTHORIZED, "unauthorized");
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            response
+            return unauthorized();
         }
-        Err(Refusal::BadSession) => refusal(StatusCode::BAD_REQUEST, "X-Crisp-Session-Id is not a Crisp session id"),
+        Err(Refusal::BadSession) => {
+            return refusal(StatusCode::BAD_REQUEST, "X-Crisp-Session-Id is not a Crisp session id");
+        }
+    };
+    if let Caller::Hugo { conversation } = &caller
+        && reads_a_visitor(&body)
+    {
+        let signature = header_text(&parts.headers, "x-crisp-signature").and_then(signature_hex).unwrap_or_default();
+        if !guard.bindings.bind(signature, conversation.as_deref().unwrap_or("")).await {
+            mcp_call(McpTool::None, McpOutcome::Replayed);
+            let allowed = guard.replays.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
+            if let Some(suppressed) = allowed {
+                tracing::warn!(
+                    session = conversation.as_deref().map(id_for_log),
+                    suppressed_since_last = suppressed,
+                    "MCP request refused: its signature was already used with another conversation"
+                );
+            }
+            return unauthorized();
+        }
     }
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
 fn refusal(status: StatusCode, message: &str) -> Response {
@@ -196,10 +317,17 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 }
 
 /// The `/mcp` routes, or `None` when MCP is not configured (then `/mcp` is a 404 like any
-/// unknown path). `context` is a [`ContextSource`] configured as the replies' one.
-pub fn router(auth: Option<McpAuth>, context: ContextSource) -> Option<Router> {
-    let auth = Arc::new(auth?);
-    let server = McpServer { context: Arc::new(context) };
+/// unknown path). `context` is a [`ContextSource`] configured as the replies' one;
+/// `known_for`: how long a conversation found on our website is not asked about again
+/// (`CONTEXT_TTL_SECS`).
+pub fn router(guard: Option<McpGuard>, context: ContextSource, known_for: Duration) -> Option<Router> {
+    let guard = Arc::new(guard?);
+    let crisp = context.crisp.clone();
+    let server = McpServer {
+        context: Arc::new(context),
+        crisp,
+        known: moka::future::Cache::builder().max_capacity(100_000).time_to_live(known_for).build(),
+    };
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -213,7 +341,7 @@ pub fn router(auth: Option<McpAuth>, context: ContextSource) -> Option<Router> {
     Some(
         Router::new()
             .route_service("/mcp", service)
-            .layer(axum::middleware::from_fn_with_state(auth, authenticate))
+            .layer(axum::middleware::from_fn_with_state(guard, authenticate))
             .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
             |request: &Request| tracing::info_span!("mcp", method = %request.method(), path = %request.uri().path()),
         )),
@@ -232,6 +360,9 @@ pub fn with_routes(public: Router, mcp: Option<Router>) -> Router {
 #[derive(Clone)]
 pub struct McpServer {
     context: Arc<ContextSource>,
+    crisp: CrispClient,
+    /// Conversations Crisp said exist on our website.
+    known: moka::future::Cache<String, ()>,
 }
 
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
@@ -363,6 +494,12 @@ impl McpServer {
             let structured = json!({"conversation": null, "linked": false, "summary": null, "actions": []});
             return (McpOutcome::NoConversation, with_structure(text.into(), structured));
         };
+        if !self.conversation_known(conversation).await {
+            // Not a conversation of ours: the same empty result as an unlinked visitor.
+            let text = "No activity is recorded for this visitor.";
+            let structured = json!({"conversation": conversation, "linked": false, "summary": null, "actions": []});
+            return (McpOutcome::UnknownConversation, with_structure(text.into(), structured));
+        }
         let activity = self.context.activity_for(conversation).await;
         tracing::debug!(session = id_for_log(conversation), linked_by = ?activity.linked_by, "visitor activity read");
         let linked_by = match activity.linked_by {
@@ -393,6 +530,28 @@ impl McpServer {
             "actions": actions,
         });
         (outcome, with_structure(activity.text, structured))
+    }
+
+    /// Whether `conversation` exists on our website, as Crisp says (asked once per conversation,
+    /// then remembered for `CONTEXT_TTL_SECS`); false when Crisp cannot say.
+    async fn conversation_known(&self, conversation: &str) -> bool {
+        if self.known.contains_key(conversation) {
+            return true;
+        }
+        match self.crisp.conversation_exists(conversation).await {
+            Ok(true) => {
+                self.known.insert(conversation.to_owned(), ()).await;
+                true
+            }
+            Ok(false) => {
+                tracing::info!(session = id_for_log(conversation), "MCP call for a conversation Crisp does not know");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(session = id_for_log(conversation), error = %e, "cannot check that the conversation exists; answering with no activity");
+                false
+            }
+        }
     }
 
     /// Autoplay's tool: a user's newest actions, oldest first.
@@ -534,15 +693,18 @@ mod tests {
 
     #[test]
     fn signed_requests_are_checked_whole() {
-        let auth = McpAuth::new(Some(SecretString::from("mcp_sec_x")), None, SITE.into()).unwrap();
+        let auth =
+            McpAuth::new(Some(SecretString::from("mcp_sec_x")), None, SITE.into(), Duration::from_secs(120)).unwrap();
         let body = br#"{"jsonrpc":"2.0"}"#;
         let now = 1_800_000_000;
         let ts = now.to_string();
         let good = sign("mcp_sec_x", &ts, SITE, body);
         let ok = headers(&[("x-crisp-signature", &good), ("x-crisp-timestamp", &ts), ("x-crisp-website-id", SITE)]);
         assert_eq!(auth.caller(&ok, body, now), Ok(Caller::Hugo { conversation: None }));
-        assert_eq!(auth.caller(&ok, body, now + 300), Ok(Caller::Hugo { conversation: None }));
-        assert_eq!(auth.caller(&ok, body, now + 301), Err(Refusal::Unauthorized));
+        assert_eq!(auth.caller(&ok, body, now + 120), Ok(Caller::Hugo { conversation: None }));
+        assert_eq!(auth.caller(&ok, body, now - 120), Ok(Caller::Hugo { conversation: None }));
+        assert_eq!(auth.caller(&ok, body, now + 121), Err(Refusal::Unauthorized));
+        assert_eq!(auth.check_headers(&ok, now + 121), Err(Refusal::Unauthorized), "stale: refused on its headers");
         assert_eq!(auth.caller(&ok, b"{}", now), Err(Refusal::Unauthorized));
         let upper = format!("sha256={}", good["sha256=".len()..].to_uppercase());
         let mut bad = ok.clone();
@@ -558,15 +720,25 @@ mod tests {
     }
 
     #[test]
+    fn only_tool_calls_and_unreadable_bodies_are_bound_to_a_conversation() {
+        assert!(reads_a_visitor(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}"#));
+        assert!(!reads_a_visitor(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#));
+        assert!(!reads_a_visitor(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#));
+        assert!(reads_a_visitor(br#"[{"jsonrpc":"2.0","id":3,"method":"tools/list"}]"#));
+        assert!(reads_a_visitor(b"not json"));
+        assert!(reads_a_visitor(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#));
+    }
+
+    #[test]
     fn a_signature_header_is_judged_as_hugo_only() {
         let key = SecretString::from("key-0123456789abcdef");
-        let auth = McpAuth::new(None, Some(&key), SITE.into()).unwrap();
+        let auth = McpAuth::new(None, Some(&key), SITE.into(), Duration::from_secs(120)).unwrap();
         let bearer = headers(&[("authorization", "Bearer key-0123456789abcdef")]);
         assert_eq!(auth.caller(&bearer, b"", 0), Ok(Caller::ApiKey));
         let mut both = bearer.clone();
         both.insert("x-crisp-signature", HeaderValue::from_static("sha256=00"));
         assert_eq!(auth.caller(&both, b"", 0), Err(Refusal::Unauthorized));
         assert_eq!(auth.caller(&headers(&[("authorization", "Bearer nope")]), b"", 0), Err(Refusal::Unauthorized));
-        assert!(McpAuth::new(None, None, SITE.into()).is_none());
+        assert!(McpAuth::new(None, None, SITE.into(), Duration::from_secs(120)).is_none());
     }
 }

@@ -3,12 +3,15 @@
 //! whether to stay quiet), and sends one short operator message.
 //!
 //! The steps of [`Offers::consider`]: link (the firing's Autoplay session to a Crisp
-//! conversation), once per firing, the floor ([`Coordination::floor`], the same question replies
-//! ask), the gate (cooldown, offers per session, dismissals), the conversation's last messages
+//! conversation: the stream's `conversation_id` only when that conversation's own link points
+//! to the same Autoplay session, or with `TRUST_STREAM_CONVERSATION_ID`), once per firing, the floor ([`Coordination::floor`], the same question replies
+//! ask), the gate (cooldown, offers per conversation and per Autoplay session,
+//! dismissals), the conversation's last messages
 //! (quiet for two minutes?), the site-wide cap, the LLM, the floor again, then
 //! `initiate` (when the visitor never wrote) and the message. Each firing ends with one
 //! outcome in logs and `proactive_offers_total{trigger,outcome}`.
 
+use crate::context::ContextSource;
 use crate::traces::TraceWriter;
 use agent_core::context::{NO_ACTIVITY, StoreReader, render_context};
 use agent_core::coordination::{Coordination, OwnMark};
@@ -51,6 +54,10 @@ pub struct OfferDeps {
     pub llm: LlmClient,
     /// The context store (the visitor's own activity for the offer's prompt).
     pub store: Option<StoreReader>,
+    /// The conversations' own links, which a stream's `conversation_id` claim must agree with.
+    pub context: ContextSource,
+    /// `TRUST_STREAM_CONVERSATION_ID`: the claim is taken as is.
+    pub trust_stream_conversation_id: bool,
     pub context_max_chars: usize,
     pub traces: Option<TraceWriter>,
 }
@@ -129,9 +136,11 @@ impl Offers {
 
     async fn decide_and_send(&self, firing: &Firing, now: f64, attempt: &mut Attempt) -> Outcome {
         let deps = &self.deps;
-        let Some(conversation) = deps.book.conversation_for(firing).await.filter(|c| is_plain_id(c)) else {
+        let Some(conversation) = self.conversation_for(firing).await.filter(|c| is_plain_id(c)) else {
             return Outcome::Suppressed(Suppressed::Unlinked);
         };
+        // The Autoplay session's own record: its offers and cooldown across conversations.
+        let session_key = session_record(&firing.session_id);
         attempt.conversation = Some(conversation.clone());
         let conversation = conversation.as_str();
         // The cheap checks first: no Crisp call for a visitor the gate holds back anyway.
@@ -152,6 +161,11 @@ impl Offers {
             Some(Err(reason)) => return Outcome::Suppressed(reason),
             Some(Ok(known)) => known,
         };
+        match deps.book.update(&session_key, now, |g| g.check_session(now, &gate)).await {
+            None => return Outcome::Suppressed(Suppressed::Busy),
+            Some(Err(reason)) => return Outcome::Suppressed(reason),
+            Some(Ok(())) => {}
+        }
         // The last messages from either side, and whether the visitor ever wrote: from Crisp,
         // else (it cannot say) from what this bot saw of the visitor.
         let history = match deps.crisp.messages(conversation).await {
@@ -189,8 +203,25 @@ impl Offers {
             Some(Err(reason)) => return Outcome::Suppressed(reason),
             Some(Ok(before)) => before,
         };
+        let reserved = deps
+            .book
+            .update(&session_key, now, |g| {
+                let before = g.clone();
+                g.check_session(now, &gate)?;
+                g.offered(now, firing.trigger, &firing.id, &firing.detail);
+                Ok(before)
+            })
+            .await;
+        let session_before = match reserved {
+            Some(Ok(before)) => before,
+            refused => {
+                self.withdraw(conversation, firing, before).await;
+                return Outcome::Suppressed(refused.map_or(Suppressed::Busy, |r| r.err().unwrap_or(Suppressed::Busy)));
+            }
+        };
         let Some(slot) = deps.book.take_minute_slot(now, deps.settings.max_per_minute).await else {
             self.withdraw(conversation, firing, before).await;
+            self.withdraw(&session_key, firing, session_before).await;
             return Outcome::Suppressed(Suppressed::Capped);
         };
         // On disk before anything is sent: a restart never sends this offer again.
@@ -198,9 +229,31 @@ impl Offers {
         let outcome = self.write_and_send(firing, conversation, visitor_wrote, attempt).await;
         if outcome != Outcome::Sent {
             self.withdraw(conversation, firing, before).await;
+            self.withdraw(&session_key, firing, session_before).await;
             deps.book.give_back(slot).await;
         }
         outcome
+    }
+
+    /// The conversation a firing's visitor is in. The stream's `conversation_id` is a claim: it
+    /// counts when that conversation's own link (session data, or signed user id) points to the
+    /// firing's Autoplay session, or when `TRUST_STREAM_CONVERSATION_ID` says the operator's
+    /// connector sets it; otherwise the session's (or signed user's) linked conversation.
+    async fn conversation_for(&self, firing: &Firing) -> Option<String> {
+        let deps = &self.deps;
+        if let Some(claimed) = firing.conversation_id.as_deref().filter(|c| is_plain_id(c)) {
+            if deps.trust_stream_conversation_id
+                || deps.context.conversation_links_to(claimed, &firing.session_id).await
+            {
+                return Some(claimed.to_owned());
+            }
+            tracing::info!(
+                claimed = id_for_log(claimed),
+                autoplay_session = id_for_log(&firing.session_id),
+                "the stream's conversation_id is not that conversation's link; ignored"
+            );
+        }
+        deps.book.conversation_for(firing).await
     }
 
     /// The LLM's words (or the template), the floor again, then Crisp.
@@ -342,6 +395,12 @@ impl Offers {
             });
         }
     }
+}
+
+/// The key of an Autoplay session's own offer record, beside the conversations' records (a
+/// Crisp session id never starts with it).
+fn session_record(autoplay_session: &str) -> String {
+    format!("autoplay:{autoplay_session}")
 }
 
 /// The default templates, as settings start from them.

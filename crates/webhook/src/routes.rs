@@ -28,6 +28,9 @@ pub struct AppState {
     pub website_id: String,
     /// Plugin hooks: the X-Crisp-Signature key, when configured.
     pub hook_signing_secret: Option<SecretString>,
+    /// With `hook_signing_secret`: a hook whose `X-Crisp-Request-Timestamp` is further than
+    /// this from now is refused (`HOOK_MAX_AGE_SECS`).
+    pub hook_max_age: std::time::Duration,
     pub replies: Replies,
     /// Rate limit of the "hook refused" log line.
     pub refusals: Mutex<RateLimitedWarn>,
@@ -91,15 +94,48 @@ fn key_matches(query: Option<&str>, secret: &SecretDigest) -> bool {
     given.is_some_and(|given| secret.matches(given.as_bytes()))
 }
 
-/// Checks a plugin hook's X-Crisp-Signature over the raw body.
-fn signature_matches(headers: &HeaderMap, body: &[u8], secret: &SecretString) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (header("x-crisp-request-timestamp"), header("x-crisp-signature")) {
-        (Some(timestamp), Some(signature)) => {
-            verify_crisp_signature(secret.expose_secret().as_bytes(), timestamp, body, signature)
-        }
-        _ => false,
+/// Why a signed hook was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadSignature {
+    /// Missing headers, or a signature that does not match.
+    Invalid,
+    /// A valid signature over a timestamp too far from now (a replay).
+    Stale,
+}
+
+/// A hook timestamp in Unix milliseconds: values above 10^12 are milliseconds, others seconds.
+fn timestamp_ms(text: &str) -> Option<i128> {
+    let value: i128 = text.trim().parse().ok()?;
+    if value < 0 {
+        return None;
     }
+    Some(if value > 1_000_000_000_000 { value } else { value.saturating_mul(1000) })
+}
+
+/// Checks a plugin hook's X-Crisp-Signature over the raw body, and that its signed
+/// `X-Crisp-Request-Timestamp` is within `max_age` of `now_ms` (Unix milliseconds).
+fn signature_matches(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &SecretString,
+    max_age: std::time::Duration,
+    now_ms: i128,
+) -> Result<(), BadSignature> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(timestamp), Some(signature)) = (header("x-crisp-request-timestamp"), header("x-crisp-signature")) else {
+        return Err(BadSignature::Invalid);
+    };
+    if !verify_crisp_signature(secret.expose_secret().as_bytes(), timestamp, body, signature) {
+        return Err(BadSignature::Invalid);
+    }
+    match timestamp_ms(timestamp) {
+        Some(at) if (now_ms - at).abs() <= max_age.as_millis() as i128 => Ok(()),
+        _ => Err(BadSignature::Stale),
+    }
+}
+
+fn now_ms() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i128)
 }
 
 /// The hook's answer once the message is taken (or deliberately ignored): fixed bytes.
@@ -118,9 +154,13 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
         return refuse(&state, HookOutcome::BadRequest, StatusCode::PAYLOAD_TOO_LARGE, "body too large or unreadable");
     };
     if let Some(secret) = &state.hook_signing_secret
-        && !signature_matches(&parts.headers, &body, secret)
+        && let Err(bad) = signature_matches(&parts.headers, &body, secret, state.hook_max_age, now_ms())
     {
-        return refuse(&state, HookOutcome::BadSignature, StatusCode::UNAUTHORIZED, "bad signature");
+        let reason = match bad {
+            BadSignature::Invalid => "bad signature",
+            BadSignature::Stale => "stale signature: X-Crisp-Request-Timestamp too far from now",
+        };
+        return refuse(&state, HookOutcome::BadSignature, StatusCode::UNAUTHORIZED, reason);
     }
     let event = match classify(&body, &state.website_id) {
         Ok(event) => event,
@@ -170,4 +210,19 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
         }
     }
     hook_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_timestamps_above_ten_to_the_twelve_are_milliseconds() {
+        assert_eq!(timestamp_ms("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(timestamp_ms("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(timestamp_ms("1000000000000"), Some(1_000_000_000_000_000), "10^12 itself is seconds");
+        assert_eq!(timestamp_ms("x"), None);
+        assert_eq!(timestamp_ms("-5"), None);
+        assert_eq!(timestamp_ms("99999999999999999999999999999999999999999"), None);
+    }
 }

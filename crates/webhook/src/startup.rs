@@ -117,15 +117,16 @@ impl Service for App {
             settings.crisp.clone(),
             settings.link_secret.clone(),
             settings.context_max_chars,
+            settings.link_trust,
         );
-        let mcp_routes = mcp::router(
-            mcp::McpAuth::new(
-                settings.mcp_signing_secret.clone(),
-                settings.mcp_api_key.as_ref(),
-                settings.website_id.clone(),
-            ),
-            context.clone(),
-        );
+        let mcp_guard = mcp::McpAuth::new(
+            settings.mcp_signing_secret.clone(),
+            settings.mcp_api_key.as_ref(),
+            settings.website_id.clone(),
+            settings.mcp_signature_window,
+        )
+        .map(|auth| mcp::McpGuard::new(auth, settings.connections.header_read_timeout, redis.clone()));
+        let mcp_routes = mcp::router(mcp_guard, context.clone(), settings.store.limits.ttl);
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
         let (journal, recorded) = agent_core::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
@@ -166,6 +167,8 @@ impl Service for App {
                     crisp: settings.crisp.clone(),
                     llm: settings.llm.clone(),
                     store: store.clone(),
+                    context: context.clone(),
+                    trust_stream_conversation_id: settings.link_trust.stream_conversation_id,
                     context_max_chars: settings.context_max_chars,
                     traces: traces.clone(),
                 });
@@ -204,6 +207,7 @@ impl Service for App {
             webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
             website_id: settings.website_id,
             hook_signing_secret: settings.crisp_hook_secret,
+            hook_max_age: settings.hook_max_age,
             replies: replies.clone(),
             refusals: Mutex::new(RateLimitedWarn::new(5)),
         });

@@ -2,9 +2,10 @@
 //! in-process on port 0 (`webhook::App`), over a file store seeded through its write API and a
 //! wiremock stand-in for Crisp's REST API. Hugo's signed calls go through a small signing
 //! proxy, which signs each request body as Crisp does (or wrongly, for the refusal tests).
+//! With `TEST_REDIS_URL` set, the store and the signatures' bindings are on that Redis (under a
+//! key prefix of each test's own).
 
 use agent_core::action::{ActionRecord, BatchRecord};
-use agent_core::context::{FileStore, StoreLimits};
 use agent_core::process::Service;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,12 +33,14 @@ const API_KEY: &str = "key-for-other-clients-0123456789";
 const ADA_CONVERSATION: &str = "session_ada-1111";
 /// A conversation Crisp knows nothing linking about.
 const UNLINKED_CONVERSATION: &str = "session_nobody-2222";
+/// A conversation that does not exist on our website (Crisp answers 404).
+const UNKNOWN_CONVERSATION: &str = "session_elsewhere-3333";
 
 type Client = RunningService<RoleClient, ()>;
 
 struct Webhook {
     addr: SocketAddr,
-    _crisp: MockServer,
+    crisp: MockServer,
     _data: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -59,9 +62,12 @@ fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// Ada (session ps_1, user u_ada) and Bob (session ps_2, user u_bob) in the store.
-async fn seed(dir: &std::path::Path) {
-    let store = FileStore::open(dir, StoreLimits { max_actions: 50, ttl: Duration::from_secs(1800) }).unwrap();
+/// Ada (session ps_1, user u_ada) and Bob (session ps_2, user u_bob) in the store the webhook
+/// built from `args` reads.
+async fn seed(args: &[&str]) {
+    let cli = webhook::config::Cli::try_parse_from(args).unwrap();
+    let settings = cli.store.settings().unwrap();
+    let store = settings.open_writer(settings.connect_redis().unwrap()).unwrap();
     let t = now() - 120.0;
     let ada = BatchRecord {
         session_id: Some("ps_1".into()),
@@ -81,6 +87,11 @@ async fn seed(dir: &std::path::Path) {
 }
 
 async fn start(signing_secret: Option<&str>, api_key: Option<&str>) -> Webhook {
+    start_with(signing_secret, api_key, &[]).await
+}
+
+/// The webhook with `extra` flags on top.
+async fn start_with(signing_secret: Option<&str>, api_key: Option<&str>, extra: &[&str]) -> Webhook {
     let crisp = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/v1/website/{WEBSITE}/conversation/{ADA_CONVERSATION}/meta")))
@@ -95,10 +106,29 @@ async fn start(signing_secret: Option<&str>, api_key: Option<&str>) -> Webhook {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"error": false, "data": {"data": {}}})))
         .mount(&crisp)
         .await;
+    // The conversations that exist on our website; any other is Crisp's 404.
+    for conversation in [ADA_CONVERSATION, UNLINKED_CONVERSATION] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/website/{WEBSITE}/conversation/{conversation}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"error": false, "reason": "resolved", "data": {"session_id": conversation}})),
+            )
+            .mount(&crisp)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/website/{WEBSITE}/conversation/{UNKNOWN_CONVERSATION}")))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "session_not_found", "data": {}})),
+        )
+        .mount(&crisp)
+        .await;
     let data = tempfile::tempdir().unwrap();
-    seed(data.path()).await;
     let base = format!("{}/v1", crisp.uri());
     let data_dir = data.path().to_str().unwrap().to_owned();
+    let redis_url = std::env::var("TEST_REDIS_URL").ok();
+    let prefix = format!("test-mcp-{}:", data.path().file_name().unwrap().to_string_lossy());
     let mut args = vec![
         "webhook",
         "--webhook-secret",
@@ -118,12 +148,20 @@ async fn start(signing_secret: Option<&str>, api_key: Option<&str>) -> Webhook {
         "--bind-addr",
         "127.0.0.1:0",
     ];
+    if let Some(url) = &redis_url {
+        args.extend(["--redis-url", url]);
+        if !extra.contains(&"--redis-key-prefix") {
+            args.extend(["--redis-key-prefix", &prefix]);
+        }
+    }
     if let Some(secret) = signing_secret {
         args.extend(["--mcp-signing-secret", secret]);
     }
     if let Some(key) = api_key {
         args.extend(["--mcp-api-key", key]);
     }
+    args.extend(extra);
+    seed(&args).await;
     let settings = webhook::config::Cli::try_parse_from(args).unwrap().into_settings().unwrap();
     let app = webhook::App::build(settings).await.unwrap();
     let addr = app.addr();
@@ -131,7 +169,7 @@ async fn start(signing_secret: Option<&str>, api_key: Option<&str>) -> Webhook {
     tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
-    Webhook { addr, _crisp: crisp, _data: data, _stop: stop }
+    Webhook { addr, crisp, _data: data, _stop: stop }
 }
 
 /// How the signing proxy signs what passes through it.
@@ -171,7 +209,8 @@ async fn forward(
             request = request.header(name, value);
         }
     }
-    let at = now() as i64 - if proxy.signing == Signing::Stale { 301 } else { 0 };
+    // The default MCP_SIGNATURE_WINDOW_SECS is 120 s (Crisp's own example allows 300).
+    let at = now() as i64 - if proxy.signing == Signing::Stale { 200 } else { 0 };
     let website = if proxy.signing == Signing::OtherWebsite { OTHER_WEBSITE } else { WEBSITE };
     let secret = if proxy.signing == Signing::WrongSecret { "mcp_sec_wrong" } else { SIGNING_SECRET };
     let timestamp = at.to_string();
@@ -395,4 +434,220 @@ async fn without_mcp_settings_mcp_is_not_found() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A signature serves one conversation; authentication before the body
+// ---------------------------------------------------------------------------------------------
+
+const TOOL_CALL: &str =
+    r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_visitor_activity","arguments":{}}}"#;
+
+/// One signed request, as Hugo sends it: `body` signed at `timestamp` for our website, in
+/// `session`'s conversation (the header is not signed).
+async fn send_signed(
+    addr: SocketAddr,
+    body: &str,
+    timestamp: i64,
+    signature: &str,
+    session: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-crisp-signature", signature)
+        .header("x-crisp-website-id", WEBSITE)
+        .header("x-crisp-timestamp", timestamp.to_string());
+    if let Some(session) = session {
+        request = request.header("x-crisp-session-id", session);
+    }
+    let answer = request.body(body.to_owned()).send().await.unwrap();
+    (StatusCode::from_u16(answer.status().as_u16()).unwrap(), answer.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_signature_replayed_with_another_conversation_is_refused_and_the_same_conversation_is_allowed() {
+    let webhook = start(Some(SIGNING_SECRET), None).await;
+    let at = now() as i64;
+    let signature = sign(SIGNING_SECRET, &at.to_string(), WEBSITE, TOOL_CALL.as_bytes());
+    let (status, first) = send_signed(webhook.addr, TOOL_CALL, at, &signature, Some(ADA_CONVERSATION)).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.contains("Click Export CSV"), "Ada's own call reads Ada: {first}");
+
+    // The same signed bytes, another conversation in the unsigned header: the same 401 as a
+    // bad signature, and nothing of anyone.
+    for other in [UNLINKED_CONVERSATION, "session_victim-4444"] {
+        let (status, body) = send_signed(webhook.addr, TOOL_CALL, at, &signature, Some(other)).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body, r#"{"error":"unauthorized","status":"error"}"#);
+    }
+    let (status, body) = send_signed(webhook.addr, TOOL_CALL, at, &signature, None).await;
+    assert_eq!(status, 401, "nor outside a conversation: {body}");
+    // Hugo retrying in the same conversation is fine.
+    let (status, again) = send_signed(webhook.addr, TOOL_CALL, at, &signature, Some(ADA_CONVERSATION)).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(again.contains("Click Export CSV"), "{again}");
+}
+
+#[tokio::test]
+async fn a_signature_used_on_one_replica_is_refused_for_another_conversation_on_the_other() {
+    if std::env::var("TEST_REDIS_URL").is_err() {
+        eprintln!("TEST_REDIS_URL unset: skipped (runs on Redis only)");
+        return;
+    }
+    let prefix = format!("test-mcp-replicas-{}:", std::process::id());
+    let extra = ["--redis-key-prefix", prefix.as_str()];
+    let one = start_with(Some(SIGNING_SECRET), None, &extra).await;
+    let two = start_with(Some(SIGNING_SECRET), None, &extra).await;
+    let at = now() as i64;
+    let signature = sign(SIGNING_SECRET, &at.to_string(), WEBSITE, TOOL_CALL.as_bytes());
+    assert_eq!(send_signed(one.addr, TOOL_CALL, at, &signature, Some(ADA_CONVERSATION)).await.0, 200);
+    assert_eq!(send_signed(two.addr, TOOL_CALL, at, &signature, Some(UNLINKED_CONVERSATION)).await.0, 401);
+    assert_eq!(send_signed(two.addr, TOOL_CALL, at, &signature, Some(ADA_CONVERSATION)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_conversation_that_does_not_exist_on_our_website_gets_an_empty_result() {
+    let webhook = start(Some(SIGNING_SECRET), None).await;
+    let client = connect(hugo_proxy(&webhook, Signing::Good, Some(UNKNOWN_CONVERSATION)).await, None).await.unwrap();
+    let result = call(&client, "get_visitor_activity", json!({})).await;
+    assert_ne!(result.is_error, Some(true));
+    assert!(text_of(&result).contains("No activity is recorded"), "{}", text_of(&result));
+    assert_eq!(result.structured_content.unwrap()["actions"], json!([]));
+    client.cancel().await.unwrap();
+    // Identical calls signed in the same second carry the same signature, bound to the first
+    // conversation: the next client signs in a later second, as two of Hugo's calls would.
+    next_second().await;
+    // A known conversation is asked about once, then remembered.
+    let client = connect(hugo_proxy(&webhook, Signing::Good, Some(ADA_CONVERSATION)).await, None).await.unwrap();
+    for _ in 0..3 {
+        assert!(text_of(&call(&client, "get_visitor_activity", json!({})).await).contains("Open Reports"));
+    }
+    client.cancel().await.unwrap();
+    let asked = webhook.crisp.received_requests().await.unwrap_or_default();
+    let exists = format!("/v1/website/{WEBSITE}/conversation/{ADA_CONVERSATION}");
+    assert_eq!(asked.iter().filter(|r| r.url.path() == exists).count(), 1);
+}
+
+/// Waits until the Unix second changes.
+async fn next_second() {
+    let second = now() as i64;
+    while now() as i64 == second {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_signature_window_is_mcp_signature_window_secs() {
+    let webhook = start_with(Some(SIGNING_SECRET), None, &["--mcp-signature-window-secs", "300"]).await;
+    // 200 s old: refused under the default 120 s, accepted under 300 s.
+    assert!(connect(hugo_proxy(&webhook, Signing::Stale, Some(ADA_CONVERSATION)).await, None).await.is_ok());
+    let args = ["webhook", "--webhook-secret", "s", "--crisp-token-identifier", "i", "--crisp-token-key", "k"];
+    for window in ["0", "301"] {
+        let mut with = args.to_vec();
+        with.extend(["--website-id", WEBSITE, "--openai-api-key", "sk", "--mcp-signature-window-secs", window]);
+        let error = webhook::config::Cli::try_parse_from(with).unwrap().into_settings().err().expect("refused");
+        assert!(error.to_string().contains("MCP_SIGNATURE_WINDOW_SECS"), "{error}");
+    }
+}
+
+/// Opens a connection, sends `head` and then trickles one body byte every 100 ms; returns the
+/// status the server answered (`None`: closed without one) and when.
+async fn trickle(addr: SocketAddr, head: String) -> (Option<u16>, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let started = tokio::time::Instant::now();
+    write.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        while write.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let status = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(2).any(|w| w == b"\r\n") {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&answer).into_owned();
+        line.split(' ').nth(1).and_then(|code| code.parse().ok())
+    })
+    .await
+    .unwrap_or(None);
+    writer.abort();
+    (status, started.elapsed())
+}
+
+fn mcp_head(content_length: usize, headers: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n{headers}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn unauthenticated_trickles_to_mcp_do_not_delay_a_hook() {
+    // Four connections at most; a request may take 60 s, headers 2 s.
+    let webhook = start_with(
+        Some(SIGNING_SECRET),
+        Some(API_KEY),
+        &["--max-connections", "4", "--header-read-timeout-secs", "2", "--request-timeout-secs", "60"],
+    )
+    .await;
+    let addr = webhook.addr;
+    let fresh = now() as i64;
+    let looks_signed = format!(
+        "x-crisp-signature: sha256={}\r\nx-crisp-website-id: {WEBSITE}\r\nx-crisp-timestamp: {fresh}\r\n",
+        "0".repeat(64)
+    );
+    // Four slots, four trickles: no credentials, a wrong key, a stale signature (1 MiB bodies,
+    // refused on their headers), and a signed-looking one whose small body must arrive within
+    // the header timeout.
+    let refused: Vec<_> = [
+        String::new(),
+        "authorization: Bearer not-the-key-0123456789\r\n".to_owned(),
+        looks_signed.replace(&format!("timestamp: {fresh}"), &format!("timestamp: {}", fresh - 3600)),
+    ]
+    .into_iter()
+    .map(|headers| tokio::spawn(trickle(addr, mcp_head(1 << 20, &headers))))
+    .collect();
+    let slow = tokio::spawn(trickle(addr, mcp_head(60_000, &looks_signed)));
+    for trickle in refused {
+        let (status, after) = trickle.await.unwrap();
+        assert_eq!(status, Some(401));
+        // Answered before any body, well within the header timeout (2 s).
+        assert!(after < Duration::from_secs(2), "held {after:?}");
+    }
+
+    // The slow one still trickles; a Crisp hook is answered at once.
+    let hook = json!({"website_id": WEBSITE, "event": "message:updated",
+        "data": {"website_id": WEBSITE, "session_id": "session_x", "fingerprint": 1}, "timestamp": 1});
+    let started = tokio::time::Instant::now();
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/crisp/hooks?key=hook-secret"))
+        .json(&hook)
+        .send()
+        .await
+        .expect("the hook is served");
+    assert_eq!(answer.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(10), "the hook waited {:?}", started.elapsed());
+
+    // Signed-looking but declared too large: refused before reading.
+    let (status, after) = trickle(addr, mcp_head(1 << 20, &looks_signed)).await;
+    assert_eq!(status, Some(413));
+    assert!(after < Duration::from_secs(2), "held {after:?}");
+    // The slow body is cut at the header timeout, not the 60 s request timeout.
+    let (status, after) = slow.await.unwrap();
+    assert_eq!(status, Some(408));
+    assert!((Duration::from_secs(2)..Duration::from_secs(10)).contains(&after), "held {after:?}");
 }

@@ -476,6 +476,39 @@ impl CrispClient {
         }
         Ok(answer)
     }
+
+    /// Whether the conversation exists on our website:
+    /// `GET /website/{website_id}/conversation/{session_id}`, `404` => false. An id that is not
+    /// one plain segment exists nowhere.
+    pub async fn conversation_exists(&self, session_id: &str) -> Result<bool, CrispError> {
+        if !super::hook::is_plain_id(session_id) {
+            return Ok(false);
+        }
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["website", &self.settings.website_id, "conversation", session_id]);
+        }
+        let found = self
+            .retry
+            .run("Crisp call", || async {
+                let started = std::time::Instant::now();
+                let result = self.attempt::<()>(Method::GET, url.clone(), None).await;
+                let outcome = match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(CrispError::Status { status, .. }) => status.to_string(),
+                    Err(_) => "error".to_owned(),
+                };
+                metrics::histogram!(crate::telemetry::CRISP_SECONDS, "call" => "conversation", "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            })
+            .await;
+        match found {
+            Ok(_) => Ok(true),
+            Err(CrispError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -83,12 +83,10 @@ impl OfferBook {
         });
     }
 
-    /// The Crisp conversation a firing's visitor is in: the conversation the stream named,
-    /// else the one linked to its Autoplay session, else to its (signed) user.
+    /// The Crisp conversation linked to a firing's Autoplay session, else to its (signed) user,
+    /// through the conversations' own session data. The stream's `conversation_id` is a claim
+    /// the caller judges (see the webhook's proactive offers), never read here.
     pub async fn conversation_for(&self, firing: &Firing) -> Option<String> {
-        if let Some(conversation) = &firing.conversation_id {
-            return Some(conversation.clone());
-        }
         let keys = std::iter::once(LinkKey::Session(&firing.session_id))
             .chain(firing.user_id.as_deref().map(LinkKey::User))
             .map(|k| k.key());
@@ -468,11 +466,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_conversation_named_by_the_stream_needs_no_link() {
+    async fn a_conversation_named_by_the_stream_is_no_link() {
         let book = OfferBook::new(LocalBook::open(None), None);
         let mut named = firing("ps_1", None);
         named.conversation_id = Some("session_c".into());
-        assert_eq!(book.conversation_for(&named).await.as_deref(), Some("session_c"));
+        assert_eq!(book.conversation_for(&named).await, None);
+        book.link(LinkKey::Session("ps_1"), "session_a", 1.0).await;
+        assert_eq!(book.conversation_for(&named).await.as_deref(), Some("session_a"), "the session's own link");
     }
 
     #[test]

@@ -164,12 +164,10 @@ impl VisitorGate {
         settings: &GateSettings,
     ) -> Result<(), Suppressed> {
         self.settle(now);
-        if self.autoplay_session != autoplay_session {
-            // A new Autoplay session of the same visitor: a fresh count of offers, but the
-            // cooldown and the dismissals (the visitor's patience) carry over.
-            self.autoplay_session = autoplay_session.to_owned();
-            self.offers = 0;
-        }
+        // The count is the conversation's, whatever Autoplay sessions its firings came from
+        // (alternating sessions must not reset it); each session has a count of its own too
+        // ([`Self::check_session`]).
+        self.autoplay_session = autoplay_session.to_owned();
         if floor.human || self.handed_off {
             return Err(Suppressed::Human);
         }
@@ -182,6 +180,21 @@ impl VisitorGate {
         }
         if let Some(offer) = &self.last_offer
             && now - offer.at < self.cooldown_secs(settings)
+        {
+            return Err(Suppressed::Cooldown);
+        }
+        Ok(())
+    }
+
+    /// Whether an offer may go out for the Autoplay session this record is kept for (one
+    /// record per session, beside the conversations' ones): at most `max_offers`, one per
+    /// cooldown, whatever conversation they go to.
+    pub fn check_session(&self, now: f64, settings: &GateSettings) -> Result<(), Suppressed> {
+        if self.offers >= settings.max_offers {
+            return Err(Suppressed::Capped);
+        }
+        if let Some(offer) = &self.last_offer
+            && now - offer.at < settings.cooldown_secs
         {
             return Err(Suppressed::Cooldown);
         }
@@ -268,7 +281,22 @@ mod tests {
         offer(&mut gate, 1300.0);
         gate.visitor_wrote(1310.0);
         assert_eq!(gate.check(10_000.0, "ps", &QUIET, &SETTINGS), Err(Suppressed::Capped));
-        assert_eq!(gate.check(10_000.0, "ps-next", &QUIET, &SETTINGS), Ok(()), "a new session counts afresh");
+        assert_eq!(
+            gate.check(10_000.0, "ps-next", &QUIET, &SETTINGS),
+            Err(Suppressed::Capped),
+            "another Autoplay session does not reset the conversation's count"
+        );
+    }
+
+    #[test]
+    fn an_autoplay_session_has_its_own_cap_and_cooldown_across_conversations() {
+        let mut session = VisitorGate::default();
+        assert_eq!(session.check_session(0.0, &SETTINGS), Ok(()));
+        session.offered(0.0, Trigger::PingPong, "f1", "");
+        assert_eq!(session.check_session(299.0, &SETTINGS), Err(Suppressed::Cooldown));
+        assert_eq!(session.check_session(300.0, &SETTINGS), Ok(()));
+        session.offered(300.0, Trigger::PingPong, "f2", "");
+        assert_eq!(session.check_session(100_000.0, &SETTINGS), Err(Suppressed::Capped));
     }
 
     #[test]
