@@ -320,13 +320,19 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 /// unknown path). `context` is a [`ContextSource`] configured as the replies' one;
 /// `known_for`: how long a conversation found on our website is not asked about again
 /// (`CONTEXT_TTL_SECS`).
-pub fn router(guard: Option<McpGuard>, context: ContextSource, known_for: Duration) -> Option<Router> {
+pub fn router(
+    guard: Option<McpGuard>,
+    context: ContextSource,
+    known_for: Duration,
+    redactor: Arc<privacy::Redactor>,
+) -> Option<Router> {
     let guard = Arc::new(guard?);
     let crisp = context.crisp.clone();
     let server = McpServer {
         context: Arc::new(context),
         crisp,
         known: moka::future::Cache::builder().max_capacity(100_000).time_to_live(known_for).build(),
+        redactor,
     };
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -363,6 +369,8 @@ pub struct McpServer {
     crisp: CrispClient,
     /// Conversations Crisp said exist on our website.
     known: moka::future::Cache<String, ()>,
+    /// Every tool result passes it: another party's model reads these results.
+    redactor: Arc<privacy::Redactor>,
 }
 
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
@@ -473,32 +481,49 @@ impl ServerHandler for McpServer {
     }
 }
 
+fn redact_strings(redactor: &privacy::Redactor, value: &mut Value) {
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = redactor.redact_for_log(text) {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_strings(redactor, item)),
+        Value::Object(fields) => fields.values_mut().for_each(|field| redact_strings(redactor, field)),
+        _ => {}
+    }
+}
+
 fn refused(message: &str) -> CallToolResult {
     let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
     result.structured_content = Some(json!({"error": message}));
     result
 }
 
-fn with_structure(text: String, structured: Value) -> CallToolResult {
-    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-    result.structured_content = Some(structured);
-    result
-}
-
 impl McpServer {
+    /// A tool's result, its text and every string of its structure passed through the
+    /// redactor (generic placeholders: the caller cannot restore them).
+    fn with_structure(&self, text: String, mut structured: Value) -> CallToolResult {
+        let text = self.redactor.redact_for_log(&text).into_owned();
+        redact_strings(&self.redactor, &mut structured);
+        let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(structured);
+        result
+    }
+
     /// The visitor of `conversation` (a Crisp session id), linked as replies link it.
     async fn visitor_activity(&self, conversation: Option<&str>) -> (McpOutcome, CallToolResult) {
         let Some(conversation) = conversation else {
             let text = "No conversation: this call is not part of a Crisp conversation, so there is no \
                         visitor to look up. Call get_visitor_activity while answering a visitor.";
             let structured = json!({"conversation": null, "linked": false, "summary": null, "actions": []});
-            return (McpOutcome::NoConversation, with_structure(text.into(), structured));
+            return (McpOutcome::NoConversation, self.with_structure(text.into(), structured));
         };
         if !self.conversation_known(conversation).await {
             // Not a conversation of ours: the same empty result as an unlinked visitor.
             let text = "No activity is recorded for this visitor.";
             let structured = json!({"conversation": conversation, "linked": false, "summary": null, "actions": []});
-            return (McpOutcome::UnknownConversation, with_structure(text.into(), structured));
+            return (McpOutcome::UnknownConversation, self.with_structure(text.into(), structured));
         }
         let activity = self.context.activity_for(conversation).await;
         tracing::debug!(session = id_for_log(conversation), linked_by = ?activity.linked_by, "visitor activity read");
@@ -511,7 +536,7 @@ impl McpServer {
                 let text = "No activity is recorded for this visitor (their chat is not linked to a browsing \
                             session, or they have done nothing recently).";
                 let structured = json!({"conversation": conversation, "linked": false, "summary": null, "actions": []});
-                return (McpOutcome::NoActivity, with_structure(text.into(), structured));
+                return (McpOutcome::NoActivity, self.with_structure(text.into(), structured));
             }
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -529,7 +554,7 @@ impl McpServer {
             "summary": summary,
             "actions": actions,
         });
-        (outcome, with_structure(activity.text, structured))
+        (outcome, self.with_structure(activity.text, structured))
     }
 
     /// Whether `conversation` exists on our website, as Crisp says (asked once per conversation,
@@ -587,7 +612,7 @@ impl McpServer {
             "count": actions.len(),
             "actions": actions,
         });
-        (outcome, with_structure(structured.to_string(), structured))
+        (outcome, self.with_structure(structured.to_string(), structured))
     }
 }
 

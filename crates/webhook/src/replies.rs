@@ -764,6 +764,11 @@ impl Inner {
         coordination.remember_own(session, OwnMark::Text(content.to_owned())).await;
         coordination.remember_own(session, OwnMark::Fingerprint(fingerprint)).await;
         let post = Post { kind, content, fingerprint };
+        if kind == PostKind::Note {
+            // Operators' eyes only: a note never talks over anyone (and follows the bot's own
+            // hand-off, which gave the floor to a human).
+            return self.deps.crisp.post(session, &post).await;
+        }
         let still = || -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
             Box::pin(async { matches!(self.may_post(turn).await, MayPost::Yes) })
         };
