@@ -12,7 +12,7 @@ use standins::stand_ins::{
     webhook_env,
 };
 use std::time::Duration;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 const SITE: &str = "42286ab3-b29a-4fde-8538-da0ae501d825";
 const SECRET: &str = "hook-secret-privacy";
