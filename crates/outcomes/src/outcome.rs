@@ -191,6 +191,8 @@ pub struct ConversationOutcome {
     /// Pages visited since the answer, newest last (consecutive repeats folded).
     pub pages_since_answer: Vec<String>,
     pub last_visitor_message_at: Option<f64>,
+    /// The time of the latest action applied: actions before it are not read again.
+    pub activity_seen_until: Option<f64>,
     /// The time of the latest event applied.
     pub updated_at: f64,
     /// Earlier cycles, oldest first, at most [`MAX_EARLIER`].
@@ -207,9 +209,10 @@ impl ConversationOutcome {
         }
     }
 
-    /// The visitor wrote. A confirming phrase ([`confirms`]) confirms an answer not resolved
-    /// yet; after a confirmed or assumed answer, a message on the same topic (or saying it did
-    /// not work) within the window reopens it; anything else is a new question (its answer
+    /// The visitor wrote. A confirming phrase ([`confirms`]) within the window confirms an
+    /// answer not resolved yet; after a confirmed or assumed answer, a message on the same topic
+    /// (a content word of the question or of a step), or saying it did not work
+    /// ([`reports_failure`]), within `OUTCOME_WINDOW_SECS` of that resolution reopens it; anything else is a new question (its answer
     /// starts a new window).
     pub fn visitor_wrote(&mut self, at: f64, text: &str) -> Vec<Effect> {
         if self.last_visitor_message_at.is_some_and(|last| at <= last) || self.is_before_answer(at) {
@@ -217,12 +220,17 @@ impl ConversationOutcome {
         }
         self.last_visitor_message_at = Some(at);
         self.touch(at);
-        if let Some(answered_at) = self.answered_at
-            && at - answered_at <= self.window_secs
-        {
+        if let Some(answered_at) = self.answered_at {
+            let in_window = |since: Option<f64>| since.is_some_and(|since| at - since <= self.window_secs);
             match self.outcome {
-                None | Some(Outcome::Stuck) if confirms(text) => return self.decide(Outcome::Confirmed, at),
-                Some(o) if o.is_resolved() && (reports_failure(text) || self.same_topic(text)) => {
+                None | Some(Outcome::Stuck) if in_window(Some(answered_at)) && confirms(text) => {
+                    return self.decide(Outcome::Confirmed, at);
+                }
+                Some(o)
+                    if o.is_resolved()
+                        && in_window(self.decided_at)
+                        && (reports_failure(text) || self.same_topic(text)) =>
+                {
                     self.question(at, text);
                     return self.decide(Outcome::Reopened, at);
                 }
@@ -316,14 +324,27 @@ impl ConversationOutcome {
     /// The visitor's actions (in order) at `at`: an action after the answer that matches a step
     /// within `OUTCOME_CONFIRM_SECS` confirms it; an error page, or going back and forth between
     /// the trouble's pages, within the window, is stuck. An action's own time is used when it
-    /// has one, `at` otherwise.
+    /// has one, `at` otherwise; actions older than the latest one applied are skipped, so a
+    /// replayed batch changes nothing (its newest action is read again, to no effect).
     pub fn activity(&mut self, at: f64, actions: &[ActionRecord<'_>]) -> Vec<Effect> {
         let mut effects = Vec::new();
         let Some(answered_at) = self.answered_at else { return effects };
+        let seen_until = self.activity_seen_until;
         for action in actions {
             let t = action_time(action).unwrap_or(at);
+            if seen_until.is_some_and(|seen| t < seen) {
+                continue; // applied already (a replayed batch)
+            }
+            self.activity_seen_until = Some(self.activity_seen_until.map_or(t, |seen| seen.max(t)));
             if t < answered_at || t - answered_at > self.window_secs {
                 continue;
+            }
+            let page = action.canonical_url.trim_end_matches('/');
+            if !page.is_empty() && self.pages_since_answer.last().map(String::as_str) != Some(page) {
+                self.pages_since_answer.push(page.to_owned());
+                if self.pages_since_answer.len() > MAX_PAGES {
+                    self.pages_since_answer.remove(0);
+                }
             }
             if matches!(self.outcome, None | Some(Outcome::Stuck))
                 && t - answered_at <= self.confirm_secs
@@ -335,13 +356,6 @@ impl ConversationOutcome {
                 self.touch(t);
                 effects.extend(self.decide(Outcome::Confirmed, t));
                 continue;
-            }
-            let page = action.canonical_url.trim_end_matches('/');
-            if !page.is_empty() && self.pages_since_answer.last().map(String::as_str) != Some(page) {
-                self.pages_since_answer.push(page.to_owned());
-                if self.pages_since_answer.len() > MAX_PAGES {
-                    self.pages_since_answer.remove(0);
-                }
             }
             if self.may_get_stuck(t) && (self.is_error_page(action) || self.ping_pong_again()) {
                 self.touch(t);
@@ -519,3 +533,269 @@ const COMMON: &[&str] = &[
     "bonjour", "merci", "hallo", "danke", "hola", "gracia", "all", "any", "some", "yes", "okay", "about", "this",
     "that", "thi", "doe", "vou", "there", "when", "which", "who", "will", "way", "like",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short windows: confirmed within 2 s, watched for 4 s.
+    fn settings() -> Settings {
+        Settings { confirm_secs: 2.0, window_secs: 4.0, ..Settings::default() }
+    }
+
+    fn at(title: &str, url: &str, t: f64) -> ActionRecord<'static> {
+        ActionRecord {
+            title: title.to_owned().into(),
+            canonical_url: url.to_owned().into(),
+            timestamp_start: t,
+            ..ActionRecord::default()
+        }
+    }
+
+    fn decided(effects: &[Effect]) -> Vec<Outcome> {
+        effects.iter().filter_map(|e| if let Effect::CountOutcome(o) = e { Some(*o) } else { None }).collect()
+    }
+
+    fn follow_ups(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| if let Effect::SendFollowUp { text } = e { Some(text.clone()) } else { None })
+            .collect()
+    }
+
+    const ANSWER: &str = "open Settings, then click Export CSV";
+
+    /// Asked at 100, answered at 101 naming Settings and Export CSV; the visitor had clicked
+    /// Export CSV before (so it is a step), never Settings.
+    fn answered(trouble: Trouble) -> ConversationOutcome {
+        let mut c = ConversationOutcome::new("session_1", &settings());
+        assert!(c.visitor_wrote(100.0, "How do I export my invoices?").is_empty());
+        let before = [at("Click Export CSV button", "https://app.example.com/reports", 99.0)];
+        assert_eq!(c.answered(101.0, ANSWER, &before, trouble), [Effect::ObserveFirstReply { secs: 1.0 }]);
+        c
+    }
+
+    #[test]
+    fn a_click_on_the_named_step_confirms() {
+        let mut c = answered(Trouble::default());
+        assert_eq!(c.named.len(), 2);
+        assert_eq!(c.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Export CSV"]);
+        let later = [at("Page Load: Reports", "https://app.example.com/reports", 101.5)];
+        assert!(c.activity(101.5, &later).is_empty(), "not a step");
+        let click = [at("Click Export CSV button", "https://app.example.com/reports", 102.0)];
+        let effects = c.activity(102.0, &click);
+        assert_eq!(effects, [Effect::SetSegment("bot-confirmed"), Effect::CountOutcome(Outcome::Confirmed)]);
+        assert_eq!((c.outcome, c.decided_at), (Some(Outcome::Confirmed), Some(102.0)));
+        assert!(c.activity(102.0, &click).is_empty(), "replayed");
+        assert!(c.tick(200.0).is_empty(), "decided once");
+        assert!(c.is_settled());
+    }
+
+    #[test]
+    fn a_step_matched_after_the_confirm_window_or_before_the_answer_does_not_confirm() {
+        let mut c = answered(Trouble::default());
+        assert!(c.activity(110.0, &[at("Click Export CSV button", "/reports", 100.5)]).is_empty(), "before");
+        assert!(c.activity(110.0, &[at("Click Export CSV button", "/reports", 103.5)]).is_empty(), "2.5 s after");
+        assert_eq!(c.outcome, None);
+        // A name the visitor never met before is a step once their activity after the answer has it.
+        let mut c = answered(Trouble::default());
+        let effects = c.activity(102.0, &[at("Page Load: Settings", "https://app.example.com/settings", 0.0)]);
+        assert_eq!(decided(&effects), [Outcome::Confirmed], "the action's own time, else the event's");
+        assert_eq!(c.steps.len(), 2);
+    }
+
+    #[test]
+    fn names_not_in_the_visitors_activity_are_not_steps_and_sentence_start_capitals_are_ignored() {
+        let mut c = ConversationOutcome::new("c", &settings());
+        c.answered(10.0, "Great question. Export is under Reports, ask Stripe.", &[], Trouble::default());
+        let names: Vec<&str> = c.named.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Reports", "Stripe"], "Great and Export start sentences");
+        assert!(c.steps.is_empty(), "nothing the visitor did names them");
+        assert!(c.activity(11.0, &[at("Click Export", "/data", 11.0)]).is_empty());
+        assert_eq!(decided(&c.activity(11.0, &[at("Page Load: Reports", "/reports", 11.0)])), [Outcome::Confirmed]);
+    }
+
+    #[test]
+    fn silence_for_the_window_is_assumed() {
+        let mut c = answered(Trouble::default());
+        assert!(c.tick(104.9).is_empty());
+        assert_eq!(c.tick(105.0), [Effect::SetSegment("bot-assumed"), Effect::CountOutcome(Outcome::Assumed)]);
+        assert!(c.tick(106.0).is_empty());
+        // A message, not a confirmation, keeps it from being assumed.
+        let mut c = answered(Trouble::default());
+        c.visitor_wrote(102.0, "and what about the PDF version?");
+        assert!(c.tick(200.0).is_empty());
+        assert!(!c.is_settled() || c.outcome.is_none());
+        // So does a hand-off (escalated) or being stuck.
+        let mut c = answered(Trouble::default());
+        c.handed_off(102.0, "asked");
+        assert!(c.tick(200.0).is_empty());
+    }
+
+    #[test]
+    fn thanks_that_worked_or_the_model_confirms() {
+        let mut c = answered(Trouble::default());
+        assert_eq!(decided(&c.visitor_wrote(102.0, "Thanks, that worked!")), [Outcome::Confirmed]);
+        assert!(c.visitor_wrote(102.0, "Thanks, that worked!").is_empty(), "replayed");
+        let mut c = answered(Trouble::default());
+        assert!(c.model_confirmed(100.0).is_empty(), "before the answer");
+        assert_eq!(decided(&c.model_confirmed(103.0)), [Outcome::Confirmed]);
+        assert!(c.model_confirmed(103.5).is_empty());
+        let mut c = answered(Trouble::default());
+        assert!(c.visitor_wrote(102.0, "it still doesn't work").is_empty());
+        assert!(c.visitor_wrote(110.0, "thanks, that worked").is_empty(), "past the window");
+    }
+
+    #[test]
+    fn a_hand_off_escalates_once() {
+        let mut c = answered(Trouble::default());
+        let effects = c.handed_off(102.0, "unable");
+        assert_eq!(effects, [Effect::SetSegment("bot-escalated"), Effect::CountOutcome(Outcome::Escalated)]);
+        assert_eq!(c.handoff_reason.as_deref(), Some("unable"));
+        assert!(c.handed_off(102.0, "unable").is_empty());
+        assert!(c.handed_off(103.0, "asked").is_empty());
+        // Without any answer: the question was escalated.
+        let mut c = ConversationOutcome::new("c", &settings());
+        c.visitor_wrote(5.0, "a human please");
+        assert_eq!(decided(&c.handed_off(6.0, "asked")), [Outcome::Escalated]);
+        assert_eq!(c.first_reply_secs, None);
+    }
+
+    #[test]
+    fn the_same_trigger_again_is_stuck_with_exactly_one_follow_up() {
+        let trouble = Trouble { trigger: Some(Trigger::Repeat), ..Trouble::default() };
+        let mut c = answered(trouble);
+        assert!(c.trigger_fired(101.5, Trigger::Dwell).is_empty(), "another trigger");
+        let effects = c.trigger_fired(102.0, Trigger::Repeat);
+        assert_eq!(
+            effects,
+            [
+                Effect::SetSegment("bot-stuck"),
+                Effect::CountOutcome(Outcome::Stuck),
+                Effect::SendFollowUp { text: "Still stuck on Export CSV? I can get a person.".into() }
+            ]
+        );
+        assert!(c.follow_up_sent);
+        assert!(c.trigger_fired(102.5, Trigger::Repeat).is_empty());
+        assert!(c.activity(102.5, &[at("Error 500", "https://app.example.com/error", 102.5)]).is_empty());
+        assert!(c.tick(300.0).is_empty(), "stuck is not assumed");
+        // Getting unstuck by the step still confirms, without another follow-up.
+        let effects = c.activity(102.8, &[at("Click Export CSV button", "/reports", 102.8)]);
+        assert_eq!(decided(&effects), [Outcome::Confirmed]);
+        assert!(follow_ups(&effects).is_empty());
+        assert_eq!(c.decided, [Outcome::Stuck, Outcome::Confirmed]);
+    }
+
+    #[test]
+    fn an_error_page_or_ping_pong_between_the_same_pages_is_stuck() {
+        let mut c = answered(Trouble::default());
+        let effects = c.activity(102.0, &[at("Oops, something went wrong", "https://app.example.com/x", 102.0)]);
+        assert_eq!(decided(&effects), [Outcome::Stuck]);
+        assert_eq!(follow_ups(&effects).len(), 1);
+
+        let trouble = Trouble {
+            trigger: Some(Trigger::PingPong),
+            ping_pong: vec!["https://app.example.com/billing".into()],
+            ..Trouble::default()
+        };
+        let mut c = answered(trouble.clone());
+        let pages = |urls: &[&str], t0: f64| -> Vec<ActionRecord<'static>> {
+            urls.iter().enumerate().map(|(i, u)| at("Page Load", u, t0 + i as f64 * 0.1)).collect()
+        };
+        let other = pages(&["https://app.example.com/a", "https://app.example.com/b"], 101.1);
+        let other: Vec<_> = other.iter().chain(other.iter()).cloned().collect();
+        assert!(c.activity(101.5, &other).is_empty(), "back and forth elsewhere");
+        let effects = c.activity(
+            102.0,
+            &pages(
+                &[
+                    "https://app.example.com/billing",
+                    "https://app.example.com/plans/",
+                    "https://app.example.com/billing",
+                    "https://app.example.com/plans",
+                ],
+                101.6,
+            ),
+        );
+        assert_eq!(decided(&effects), [Outcome::Stuck]);
+        // After the window, nothing is stuck any more.
+        let mut c = answered(Trouble { error_page: Some("https://app.example.com/oops".into()), ..trouble });
+        assert!(c.activity(106.0, &[at("Page Load", "https://app.example.com/oops", 106.0)]).is_empty());
+        assert!(c.trigger_fired(106.0, Trigger::PingPong).is_empty());
+    }
+
+    #[test]
+    fn no_follow_up_once_the_visitor_wrote() {
+        let trouble = Trouble { trigger: Some(Trigger::Dwell), ..Trouble::default() };
+        let mut c = answered(trouble);
+        c.visitor_wrote(101.5, "hmm where exactly?");
+        let effects = c.trigger_fired(102.0, Trigger::Dwell);
+        assert_eq!(decided(&effects), [Outcome::Stuck]);
+        assert!(follow_ups(&effects).is_empty(), "the bot is answering them anyway");
+    }
+
+    #[test]
+    fn the_same_topic_after_a_resolved_answer_reopens_it_a_new_question_does_not() {
+        let mut c = answered(Trouble::default());
+        c.visitor_wrote(102.0, "thanks!");
+        let effects = c.visitor_wrote(103.0, "the exported invoices are empty though");
+        assert_eq!(effects, [Effect::SetSegment("bot-reopened"), Effect::CountOutcome(Outcome::Reopened)]);
+        assert!(c.visitor_wrote(103.0, "the exported invoices are empty though").is_empty(), "replayed");
+        assert_eq!(c.question_at, Some(103.0), "a question waiting for its answer");
+
+        let mut c = answered(Trouble::default());
+        c.tick(105.0);
+        assert_eq!(c.outcome, Some(Outcome::Assumed));
+        assert!(c.visitor_wrote(105.0, "how do I invite a teammate?").is_empty(), "another topic");
+        assert_eq!(decided(&c.visitor_wrote(108.9, "it still doesn't work")), [Outcome::Reopened], "4 s after");
+
+        let mut c = answered(Trouble::default());
+        c.model_confirmed(102.0);
+        assert!(c.visitor_wrote(106.5, "export invoices again?").is_empty(), "past the window: a new question");
+    }
+
+    #[test]
+    fn a_new_answer_starts_a_new_cycle() {
+        let trouble = Trouble { trigger: Some(Trigger::Repeat), ..Trouble::default() };
+        let mut c = answered(trouble.clone());
+        c.trigger_fired(102.0, Trigger::Repeat);
+        c.visitor_wrote(102.5, "where is it exactly?");
+        assert!(c.answered(103.0, "click Export CSV at the top", &[], trouble).is_empty(), "first reply seen already");
+        assert_eq!(c.answers, 2);
+        assert_eq!(c.reply_secs, Some(0.5));
+        assert_eq!(c.earlier.len(), 1);
+        assert_eq!(c.earlier[0].outcome, Some(Outcome::Stuck));
+        assert!(c.earlier[0].follow_up_sent);
+        assert!(!c.follow_up_sent && c.outcome.is_none());
+        let effects = c.trigger_fired(103.5, Trigger::Repeat);
+        assert_eq!(follow_ups(&effects), ["Still stuck? I can get a person."], "one per answer; no step seen");
+        assert!(c.answered(103.0, "replayed", &[], Trouble::default()).is_empty());
+        assert_eq!(c.answers, 2);
+    }
+
+    /// Two replicas: one applies the events and stores the record; the other loads it and
+    /// replays the same events (a redelivery): nothing is decided or sent twice.
+    #[test]
+    fn replayed_events_give_one_outcome() {
+        let trouble = Trouble { trigger: Some(Trigger::ErrorPage), ..Trouble::default() };
+        let events = |c: &mut ConversationOutcome| -> Vec<Effect> {
+            let mut effects = c.visitor_wrote(100.0, "export fails");
+            let before = [at("Click Export CSV button", "/reports", 99.0)];
+            effects.extend(c.answered(101.0, ANSWER, &before, trouble.clone()));
+            effects.extend(c.trigger_fired(101.5, Trigger::ErrorPage));
+            effects.extend(c.activity(102.0, &[at("Click Export CSV button", "/reports", 102.0)]));
+            effects.extend(c.visitor_wrote(102.5, "thanks, that worked"));
+            effects.extend(c.tick(110.0));
+            effects
+        };
+        let mut first = ConversationOutcome::new("c", &settings());
+        let effects = events(&mut first);
+        assert_eq!(decided(&effects), [Outcome::Stuck, Outcome::Confirmed]);
+        assert_eq!(follow_ups(&effects).len(), 1);
+        let stored = serde_json::to_string(&first).unwrap();
+        let mut second: ConversationOutcome = serde_json::from_str(&stored).unwrap();
+        assert_eq!(second, first);
+        assert!(events(&mut second).is_empty());
+        assert_eq!(second, first);
+    }
+}

@@ -221,13 +221,13 @@ fn quotations(text: &str) -> (Vec<String>, String) {
             let inner_end = inner_start + close_rel;
             let end = inner_end + close.len();
             let inner = &text[inner_start..inner_end];
-            let valid = !inner.trim().is_empty()
-                && !inner.starts_with(char::is_whitespace)
-                && !inner.contains('\n')
-                && inner.chars().count() <= MAX_QUOTED_CHARS
-                && !(boundary && text[end..].chars().next().is_some_and(char::is_alphanumeric))
-                && !taken.iter().any(|&(s, e)| inner_end >= s && inner_end < e);
-            if valid {
+            let invalid = inner.trim().is_empty()
+                || inner.starts_with(char::is_whitespace)
+                || inner.contains('\n')
+                || inner.chars().count() > MAX_QUOTED_CHARS
+                || (boundary && text[end..].chars().next().is_some_and(char::is_alphanumeric))
+                || taken.iter().any(|&(s, e)| inner_end >= s && inner_end < e);
+            if !invalid {
                 taken.push((start, end));
                 found.push((start, inner.to_owned()));
                 from = end;
@@ -268,7 +268,7 @@ fn capitalised(text: &str) -> Vec<String> {
             }
             let word = &text[i..end];
             if c.is_uppercase() {
-                if !(joined && !run.is_empty()) {
+                if !joined || run.is_empty() {
                     flush(&mut run, run_at_sentence_start, &mut out);
                     run_at_sentence_start = sentence_start;
                 }

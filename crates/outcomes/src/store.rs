@@ -95,7 +95,7 @@ impl OutcomeStore for MemoryStore {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Line {
-    Conversation(ConversationOutcome),
+    Conversation(Box<ConversationOutcome>),
     Offers(OfferStats),
 }
 
@@ -141,7 +141,7 @@ impl FileStore {
                     lines += 1;
                     match serde_json::from_str::<Line>(&line) {
                         Ok(Line::Conversation(c)) => {
-                            records.conversations.insert(c.conversation_id.clone(), c);
+                            records.conversations.insert(c.conversation_id.clone(), *c);
                         }
                         Ok(Line::Offers(o)) => records.offers = Some(o),
                         Err(_) => {} // cut short by a crash, or not ours
