@@ -41,3 +41,34 @@ pub fn series() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../../../deploy/grafana-dashboard.json");
+    const ALERTS: &str = include_str!("../../../deploy/prometheus-alerts.yml");
+
+    #[test]
+    fn the_dashboard_and_alerts_name_these_metrics() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+        assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
+        for name in [CONVERSATION_OUTCOMES, FIRST_REPLY_SECONDS, FOLLOW_UPS, OFFER_RESULTS, TRIGGER_PAUSED] {
+            assert!(DASHBOARD.contains(name), "{name} on the dashboard");
+        }
+        for name in [CONVERSATION_OUTCOMES, FOLLOW_UPS, TRIGGER_PAUSED] {
+            assert!(ALERTS.contains(name), "{name} in the alerts");
+        }
+        use agent_core::telemetry::{HOOKS_RECEIVED, LLM_SECONDS, MESSAGES_SETTLED, REPLIES_FAILED};
+        for name in [LLM_SECONDS, MESSAGES_SETTLED, REPLIES_FAILED, HOOKS_RECEIVED] {
+            assert!(DASHBOARD.contains(name) && ALERTS.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_series_is_listed() {
+        let series = series();
+        assert_eq!(series.len(), 5 + 1 + 4 * 3);
+        assert!(series.contains(&(OFFER_RESULTS, vec![(TRIGGER_LABEL, "dwell"), (RESULT_LABEL, "ignored")])));
+    }
+}
