@@ -842,11 +842,7 @@ mod tests {
     }
 
     fn test_redis_url() -> Option<String> {
-        let url = std::env::var("TEST_REDIS_URL").ok();
-        if url.is_none() {
-            eprintln!("TEST_REDIS_URL is not set: the Redis coordination test did not run");
-        }
-        url
+        crate::redis_conn::redis_for_tests("the Redis coordination tests")
     }
 
     fn replica(url: &str, prefix: &str, owner: &str, lease: Duration) -> Coordination {
@@ -855,7 +851,7 @@ mod tests {
         Coordination::new(LocalInbox::new(&timings, limits(100, 100), None, Vec::new()), Some(redis))
     }
 
-    /// Runs against a real Redis when TEST_REDIS_URL is set (CI sets it).
+    /// Runs against the Redis of TEST_REDIS_URL (see `redis_for_tests`).
     #[tokio::test]
     async fn redis_coordination_across_two_replicas() {
         let Some(url) = test_redis_url() else { return };

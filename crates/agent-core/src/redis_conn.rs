@@ -75,3 +75,18 @@ impl RedisConn {
         }
     }
 }
+
+/// The Redis a test that needs one uses: `TEST_REDIS_URL`. Without it the test fails, unless
+/// `SKIP_REDIS_TESTS=1` says to skip it, which it then says (`None`). `what` names the test.
+pub fn redis_for_tests(what: &str) -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") => {
+            eprintln!("skipped (SKIP_REDIS_TESTS=1, no TEST_REDIS_URL): {what}");
+            None
+        }
+        _ => {
+            panic!("{what} needs Redis: set TEST_REDIS_URL (scripts/test starts one), or SKIP_REDIS_TESTS=1 to skip it")
+        }
+    }
+}

@@ -402,8 +402,3 @@ impl Offers {
 fn session_record(autoplay_session: &str) -> String {
     format!("autoplay:{autoplay_session}")
 }
-
-/// The default templates, as settings start from them.
-pub fn default_templates() -> HashMap<Trigger, String> {
-    agent_core::proactive::offer::DEFAULT_TEMPLATES.iter().map(|(t, text)| (*t, (*text).to_owned())).collect()
-}

@@ -34,7 +34,6 @@ use agent_core::prompt::{reply_request, visitor_words};
 use agent_core::retry::Backoff;
 use agent_core::telemetry::{self, Settled};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -43,6 +42,8 @@ use tracing::Instrument;
 
 /// Characters kept of each earlier turn in the prompt.
 const HISTORY_TURN_CHARS: usize = 1000;
+/// After the LLM server refused tools, how long before they are tried again.
+const TOOLS_REPROBE_AFTER: Duration = Duration::from_secs(600);
 /// Posting locks (conversations share them by hash).
 const POSTING_LOCKS: usize = 64;
 /// How long an operator hook waits for a bot post already under way in its conversation.
@@ -231,8 +232,10 @@ struct Inner {
     /// Conversations this process is answering.
     holders: Mutex<HashMap<(Origin, String), Holder>>,
     history: moka::future::Cache<String, Arc<Vec<ConversationMessage>>>,
-    /// Whether the LLM server takes tools; false once it refused them.
-    tools_supported: AtomicBool,
+    /// When the LLM server last refused a request with tools: plain requests until
+    /// [`TOOLS_REPROBE_AFTER`] has passed, then tools are tried again (the server or the
+    /// model may have changed).
+    tools_refused_at: Mutex<Option<std::time::Instant>>,
     /// Held (shared) by a post from its last "may the bot speak?" check to Crisp's answer;
     /// taken (exclusive) by an operator's takeover.
     posting: Box<[tokio::sync::RwLock<()>]>,
@@ -251,7 +254,7 @@ impl Replies {
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(30))
                     .build(),
-                tools_supported: AtomicBool::new(true),
+                tools_refused_at: Mutex::new(None),
                 posting: (0..POSTING_LOCKS).map(|_| tokio::sync::RwLock::new(())).collect(),
                 availability: moka::future::Cache::builder().time_to_live(Duration::from_secs(30)).build(),
             }),
@@ -676,10 +679,17 @@ impl Inner {
     /// the request), a plain one, with explicit requests for a person caught by the phrase
     /// detector.
     async fn ask_llm(&self, request: &ChatRequest, words: &str) -> Result<Completion, LlmError> {
-        if self.tools_supported.load(Ordering::Relaxed) {
+        let refused_at = *self.tools_refused_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused_at.is_none_or(|at| at.elapsed() >= TOOLS_REPROBE_AFTER) {
             match self.deps.llm.complete_with_tools(request).await {
                 Err(LlmError::Status { status: 400 | 404 | 422, .. }) => {}
-                other => return other,
+                other => {
+                    if refused_at.is_some() && other.is_ok() {
+                        *self.tools_refused_at.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                        tracing::info!("the LLM server takes tools again");
+                    }
+                    return other;
+                }
             }
         }
         if handoff::asks_for_a_person(words) {
@@ -691,8 +701,18 @@ impl Inner {
         let mut plain = request.clone();
         plain.tools.clear();
         let answer = self.deps.llm.complete_with_tools(&plain).await;
-        if answer.is_ok() && self.tools_supported.swap(false, Ordering::Relaxed) {
-            tracing::warn!("the LLM server refuses tools; hand-offs now rely on detecting explicit requests");
+        if answer.is_ok() {
+            let first = self
+                .tools_refused_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(std::time::Instant::now())
+                .is_none();
+            if first {
+                tracing::warn!(
+                    "the LLM server refuses tools; hand-offs rely on detecting explicit requests (tools are tried again every 10 minutes)"
+                );
+            }
         }
         answer
     }

@@ -492,8 +492,7 @@ async fn a_signature_replayed_with_another_conversation_is_refused_and_the_same_
 
 #[tokio::test]
 async fn a_signature_used_on_one_replica_is_refused_for_another_conversation_on_the_other() {
-    if std::env::var("TEST_REDIS_URL").is_err() {
-        eprintln!("TEST_REDIS_URL unset: skipped (runs on Redis only)");
+    if agent_core::redis_conn::redis_for_tests("MCP signatures across replicas").is_none() {
         return;
     }
     let prefix = format!("test-mcp-replicas-{}:", std::process::id());

@@ -141,10 +141,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Runs against a real Redis when TEST_REDIS_URL is set (CI sets it).
+    /// Runs against the Redis of TEST_REDIS_URL (see `redis_for_tests`).
     #[tokio::test]
     async fn anonymous_batches_and_summaries_are_reachable_under_no_id() {
-        let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
+        let Some(url) = crate::redis_conn::redis_for_tests("the Redis store's anonymous batches") else { return };
         let prefix = format!("test-{:x}:", rand::random::<u64>());
         let conn = RedisConn::lazy(&url, &prefix).unwrap();
         let store = RedisStore::new(conn.clone(), StoreLimits { max_actions: 10, ttl: Duration::from_secs(600) });
@@ -171,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn firings_go_to_the_stream_in_order() {
-        let Ok(url) = std::env::var("TEST_REDIS_URL") else { return };
+        let Some(url) = crate::redis_conn::redis_for_tests("the Redis firing stream") else { return };
         let prefix = format!("test-{:x}:", rand::random::<u64>());
         let conn = RedisConn::lazy(&url, &prefix).unwrap();
         let store = RedisStore::new(conn.clone(), StoreLimits { max_actions: 10, ttl: Duration::from_secs(600) });
