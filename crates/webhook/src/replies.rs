@@ -371,6 +371,7 @@ impl Inner {
             let key = (hold.origin, hold.session.clone());
             if let Some(holder) = holders.get_mut(&key) {
                 holder.look_again = true;
+                holder.hold = hold;
                 return;
             }
             holders.insert(key, Holder { hold: hold.clone(), look_again: false, in_flight: 0 });
@@ -385,8 +386,14 @@ impl Inner {
         let coordination = &self.deps.coordination;
         let session = hold.session.clone();
         let key = (hold.origin, session.clone());
+        let mut hold = hold;
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
+            // The orphan sweep may have taken this conversation's hold again meanwhile (it
+            // lapsed while Redis was away): the newest token is the one to use.
+            if let Some(holder) = self.holders().get(&key) {
+                hold = holder.hold.clone();
+            }
             let burst = match coordination.next_burst(&hold).await {
                 Ok(burst) if !burst.entries.is_empty() => {
                     if let Some(holder) = self.holders().get_mut(&key) {
@@ -412,27 +419,19 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::warn!(session = id_for_log(&session), error = %e, "cannot read the conversation's queue; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            };
-            // Renewed at a third of the lease, whatever the lease: the hold never lapses while
-            // this process is alive and Redis answers. Ends only when the hold is lost.
-            let renew_every = (coordination.lease() / 3).max(Duration::from_millis(100));
-            let renew = async {
-                loop {
-                    tokio::time::sleep(renew_every).await;
-                    if let Ok(false) = coordination.keep_holding(&hold).await {
+                    if self.renewing(&hold, tokio::time::sleep(backoff.next_delay())).await.is_none() {
+                        self.holders().remove(&key);
                         return;
                     }
+                    continue;
                 }
             };
             let reply_id = format!("{:016x}", rand::random::<u64>());
             let span = tracing::info_span!("reply", session = id_for_log(&session), reply_id = %reply_id);
-            let (attempt, settled) = tokio::select! {
-                done = self.reply(&hold, &burst, &reply_id).instrument(span.clone()) => done,
-                () = renew => (Attempt::Lost, 0),
-            };
+            let (attempt, settled) = self
+                .renewing(&hold, self.reply(&hold, &burst, &reply_id).instrument(span.clone()))
+                .await
+                .unwrap_or((Attempt::Lost, 0));
             match attempt {
                 Attempt::Settled(how) => {
                     backoff.reset();
@@ -460,9 +459,33 @@ impl Inner {
                     }
                     let wait = backoff.next_delay();
                     tracing::warn!(parent: &span, retry_in = ?wait, "reply not delivered; the messages stay recorded and are retried");
-                    tokio::time::sleep(wait).await;
+                    // Still held while waiting: no other replica answers in between.
+                    if self.renewing(&hold, tokio::time::sleep(wait)).await.is_none() {
+                        self.holders().remove(&key);
+                        return;
+                    }
                 }
             }
+        }
+    }
+
+    /// Runs `work` while renewing the hold at a third of the lease, whatever the lease: the
+    /// hold never lapses while this process is alive and Redis answers. `None`: the hold was
+    /// lost to another replica before `work` ended (it is dropped then).
+    async fn renewing<T>(&self, hold: &Hold, work: impl Future<Output = T>) -> Option<T> {
+        let coordination = &self.deps.coordination;
+        let renew_every = (coordination.lease() / 3).max(Duration::from_millis(100));
+        let renew = async {
+            loop {
+                tokio::time::sleep(renew_every).await;
+                if let Ok(false) = coordination.keep_holding(hold).await {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            done = work => Some(done),
+            () = renew => None,
         }
     }
 
