@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn long_sections_are_cut() {
         let para = "word ".repeat(100);
-        let body = format!("# T\n\n{}", vec![para.trim(); 10].join("\n\n"));
+        let body = format!("# T\n\n{}", [para.trim(); 10].join("\n\n"));
         let d = Document::new("x".into(), "T".into(), None, body);
         let p = d.passages();
         assert!(p.len() > 2);

@@ -10,10 +10,13 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Id prefix of folder documents.
 pub const FILE_PREFIX: &str = "file:";
 
+/// A file that could not be read: its id and the error.
+pub type Failed = (String, String);
+
 /// Reads every supported file under `dir` (hidden entries and symlinks skipped). Returns the
 /// documents and the files that could not be read (id, error); fails only when `dir` itself
 /// cannot be listed.
-pub fn scan_folder(dir: &Path) -> std::io::Result<(Vec<Document>, Vec<(String, String)>)> {
+pub fn scan_folder(dir: &Path) -> std::io::Result<(Vec<Document>, Vec<Failed>)> {
     let mut files = Vec::new();
     walk(dir, &mut files, true)?;
     files.sort();

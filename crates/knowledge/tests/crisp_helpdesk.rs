@@ -40,14 +40,23 @@ fn guard(st: &Shared, headers: &HeaderMap, what: String) -> Option<Response> {
     let auth_ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Basic aWQ6a2V5")
         && headers.get("x-crisp-tier").and_then(|v| v.to_str().ok()) == Some("plugin");
     if !auth_ok {
-        return Some((StatusCode::UNAUTHORIZED, Json(json!({"error": true, "reason": "unauthorized", "data": {}}))).into_response());
+        return Some(
+            (StatusCode::UNAUTHORIZED, Json(json!({"error": true, "reason": "unauthorized", "data": {}})))
+                .into_response(),
+        );
     }
-    s.failing.then(|| (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": true, "reason": "error", "data": {}}))).into_response())
+    s.failing.then(|| {
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": true, "reason": "error", "data": {}}))).into_response()
+    })
 }
 
 const PER_PAGE: usize = 2;
 
-async fn tree_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, locale, _t, page)): Path<(String, String, String, usize)>) -> Response {
+async fn tree_list(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path((_w, locale, _t, page)): Path<(String, String, String, usize)>,
+) -> Response {
     if let Some(r) = guard(&st, &headers, format!("tree/list/{locale}/{page}")) {
         return r;
     }
@@ -63,13 +72,19 @@ async fn tree_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, local
         }
     }
     for (c, children) in cats {
-        roots.push(json!({"type": "category", "slug": c, "title": c, "state": {"published": true}, "children": children}));
+        roots.push(
+            json!({"type": "category", "slug": c, "title": c, "state": {"published": true}, "children": children}),
+        );
     }
     let items: Vec<Value> = roots.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
     ok(Value::Array(items))
 }
 
-async fn page_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l, _t, page)): Path<(String, String, String, usize)>) -> Response {
+async fn page_list(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path((_w, _l, _t, page)): Path<(String, String, String, usize)>,
+) -> Response {
     if let Some(r) = guard(&st, &headers, format!("page/list/{page}")) {
         return r;
     }
@@ -90,7 +105,11 @@ async fn page_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l, _
     ok(Value::Array(items))
 }
 
-async fn tree_content(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l, _t, path)): Path<(String, String, String, String)>) -> Response {
+async fn tree_content(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path((_w, _l, _t, path)): Path<(String, String, String, String)>,
+) -> Response {
     if let Some(r) = guard(&st, &headers, format!("tree/content/{path}")) {
         return r;
     }
@@ -102,7 +121,11 @@ async fn tree_content(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l
     }
 }
 
-async fn legacy_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l, page)): Path<(String, String, usize)>) -> Response {
+async fn legacy_list(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path((_w, _l, page)): Path<(String, String, usize)>,
+) -> Response {
     if let Some(r) = guard(&st, &headers, format!("legacy/list/{page}")) {
         return r;
     }
@@ -117,14 +140,20 @@ async fn legacy_list(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l,
     ok(Value::Array(items))
 }
 
-async fn legacy_article(State(st): State<Shared>, headers: HeaderMap, Path((_w, _l, id)): Path<(String, String, String)>) -> Response {
+async fn legacy_article(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path((_w, _l, id)): Path<(String, String, String)>,
+) -> Response {
     if let Some(r) = guard(&st, &headers, format!("legacy/article/{id}")) {
         return r;
     }
     let s = st.lock().unwrap();
     match s.articles.get(&id) {
         Some(a) => ok(json!({"article_id": id, "title": a.title, "content": a.content})),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": true, "reason": "not_found", "data": {}}))).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, Json(json!({"error": true, "reason": "not_found", "data": {}}))).into_response()
+        }
     }
 }
 
@@ -151,9 +180,21 @@ fn article(category: Option<&'static str>, title: &str, content: &str, published
 
 fn stand() -> Shared {
     let mut s = Stand::default();
-    s.articles.insert("export-invoices".into(), article(Some("billing"), "Export invoices", "# Export invoices\n\nClick **Export** to get a CSV of your invoices.\n", true));
-    s.articles.insert("payment-methods".into(), article(Some("billing"), "Payment methods", "We accept cards and SEPA debit.\n", true));
-    s.articles.insert("reset-password".into(), article(None, "Reset your password", "Use the forgot password link.\n", true));
+    s.articles.insert(
+        "export-invoices".into(),
+        article(
+            Some("billing"),
+            "Export invoices",
+            "# Export invoices\n\nClick **Export** to get a CSV of your invoices.\n",
+            true,
+        ),
+    );
+    s.articles.insert(
+        "payment-methods".into(),
+        article(Some("billing"), "Payment methods", "We accept cards and SEPA debit.\n", true),
+    );
+    s.articles
+        .insert("reset-password".into(), article(None, "Reset your password", "Use the forgot password link.\n", true));
     s.articles.insert("sso".into(), article(None, "Single sign-on", "SAML with Okta.\n", true));
     s.articles.insert("secret-roadmap".into(), article(None, "Roadmap draft", "Unpublished quokka plans.\n", false));
     Arc::new(Mutex::new(s))
@@ -169,7 +210,11 @@ async fn open(base: &str, index: &std::path::Path) -> Knowledge {
         timeout: Duration::from_secs(5),
     })
     .unwrap();
-    let settings = KnowledgeSettings { crisp_locales: vec!["en".into()], index_dir: index.to_owned(), ..KnowledgeSettings::default() };
+    let settings = KnowledgeSettings {
+        crisp_locales: vec!["en".into()],
+        index_dir: index.to_owned(),
+        ..KnowledgeSettings::default()
+    };
     Knowledge::open(settings, Some(client)).unwrap()
 }
 

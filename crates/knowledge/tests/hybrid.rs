@@ -46,8 +46,11 @@ async fn embeddings(State(st): State<Arc<Stand>>, headers: axum::http::HeaderMap
     assert_eq!(body["model"], "stand-in-embed");
     let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).unwrap();
     st.inputs.fetch_add(inputs.len(), Ordering::SeqCst);
-    let data: Vec<Value> =
-        inputs.iter().enumerate().map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t)})).collect();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t)}))
+        .collect();
     Json(json!({"object": "list", "data": data, "model": "stand-in-embed"})).into_response()
 }
 
@@ -61,8 +64,10 @@ async fn fusion_finds_by_meaning_and_falls_back_to_bm25() {
 
     let docs = tempfile::tempdir().unwrap();
     let index = tempfile::tempdir().unwrap();
-    std::fs::write(docs.path().join("refunds.md"), "# Refund policy\n\nAnnual plans are refunded within 14 days.\n").unwrap();
-    std::fs::write(docs.path().join("password.md"), "# Reset your password\n\nUse the forgot password link.\n").unwrap();
+    std::fs::write(docs.path().join("refunds.md"), "# Refund policy\n\nAnnual plans are refunded within 14 days.\n")
+        .unwrap();
+    std::fs::write(docs.path().join("password.md"), "# Reset your password\n\nUse the forgot password link.\n")
+        .unwrap();
     std::fs::write(docs.path().join("invoices.md"), "# Export invoices\n\nDownload a CSV of all invoices.\n").unwrap();
     std::fs::write(docs.path().join("team.md"), "# Team members\n\nInvite a colleague by email.\n").unwrap();
 
@@ -73,7 +78,9 @@ async fn fusion_finds_by_meaning_and_falls_back_to_bm25() {
         ..KnowledgeSettings::default()
     };
     assert!(Knowledge::open(settings.clone(), None).is_err(), "a model without an endpoint is refused");
-    let embedder = EmbeddingClient::new(&format!("http://{addr}/v1"), Some("sk-test".to_owned().into()), "stand-in-embed").unwrap();
+    let embedder =
+        EmbeddingClient::new(&format!("http://{addr}/v1"), Some("sk-test".to_owned().into()), "stand-in-embed")
+            .unwrap();
     let kb = Knowledge::open_with(settings.clone(), None, Some(embedder.clone())).unwrap();
     let r = kb.refresh().await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -105,7 +112,8 @@ async fn fusion_finds_by_meaning_and_falls_back_to_bm25() {
     let hits = kb.search(&Query::text("reset password")).await;
     assert_eq!(hits[0].article_id, "file:password.md");
     assert!(kb.search(&q).await.is_empty());
-    std::fs::write(docs.path().join("team.md"), "# Team members\n\nInvite a colleague or a contractor by email.\n").unwrap();
+    std::fs::write(docs.path().join("team.md"), "# Team members\n\nInvite a colleague or a contractor by email.\n")
+        .unwrap();
     let r = kb.refresh().await;
     assert_eq!((r.changed, r.errors.len()), (1, 1), "{r:?}");
     assert_eq!(kb.search_bm25(&Query::text("contractor"))[0].article_id, "file:team.md");

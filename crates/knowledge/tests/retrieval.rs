@@ -39,7 +39,8 @@ async fn hit_at_3_with_and_without_the_page() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.documents >= 30, "{report:?}");
 
-    let questions: Vec<Value> = serde_json::from_slice(&std::fs::read(fixtures().join("questions.json")).unwrap()).unwrap();
+    let questions: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixtures().join("questions.json")).unwrap()).unwrap();
     assert!(questions.len() >= 40);
     let (mut all, mut all_ok, mut amb, mut amb_page_ok, mut amb_nopage_ok) = (0, 0, 0, 0, 0);
     for q in &questions {
