@@ -84,7 +84,6 @@ struct Inner {
     settings: KnowledgeSettings,
     crisp: Option<HelpdeskClient>,
     embedder: Option<EmbeddingClient>,
-    index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
@@ -229,7 +228,6 @@ impl Knowledge {
                 settings,
                 crisp,
                 embedder,
-                index,
                 reader,
                 writer: Mutex::new(writer),
                 fields,
@@ -669,11 +667,6 @@ impl Knowledge {
     /// Number of passages the searchers currently see (the committed generation).
     pub fn searchable_passages(&self) -> u64 {
         self.inner.reader.searcher().num_docs()
-    }
-
-    #[doc(hidden)]
-    pub fn index(&self) -> &Index {
-        &self.inner.index
     }
 }
 

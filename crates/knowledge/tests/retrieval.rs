@@ -91,3 +91,41 @@ async fn passages_carry_heading_paths_and_links() {
     assert!(stats.documents >= 30 && stats.passages > stats.documents && stats.index_bytes > 0);
     assert!(stats.last_refresh.is_some());
 }
+
+#[tokio::test]
+async fn min_score_and_language() {
+    let index = tempfile::tempdir().unwrap();
+    let mut settings = KnowledgeSettings {
+        dir: Some(fixtures().join("help")),
+        index_dir: index.path().to_owned(),
+        ..KnowledgeSettings::default()
+    };
+    let kb = Knowledge::open(settings.clone(), None).unwrap();
+    kb.refresh().await;
+    let q = Query::text("how do I change this?");
+    let weak = kb.search_bm25(&q);
+    assert!(!weak.is_empty());
+    let strong = kb.search_bm25(&Query::text("export all invoices to CSV"))[0].score;
+    drop(kb);
+    settings.min_score = weak[0].score + 0.01;
+    assert!(strong > settings.min_score);
+    let kb = Knowledge::open(settings.clone(), None).unwrap();
+    assert!(kb.search_bm25(&q).is_empty(), "vague matches fall under the threshold");
+    assert!(!kb.search_bm25(&Query::text("export all invoices to CSV")).is_empty());
+    drop(kb);
+
+    // Another language rebuilds the index with its analyzer (French stemmer and stop words).
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("factures.md"),
+        "# Exporter les factures\n\nCliquez sur Exporter pour télécharger vos factures.\n",
+    )
+    .unwrap();
+    settings.dir = Some(docs.path().to_owned());
+    settings.min_score = 0.0;
+    settings.language = knowledge::Language::French;
+    let kb = Knowledge::open(settings, None).unwrap();
+    let r = kb.refresh().await;
+    assert_eq!((r.documents, r.added), (1, 1), "{r:?}");
+    assert_eq!(kb.search_bm25(&Query::text("comment exporter une facture ?"))[0].article_id, "file:factures.md");
+}
