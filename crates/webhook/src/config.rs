@@ -67,6 +67,8 @@ pub struct Cli {
     pub store: StoreArgs,
     #[command(flatten)]
     pub redact: RedactArgs,
+    #[command(flatten)]
+    pub knowledge: crate::knowledge::KnowledgeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// `session`: each visitor's own activity; `shared`: the whole activity file for everyone
@@ -207,6 +209,29 @@ pub enum Command {
         /// The text to check.
         text: String,
     },
+    /// Tune the help center search: the passages a visitor would get, or the index's size.
+    Knowledge {
+        #[command(subcommand)]
+        action: KnowledgeCommand,
+    },
+}
+
+/// `webhook knowledge …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum KnowledgeCommand {
+    /// Print the passages and scores a visitor asking TEXT would get.
+    Search {
+        /// The visitor's words.
+        text: String,
+        /// The title of the page the visitor is on (steers ambiguous questions).
+        #[arg(long)]
+        page: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the number of documents and passages and the index size.
+    Stats,
 }
 
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
@@ -266,6 +291,10 @@ pub struct Settings {
     pub proactive: Option<ProactiveSettings>,
     /// What is replaced by placeholders before text goes to the LLM (`REDACT`).
     pub redactor: std::sync::Arc<privacy::Redactor>,
+    /// The help center (`KNOWLEDGE_*`); `None`: no source configured.
+    pub knowledge: Option<knowledge::KnowledgeSettings>,
+    /// For the embeddings of hybrid search (the same server as the chat model).
+    pub openai: OpenAiArgs,
 }
 
 /// A text the visitor reads: not empty.
@@ -286,6 +315,19 @@ fn required(value: Option<&str>, var: &'static str, flag: &'static str) -> Resul
 }
 
 impl Cli {
+    /// The Crisp settings when every one of them is given (one-shot commands that may do
+    /// without them).
+    pub fn crisp_settings(&self) -> Option<CrispSettings> {
+        Some(CrispSettings {
+            api_base_url: self.crisp_api_base_url.clone(),
+            website_id: non_empty(self.website_id.as_deref())
+                .or_else(|| non_empty(self.crisp_website_id.as_deref()))?,
+            token_identifier: non_empty(self.crisp_token_identifier.as_deref())?,
+            token_key: SecretString::from(non_empty(self.crisp_token_key.as_deref())?),
+            tier: self.crisp_tier.trim().to_owned(),
+        })
+    }
+
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let webhook_secret = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
         let identifier =
@@ -338,9 +380,12 @@ impl Cli {
         let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
         let proactive = self.proactive()?;
         let redactor = self.redact.redactor()?;
+        let knowledge = self.knowledge.settings(&self.store.data_dir)?;
         let link_trust = self.link_trust()?;
         Ok(Settings {
             redactor,
+            knowledge,
+            openai: self.openai.clone(),
             trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
             trace_max_files: self.trace_max_files,
             store,

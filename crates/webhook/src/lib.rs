@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod context;
+pub mod knowledge;
 pub mod mcp;
 pub mod placeholders;
 pub mod proactive;

@@ -18,6 +18,7 @@
 //! stored, and a resumed burst first settles the messages whose reply is already there.
 
 use crate::context::{Activity, ContextSource, LinkedBy};
+use crate::knowledge::KnowledgeBase;
 use crate::placeholders::PlaceholderBook;
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
@@ -30,7 +31,7 @@ use agent_core::inbox::InboxEntry;
 use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
 use agent_core::proactive::book::{LinkKey, OfferBook};
 use agent_core::proactive::offer::reached_out_line;
-use agent_core::prompt::{reply_request, visitor_words};
+use agent_core::prompt::{Passages, reply_request_with, visitor_words};
 use agent_core::retry::Backoff;
 use agent_core::telemetry::{self, Settled};
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ pub struct ReplyDeps {
     pub redactor: Arc<privacy::Redactor>,
     /// Each conversation's placeholders, so the answer gets its values back.
     pub placeholders: PlaceholderBook,
+    /// The product's help center (`KNOWLEDGE_*`), when configured.
+    pub knowledge: Option<Arc<KnowledgeBase>>,
 }
 
 /// The redaction step of one reply: every text bound for the LLM passes [`Redaction::apply`]
@@ -602,6 +605,20 @@ impl Inner {
             limits.max_message_chars,
         );
         let session = turn.session;
+        // The help center, searched with what the visitor is doing (their page, their last
+        // actions); searched here, on this host, before anything is masked.
+        let hits = match &self.deps.knowledge {
+            Some(knowledge) => {
+                let actions = activity.context.as_ref().map_or(&[][..], |c| c.actions.as_slice());
+                knowledge.search(&crate::knowledge::query_for(&question, actions)).await
+            }
+            None => Vec::new(),
+        };
+        let passages = self
+            .deps
+            .knowledge
+            .as_ref()
+            .map(|k| (knowledge::format_passages(&hits, crate::knowledge::MAX_PASSAGE_CHARS), k.strict()));
         // Nothing personal leaves for the LLM: the visitor's words, the activity (titles,
         // URLs, summaries) and the earlier turns all pass the redactor.
         let mut redaction = Redaction {
@@ -611,6 +628,7 @@ impl Inner {
         };
         let question = redaction.apply(&question);
         let activity_text = redaction.apply(&activity.text);
+        let passages = passages.map(|(text, strict)| (redaction.apply(&text), strict));
         let history: Vec<ChatMessage> = history
             .into_iter()
             .map(|mut turn| {
@@ -620,9 +638,15 @@ impl Inner {
             .collect();
         redaction.count();
         self.deps.placeholders.save(session, &redaction.map).await;
-        let mut request = reply_request(&self.deps.system_prompt, &activity_text, &question);
+        let mut request = reply_request_with(
+            &self.deps.system_prompt,
+            &activity_text,
+            passages.as_ref().map(|(text, strict)| Passages { text, strict: *strict }),
+            &question,
+        );
         request.messages.splice(1..1, history);
-        let sent = self.decide_and_send(turn, &request, &question, activity, &redaction).await;
+        let used = crate::knowledge::articles_line(&hits);
+        let sent = self.decide_and_send(turn, &request, &question, activity, &redaction, used.as_deref()).await;
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
@@ -659,6 +683,7 @@ impl Inner {
         words: &str,
         activity: &Activity,
         redaction: &Redaction<'_>,
+        articles: Option<&str>,
     ) -> Sent {
         let decision = match self.ask_llm(request, words).await {
             Ok(Completion::Text(text)) => Decision::Answer(text, Settled::Answered),
@@ -686,14 +711,14 @@ impl Inner {
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
                 let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
                 let note = match failed {
-                    Some(reason) => Some(self.send_note(turn, reason, None, activity).await),
+                    Some(reason) => Some(self.send_note(turn, reason, None, activity, articles).await),
                     None => None,
                 };
                 Sent { attempt: Attempt::Settled(settled), text: Some(text), handoff: failed, note }
             }
             Decision::HandOff(mut decision) => {
                 decision.summary = decision.summary.map(|summary| redaction.restore(&summary));
-                self.hand_off(turn, decision, activity).await
+                self.hand_off(turn, decision, activity, articles).await
             }
         }
     }
@@ -743,7 +768,13 @@ impl Inner {
     /// Hands the conversation over: the visitor is told (online or offline wording), the bot
     /// falls silent there, operators get the context note, and the conversation is marked
     /// unresolved (and assigned, when configured).
-    async fn hand_off(&self, turn: &Turn<'_>, decision: handoff::Decision, activity: &Activity) -> Sent {
+    async fn hand_off(
+        &self,
+        turn: &Turn<'_>,
+        decision: handoff::Decision,
+        activity: &Activity,
+        articles: Option<&str>,
+    ) -> Sent {
         let session = turn.session;
         let online = self.operators_online().await;
         let settings = &self.deps.handoff;
@@ -758,7 +789,7 @@ impl Inner {
             let now = agent_core::proactive::now_secs();
             book.update(session, now, |gate| gate.handed_off = true).await;
         }
-        let note = self.send_note(turn, decision.reason, decision.summary.as_deref(), activity).await;
+        let note = self.send_note(turn, decision.reason, decision.summary.as_deref(), activity, articles).await;
         let crisp = &self.deps.crisp;
         if let Some(operator) = &settings.assign_user_id
             && let Err(e) = crisp.assign(session, operator).await
@@ -784,11 +815,16 @@ impl Inner {
         reason: handoff::Reason,
         model_summary: Option<&str>,
         activity: &Activity,
+        articles: Option<&str>,
     ) -> String {
         metrics::counter!(telemetry::HANDOFFS, "reason" => reason.name()).increment(1);
         let now = agent_core::proactive::now_secs();
         let linked_by = linked_by_words(activity.linked_by);
-        let note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
+        let mut note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
+        if let Some(articles) = articles {
+            note.push_str("\n\n");
+            note.push_str(articles);
+        }
         if let Err(e) = self.post(turn, PostKind::Note, &note).await {
             tracing::warn!(error = %e, "cannot post the context note for operators");
         }

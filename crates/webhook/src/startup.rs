@@ -5,6 +5,7 @@
 
 use crate::config::{Cli, Command, MAX_WAITING_PER_CONVERSATION, Settings};
 use crate::context::{ContextScope, ContextSource};
+use crate::knowledge::KnowledgeBase;
 use crate::mcp;
 use crate::placeholders::PlaceholderBook;
 use crate::proactive::{OfferDeps, Offers};
@@ -62,6 +63,11 @@ impl Service for App {
     fn command(cli: &Cli) -> Option<std::pin::Pin<Box<dyn Future<Output = i32> + '_>>> {
         match cli.command.as_ref()? {
             Command::Redact { text } => Some(Box::pin(async move { redact_command(&cli.redact, text) })),
+            Command::Knowledge { action } => Some(Box::pin(async move {
+                let crisp = cli.crisp_settings();
+                crate::knowledge::command(&cli.knowledge, &cli.store.data_dir, crisp.as_ref(), &cli.openai, action)
+                    .await
+            })),
         }
     }
 
@@ -105,6 +111,14 @@ impl Service for App {
             None => None,
         };
         let redis = settings.store.connect_redis()?;
+        let knowledge = match settings.knowledge.clone() {
+            Some(sources) => {
+                let base = KnowledgeBase::open(sources, settings.crisp.settings(), &settings.openai)?;
+                base.start();
+                Some(base)
+            }
+            None => None,
+        };
         let store = match settings.context_scope {
             ContextScope::Session => Some(settings.store.open_reader(redis.clone())?),
             ContextScope::Shared => None,
@@ -192,6 +206,7 @@ impl Service for App {
                 max_age: settings.reply_max_age,
                 handoff: settings.handoff,
                 redactor: Arc::clone(&settings.redactor),
+                knowledge: knowledge.clone(),
                 placeholders: match redis.clone() {
                     Some(conn) => PlaceholderBook::Redis { conn },
                     None => PlaceholderBook::files(&settings.store.data_dir),
@@ -203,6 +218,7 @@ impl Service for App {
             .map_err(|e| tracing::warn!(error = %e, "metrics unavailable"))
             .ok();
         agent_core::telemetry::register_webhook_series();
+        crate::knowledge::register_series();
         let state = Arc::new(AppState {
             metrics,
             webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),

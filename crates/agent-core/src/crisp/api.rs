@@ -257,6 +257,11 @@ impl CrispClient {
         &self.settings.website_id
     }
 
+    /// The settings it was made with (other clients of the same API reuse them).
+    pub fn settings(&self) -> &CrispSettings {
+        &self.settings
+    }
+
     /// Posts a message into the conversation as an operator, at most once: after a failure
     /// that may have stored it ([`CrispError::may_have_acted`]), the conversation's latest
     /// messages are read and the post is repeated only when its fingerprint is not among them.
