@@ -67,6 +67,8 @@ pub struct Cli {
     pub store: StoreArgs,
     #[command(flatten)]
     pub redact: RedactArgs,
+    #[command(flatten)]
+    pub outcome: crate::outcomes::OutcomeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// `session`: each visitor's own activity; `shared`: the whole activity file for everyone
@@ -207,6 +209,16 @@ pub enum Command {
         /// The text to check.
         text: String,
     },
+    /// Print what became of the bot's answers (outcomes, first-reply time, follow-ups,
+    /// hand-offs, proactive offers) from the outcome records (DATA_DIR, or Redis).
+    Report {
+        /// Answers since this long ago (`7d`, `24h`, `30m`) or since a Unix time.
+        #[arg(long, default_value = "7d", value_name = "TIME")]
+        since: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.
@@ -266,6 +278,8 @@ pub struct Settings {
     pub proactive: Option<ProactiveSettings>,
     /// What is replaced by placeholders before text goes to the LLM (`REDACT`).
     pub redactor: std::sync::Arc<privacy::Redactor>,
+    /// `OUTCOME_*` and `OFFER_*`: answers' outcomes and proactive offer learning.
+    pub outcomes: outcomes::Settings,
 }
 
 /// A text the visitor reads: not empty.
@@ -339,7 +353,9 @@ impl Cli {
         let proactive = self.proactive()?;
         let redactor = self.redact.redactor()?;
         let link_trust = self.link_trust()?;
+        let outcomes = self.outcome.settings()?;
         Ok(Settings {
+            outcomes,
             redactor,
             trace_dir: self.trace_dir.filter(|dir| !dir.as_os_str().is_empty()),
             trace_max_files: self.trace_max_files,
