@@ -664,6 +664,30 @@ pub fn parse_since(text: &str, now: f64) -> Result<f64, String> {
 mod tests {
     use super::*;
 
+    /// Offer learning through the webhook's store: a full window of ignored offers pauses the
+    /// trigger, and the pause survives a restart (the file is read back).
+    #[tokio::test]
+    async fn a_trigger_nobody_accepts_is_paused_and_stays_paused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(::outcomes::store::FILE_NAME);
+        let offers = ::outcomes::OfferSettings { window: 3, accept_secs: 1.0, ..Default::default() };
+        let store = Store::File(Arc::new(FileStore::open(&path).unwrap()));
+        for i in 0..3 {
+            let at = 100.0 + f64::from(i);
+            let conversation = format!("c{i}");
+            store.update_offers(offers, &|o| o.offered(Trigger::Dwell, &conversation, at, at)).await.unwrap();
+        }
+        let events = store.update_offers(offers, &|o| o.settle(200.0)).await.unwrap();
+        assert!(events.iter().any(|e| matches!(e, OfferEvent::Paused { trigger: Trigger::Dwell, .. })), "{events:?}");
+        drop(store);
+        let store = Store::File(Arc::new(FileStore::open(&path).unwrap()));
+        let stats = store.offers(offers).await.unwrap();
+        assert!(stats.is_paused(Trigger::Dwell, 201.0));
+        assert!(!stats.is_paused(Trigger::PingPong, 201.0));
+        let off = ::outcomes::OfferSettings { learning: false, ..offers };
+        assert!(!store.offers(off).await.unwrap().is_paused(Trigger::Dwell, 201.0), "OFFER_LEARNING=off");
+    }
+
     #[test]
     fn since() {
         assert_eq!(parse_since("7d", 1_000_000.0), Ok(1_000_000.0 - 7.0 * 86_400.0));
