@@ -131,6 +131,31 @@ impl Trouble {
     pub fn is_none(&self) -> bool {
         *self == Trouble::default()
     }
+
+    /// Adds what the visitor's activity before the answer shows: going back and forth between
+    /// two pages (A, B, A, B among the last pages, repeats folded) and an error page as the
+    /// latest page. What is known already (from a firing) is kept.
+    pub fn with_activity(mut self, actions: &[ActionRecord<'_>]) -> Self {
+        let mut pages: Vec<&str> = Vec::new();
+        for action in actions {
+            let page = action.canonical_url.trim_end_matches('/');
+            if !page.is_empty() && pages.last() != Some(&page) {
+                pages.push(page);
+            }
+        }
+        if self.ping_pong.is_empty()
+            && let Some(pair) = pages.windows(4).rev().find(|w| w[0] == w[2] && w[1] == w[3] && w[0] != w[1])
+        {
+            self.ping_pong = vec![pair[0].to_owned(), pair[1].to_owned()];
+        }
+        if self.error_page.is_none()
+            && let Some(last) = actions.iter().rev().find(|a| !a.canonical_url.is_empty())
+            && looks_like_error(last)
+        {
+            self.error_page = Some(last.canonical_url.trim_end_matches('/').to_owned());
+        }
+        self
+    }
 }
 
 /// An archived cycle: what the report needs of it.

@@ -62,7 +62,7 @@
 //! use, once per process); cards, IBANs and phone candidates are found by byte scanners. A text
 //! with nothing to hide costs one pass and is returned borrowed, without allocation; a text
 //! with values is looked at again after the replacement, until nothing new is found, so that
-//! redacting twice changes nothing. `cargo run --release -p privacy --example bench` prints
+//! redacting twice changes nothing. `cargo run --release -p privacy --example redact_bench` prints
 //! p50/p99 for 2 KB messages.
 
 mod detect;

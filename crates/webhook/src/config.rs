@@ -69,6 +69,8 @@ pub struct Cli {
     pub redact: RedactArgs,
     #[command(flatten)]
     pub knowledge: crate::knowledge::KnowledgeArgs,
+    #[command(flatten)]
+    pub outcome: crate::outcomes::OutcomeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// `session`: each visitor's own activity; `shared`: the whole activity file for everyone
@@ -214,6 +216,16 @@ pub enum Command {
         #[command(subcommand)]
         action: KnowledgeCommand,
     },
+    /// Print what became of the bot's answers (outcomes, first-reply time, follow-ups,
+    /// hand-offs, proactive offers) from the outcome records (DATA_DIR, or Redis).
+    Report {
+        /// Answers since this long ago (`7d`, `24h`, `30m`) or since a Unix time.
+        #[arg(long, default_value = "7d", value_name = "TIME")]
+        since: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `webhook knowledge …`.
@@ -295,6 +307,8 @@ pub struct Settings {
     pub knowledge: Option<knowledge::KnowledgeSettings>,
     /// For the embeddings of hybrid search (the same server as the chat model).
     pub openai: OpenAiArgs,
+    /// `OUTCOME_*` and `OFFER_*`: answers' outcomes and proactive offer learning.
+    pub outcomes: outcomes::Settings,
 }
 
 /// A text the visitor reads: not empty.
@@ -382,7 +396,9 @@ impl Cli {
         let redactor = self.redact.redactor()?;
         let knowledge = self.knowledge.settings(&self.store.data_dir)?;
         let link_trust = self.link_trust()?;
+        let outcomes = self.outcome.settings()?;
         Ok(Settings {
+            outcomes,
             redactor,
             knowledge,
             openai: self.openai.clone(),

@@ -4,6 +4,7 @@ pub mod config;
 pub mod context;
 pub mod knowledge;
 pub mod mcp;
+pub mod outcomes;
 pub mod placeholders;
 pub mod proactive;
 pub mod replies;

@@ -60,6 +60,9 @@ pub struct OfferDeps {
     pub trust_stream_conversation_id: bool,
     pub context_max_chars: usize,
     pub traces: Option<TraceWriter>,
+    /// Answers' outcomes (a firing after an answer may mean the visitor is stuck) and offer
+    /// learning (a paused trigger offers nothing; each offer sent is judged).
+    pub outcomes: Arc<crate::outcomes::Outcomes>,
 }
 
 pub struct Offers {
@@ -131,6 +134,11 @@ impl Offers {
         }
         let mut attempt = Attempt::default();
         let outcome = self.decide_and_send(&firing, now, &mut attempt).await;
+        if outcome == Outcome::Sent
+            && let Some(conversation) = &attempt.conversation
+        {
+            self.deps.outcomes.offered(firing.trigger, conversation, now).await;
+        }
         self.settle(&firing, outcome, &attempt);
     }
 
@@ -139,6 +147,14 @@ impl Offers {
         let Some(conversation) = self.conversation_for(firing).await.filter(|c| is_plain_id(c)) else {
             return Outcome::Suppressed(Suppressed::Unlinked);
         };
+        // After an answer, the same trouble again means the visitor is stuck.
+        let fired_at = if firing.recorded_at > 0.0 { firing.recorded_at } else { now };
+        deps.outcomes.trigger_fired(&conversation, fired_at, firing.trigger).await;
+        if deps.outcomes.offer_paused(firing.trigger, now).await {
+            attempt.conversation = Some(conversation);
+            tracing::info!(trigger = firing.trigger.as_str(), "offer learning paused this trigger; no offer");
+            return Outcome::Suppressed(Suppressed::Capped);
+        }
         // The Autoplay session's own record: its offers and cooldown across conversations.
         let session_key = session_record(&firing.session_id);
         attempt.conversation = Some(conversation.clone());

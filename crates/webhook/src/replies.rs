@@ -19,6 +19,7 @@
 
 use crate::context::{Activity, ContextSource, LinkedBy};
 use crate::knowledge::KnowledgeBase;
+use crate::outcomes::{Outcomes, is_short_yes};
 use crate::placeholders::PlaceholderBook;
 use crate::traces::{ReplyTrace, TraceWriter};
 use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
@@ -78,6 +79,8 @@ pub struct ReplyDeps {
     pub placeholders: PlaceholderBook,
     /// The product's help center (`KNOWLEDGE_*`), when configured.
     pub knowledge: Option<Arc<KnowledgeBase>>,
+    /// What became of the bot's answers: driven by messages, answers and hand-offs.
+    pub outcomes: Arc<Outcomes>,
 }
 
 /// The redaction step of one reply: every text bound for the LLM passes [`Redaction::apply`]
@@ -148,6 +151,8 @@ struct Turn<'a> {
     /// The id of the newest message answered: the visible reply's and the note's fingerprints
     /// derive from it.
     answers: String,
+    /// The trouble the visitor was in (the proactive offer they are answering), for outcomes.
+    trouble: ::outcomes::Trouble,
 }
 
 impl Turn<'_> {
@@ -313,10 +318,14 @@ impl Inner {
         let session = message.session_id.clone();
         match self.deps.coordination.accept(&message).await {
             Ok(Accepted::Holds(hold)) => {
+                self.visitor_wrote(&message).await;
                 Inner::spawn_holder(&self, hold);
                 Submitted::Accepted
             }
-            Ok(Accepted::Queued) => Submitted::Accepted,
+            Ok(Accepted::Queued) => {
+                self.visitor_wrote(&message).await;
+                Submitted::Accepted
+            }
             Ok(Accepted::Duplicate) => {
                 telemetry::settled(Settled::Duplicate, 1);
                 tracing::info!(session = id_for_log(&session), "redelivered message ignored");
@@ -328,6 +337,15 @@ impl Inner {
                 Submitted::NotRecorded
             }
         }
+    }
+}
+
+impl Inner {
+    /// A visitor message was accepted: its outcome event (a new question, a confirmation, a
+    /// reopening) and offer learning's (an offer answered).
+    async fn visitor_wrote(&self, message: &VisitorMessage) {
+        let now = agent_core::proactive::now_secs();
+        self.deps.outcomes.visitor_wrote(&message.session_id, now, &message.content).await;
     }
 }
 
@@ -526,7 +544,7 @@ impl Inner {
             Ok(_) => {}
             Err(e) => return (coordination_unknown("floor", &e), already),
         }
-        let turn = Turn { hold, session, answers: newest.id.to_string() };
+        let mut turn = Turn { hold, session, answers: newest.id.to_string(), trouble: ::outcomes::Trouble::default() };
         // The slot bounds all the work of a reply (lookups included), not only the LLM call.
         let Ok(_slot) = self.slots.acquire().await else { return (Attempt::Retry, already) };
         let crisp = &self.deps.crisp;
@@ -541,8 +559,9 @@ impl Inner {
             tracing::warn!(error = %e, "cannot show the typing indicator");
         }
         let mut history = self.history_turns(&messages, rest);
-        if let Some(line) = self.answers_an_offer(session).await {
+        if let Some((line, trigger)) = self.answers_an_offer(session).await {
             history.insert(0, ChatMessage::new(Role::System, line));
+            turn.trouble.trigger = Some(trigger);
         }
         let attempt = self.answer(&turn, reply_id, &current, &activity, history).await;
         if let Err(e) = crisp.compose(session, false).await {
@@ -685,7 +704,13 @@ impl Inner {
         redaction: &Redaction<'_>,
         articles: Option<&str>,
     ) -> Sent {
-        let decision = match self.ask_llm(request, words).await {
+        let decision = if is_short_yes(words) && self.after_follow_up(turn.session).await {
+            // "Still stuck? I can get a person." — "yes": a request for a person.
+            Ok(Completion::ToolCall { name: handoff::TOOL_NAME.into(), arguments: r#"{"reason":"asked"}"#.into() })
+        } else {
+            self.ask_llm(request, words).await
+        };
+        let decision = match decision {
             Ok(Completion::Text(text)) => Decision::Answer(text, Settled::Answered),
             Ok(Completion::ToolCall { arguments, .. }) => {
                 Decision::HandOff(handoff::Decision::from_arguments(&arguments))
@@ -710,6 +735,15 @@ impl Inner {
                 }
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
                 let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
+                let now = agent_core::proactive::now_secs();
+                match failed {
+                    Some(reason) => self.deps.outcomes.handed_off(turn.session, now, reason.name()).await,
+                    None => {
+                        let actions = activity.context.as_ref().map(|c| c.actions.as_slice()).unwrap_or_default();
+                        let trouble = turn.trouble.clone().with_activity(actions);
+                        self.deps.outcomes.answered(turn.session, now, &visible, actions, trouble).await;
+                    }
+                }
                 let note = match failed {
                     Some(reason) => Some(self.send_note(turn, reason, None, activity, articles).await),
                     None => None,
@@ -785,10 +819,11 @@ impl Inner {
         if let Err(e) = self.deps.coordination.set_human_takeover(session).await {
             tracing::error!(error = %e, "cannot record the hand-off; the bot may answer the next message");
         }
+        let now = agent_core::proactive::now_secs();
         if let Some(book) = &self.deps.proactive {
-            let now = agent_core::proactive::now_secs();
             book.update(session, now, |gate| gate.handed_off = true).await;
         }
+        self.deps.outcomes.handed_off(session, now, decision.reason.name()).await;
         let note = self.send_note(turn, decision.reason, decision.summary.as_deref(), activity, articles).await;
         let crisp = &self.deps.crisp;
         if let Some(operator) = &settings.assign_user_id
@@ -890,7 +925,7 @@ impl Inner {
 
     /// When the visitor writes within ten minutes of a proactive offer: the line that tells
     /// the model why the bot reached out. The first such message counts as engagement.
-    async fn answers_an_offer(&self, session: &str) -> Option<String> {
+    async fn answers_an_offer(&self, session: &str) -> Option<(String, agent_core::proactive::Trigger)> {
         let book = self.deps.proactive.as_ref()?;
         let now = agent_core::proactive::now_secs();
         let (offer, first) = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
@@ -898,7 +933,19 @@ impl Inner {
             metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
             tracing::info!(trigger = offer.trigger.as_str(), "the visitor answered a proactive offer");
         }
-        Some(reached_out_line(&offer, now))
+        Some((reached_out_line(&offer, now), offer.trigger))
+    }
+
+    /// Whether the bot's last visible message in the conversation is the current answer's
+    /// follow-up ("Still stuck? I can get a person."), read afresh from Crisp.
+    async fn after_follow_up(&self, session: &str) -> bool {
+        let Some(fingerprint) = self.deps.outcomes.follow_up_sent(session).await else { return false };
+        let Ok(messages) = self.conversation_fresh(session).await else { return false };
+        messages
+            .iter()
+            .rev()
+            .find(|m| m.from == "operator" && m.kind != "note" && m.kind != "event")
+            .is_some_and(|m| m.fingerprint == Some(fingerprint))
     }
 
     /// The widget set session data: links for proactive offers (same trust rules as the
@@ -954,6 +1001,7 @@ impl Inner {
         // (briefly bounded): after this hook's `200` the bot posts nothing more here.
         let _ = tokio::time::timeout(POSTING_WAIT, self.posting_lock(session).write()).await;
         tracing::info!(session = id_for_log(session), "human operator took over the conversation");
+        self.deps.outcomes.handed_off(session, agent_core::proactive::now_secs(), "operator").await;
         Ok(())
     }
 

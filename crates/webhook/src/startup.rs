@@ -7,6 +7,7 @@ use crate::config::{Cli, Command, MAX_WAITING_PER_CONVERSATION, Settings};
 use crate::context::{ContextScope, ContextSource};
 use crate::knowledge::KnowledgeBase;
 use crate::mcp;
+use crate::outcomes::{self, Outcomes};
 use crate::placeholders::PlaceholderBook;
 use crate::proactive::{OfferDeps, Offers};
 use crate::replies::{Replies, ReplyDeps};
@@ -41,6 +42,7 @@ pub struct App {
     replies: Replies,
     offers: Option<(Arc<Offers>, FiringFeed)>,
     offer_book: Option<Arc<OfferBook>>,
+    outcomes: Arc<Outcomes>,
     connections: ConnectionLimits,
     shutdown_grace: Duration,
 }
@@ -68,6 +70,7 @@ impl Service for App {
                 crate::knowledge::command(&cli.knowledge, &cli.store.data_dir, crisp.as_ref(), &cli.openai, action)
                     .await
             })),
+            Command::Report { since, json } => Some(Box::pin(async move { report_command(cli, since, *json).await })),
         }
     }
 
@@ -163,6 +166,13 @@ impl Service for App {
         });
         let coordination =
             Arc::new(Coordination::new(LocalInbox::new(&settings.timings, limits, Some(journal), recorded), shared));
+        let outcomes = Outcomes::new(
+            settings.outcomes,
+            outcomes::Store::open(&settings.store, redis.clone())?,
+            settings.crisp.clone(),
+            Arc::clone(&coordination),
+            context.clone(),
+        );
         // Proactive offers: their records, and the firings the listener records.
         let offer_book = settings.proactive.as_ref().map(|_| {
             let shared = redis.clone().map(|conn| RedisBook::new(conn, replica.clone()));
@@ -186,6 +196,7 @@ impl Service for App {
                     trust_stream_conversation_id: settings.link_trust.stream_conversation_id,
                     context_max_chars: settings.context_max_chars,
                     traces: traces.clone(),
+                    outcomes: Arc::clone(&outcomes),
                 });
                 Some((offers, feed))
             }
@@ -207,6 +218,7 @@ impl Service for App {
                 handoff: settings.handoff,
                 redactor: Arc::clone(&settings.redactor),
                 knowledge: knowledge.clone(),
+                outcomes: Arc::clone(&outcomes),
                 placeholders: match redis.clone() {
                     Some(conn) => PlaceholderBook::Redis { conn },
                     None => PlaceholderBook::files(&settings.store.data_dir),
@@ -219,6 +231,7 @@ impl Service for App {
             .ok();
         agent_core::telemetry::register_webhook_series();
         crate::knowledge::register_series();
+        outcomes::register_series();
         let state = Arc::new(AppState {
             metrics,
             webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
@@ -241,6 +254,7 @@ impl Service for App {
             replies,
             offers,
             offer_book,
+            outcomes,
             connections,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -258,6 +272,7 @@ impl Service for App {
             replies,
             offers,
             offer_book,
+            outcomes,
             connections,
             shutdown_grace,
             ..
@@ -277,13 +292,14 @@ impl Service for App {
         }
         let offers = offers.map(|(offers, feed)| offers.run(feed));
         let saver = offer_book.as_ref().map(|book| book.save_in_background());
+        let sweeper = outcomes.run();
         let resuming = replies.resume_recorded();
         tracing::info!(%addr, max_connections = connections.max_connections, "webhook listening");
         server::serve(listener, app, connections, shutdown).await?;
         let _ = stopping.send(true);
         tracing::info!("no longer accepting hooks; finishing replies in flight");
         resuming.abort();
-        for task in offers.into_iter().chain(saver) {
+        for task in offers.into_iter().chain(saver).chain([sweeper]) {
             task.abort();
         }
         if let Some(book) = &offer_book {
@@ -344,4 +360,33 @@ fn redact_command(args: &agent_core::config::RedactArgs, text: &str) -> i32 {
         redacted.counts.iter().filter(|(_, n)| *n > 0).map(|(kind, n)| format!("{}={n}", kind.label())).collect();
     eprintln!("redacted: {}", if found.is_empty() { "nothing".to_owned() } else { found.join(" ") });
     0
+}
+
+/// `webhook report`: reads only the store settings (no Crisp credentials needed).
+async fn report_command(cli: &Cli, since: &str, json: bool) -> i32 {
+    let settings = cli.store.settings().and_then(|store| Ok((store, cli.outcome.settings()?)));
+    let (store, settings) = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return agent_core::process::EXIT_CONFIG;
+        }
+    };
+    let since = match outcomes::parse_since(since, agent_core::proactive::now_secs()) {
+        Ok(since) => since,
+        Err(e) => {
+            eprintln!("error: --since {e}");
+            return agent_core::process::EXIT_CONFIG;
+        }
+    };
+    match outcomes::report(&store, &settings, since, json).await {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }

@@ -514,6 +514,23 @@ impl CrispClient {
             Err(e) => Err(e),
         }
     }
+
+    /// The conversation's segments (`data.segments` of `GET …/meta`); none when it has none.
+    pub async fn segments(&self, session_id: &str) -> Result<Vec<String>, CrispError> {
+        let answer = self.call::<()>(Method::GET, session_id, "meta", None).await?;
+        Ok(answer
+            .pointer("/data/segments")
+            .and_then(Value::as_array)
+            .map(|segments| segments.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default())
+    }
+
+    /// Replaces the conversation's segments (`PATCH …/meta` with `{"segments": [...]}`): pass
+    /// the ones read with [`CrispClient::segments`] plus yours, so none is lost.
+    pub async fn set_segments(&self, session_id: &str, segments: &[String]) -> Result<(), CrispError> {
+        let body = serde_json::json!({ "segments": segments });
+        self.call(Method::PATCH, session_id, "meta", Some(&body)).await.map(drop)
+    }
 }
 
 #[cfg(test)]

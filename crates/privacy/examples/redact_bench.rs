@@ -1,6 +1,6 @@
 //! Micro benchmark: time added by `Redactor::redact_counted` to a 2 KB visitor message.
 //!
-//! `cargo run --release -p privacy --example bench` prints p50 / p99 / max for three 2 KB
+//! `cargo run --release -p privacy --example redact_bench` prints p50 / p99 / max for three 2 KB
 //! messages: a typical one (one email, two phones, a card, an IBAN, a key and a URL with a
 //! token, then look-alike prose), one with only look-alikes (order numbers, dates, prices,
 //! versions, a UUID, a tracking number), and a dense one (the personal sentence five times:

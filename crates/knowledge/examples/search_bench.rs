@@ -1,4 +1,4 @@
-//! `cargo run --release -p knowledge --example bench [articles] [queries]`
+//! `cargo run --release -p knowledge --example search_bench [articles] [queries]`
 //!
 //! Writes N synthetic Markdown articles (default 10,000) to a temporary folder, indexes them
 //! with a full refresh, then times a no-change refresh, a refresh with 1% of the files changed,
