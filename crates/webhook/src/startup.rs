@@ -62,6 +62,7 @@ impl Service for App {
     fn command(cli: &Cli) -> Option<std::pin::Pin<Box<dyn Future<Output = i32> + '_>>> {
         match cli.command.as_ref()? {
             Command::Redact { text } => Some(Box::pin(async move { redact_command(&cli.redact, text) })),
+            Command::Simulate(args) => Some(Box::pin(crate::simulate::command(cli, args))),
         }
     }
 
