@@ -19,8 +19,17 @@ use std::time::Duration;
 pub enum Answer {
     /// Text made from the request (deterministic).
     Local(Box<dyn Fn(&Value) -> String + Send + Sync>),
+    /// Text or a tool call made from the request (deterministic).
+    LocalReply(Box<dyn Fn(&Value) -> Reply + Send + Sync>),
     /// A real OpenAI-compatible server; its answer is relayed as it is.
     Upstream(Upstream),
+}
+
+/// What an [`Answer::LocalReply`] answers: text, or a call of one of the request's tools.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Text(String),
+    Tool { name: String, arguments: String },
 }
 
 /// A real OpenAI-compatible server the stand-in forwards to.
@@ -135,6 +144,29 @@ async fn chat(State(llm): State<Arc<Llm>>, body: Bytes) -> Response {
                 "created": 1_700_000_000,
                 "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            }))
+            .into_response();
+        }
+        Answer::LocalReply(answer) => {
+            let model = request.get("model").cloned().unwrap_or(Value::Null);
+            let (message, recorded) = match answer(&request) {
+                Reply::Text(text) => (json!({"role": "assistant", "content": text}), text),
+                Reply::Tool { name, arguments } => (
+                    json!({"role": "assistant", "content": null, "tool_calls": [{
+                        "id": "call_stand_in", "type": "function",
+                        "function": {"name": name, "arguments": arguments}
+                    }]}),
+                    format!("(tool call {name} {arguments})"),
+                ),
+            };
+            llm.record(&request, Ok(recorded), received_ns);
+            return axum::Json(json!({
+                "id": "chatcmpl-stand-in",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             }))
             .into_response();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// Receives Crisp chat web hooks and answers each visitor message with an LLM reply grounded in
 /// the visitor's live activity, posted into the conversation as an operator.
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(name = "webhook", version, about, long_about = None)]
 pub struct Cli {
     /// The `?key=` secret in the hook URL registered in Crisp (required).
@@ -114,6 +114,9 @@ pub struct Cli {
     /// Traces kept at most; the oldest are deleted.
     #[arg(long, env = "TRACE_MAX_FILES", default_value_t = 1000, value_name = "N")]
     pub trace_max_files: usize,
+    /// Model of the LLM judge of `webhook simulate` (`judge:` rubrics); unset: OPENAI_MODEL.
+    #[arg(long, env = "JUDGE_MODEL", value_name = "MODEL")]
+    pub judge_model: Option<String>,
     /// Check the configuration and reach each outside service once, then exit.
     #[arg(long)]
     pub check: bool,
@@ -226,6 +229,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run scenario simulations against the real reply pipeline (Crisp replaced by an
+    /// in-memory conversation; the LLM settings of this environment), or `--record` a scenario
+    /// from a real conversation.
+    Simulate(SimulateArgs),
 }
 
 /// `webhook knowledge …`.
@@ -244,6 +251,37 @@ pub enum KnowledgeCommand {
     },
     /// Print the number of documents and passages and the index size.
     Stats,
+}
+
+/// `webhook simulate PATH... [--repeat K] [--min-pass P] [--concurrency N] [--json FILE]
+/// [--junit FILE]`, or `webhook simulate --record CRISP_SESSION_ID --out FILE`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Scenario files (YAML), or folders of them.
+    #[arg(value_name = "PATH", required_unless_present = "record")]
+    pub paths: Vec<PathBuf>,
+    /// Runs of each scenario (pass^k: a scenario passes when all its runs pass).
+    #[arg(long, default_value_t = 3, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Exit 0 only when pass^k (the share of scenarios whose runs all pass) is at least this.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub min_pass: f64,
+    /// Runs at once.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Write the whole result (answers, checks, judge requests and verdicts) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write JUnit XML here (one test case per scenario).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a scenario from this real Crisp conversation (its visitor messages and the
+    /// visitor's stored activity) instead of running any; needs --out.
+    #[arg(long, value_name = "CRISP_SESSION_ID", requires = "out", conflicts_with = "paths")]
+    pub record: Option<String>,
+    /// Where --record writes the scenario.
+    #[arg(long, value_name = "FILE", requires = "record")]
+    pub out: Option<PathBuf>,
 }
 
 /// Messages recorded and not yet answered, per conversation; beyond it a hook gets `503`.

@@ -27,6 +27,10 @@ pub fn register_series() {
     }
 }
 
+/// How long start-up waits for the first indexing of the sources (it goes on in the
+/// background after that).
+const FIRST_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Characters of passages one prompt carries at most (inside the prompt's own cap).
 pub const MAX_PASSAGE_CHARS: usize = 6000;
 /// Newest actions whose titles steer the search.
@@ -165,14 +169,20 @@ impl KnowledgeBase {
         Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: tokio::sync::Notify::new() }))
     }
 
-    /// Refreshes now, then every `KNOWLEDGE_REFRESH_SECS` and on `SIGHUP`; keeps the metrics.
-    pub fn start(self: &Arc<Self>) {
+    /// Refreshes now (waiting up to [`FIRST_REFRESH_WAIT`], so the first visitors get
+    /// articles), then every `KNOWLEDGE_REFRESH_SECS` and on `SIGHUP`; keeps the metrics.
+    pub async fn start(self: &Arc<Self>) {
+        let (first_done, first) = tokio::sync::oneshot::channel::<()>();
+        let mut first_done = Some(first_done);
         let this = Arc::clone(self);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let mut hangup = signal(SignalKind::hangup()).ok();
             loop {
                 let report = this.knowledge.refresh().await;
+                if let Some(done) = first_done.take() {
+                    let _ = done.send(());
+                }
                 if !report.errors.is_empty() {
                     metrics::counter!(REFRESH_ERRORS).increment(report.errors.len() as u64);
                     tracing::warn!(errors = ?report.errors, "knowledge refresh skipped some sources; the rest (and the last good index) keeps serving");
@@ -201,6 +211,9 @@ impl KnowledgeBase {
                 }
             }
         });
+        if tokio::time::timeout(FIRST_REFRESH_WAIT, first).await.is_err() {
+            tracing::warn!("the help center is still being indexed; replies use it once it is ready");
+        }
     }
 
     fn record_stats(&self) {

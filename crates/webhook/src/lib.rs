@@ -10,6 +10,7 @@ pub mod proactive;
 pub mod replies;
 pub mod routes;
 pub mod server;
+pub mod simulate;
 pub mod startup;
 pub mod traces;
 

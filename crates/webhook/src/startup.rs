@@ -71,6 +71,7 @@ impl Service for App {
                     .await
             })),
             Command::Report { since, json } => Some(Box::pin(async move { report_command(cli, since, *json).await })),
+            Command::Simulate(args) => Some(Box::pin(crate::simulate::command(cli, args))),
         }
     }
 
@@ -117,7 +118,7 @@ impl Service for App {
         let knowledge = match settings.knowledge.clone() {
             Some(sources) => {
                 let base = KnowledgeBase::open(sources, settings.crisp.settings(), &settings.openai)?;
-                base.start();
+                base.start().await;
                 Some(base)
             }
             None => None,
