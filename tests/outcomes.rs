@@ -273,11 +273,13 @@ async fn each_answer_gets_its_outcome_segment_and_the_report_counts_them() {
     assert_eq!(stuck_texts.iter().filter(|t| t.starts_with("Still stuck")).count(), 1, "{stuck_texts:?}");
 
     // The report, from the binary, over the same records.
+    // With TEST_REDIS_URL the in-process webhook kept them in Redis: the report reads there.
     let output = std::process::Command::new(bin!("webhook"))
         .args(["report", "--json", "--since", "1h"])
         .env_clear()
         .env("DATA_DIR", &data_dir)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(standins::test_redis(dir.path()))
         .current_dir(dir.path())
         .output()
         .unwrap();

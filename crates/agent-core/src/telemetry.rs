@@ -115,6 +115,7 @@ labels!(
     McpTool {
         VisitorActivity => "get_visitor_activity",
         LiveUserActivity => "get_live_user_activity",
+        SearchKnowledge => "search_knowledge",
         None => "none",
     }
 );
@@ -185,7 +186,7 @@ pub fn register_webhook_series() {
         metrics::counter!(CRISP_POSTS_CHECKED, "outcome" => outcome).increment(0);
     }
     // Each tool's outcomes; a request refused before any tool is `none`, `unauthorized`.
-    for tool in [McpTool::VisitorActivity, McpTool::LiveUserActivity] {
+    for tool in [McpTool::VisitorActivity, McpTool::LiveUserActivity, McpTool::SearchKnowledge] {
         for outcome in McpOutcome::ALL.iter().filter(|o| !matches!(o, McpOutcome::Unauthorized | McpOutcome::Replayed))
         {
             metrics::counter!(MCP_CALLS, "tool" => tool.as_str(), "outcome" => outcome.as_str()).increment(0);

@@ -57,6 +57,10 @@ pub const MAX_LIVE_ACTIONS: usize = 50;
 
 pub const VISITOR_TOOL: &str = McpTool::VisitorActivity.as_str();
 pub const LIVE_TOOL: &str = McpTool::LiveUserActivity.as_str();
+pub const SEARCH_TOOL: &str = McpTool::SearchKnowledge.as_str();
+const SEARCH_TOOL_DESCRIPTION: &str = "Search this product's own help center: the passages (title, link, \
+section, text) that best answer a question, optionally steered by the page the user is on. Quote them and \
+give the link.";
 
 const SERVER_INSTRUCTIONS: &str = "Live product activity of the website visitor you are chatting with: the pages \
 they opened and the buttons they clicked in the last minutes, recorded from their browser. Call \
@@ -325,6 +329,7 @@ pub fn router(
     context: ContextSource,
     known_for: Duration,
     redactor: Arc<privacy::Redactor>,
+    knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
 ) -> Option<Router> {
     let guard = Arc::new(guard?);
     let crisp = context.crisp.clone();
@@ -333,6 +338,7 @@ pub fn router(
         crisp,
         known: moka::future::Cache::builder().max_capacity(100_000).time_to_live(known_for).build(),
         redactor,
+        knowledge,
     };
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -371,6 +377,8 @@ pub struct McpServer {
     known: moka::future::Cache<String, ()>,
     /// Every tool result passes it: another party's model reads these results.
     redactor: Arc<privacy::Redactor>,
+    /// The help center, when configured (`search_knowledge`).
+    knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
 }
 
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
@@ -407,12 +415,32 @@ fn live_tool() -> Tool {
     .with_title("Live user activity")
 }
 
-/// The tools a caller may see and call.
-fn tools_for(caller: &Caller) -> Vec<Tool> {
-    match caller {
+fn search_tool() -> Tool {
+    Tool::new(
+        SEARCH_TOOL,
+        SEARCH_TOOL_DESCRIPTION,
+        schema(json!({
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "the question, in the user's words"},
+                "page": {"type": "string", "description": "title of the page the user is on (optional)"}
+            },
+            "required": ["query"]
+        })),
+    )
+    .with_title("Help center search")
+}
+
+/// The tools a caller may see and call (`search_knowledge` when the help center is configured).
+fn tools_for(caller: &Caller, knowledge: bool) -> Vec<Tool> {
+    let mut tools = match caller {
         Caller::Hugo { .. } => vec![visitor_tool()],
         Caller::ApiKey => vec![live_tool()],
+    };
+    if knowledge {
+        tools.push(search_tool());
     }
+    tools
 }
 
 impl ServerHandler for McpServer {
@@ -427,13 +455,17 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(caller_of(&context).as_ref().map(tools_for).unwrap_or_default()))
+        let knowledge = self.knowledge.is_some();
+        Ok(ListToolsResult::with_all_items(
+            caller_of(&context).as_ref().map(|caller| tools_for(caller, knowledge)).unwrap_or_default(),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         match name {
             VISITOR_TOOL => Some(visitor_tool()),
             LIVE_TOOL => Some(live_tool()),
+            SEARCH_TOOL if self.knowledge.is_some() => Some(search_tool()),
             _ => None,
         }
     }
@@ -451,6 +483,10 @@ impl ServerHandler for McpServer {
                 // Arguments are ignored: the conversation alone names the visitor.
                 let (outcome, result) = self.visitor_activity(conversation.as_deref()).await;
                 (McpTool::VisitorActivity, outcome, result)
+            }
+            (SEARCH_TOOL, _) if self.knowledge.is_some() => {
+                let (outcome, result) = self.search_knowledge(request.arguments.as_ref()).await;
+                (McpTool::SearchKnowledge, outcome, result)
             }
             (LIVE_TOOL, Caller::ApiKey) => {
                 let (outcome, result) = self.live_user_activity(request.arguments.as_ref()).await;
@@ -501,6 +537,32 @@ fn refused(message: &str) -> CallToolResult {
 }
 
 impl McpServer {
+    /// `search_knowledge`: the help center's best passages for a query (and a page).
+    async fn search_knowledge(&self, arguments: Option<&JsonObject>) -> (McpOutcome, CallToolResult) {
+        let Some(knowledge) = &self.knowledge else {
+            return (McpOutcome::Refused, refused("No help center is configured on this server."));
+        };
+        let text = |key: &str| {
+            arguments.and_then(|a| a.get(key)).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty())
+        };
+        let Some(query) = text("query") else {
+            return (McpOutcome::BadRequest, refused("`query` (the question) is required."));
+        };
+        // Bounded: a query is a question, not a document.
+        let query: String = query.chars().take(1000).collect();
+        let mut search = knowledge::Query::text(query);
+        if let Some(page) = text("page") {
+            search = search.on_page(page.chars().take(200).collect::<String>(), None);
+        }
+        let hits = knowledge.search(&search).await;
+        let passages: Vec<Value> = hits
+            .iter()
+            .map(|h| json!({"title": h.title, "link": h.link, "section": h.heading_path, "text": h.text, "score": h.score}))
+            .collect();
+        let structured = json!({"passages": passages});
+        (McpOutcome::Ok, self.with_structure(structured.to_string(), structured))
+    }
+
     /// A tool's result, its text and every string of its structure passed through the
     /// redactor (generic placeholders: the caller cannot restore them).
     fn with_structure(&self, text: String, mut structured: Value) -> CallToolResult {

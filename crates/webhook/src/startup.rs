@@ -144,8 +144,13 @@ impl Service for App {
             settings.mcp_signature_window,
         )
         .map(|auth| mcp::McpGuard::new(auth, settings.connections.header_read_timeout, redis.clone()));
-        let mcp_routes =
-            mcp::router(mcp_guard, context.clone(), settings.store.limits.ttl, Arc::clone(&settings.redactor));
+        let mcp_routes = mcp::router(
+            mcp_guard,
+            context.clone(),
+            settings.store.limits.ttl,
+            Arc::clone(&settings.redactor),
+            knowledge.clone(),
+        );
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
         let (journal, recorded) = agent_core::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {

@@ -651,3 +651,23 @@ async fn unauthenticated_trickles_to_mcp_do_not_delay_a_hook() {
     assert_eq!(status, Some(408));
     assert!((Duration::from_secs(2)..Duration::from_secs(10)).contains(&after), "held {after:?}");
 }
+
+#[tokio::test]
+async fn with_a_help_center_both_callers_get_search_knowledge() {
+    let help = tempfile::tempdir().unwrap();
+    std::fs::write(
+        help.path().join("export.md"),
+        "---\ntitle: Export invoices\nurl: https://help.example.com/export\n---\n# Export invoices\n\nOpen Billing, then click Export CSV. Questions: billing@example.com\n",
+    )
+    .unwrap();
+    let dir = help.path().display().to_string();
+    let webhook = start_with(None, Some(API_KEY), &["--knowledge-dir", &dir]).await;
+    let client = connect(format!("http://{}/mcp", webhook.addr), Some(API_KEY)).await.unwrap();
+    assert_eq!(tool_names(&client).await, ["get_live_user_activity", "search_knowledge"]);
+    let result = call(&client, "search_knowledge", json!({"query": "How do I export invoices?"})).await;
+    let passages = result.structured_content.clone().unwrap()["passages"].as_array().unwrap().clone();
+    assert_eq!(passages[0]["title"], "Export invoices");
+    assert_eq!(passages[0]["link"], "https://help.example.com/export");
+    let text = passages[0]["text"].as_str().unwrap();
+    assert!(text.contains("Export CSV") && text.contains("[EMAIL]"), "found, and redacted: {text}");
+}
