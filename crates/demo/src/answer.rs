@@ -7,6 +7,22 @@ pub const SUMMARY_PROMPT_START: &str = "You are summarising";
 /// The answer to a reply prompt: it quotes the newest `[n] Action: ...` line of the activity
 /// block (and its `Page:`) and turns the question into "here is how to ...".
 pub fn reply(user_message: &str) -> String {
+    let answer = reply_from_activity(user_message);
+    match first_article(user_message) {
+        Some((title, url)) => format!("{answer} The help center explains it: \"{title}\", {url}"),
+        None => answer,
+    }
+}
+
+/// The title and link of the first help center passage in the prompt, when there is one.
+fn first_article(user_message: &str) -> Option<(&str, &str)> {
+    let tag = &user_message[user_message.find("<article title=\"")? + "<article title=\"".len()..];
+    let (title, rest) = tag.split_once('"')?;
+    let url = rest.strip_prefix(" url=\"")?.split_once('"')?.0;
+    Some((title, url))
+}
+
+fn reply_from_activity(user_message: &str) -> String {
     let (activity, question) = match user_message.rsplit_once("User question: ") {
         Some((activity, question)) => (activity, question.trim()),
         None => (user_message, ""),

@@ -177,6 +177,7 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
         ("CRISP_TOKEN_KEY", "demo".into()),
         ("WEBSITE_ID", standins::WEBSITE_ID.into()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("KNOWLEDGE_DIR", write_help_center(dir)?.display().to_string()),
     ]);
     let listener = apps::listener(&listener_env).await?;
     let webhook = apps::webhook(&webhook_env).await?;
@@ -391,4 +392,24 @@ mod tests {
         assert_eq!(hook["data"]["from"], "user");
         assert_eq!(hook["data"]["type"], "text");
     }
+}
+
+/// The demo app's help center (a handful of articles), written into the demo's folder: the
+/// webhook answers from it (`KNOWLEDGE_DIR`).
+const HELP_CENTER: [(&str, &str); 6] = [
+    ("change-plan.md", include_str!("../help/change-plan.md")),
+    ("invoices.md", include_str!("../help/invoices.md")),
+    ("payment-method.md", include_str!("../help/payment-method.md")),
+    ("pricing.md", include_str!("../help/pricing.md")),
+    ("dashboard.md", include_str!("../help/dashboard.md")),
+    ("export-data.html", include_str!("../help/export-data.html")),
+];
+
+fn write_help_center(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let help = dir.join("help");
+    std::fs::create_dir_all(&help).context("cannot create the help center folder")?;
+    for (name, text) in HELP_CENTER {
+        std::fs::write(help.join(name), text).with_context(|| format!("cannot write {name}"))?;
+    }
+    Ok(help)
 }
