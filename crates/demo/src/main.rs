@@ -377,23 +377,6 @@ fn print_prompt(request: &Value) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hook_is_a_visitor_text_for_the_demo_site() {
-        let hook = hook_body("Where is my invoice?").unwrap();
-        assert_eq!(hook["event"], "message:send");
-        assert_eq!(hook["website_id"], standins::WEBSITE_ID);
-        assert_eq!(hook["data"]["website_id"], standins::WEBSITE_ID);
-        assert_eq!(hook["data"]["session_id"], CRISP_SESSION);
-        assert_eq!(hook["data"]["content"], "Where is my invoice?");
-        assert_eq!(hook["data"]["from"], "user");
-        assert_eq!(hook["data"]["type"], "text");
-    }
-}
-
 /// The demo app's help center (a handful of articles), written into the demo's folder: the
 /// webhook answers from it (`KNOWLEDGE_DIR`).
 const HELP_CENTER: [(&str, &str); 6] = [
@@ -412,4 +395,21 @@ fn write_help_center(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf
         std::fs::write(help.join(name), text).with_context(|| format!("cannot write {name}"))?;
     }
     Ok(help)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hook_is_a_visitor_text_for_the_demo_site() {
+        let hook = hook_body("Where is my invoice?").unwrap();
+        assert_eq!(hook["event"], "message:send");
+        assert_eq!(hook["website_id"], standins::WEBSITE_ID);
+        assert_eq!(hook["data"]["website_id"], standins::WEBSITE_ID);
+        assert_eq!(hook["data"]["session_id"], CRISP_SESSION);
+        assert_eq!(hook["data"]["content"], "Where is my invoice?");
+        assert_eq!(hook["data"]["from"], "user");
+        assert_eq!(hook["data"]["type"], "text");
+    }
 }
