@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use standins::apps::{self, Running};
 use standins::bin;
-use standins::sse_server::{Plan, SseServer};
+use standins::sse_server::SseServer;
 use standins::stand_ins::{
     Env, LLM_PATH, Webhook, actions_frame, body_of, completion, compose_ok, dispatched, meta, mount_conversation,
     mount_session_meta, no_history, requests_to, set, visitor_message, webhook_env,
@@ -125,14 +125,7 @@ async fn wait_posted(server: &MockServer, session: &str, texts: usize, notes: us
 /// The listener in `dir`, fed the linked visitor's actions.
 async fn listener(dir: &Path) -> (SseServer, Running) {
     let frame = actions_frame("ps_H", json!({}), &TITLES);
-    let stream = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(frame)])], None).await;
-    let env = [
-        ("STREAM_URL", stream.url.clone()),
-        ("SUMMARY_THRESHOLD", "0".to_owned()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-    ];
-    let listener = apps::listener(&apps::in_dir(dir, &env)).await.unwrap_or_else(|e| panic!("{e}"));
-    (stream, listener)
+    apps::listener_fed(dir, vec![Bytes::from(frame)]).await
 }
 
 /// Asks until the linked visitor's activity is in the prompt (the listener stores it off its

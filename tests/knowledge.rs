@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::json;
 use standins::apps::{self, Running};
-use standins::sse_server::{Plan, SseServer};
+use standins::sse_server::SseServer;
 use standins::stand_ins::{
     LLM_PATH, Webhook, actions_frame, body_of, completion, message_path, mount_session_meta, set, user_prompt,
     visitor_message, visitor_stand_in, wait_for, webhook_env,
@@ -24,14 +24,7 @@ fn help_center() -> PathBuf {
 /// The listener in `dir`, fed one visitor's actions (Autoplay session `ps_K`).
 async fn listener(dir: &Path, titles: &[&str], url: &str) -> (SseServer, Running) {
     let frame = actions_frame("ps_K", json!({}), titles).replace("https://app.example.com/page", url);
-    let stream = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(frame)])], None).await;
-    let env = [
-        ("STREAM_URL", stream.url.clone()),
-        ("SUMMARY_THRESHOLD", "0".to_owned()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-    ];
-    let listener = apps::listener(&apps::in_dir(dir, &env)).await.unwrap_or_else(|e| panic!("{e}"));
-    (stream, listener)
+    apps::listener_fed(dir, vec![Bytes::from(frame)]).await
 }
 
 async fn webhook(dir: &Path, server: &wiremock::MockServer, knowledge: &Path) -> Webhook {

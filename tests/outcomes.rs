@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use standins::apps::{self, Running};
 use standins::bin;
-use standins::sse_server::{Plan, SseServer};
+use standins::sse_server::SseServer;
 use standins::stand_ins::{
     Env, LLM_PATH, Webhook, body_of, completion, compose_ok, dispatched, mount_conversation, requests_to, set,
     visitor_message, webhook_env,
@@ -196,14 +196,7 @@ async fn ask(server: &MockServer, webhook: &Webhook, conversation: &str, fingerp
 }
 
 async fn listener(dir: &Path, frames: Vec<Bytes>) -> (SseServer, Running) {
-    let stream = SseServer::start(vec![Plan::StreamThenHold(frames)], None).await;
-    let env = [
-        ("STREAM_URL", stream.url.clone()),
-        ("SUMMARY_THRESHOLD", "0".to_owned()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-    ];
-    let listener = apps::listener(&apps::in_dir(dir, &env)).await.unwrap_or_else(|e| panic!("{e}"));
-    (stream, listener)
+    apps::listener_fed(dir, frames).await
 }
 
 #[tokio::test]

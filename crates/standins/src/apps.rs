@@ -176,3 +176,17 @@ pub fn log_to_test_output() {
 fn first_line(error: &clap::Error) -> String {
     error.to_string().lines().next().unwrap_or_default().to_owned()
 }
+
+/// The listener in `dir` (its `DATA_DIR` is `dir/data`, no summaries), in-process, reading a
+/// loopback stream that sends `frames` and then stays open; panics when it cannot start.
+pub async fn listener_fed(dir: &Path, frames: Vec<bytes::Bytes>) -> (crate::sse_server::SseServer, Running) {
+    use crate::sse_server::{Plan, SseServer};
+    let stream = SseServer::start(vec![Plan::StreamThenHold(frames)], None).await;
+    let env = [
+        ("STREAM_URL", stream.url.clone()),
+        ("SUMMARY_THRESHOLD", "0".to_owned()),
+        ("DATA_DIR", dir.join("data").display().to_string()),
+    ];
+    let listener = listener(&in_dir(dir, &env)).await.unwrap_or_else(|e| panic!("{e}"));
+    (stream, listener)
+}
