@@ -293,3 +293,17 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
         "{MESSAGES} messages in one conversation: {accepted} accepted, the rest 503; {calls} LLM requests, the largest {largest} bytes"
     );
 }
+
+/// `systemctl reload` sends SIGHUP: it reloads the help center, and without one it must not end
+/// the webhook (SIGHUP's default action would).
+#[tokio::test]
+async fn sighup_without_a_help_center_leaves_the_webhook_running() {
+    let server = stand_in().await;
+    let mut webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    webhook.proc().signal("HUP");
+    let logged = standins::eventually(LIMIT, || webhook.stderr().contains("nothing to reload")).await;
+    assert!(logged, "{}", webhook.stderr());
+    assert!(webhook.proc_mut().is_running(), "{}", webhook.stderr());
+    let health = reqwest::get(format!("{}/health", webhook.metrics_url().trim_end_matches("/metrics"))).await.unwrap();
+    assert_eq!(health.status(), 200);
+}

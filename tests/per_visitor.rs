@@ -608,7 +608,8 @@ async fn with_link_require_signed_session_only_a_signed_autoplay_session_id_link
     // ps_B is stored (a signed link reads it); unsigned or forged, it links nothing.
     webhook.ask_until(&server, "session_control", &B_TITLES, &listener).await;
     for conversation in ["session_unsigned", "session_forged"] {
-        let prompt = webhook.ask(&server, conversation, "Where am I?").await;
+        // A question of its own: the prompt found is this conversation's.
+        let prompt = webhook.ask(&server, conversation, &format!("Where am I in {conversation}?")).await;
         assert_eq!(activity_of(&prompt), NO_ACTIVITY, "{conversation}: {prompt}");
     }
     // It needs the key to check the signatures.

@@ -121,7 +121,18 @@ impl Service for App {
                 base.start().await;
                 Some(base)
             }
-            None => None,
+            None => {
+                // SIGHUP (`systemctl reload`) reloads the help center; without one it must not
+                // end the process, as it would by default.
+                tokio::spawn(async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: no help center configured, nothing to reload");
+                    }
+                });
+                None
+            }
         };
         let store = match settings.context_scope {
             ContextScope::Session => Some(settings.store.open_reader(redis.clone())?),
