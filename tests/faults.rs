@@ -93,6 +93,16 @@ fn is_token(word: &str) -> bool {
     word.starts_with("tok") && word.contains('x') && word[3..].chars().all(|c| c.is_ascii_digit() || c == 'x')
 }
 
+/// The Crisp stand-in on a loopback port, failing as the schedule of `seed` says (printed, so
+/// that `FAULT_SEED` replays it).
+async fn faulty_crisp(seed: u64) -> (Arc<Crisp>, SocketAddr) {
+    eprintln!("fault schedule seed {seed} (FAULT_SEED={seed} replays it)");
+    let crisp = crisp_stand_in();
+    crisp.set_faults(crisp_faults(seed));
+    let addr = serve(crisp.router()).await;
+    (crisp, addr)
+}
+
 fn crisp_stand_in() -> Arc<Crisp> {
     Crisp::new(CrispSettings {
         website: Some(SITE.into()),
@@ -300,11 +310,8 @@ async fn run_schedule(seed: u64, targets: &dyn Fn(u64) -> SocketAddr) -> Schedul
 #[tokio::test]
 async fn every_acked_message_is_answered_exactly_once_through_crisp_faults_and_a_restart() {
     let seed = seed();
-    eprintln!("fault schedule seed {seed} (FAULT_SEED={seed} replays it)");
     let dir = tempfile::tempdir().unwrap();
-    let crisp = crisp_stand_in();
-    crisp.set_faults(crisp_faults(seed));
-    let crisp_addr = serve(crisp.router()).await;
+    let (crisp, crisp_addr) = faulty_crisp(seed).await;
     let llm_addr = llm(Duration::ZERO).await;
     let vars = webhook_vars(llm_addr, crisp_addr, &[("DATA_DIR", "data".into())]);
     let mut webhook = start(dir.path(), &vars).await;
@@ -403,11 +410,8 @@ async fn two_replicas_with_a_short_lease_answer_each_message_once_through_redis_
     let Some(redis) = RedisServer::start() else { return };
     let redis = Arc::new(redis);
     let seed = seed();
-    eprintln!("fault schedule seed {seed} (FAULT_SEED={seed} replays it)");
     let dir = tempfile::tempdir().unwrap();
-    let crisp = crisp_stand_in();
-    crisp.set_faults(crisp_faults(seed));
-    let crisp_addr = serve(crisp.router()).await;
+    let (crisp, crisp_addr) = faulty_crisp(seed).await;
     // Slower than the lease: the hold must be renewed while the reply is written.
     let llm_addr = llm(Duration::from_millis(2500)).await;
     let replica = |name: &str| {

@@ -493,15 +493,22 @@ impl Knowledge {
     }
 
     /// Runs [`refresh`](Self::refresh) now, then every `every` and whenever `notify` is notified
-    /// (the webhook notifies it on SIGHUP). Stops when the returned handle is aborted.
-    pub fn spawn_refresher(&self, every: Duration, notify: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+    /// (the webhook notifies it on SIGHUP), handing each report to `on_refresh` (logs, metrics).
+    /// Stops when the returned handle is aborted.
+    pub fn spawn_refresher(
+        &self,
+        every: Duration,
+        notify: Arc<Notify>,
+        mut on_refresh: impl FnMut(&RefreshReport) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 let report = this.refresh().await;
                 if !report.errors.is_empty() {
-                    tracing::warn!(errors = ?report.errors, "knowledge refresh skipped some sources");
+                    tracing::warn!(errors = ?report.errors, "knowledge refresh skipped some sources; the rest (and the last good index) keeps serving");
                 }
+                on_refresh(&report);
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = notify.notified() => tracing::info!("knowledge refresh requested"),

@@ -292,7 +292,7 @@ async fn sighup_style_notify_triggers_a_refresh() {
     let index = tempfile::tempdir().unwrap();
     let kb = open(&base, index.path()).await;
     let notify = Arc::new(tokio::sync::Notify::new());
-    let task = kb.spawn_refresher(Duration::from_secs(3600), notify.clone());
+    let task = kb.spawn_refresher(Duration::from_secs(3600), notify.clone(), |_| {});
     // The first refresh runs at once.
     for _ in 0..100 {
         if kb.stats().documents == 4 {

@@ -126,8 +126,8 @@ impl KnowledgeArgs {
 pub struct KnowledgeBase {
     knowledge: Knowledge,
     settings: KnowledgeSettings,
-    /// Asks for a refresh now (besides the period and SIGHUP).
-    refresh: tokio::sync::Notify,
+    /// Asks the refresher for a refresh now (SIGHUP, [`KnowledgeBase::refresh_now`]).
+    refresh: Arc<tokio::sync::Notify>,
 }
 
 impl KnowledgeBase {
@@ -166,7 +166,7 @@ impl KnowledgeBase {
         let knowledge = Knowledge::open_with(settings.clone(), helpdesk, embeddings).map_err(|e| {
             ConfigError::Invalid { var: "KNOWLEDGE_INDEX_DIR", reason: format!("cannot open the index: {e}") }
         })?;
-        Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: tokio::sync::Notify::new() }))
+        Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: Arc::new(tokio::sync::Notify::new()) }))
     }
 
     /// Refreshes now (waiting up to [`FIRST_REFRESH_WAIT`], so the first visitors get
@@ -175,40 +175,22 @@ impl KnowledgeBase {
         let (first_done, first) = tokio::sync::oneshot::channel::<()>();
         let mut first_done = Some(first_done);
         let this = Arc::clone(self);
+        self.knowledge.spawn_refresher(self.settings.refresh, Arc::clone(&self.refresh), move |report| {
+            if !report.errors.is_empty() {
+                metrics::counter!(REFRESH_ERRORS).increment(report.errors.len() as u64);
+            }
+            this.record_stats();
+            if let Some(done) = first_done.take() {
+                let _ = done.send(());
+            }
+        });
+        let refresh = Arc::clone(&self.refresh);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut hangup = signal(SignalKind::hangup()).ok();
-            loop {
-                let report = this.knowledge.refresh().await;
-                if let Some(done) = first_done.take() {
-                    let _ = done.send(());
-                }
-                if !report.errors.is_empty() {
-                    metrics::counter!(REFRESH_ERRORS).increment(report.errors.len() as u64);
-                    tracing::warn!(errors = ?report.errors, "knowledge refresh skipped some sources; the rest (and the last good index) keeps serving");
-                }
-                tracing::info!(
-                    documents = report.documents,
-                    passages = report.passages,
-                    added = report.added,
-                    changed = report.changed,
-                    removed = report.removed,
-                    "knowledge refreshed"
-                );
-                this.record_stats();
-                let hup = async {
-                    match hangup.as_mut() {
-                        Some(signal) => {
-                            signal.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(this.settings.refresh) => {}
-                    () = hup => tracing::info!("knowledge refresh asked (SIGHUP)"),
-                    () = this.refresh.notified() => {}
-                }
+            let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+            while hangup.recv().await.is_some() {
+                tracing::info!("knowledge refresh asked (SIGHUP)");
+                refresh.notify_one();
             }
         });
         if tokio::time::timeout(FIRST_REFRESH_WAIT, first).await.is_err() {

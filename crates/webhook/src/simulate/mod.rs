@@ -95,9 +95,6 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> Result<Report, String> {
         fallback: settings.fallback_message.clone(),
     });
     drop(settings);
-    if scenarios.iter().any(|s| s.scenario.knowledge.is_some()) && !has_knowledge_setting() {
-        eprintln!("warning: this webhook has no KNOWLEDGE_DIR setting; the scenarios' knowledge: folders are ignored");
-    }
     let repeat = args.repeat as usize;
     let total = scenarios.len() * repeat;
     let mut progress = report::Progress::new(total);
@@ -153,12 +150,6 @@ async fn reachable(llm: &agent_core::llm::LlmClient) -> Result<(), String> {
         Err(LlmError::Status { .. }) => Ok(()),
         Err(e) => Err(format!("cannot reach the LLM (OPENAI_BASE_URL): {e}")),
     }
-}
-
-/// Whether this webhook has a `KNOWLEDGE_DIR` setting.
-fn has_knowledge_setting() -> bool {
-    use clap::CommandFactory;
-    Cli::command().get_arguments().any(|a| a.get_env().is_some_and(|e| e == "KNOWLEDGE_DIR"))
 }
 
 /// The settings of one run's in-process webhook: this process's, with the run's own port,
