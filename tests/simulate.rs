@@ -4,7 +4,7 @@
 //! activity reaches the LLM request and a decoy's does not, and `--record` writes a scenario
 //! that `simulate` runs (in-process).
 
-use agent_core::action::{ActionRecord, BatchRecord};
+use activity::action::{ActionRecord, BatchRecord};
 use serde_json::{Value, json};
 use standins::bin;
 use standins::crisp::{Crisp, CrispSettings, History};
@@ -52,7 +52,7 @@ fn stand_in(request: &Value) -> Reply {
     }
     let (activity, question) = user.rsplit_once("User question: ").unwrap_or(("", user));
     let question = question.trim();
-    if tools.iter().any(|t| t == "hand_off_to_human") && agent_core::handoff::asks_for_a_person(question) {
+    if tools.iter().any(|t| t == "hand_off_to_human") && answer::handoff::asks_for_a_person(question) {
         return Reply::Tool { name: "hand_off_to_human".into(), arguments: r#"{"reason":"asked"}"#.into() };
     }
     let titles = titles_in(activity);
@@ -207,7 +207,7 @@ async fn a_malformed_file_or_an_unreachable_llm_exits_2() {
 }
 
 fn cli(vars: &[(&str, String)]) -> Cli {
-    agent_core::process::parse_vars::<Cli>(vars).unwrap()
+    plumbing::process::parse_vars::<Cli>(vars).unwrap()
 }
 
 fn args(paths: Vec<PathBuf>) -> SimulateArgs {
@@ -265,7 +265,7 @@ async fn a_recorded_conversation_is_a_scenario_that_runs() {
     // The visitor's stored activity, as the listener stores it.
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let store = agent_core::config::StoreArgs {
+    let store = activity::config::StoreArgs {
         data_dir: data_dir.clone(),
         context_max_actions: 50,
         context_ttl_secs: 1_000_000_000,

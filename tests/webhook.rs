@@ -20,7 +20,7 @@ const ANSWER: &str = "Click **Upgrade** in the top-right corner.";
 
 const DOCS_EXAMPLE: &str = include_str!("fixtures/crisp/message-send-text.json");
 const OPERATOR_ECHO: &str = include_str!("fixtures/crisp/message-received-operator-echo.json");
-const BUILT_IN_PROMPT: &str = include_str!("../crates/agent-core/prompts/system_prompt.txt");
+const BUILT_IN_PROMPT: &str = include_str!("../crates/answer/prompts/system_prompt.txt");
 const ACTIVITY: &str = "[0] Action: opened the pricing page\n[1] Action: hovered over Upgrade\n";
 
 /// Generous limit for something that must happen.

@@ -6,10 +6,10 @@
 //!
 //! Run: `cargo bench -p bench --bench reading_thread`
 
-use agent_core::action::BatchRecord;
-use agent_core::activity_file::format_action_block;
-use agent_core::payload::{StreamPayload, parse_payload};
-use agent_core::sse::{SseItem, SseParser};
+use activity::action::BatchRecord;
+use activity::activity_file::format_action_block;
+use activity::payload::{StreamPayload, parse_payload};
+use activity::sse::{SseItem, SseParser};
 use bench::Firehose;
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! The listener: `listener::App`, run by the shared `main` (settings, `--check`, logs, signals).
 
 fn main() {
-    agent_core::process::main::<listener::App>()
+    plumbing::process::main::<listener::App>()
 }

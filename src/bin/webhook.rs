@@ -1,5 +1,5 @@
 //! The webhook: `webhook::App`, run by the shared `main` (settings, `--check`, logs, signals).
 
 fn main() {
-    agent_core::process::main::<webhook::App>()
+    plumbing::process::main::<webhook::App>()
 }

@@ -1,14 +1,14 @@
 //! The listener's settings: flags, environment and `.env`, each with its default.
 
-use agent_core::SecretString;
-use agent_core::config::{
-    ConfigError, OpenAiArgs, RedactArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr,
-};
-use agent_core::llm::LlmClient;
-use agent_core::proactive::Trigger;
-use agent_core::proactive::triggers::TriggerSettings;
-use agent_core::retry::RetryPolicy;
+use activity::config::{StoreArgs, StoreSettings};
 use clap::Parser;
+use llm::LlmClient;
+use llm::OpenAiArgs;
+use plumbing::SecretString;
+use plumbing::config::{ConfigError, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::retry::RetryPolicy;
+use proactive::Trigger;
+use proactive::triggers::TriggerSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 

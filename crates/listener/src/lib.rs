@@ -1,21 +1,22 @@
 //! The listener: Autoplay stream -> `event_data.txt` (+ per-session LLM summaries).
 
 pub mod config;
+pub mod series;
 pub mod store_feed;
 pub mod stream;
 pub mod summarizer;
 
-use agent_core::action::BatchRecord;
-use agent_core::activity_file::{ActivityFile, format_action_block};
-use agent_core::config::ConfigError;
-use agent_core::context::StoreWriter;
-use agent_core::payload::{StreamPayload, parse_payload};
-use agent_core::proactive::triggers::Watch;
-use agent_core::process::Service;
-use agent_core::sse::SseItem;
-use agent_core::summary::SummaryJob;
-use agent_core::telemetry;
+use activity::action::BatchRecord;
+use activity::activity_file::{ActivityFile, format_action_block};
+use activity::context::StoreWriter;
+use activity::payload::{StreamPayload, parse_payload};
+use activity::sse::SseItem;
+use activity::summary::SummaryJob;
 use config::Settings;
+use plumbing::config::ConfigError;
+use plumbing::process::Service;
+use plumbing::telemetry;
+use proactive::triggers::Watch;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use store_feed::{PackedBatches, SharedWatch, StoreFeed, StoreWrite};
@@ -176,7 +177,7 @@ pub struct App {
     client: StreamClient,
 }
 
-/// What the `listener` binary runs ([`agent_core::process::main`]); the in-process tests and
+/// What the `listener` binary runs ([`plumbing::process::main`]); the in-process tests and
 /// the demo start it the same way.
 impl Service for App {
     type Cli = config::Cli;
@@ -204,20 +205,21 @@ impl Service for App {
                 return false;
             }
         };
-        let mut checks = vec![agent_core::checks::run("Autoplay stream", client.probe()).await];
+        let mut checks = vec![plumbing::checks::run("Autoplay stream", client.probe()).await];
         match &settings.summaries {
-            Some(summaries) => checks.push(agent_core::checks::llm(&summaries.llm).await),
+            Some(summaries) => checks.push(llm::probe(&summaries.llm).await),
             None => println!("skipped OpenAI: summaries are off"),
         }
-        checks.extend(agent_core::checks::redis(&settings.store).await);
-        agent_core::checks::report(&checks)
+        checks.extend(activity::config::probe_redis(&settings.store).await);
+        plumbing::checks::report(&checks)
     }
 
     /// Opens the store and serves `/metrics` when asked; each failure names its setting.
     async fn build(settings: Settings) -> Result<App, ConfigError> {
         if let Some(addr) = settings.metrics_addr {
-            agent_core::telemetry::serve_on(addr)
+            plumbing::telemetry::serve_on(addr)
                 .map_err(|e| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {e}") })?;
+            series::register_series();
             tracing::info!(%addr, "metrics at /metrics");
         }
         let store = settings.store.open_writer(settings.store.connect_redis()?)?;

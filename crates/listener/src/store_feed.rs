@@ -3,13 +3,13 @@
 //! and logged, but never the activity file).
 
 use crate::stream::RateLimitedWarn;
-use agent_core::action::{ActionRecord, BatchRecord};
-use agent_core::context::{StoreError, StoreWriter};
-use agent_core::crisp::id_for_log;
-use agent_core::proactive::Firing;
-use agent_core::proactive::triggers::Watch;
-use agent_core::retry::Backoff;
-use agent_core::telemetry;
+use activity::action::{ActionRecord, BatchRecord};
+use activity::context::{StoreError, StoreWriter};
+use crisp::id_for_log;
+use plumbing::retry::Backoff;
+use plumbing::telemetry;
+use proactive::Firing;
+use proactive::triggers::Watch;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

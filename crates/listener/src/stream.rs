@@ -1,11 +1,11 @@
 //! The Autoplay stream connection: connect, read frames, reconnect forever with backoff.
 
-use agent_core::http_body::{describe_reqwest, redacted_url};
-use agent_core::retry::Backoff;
-use agent_core::sse::{SseItem, SseParser};
-use agent_core::telemetry;
-use agent_core::{ExposeSecret, SecretString};
+use activity::sse::{SseItem, SseParser};
 use futures_util::StreamExt;
+use plumbing::http_body::{describe_reqwest, redacted_url};
+use plumbing::retry::Backoff;
+use plumbing::telemetry;
+use plumbing::{ExposeSecret, SecretString};
 use reqwest::StatusCode;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -178,7 +178,7 @@ fn configuration_hint(status: StatusCode) -> Option<&'static str> {
     })
 }
 
-pub use agent_core::ratelimit::RateLimitedWarn;
+pub use plumbing::ratelimit::RateLimitedWarn;
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,10 @@
 
 use crate::store_feed::{StoreFeed, StoreWrite};
 use crate::stream::RateLimitedWarn;
-use agent_core::action::ActionRecord;
-use agent_core::activity_file::ActivityFile;
-use agent_core::llm::{ChatMessage, ChatRequest, LlmClient, Role};
-use agent_core::summary::{SessionSummaries, SummaryJob, SummaryPolicy};
+use activity::action::ActionRecord;
+use activity::activity_file::ActivityFile;
+use activity::summary::{SessionSummaries, SummaryJob, SummaryPolicy};
+use llm::{ChatMessage, ChatRequest, LlmClient, Role};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -129,7 +129,7 @@ impl Summarizer {
         let prompt = job.prompt();
         let masked = self.redactor.redact_for_log_counted(&prompt);
         for (kind, n) in masked.counts.iter().filter(|(_, n)| *n > 0) {
-            metrics::counter!(agent_core::telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
+            metrics::counter!(plumbing::telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
         }
         let request = ChatRequest {
             messages: vec![ChatMessage::new(Role::User, masked.text.into_owned())],
@@ -145,7 +145,7 @@ impl Summarizer {
                     if let Some(session) = &job.session {
                         self.store.send(StoreWrite::Summary { session: session.clone(), summary });
                     }
-                    metrics::counter!(agent_core::telemetry::SUMMARIES_WRITTEN).increment(1);
+                    metrics::counter!(plumbing::telemetry::SUMMARIES_WRITTEN).increment(1);
                     tracing::info!(session, actions = job.actions.len(), "summary written");
                     true
                 }
@@ -158,7 +158,7 @@ impl Summarizer {
                 }
             },
             Err(e) => {
-                metrics::counter!(agent_core::telemetry::SUMMARIES_FAILED).increment(1);
+                metrics::counter!(plumbing::telemetry::SUMMARIES_FAILED).increment(1);
                 tracing::warn!(session, error = %e, "summary failed; its actions stay pending for the next batch");
                 false
             }

@@ -1,6 +1,6 @@
 //! The phrase fallback for "thanks, that worked" (used when the model does not say so itself),
 //! and its opposite, "it still doesn't work". Lowercase phrases matched at word boundaries,
-//! like [`agent_core::handoff::asks_for_a_person`].
+//! like [`answer::handoff::asks_for_a_person`].
 
 /// Phrases that say the answer worked, in the languages visitors most often write.
 const WORKED: &[&str] = &[

@@ -1,5 +1,5 @@
 //! Metric names for the integrator to register (the webhook's recorder; see
-//! `agent_core::telemetry`). Label values come from [`crate::Outcome::label`],
+//! `plumbing::telemetry`). Label values come from [`crate::Outcome::label`],
 //! [`crate::OfferResult::label`] and `Trigger::as_str`.
 
 /// `conversation_outcomes_total{outcome}`: outcomes decided ([`crate::Effect::CountOutcome`]);
@@ -33,7 +33,7 @@ pub fn series() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         out.push((CONVERSATION_OUTCOMES, vec![(OUTCOME_LABEL, outcome.label())]));
     }
     out.push((FOLLOW_UPS, Vec::new()));
-    for trigger in agent_core::proactive::Trigger::ALL {
+    for trigger in proactive::Trigger::ALL {
         for result in crate::OfferResult::ALL {
             out.push((OFFER_RESULTS, vec![(TRIGGER_LABEL, trigger.as_str()), (RESULT_LABEL, result.label())]));
         }
@@ -59,7 +59,7 @@ mod tests {
         for name in [CONVERSATION_OUTCOMES, FOLLOW_UPS, TRIGGER_PAUSED] {
             assert!(ALERTS.contains(name), "{name} in the alerts");
         }
-        use agent_core::telemetry::{HOOKS_RECEIVED, LLM_SECONDS, MESSAGES_SETTLED, REPLIES_FAILED};
+        use plumbing::telemetry::{HOOKS_RECEIVED, LLM_SECONDS, MESSAGES_SETTLED, REPLIES_FAILED};
         for name in [LLM_SECONDS, MESSAGES_SETTLED, REPLIES_FAILED, HOOKS_RECEIVED] {
             assert!(DASHBOARD.contains(name) && ALERTS.contains(name), "{name}");
         }

@@ -5,7 +5,7 @@
 //! `OFFER_LEARNING=off` keeps counting results and never pauses.
 
 use crate::settings::OfferSettings;
-use agent_core::proactive::Trigger;
+use proactive::Trigger;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

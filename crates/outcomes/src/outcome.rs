@@ -10,8 +10,8 @@
 use crate::confirm::{confirms, reports_failure};
 use crate::settings::Settings;
 use crate::steps::{Step, folded_words, is_stop_word, matches_step, steps_in_activity, steps_named};
-use agent_core::action::ActionRecord;
-use agent_core::proactive::Trigger;
+use activity::action::ActionRecord;
+use proactive::Trigger;
 use serde::{Deserialize, Serialize};
 
 /// Earlier answers kept per conversation (for the report).
@@ -117,7 +117,7 @@ pub struct Trouble {
 
 impl Trouble {
     /// From a proactive firing: its trigger and page.
-    pub fn from_firing(firing: &agent_core::proactive::Firing) -> Self {
+    pub fn from_firing(firing: &proactive::Firing) -> Self {
         let page = (!firing.page.is_empty()).then(|| firing.page.clone());
         match firing.trigger {
             Trigger::ErrorPage => Trouble { trigger: Some(firing.trigger), error_page: page, ping_pong: Vec::new() },
@@ -519,7 +519,7 @@ impl ConversationOutcome {
 pub fn follow_up_text(step: Option<&Step>) -> String {
     match step {
         Some(step) => {
-            format!("Still stuck on {}? I can get a person.", agent_core::proactive::one_line(&step.name, 80))
+            format!("Still stuck on {}? I can get a person.", proactive::one_line(&step.name, 80))
         }
         None => "Still stuck? I can get a person.".to_owned(),
     }

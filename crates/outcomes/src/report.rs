@@ -191,7 +191,7 @@ mod tests {
     use super::*;
     use crate::outcome::Trouble;
     use crate::settings::{OfferSettings, Settings};
-    use agent_core::proactive::Trigger;
+    use proactive::Trigger;
 
     fn settings() -> Settings {
         Settings { confirm_secs: 2.0, window_secs: 4.0, ..Settings::default() }

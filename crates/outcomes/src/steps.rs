@@ -1,7 +1,7 @@
 //! The step rule: which names in an answer are steps, and when a visitor's action follows one.
 //! See the crate documentation for the rule in words.
 
-use agent_core::action::ActionRecord;
+use activity::action::ActionRecord;
 use serde::{Deserialize, Serialize};
 
 /// Most steps taken from one answer.

@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use crate::outcome::Trouble;
     use crate::settings::Settings;
-    use agent_core::proactive::Trigger;
+    use proactive::Trigger;
 
     fn record(id: &str, answered_at: f64) -> ConversationOutcome {
         let mut c = ConversationOutcome::new(id, &Settings::default());

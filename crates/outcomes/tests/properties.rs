@@ -1,7 +1,7 @@
 //! Random text never makes the step rule or the phrase detector panic, and their output stays
 //! bounded; random event sequences never decide an outcome twice for one answer.
 
-use agent_core::action::ActionRecord;
+use activity::action::ActionRecord;
 use outcomes::steps::{MAX_NAME_CHARS, MAX_STEP_WORDS, MAX_STEPS, MAX_WORD_CHARS};
 use outcomes::{ConversationOutcome, Effect, Settings, Trouble, confirms, matches_step, reports_failure, steps_named};
 use proptest::prelude::*;
@@ -78,7 +78,7 @@ proptest! {
                 2 => c.model_confirmed(at),
                 3 => c.handed_off(at, "asked"),
                 4 => c.activity(at, std::slice::from_ref(&action)),
-                5 => c.trigger_fired(at, agent_core::proactive::Trigger::ErrorPage),
+                5 => c.trigger_fired(at, proactive::Trigger::ErrorPage),
                 _ => c.tick(at),
             };
             if c.answers != answers_before {

@@ -3,7 +3,7 @@
 //! process itself is not the point, and for the demo. Nothing of this process's environment or
 //! `.env` leaks into their settings.
 
-use agent_core::process::Service;
+use plumbing::process::Service;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -47,7 +47,7 @@ pub async fn webhook(vars: &Vars<'_>) -> Result<Running, StartError> {
 /// The app `S` built from `vars` as its binary builds it from the environment.
 async fn build<S: Service>(name: &'static str, vars: &Vars<'_>) -> Result<S, StartError> {
     let fail = |reason: String| StartError { app: name, reason };
-    let cli = agent_core::process::parse_vars::<S::Cli>(vars).map_err(|e| fail(first_line(&e)))?;
+    let cli = plumbing::process::parse_vars::<S::Cli>(vars).map_err(|e| fail(first_line(&e)))?;
     let settings = S::settings(cli).map_err(|e| fail(e.to_string()))?;
     S::build(settings).await.map_err(|e| fail(e.to_string()))
 }

@@ -4,18 +4,18 @@ use crate::context::{ContextScope, LinkTrust};
 use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
 use crate::server::ConnectionLimits;
-use agent_core::SecretString;
-use agent_core::config::{
-    ConfigError, OpenAiArgs, RedactArgs, StoreArgs, StoreSettings, http_url, non_empty, socket_addr,
-};
-use agent_core::coordination::CoordTimings;
-use agent_core::crisp::{CrispClient, CrispSettings};
-use agent_core::llm::LlmClient;
-use agent_core::proactive::Trigger;
-use agent_core::proactive::gate::GateSettings;
-use agent_core::proactive::offer::DEFAULT_TEMPLATES;
-use agent_core::retry::RetryPolicy;
+use activity::config::{StoreArgs, StoreSettings};
 use clap::Parser;
+use crisp::{CrispClient, CrispSettings};
+use delivery::coordination::CoordTimings;
+use llm::LlmClient;
+use llm::OpenAiArgs;
+use plumbing::SecretString;
+use plumbing::config::{ConfigError, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::retry::RetryPolicy;
+use proactive::Trigger;
+use proactive::gate::GateSettings;
+use proactive::offer::DEFAULT_TEMPLATES;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -406,7 +406,7 @@ impl Cli {
             reason: format!("{e} (expected host:port, e.g. 0.0.0.0:3000)"),
         })?;
         at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
-        if !agent_core::crisp::is_plain_id(&website_id) {
+        if !crisp::is_plain_id(&website_id) {
             return Err(ConfigError::Invalid { var: "WEBSITE_ID", reason: "not a Crisp website id".into() });
         }
         let prompt_limits = PromptLimits {

@@ -13,10 +13,10 @@
 //!    Autoplay connector sets it server-side);
 //! 4. otherwise no activity at all.
 
-use agent_core::auth::verify_hmac_sha256_hex;
-use agent_core::context::{NO_ACTIVITY, SessionContext, StoreError, StoreReader, render_context_counted, tail_within};
-use agent_core::crisp::{CrispClient, SessionData, id_for_log};
-use agent_core::{ExposeSecret, SecretString};
+use activity::context::{NO_ACTIVITY, SessionContext, StoreError, StoreReader, render_context_counted, tail_within};
+use crisp::{CrispClient, SessionData, id_for_log};
+use plumbing::auth::verify_hmac_sha256_hex;
+use plumbing::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 

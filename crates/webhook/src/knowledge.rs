@@ -4,11 +4,12 @@
 //! visitor is doing (their page, their last actions), metrics, and the one-shot
 //! `webhook knowledge search|stats` commands.
 
-use agent_core::action::ActionRecord;
-use agent_core::config::{ConfigError, OpenAiArgs, non_empty};
-use agent_core::crisp::CrispSettings;
-use agent_core::{ExposeSecret, SecretString};
+use activity::action::ActionRecord;
+use crisp::CrispSettings;
 use knowledge::{Hit, Knowledge, KnowledgeSettings, Query};
+use llm::OpenAiArgs;
+use plumbing::config::{ConfigError, non_empty};
+use plumbing::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -148,7 +149,7 @@ impl KnowledgeBase {
                 token_identifier: crisp.token_identifier.clone(),
                 token_key: SecretString::from(crisp.token_key.expose_secret().to_owned()),
                 tier: crisp.tier.clone(),
-                timeout: agent_core::crisp::api::CRISP_CALL_TIMEOUT,
+                timeout: crisp::api::CRISP_CALL_TIMEOUT,
             })
             .map_err(|e| invalid("KNOWLEDGE_CRISP_LOCALE")(&e))?;
             Some(client)
@@ -169,7 +170,7 @@ impl KnowledgeBase {
         Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: Arc::new(tokio::sync::Notify::new()) }))
     }
 
-    /// Refreshes now (waiting up to [`FIRST_REFRESH_WAIT`], so the first visitors get
+    /// Refreshes now (waiting up to `FIRST_REFRESH_WAIT`, so the first visitors get
     /// articles), then every `KNOWLEDGE_REFRESH_SECS` and on `SIGHUP`; keeps the metrics.
     pub async fn start(self: &Arc<Self>) {
         let (first_done, first) = tokio::sync::oneshot::channel::<()>();
@@ -276,7 +277,7 @@ pub async fn command(
 ) -> i32 {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("error: {e}");
-        agent_core::process::EXIT_CONFIG
+        plumbing::process::EXIT_CONFIG
     };
     let Ok(scratch) = tempfile::tempdir() else { return fail(&"cannot create a temporary folder") };
     let mut settings = match args.settings(data_dir) {

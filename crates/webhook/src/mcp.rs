@@ -21,20 +21,20 @@
 //! them is logged (like reply traces, keep them private).
 
 use crate::context::{ContextSource, LinkedBy};
-use agent_core::action::ActionRecord;
-use agent_core::auth::{SecretDigest, verify_hmac_sha256_hex};
-use agent_core::context::SessionContext;
-use agent_core::crisp::{CrispClient, id_for_log, is_plain_id};
-use agent_core::ratelimit::RateLimitedWarn;
-use agent_core::signature_binding::SignatureBindings;
-use agent_core::telemetry::{McpOutcome, McpTool, mcp_call};
-use agent_core::{ExposeSecret, SecretString};
+use crate::signature_binding::SignatureBindings;
+use activity::action::ActionRecord;
+use activity::context::SessionContext;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use crisp::{CrispClient, id_for_log, is_plain_id};
+use plumbing::auth::{SecretDigest, verify_hmac_sha256_hex};
+use plumbing::ratelimit::RateLimitedWarn;
+use plumbing::telemetry::{McpOutcome, McpTool, mcp_call};
+use plumbing::{ExposeSecret, SecretString};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -235,7 +235,7 @@ pub struct McpGuard {
 
 impl McpGuard {
     /// `redis`: where signatures are bound so every replica agrees (`None`: this process).
-    pub fn new(auth: McpAuth, body_timeout: Duration, redis: Option<agent_core::redis_conn::RedisConn>) -> Self {
+    pub fn new(auth: McpAuth, body_timeout: Duration, redis: Option<plumbing::redis_conn::RedisConn>) -> Self {
         let bindings = SignatureBindings::new(auth.signature_lifetime(), redis);
         Self { auth, body_timeout, bindings, replays: Mutex::new(RateLimitedWarn::new(5)) }
     }
@@ -756,7 +756,7 @@ mod tests {
     fn sign(secret: &str, timestamp: &str, website: &str, body: &[u8]) -> String {
         let mut signed = format!("{timestamp}.{website}.").into_bytes();
         signed.extend_from_slice(body);
-        format!("sha256={}", agent_core::auth::hmac_sha256_hex(secret.as_bytes(), &signed))
+        format!("sha256={}", plumbing::auth::hmac_sha256_hex(secret.as_bytes(), &signed))
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

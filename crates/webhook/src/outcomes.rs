@@ -14,12 +14,13 @@ use ::outcomes::{
     ConversationOutcome, Effect, FileStore, OfferEvent, OfferStats, Outcome, OutcomeStore, Report,
     Settings as OutcomeSettings, Trouble, segments_to_write,
 };
-use agent_core::action::ActionRecord;
-use agent_core::config::{ConfigError, StoreSettings};
-use agent_core::coordination::{Coordination, OwnMark};
-use agent_core::crisp::{CrispClient, Post, PostKind, id_for_log, message_fingerprint};
-use agent_core::proactive::{Trigger, now_secs};
-use agent_core::redis_conn::RedisConn;
+use activity::action::ActionRecord;
+use activity::config::StoreSettings;
+use crisp::{CrispClient, Post, PostKind, id_for_log, message_fingerprint};
+use delivery::coordination::{Coordination, OwnMark};
+use plumbing::config::ConfigError;
+use plumbing::redis_conn::RedisConn;
+use proactive::{Trigger, now_secs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! conversation under `DATA_DIR/placeholders/` (mode 0600). Card numbers and secrets are never
 //! stored in clear (the map keeps a digest and, for a card, its last 4 digits).
 
-use agent_core::redis_conn::RedisConn;
+use plumbing::redis_conn::RedisConn;
 use privacy::Placeholders;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,16 +13,16 @@
 
 use crate::context::ContextSource;
 use crate::traces::TraceWriter;
-use agent_core::context::{NO_ACTIVITY, StoreReader, render_context};
-use agent_core::coordination::{Coordination, OwnMark};
-use agent_core::crisp::{CrispClient, CrispError, Post, PostKind, id_for_log, is_plain_id, message_fingerprint};
-use agent_core::llm::LlmClient;
-use agent_core::proactive::book::OfferBook;
-use agent_core::proactive::feed::{FiringFeed, POLL_EVERY};
-use agent_core::proactive::gate::{GateSettings, Outcome, Suppressed, VisitorGate};
-use agent_core::proactive::offer::{OfferAnswer, clip_offer, offer_request, parse_offer};
-use agent_core::proactive::{Firing, Trigger, now_secs};
-use agent_core::telemetry;
+use activity::context::{NO_ACTIVITY, StoreReader, render_context};
+use crisp::{CrispClient, CrispError, Post, PostKind, id_for_log, is_plain_id, message_fingerprint};
+use delivery::coordination::{Coordination, OwnMark};
+use llm::LlmClient;
+use plumbing::telemetry;
+use proactive::book::OfferBook;
+use proactive::feed::{FiringFeed, POLL_EVERY};
+use proactive::gate::{GateSettings, Outcome, Suppressed, VisitorGate};
+use proactive::offer::{OfferAnswer, clip_offer, offer_request, parse_offer};
+use proactive::{Firing, Trigger, now_secs};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;

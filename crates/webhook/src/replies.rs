@@ -22,19 +22,19 @@ use crate::knowledge::KnowledgeBase;
 use crate::outcomes::{Outcomes, is_short_yes};
 use crate::placeholders::PlaceholderBook;
 use crate::traces::{ReplyTrace, TraceWriter};
-use agent_core::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
-use agent_core::crisp::{
+use answer::handoff;
+use answer::prompt::{Passages, reply_request_with, visitor_words};
+use crisp::{
     ConversationMessage, CrispClient, CrispError, OperatorMessage, Post, PostKind, SessionData, VisitorMessage,
     id_for_log, message_fingerprint,
 };
-use agent_core::handoff;
-use agent_core::inbox::InboxEntry;
-use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
-use agent_core::proactive::book::{LinkKey, OfferBook};
-use agent_core::proactive::offer::reached_out_line;
-use agent_core::prompt::{Passages, reply_request_with, visitor_words};
-use agent_core::retry::Backoff;
-use agent_core::telemetry::{self, Settled};
+use delivery::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
+use delivery::inbox::InboxEntry;
+use llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
+use plumbing::retry::Backoff;
+use plumbing::telemetry::{self, Settled};
+use proactive::book::{LinkKey, OfferBook};
+use proactive::offer::reached_out_line;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -344,7 +344,7 @@ impl Inner {
     /// A visitor message was accepted: its outcome event (a new question, a confirmation, a
     /// reopening) and offer learning's (an offer answered).
     async fn visitor_wrote(&self, message: &VisitorMessage) {
-        let now = agent_core::proactive::now_secs();
+        let now = proactive::now_secs();
         self.deps.outcomes.visitor_wrote(&message.session_id, now, &message.content).await;
     }
 }
@@ -670,7 +670,7 @@ impl Inner {
             traces.write(&ReplyTrace {
                 reply_id,
                 crisp_session: session,
-                at: agent_core::inbox::now_ms() / 1000,
+                at: delivery::inbox::now_ms() / 1000,
                 linked_by: format!("{:?}", activity.linked_by),
                 autoplay_session: activity.autoplay_session.as_deref(),
                 activity: &activity_text,
@@ -735,7 +735,7 @@ impl Inner {
                 }
                 // A visitor left with the fallback: operators get the context, as on a hand-off.
                 let failed = (settled == Settled::FallbackSent).then_some(handoff::Reason::Failed);
-                let now = agent_core::proactive::now_secs();
+                let now = proactive::now_secs();
                 match failed {
                     Some(reason) => self.deps.outcomes.handed_off(turn.session, now, reason.name()).await,
                     None => {
@@ -819,7 +819,7 @@ impl Inner {
         if let Err(e) = self.deps.coordination.set_human_takeover(session).await {
             tracing::error!(error = %e, "cannot record the hand-off; the bot may answer the next message");
         }
-        let now = agent_core::proactive::now_secs();
+        let now = proactive::now_secs();
         if let Some(book) = &self.deps.proactive {
             book.update(session, now, |gate| gate.handed_off = true).await;
         }
@@ -853,7 +853,7 @@ impl Inner {
         articles: Option<&str>,
     ) -> String {
         metrics::counter!(telemetry::HANDOFFS, "reason" => reason.name()).increment(1);
-        let now = agent_core::proactive::now_secs();
+        let now = proactive::now_secs();
         let linked_by = linked_by_words(activity.linked_by);
         let mut note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
         if let Some(articles) = articles {
@@ -925,9 +925,9 @@ impl Inner {
 
     /// When the visitor writes within ten minutes of a proactive offer: the line that tells
     /// the model why the bot reached out. The first such message counts as engagement.
-    async fn answers_an_offer(&self, session: &str) -> Option<(String, agent_core::proactive::Trigger)> {
+    async fn answers_an_offer(&self, session: &str) -> Option<(String, proactive::Trigger)> {
         let book = self.deps.proactive.as_ref()?;
-        let now = agent_core::proactive::now_secs();
+        let now = proactive::now_secs();
         let (offer, first) = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
         if first {
             metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
@@ -954,7 +954,7 @@ impl Inner {
         self.deps.context.forget_links(session).await;
         let Some(book) = &self.deps.proactive else { return };
         let (autoplay_session, verified_user) = self.deps.context.links_in(data);
-        let now = agent_core::proactive::now_secs();
+        let now = proactive::now_secs();
         if let Some(autoplay_session) = &autoplay_session {
             book.link(LinkKey::Session(autoplay_session), session, now).await;
         }
@@ -1001,7 +1001,7 @@ impl Inner {
         // (briefly bounded): after this hook's `200` the bot posts nothing more here.
         let _ = tokio::time::timeout(POSTING_WAIT, self.posting_lock(session).write()).await;
         tracing::info!(session = id_for_log(session), "human operator took over the conversation");
-        self.deps.outcomes.handed_off(session, agent_core::proactive::now_secs(), "operator").await;
+        self.deps.outcomes.handed_off(session, proactive::now_secs(), "operator").await;
         Ok(())
     }
 
@@ -1077,7 +1077,7 @@ fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_core::inbox::InboxEntry;
+    use delivery::inbox::InboxEntry;
 
     fn said(from: &str, fingerprint: u64) -> ConversationMessage {
         ConversationMessage {

@@ -1,17 +1,17 @@
 //! HTTP routes: the Crisp web hook and health checks.
 
 use crate::replies::{Replies, Submitted};
-use agent_core::auth::{SecretDigest, verify_crisp_signature};
-use agent_core::crisp::{HookEvent, classify, id_for_log};
-use agent_core::ratelimit::RateLimitedWarn;
-use agent_core::telemetry::{HookOutcome, hook_received};
-use agent_core::{ExposeSecret, SecretString};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use crisp::{HookEvent, classify, id_for_log};
+use plumbing::auth::{SecretDigest, verify_crisp_signature};
+use plumbing::ratelimit::RateLimitedWarn;
+use plumbing::telemetry::{HookOutcome, hook_received};
+use plumbing::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::sync::{Arc, Mutex, PoisonError};
 use tower_http::catch_panic::CatchPanicLayer;

@@ -10,11 +10,11 @@
 //!   (answered with 408);
 //! - *idle*: a keep-alive connection between requests: `idle_timeout`.
 
-use agent_core::ratelimit::RateLimitedWarn;
-use agent_core::telemetry::{self, CloseReason};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use plumbing::ratelimit::RateLimitedWarn;
+use plumbing::telemetry::{self, CloseReason};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;

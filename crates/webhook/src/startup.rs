@@ -14,16 +14,16 @@ use crate::replies::{Replies, ReplyDeps};
 use crate::routes::{AppState, metrics_router, router};
 use crate::server::{self, ConnectionLimits};
 use crate::traces::TraceWriter;
-use agent_core::ExposeSecret;
-use agent_core::auth::SecretDigest;
-use agent_core::config::ConfigError;
-use agent_core::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
-use agent_core::proactive::book::{LocalBook, OfferBook, RedisBook};
-use agent_core::proactive::feed::{FileFeed, FiringFeed, RedisFeed};
-use agent_core::process::Service;
-use agent_core::prompt::DEFAULT_SYSTEM_PROMPT;
-use agent_core::ratelimit::RateLimitedWarn;
+use answer::prompt::DEFAULT_SYSTEM_PROMPT;
 use axum::Router;
+use delivery::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
+use plumbing::ExposeSecret;
+use plumbing::auth::SecretDigest;
+use plumbing::config::ConfigError;
+use plumbing::process::Service;
+use plumbing::ratelimit::RateLimitedWarn;
+use proactive::book::{LocalBook, OfferBook, RedisBook};
+use proactive::feed::{FileFeed, FiringFeed, RedisFeed};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ pub struct App {
     shutdown_grace: Duration,
 }
 
-/// What the `webhook` binary runs ([`agent_core::process::main`]); the in-process tests and
+/// What the `webhook` binary runs ([`plumbing::process::main`]); the in-process tests and
 /// the demo start it the same way.
 impl Service for App {
     type Cli = Cli;
@@ -77,10 +77,9 @@ impl Service for App {
 
     /// `--check`: the LLM, Crisp and Redis, one line each. Returns whether all work.
     async fn check(settings: &Settings) -> bool {
-        let mut checks =
-            vec![agent_core::checks::llm(&settings.llm).await, agent_core::checks::crisp(&settings.crisp).await];
-        checks.extend(agent_core::checks::redis(&settings.store).await);
-        agent_core::checks::report(&checks)
+        let mut checks = vec![llm::probe(&settings.llm).await, crisp::probe(&settings.crisp).await];
+        checks.extend(activity::config::probe_redis(&settings.store).await);
+        plumbing::checks::report(&checks)
     }
 
     /// Opens and binds everything the settings name; each failure names its setting.
@@ -164,7 +163,7 @@ impl Service for App {
         );
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
-        let (journal, recorded) = agent_core::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
+        let (journal, recorded) = delivery::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
             var: "DATA_DIR",
             reason: format!("cannot open the inbox journal in {}: {e}", data_dir.display()),
         })?;
@@ -243,10 +242,9 @@ impl Service for App {
             },
             settings.max_concurrent_replies,
         );
-        let metrics = agent_core::telemetry::install_recorder()
-            .map_err(|e| tracing::warn!(error = %e, "metrics unavailable"))
-            .ok();
-        agent_core::telemetry::register_webhook_series();
+        let metrics =
+            plumbing::telemetry::install_recorder().map_err(|e| tracing::warn!(error = %e, "metrics unavailable")).ok();
+        crate::series::register_series();
         crate::knowledge::register_series();
         outcomes::register_series();
         let state = Arc::new(AppState {
@@ -363,12 +361,12 @@ fn replica_name(bound: &SocketAddr) -> String {
 }
 
 /// `webhook redact "text"`: the text as the LLM would see it, then what was found, by kind.
-fn redact_command(args: &agent_core::config::RedactArgs, text: &str) -> i32 {
+fn redact_command(args: &plumbing::config::RedactArgs, text: &str) -> i32 {
     let redactor = match args.redactor() {
         Ok(redactor) => redactor,
         Err(e) => {
             eprintln!("error: {e}");
-            return agent_core::process::EXIT_CONFIG;
+            return plumbing::process::EXIT_CONFIG;
         }
     };
     let redacted = redactor.redact_counted(text, &mut privacy::Placeholders::new());
@@ -386,14 +384,14 @@ async fn report_command(cli: &Cli, since: &str, json: bool) -> i32 {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
-            return agent_core::process::EXIT_CONFIG;
+            return plumbing::process::EXIT_CONFIG;
         }
     };
-    let since = match outcomes::parse_since(since, agent_core::proactive::now_secs()) {
+    let since = match outcomes::parse_since(since, proactive::now_secs()) {
         Ok(since) => since,
         Err(e) => {
             eprintln!("error: --since {e}");
-            return agent_core::process::EXIT_CONFIG;
+            return plumbing::process::EXIT_CONFIG;
         }
     };
     match outcomes::report(&store, &settings, since, json).await {

@@ -5,14 +5,14 @@
 //! With `TEST_REDIS_URL` set, the store and the signatures' bindings are on that Redis (under a
 //! key prefix of each test's own).
 
-use agent_core::action::{ActionRecord, BatchRecord};
-use agent_core::process::Service;
+use activity::action::{ActionRecord, BatchRecord};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use hmac::{Hmac, Mac};
+use plumbing::process::Service;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
 use rmcp::service::{RoleClient, RunningService, ServiceExt};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -493,7 +493,7 @@ async fn a_signature_replayed_with_another_conversation_is_refused_and_the_same_
 
 #[tokio::test]
 async fn a_signature_used_on_one_replica_is_refused_for_another_conversation_on_the_other() {
-    if agent_core::redis_conn::redis_for_tests("MCP signatures across replicas").is_none() {
+    if plumbing::redis_conn::redis_for_tests("MCP signatures across replicas").is_none() {
         return;
     }
     let prefix = format!("test-mcp-replicas-{}:", std::process::id());

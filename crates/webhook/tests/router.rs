@@ -1,11 +1,11 @@
 //! The webhook's HTTP surface, driven in-process on the real router: who gets in, which bodies
 //! are refused, and which hooks start a reply. The LLM and Crisp are one wiremock stand-in.
 
-use agent_core::process::{Service, parse_vars};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
+use plumbing::process::{Service, parse_vars};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};

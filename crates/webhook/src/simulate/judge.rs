@@ -2,10 +2,11 @@
 //! verdict with a reason, through a `verdict` tool call (or, from a server without tools, a
 //! JSON object in its text).
 
-use agent_core::SecretString;
-use agent_core::config::{ConfigError, OpenAiArgs, non_empty};
-use agent_core::llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role, Tool};
-use agent_core::retry::RetryPolicy;
+use llm::OpenAiArgs;
+use llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role, Tool};
+use plumbing::SecretString;
+use plumbing::config::{ConfigError, non_empty};
+use plumbing::retry::RetryPolicy;
 use serde::Serialize;
 use serde_json::{Value, json};
 

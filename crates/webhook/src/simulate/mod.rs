@@ -19,10 +19,10 @@ pub mod scenario;
 use crate::App;
 use crate::config::{Cli, SimulateArgs};
 use crate::context::ContextScope;
-use agent_core::action::{ActionRecord, BatchRecord};
-use agent_core::process::{EXIT_CONFIG, Service};
+use activity::action::{ActionRecord, BatchRecord};
 use crisp::{Conversation, MemoryCrisp};
 use judge::{Judge, JudgeRecord};
+use plumbing::process::{EXIT_CONFIG, Service};
 use report::{Check, Report, RunResult, ScenarioResult, TurnResult};
 use scenario::{ActivityItem, Loaded, Operators};
 use serde_json::json;
@@ -140,8 +140,8 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> Result<Report, String> {
 
 /// The LLM answers at all (`GET /models`): a server that cannot be reached, or refuses the key,
 /// is exit 2 before any run; any other answer (some servers have no `/models`) is reachable.
-async fn reachable(llm: &agent_core::llm::LlmClient) -> Result<(), String> {
-    use agent_core::llm::LlmError;
+async fn reachable(llm: &llm::LlmClient) -> Result<(), String> {
+    use llm::LlmError;
     match llm.check().await {
         Ok(()) => Ok(()),
         Err(LlmError::Status { status: 401 | 403, message, .. }) => {
@@ -230,7 +230,7 @@ async fn run_once(shared: &Shared, loaded: &Loaded, index: usize, run: usize) ->
 /// The scenario's activity and its decoys', written with the listener's store writer; each
 /// action stamped `at` seconds before now (the first turn).
 async fn load_activity(
-    store: &agent_core::config::StoreSettings,
+    store: &activity::config::StoreSettings,
     scenario: &scenario::Scenario,
     visitor: &str,
 ) -> Result<(), String> {

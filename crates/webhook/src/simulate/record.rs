@@ -6,11 +6,11 @@
 use super::scenario::{ActivityItem, Expect, Operators, Scenario, Turn};
 use crate::config::Cli;
 use crate::context::{ContextSource, LinkTrust};
-use agent_core::SecretString;
-use agent_core::config::{ConfigError, non_empty};
-use agent_core::crisp::{CrispClient, CrispSettings};
-use agent_core::process::EXIT_CONFIG;
-use agent_core::retry::RetryPolicy;
+use crisp::{CrispClient, CrispSettings};
+use plumbing::SecretString;
+use plumbing::config::{ConfigError, non_empty};
+use plumbing::process::EXIT_CONFIG;
+use plumbing::retry::RetryPolicy;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -44,7 +44,7 @@ fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
     let website_id = non_empty(cli.website_id.as_deref())
         .or_else(|| non_empty(cli.crisp_website_id.as_deref()))
         .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
-    agent_core::config::http_url("CRISP_API_BASE_URL", &cli.crisp_api_base_url)?;
+    plumbing::config::http_url("CRISP_API_BASE_URL", &cli.crisp_api_base_url)?;
     CrispClient::new(
         CrispSettings {
             api_base_url: cli.crisp_api_base_url.clone(),
