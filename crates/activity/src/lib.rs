@@ -15,6 +15,9 @@ pub mod activity_file;
 pub mod config;
 pub mod context;
 pub mod firing;
+pub mod ids;
 pub mod payload;
 pub mod sse;
 pub mod summary;
+
+pub use ids::AutoplaySessionId;

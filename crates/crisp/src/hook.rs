@@ -1,16 +1,17 @@
 //! Crisp web hook bodies, turned into the few events the product acts on.
 
+use crate::ids::{ConversationId, Fingerprint, WebsiteId};
 use std::borrow::Cow;
 
 /// A visitor's text message in the chat box of our website: the only thing that starts a reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VisitorMessage {
-    pub website_id: String,
-    /// The Crisp conversation id (`session_<uuid>`).
-    pub session_id: String,
+    pub website_id: WebsiteId,
+    /// The Crisp conversation.
+    pub session_id: ConversationId,
     pub content: String,
     /// Crisp's message id, unique within a conversation.
-    pub fingerprint: Option<u64>,
+    pub fingerprint: Option<Fingerprint>,
     /// When the visitor sent it, epoch milliseconds.
     pub timestamp: Option<i64>,
 }
@@ -18,8 +19,8 @@ pub struct VisitorMessage {
 /// A message an operator (human or bot) wrote in a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorMessage {
-    pub session_id: String,
-    pub fingerprint: Option<u64>,
+    pub session_id: ConversationId,
+    pub fingerprint: Option<Fingerprint>,
     /// Set by Crisp on bot/automation messages.
     pub automated: bool,
     /// The text, for text messages.
@@ -33,12 +34,12 @@ pub enum HookEvent {
     /// An operator resolved the conversation (`session:set_state` to `resolved`): the bot may
     /// speak there again.
     Resolved {
-        session_id: String,
+        session_id: ConversationId,
     },
     /// The widget set session data (`session:set_data`): it may link the conversation to an
     /// Autoplay session before the visitor writes anything.
     SessionData {
-        session_id: String,
+        session_id: ConversationId,
         data: super::SessionData,
     },
     /// Well formed, but nothing to do; the reason is for debug logs.
@@ -56,18 +57,7 @@ pub enum HookError {
     InvalidId { field: &'static str },
 }
 
-/// Longest Crisp id accepted (real ones are a UUID with a short prefix).
-pub const MAX_ID_LEN: usize = 256;
-
-/// Whether `id` can stand as one segment of a REST path as it is: not empty, not `.` or `..`,
-/// at most [`MAX_ID_LEN`] bytes, and nothing that separates, escapes or ends a path segment.
-pub fn is_plain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id != "."
-        && id != ".."
-        && !id.chars().any(|c| matches!(c, '/' | '\\' | '?' | '#' | '%') || c.is_whitespace() || c.is_control())
-}
+pub use plumbing::ids::{MAX_ID_LEN, is_plain_id};
 
 /// An id as it may appear in a log line: at most 100 characters.
 pub fn id_for_log(id: &str) -> &str {
@@ -205,7 +195,7 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Lenient<T> {
 }
 
 /// Parses a hook body and decides what it means for a bot serving `website_id`.
-pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
+pub fn classify(body: &[u8], website_id: &WebsiteId) -> Result<HookEvent, HookError> {
     let text = std::str::from_utf8(body).map_err(|_| HookError::NotJson)?;
     if !text.trim_start().starts_with('{') {
         // Valid JSON of another kind is "not an object"; anything else is not JSON at all.
@@ -222,7 +212,7 @@ pub fn classify(body: &[u8], website_id: &str) -> Result<HookEvent, HookError> {
 }
 
 /// What a hook means for a bot serving `website_id`.
-fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookError> {
+fn decide(envelope: Envelope<'_>, website_id: &WebsiteId) -> Result<HookEvent, HookError> {
     let event = envelope.event.0.as_deref().unwrap_or_default();
     let Some(data) = envelope.data.0 else {
         return Ok(HookEvent::Ignored("no data object"));
@@ -238,18 +228,20 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
         }
     }
     let hook_website = data.website_id.0.as_deref().or(envelope.website_id.0.as_deref());
-    if hook_website.is_some_and(|w| w != website_id) {
+    if hook_website.is_some_and(|w| w != website_id.as_str()) {
         return Ok(HookEvent::Ignored("another website"));
     }
     let Some(session_id) = data.session_id.0.as_deref() else {
         return Ok(HookEvent::Ignored("event without session_id"));
     };
+    let session_id =
+        ConversationId::parse(session_id).map_err(|_| HookError::InvalidId { field: "data.session_id" })?;
     let kind = data.kind.0.as_deref().unwrap_or_default();
-    let fingerprint = data.fingerprint.0;
+    let fingerprint = data.fingerprint.0.map(Fingerprint::from_wire);
     if event == "session:set_data" {
         return Ok(match data.data.0 {
             Some(fields) => HookEvent::SessionData {
-                session_id: session_id.to_owned(),
+                session_id: session_id.clone(),
                 data: super::SessionData::from_object(&fields),
             },
             None => HookEvent::Ignored("session data that is not an object"),
@@ -257,7 +249,7 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
     }
     if event == "session:set_state" {
         return Ok(match data.state.0.as_deref() {
-            Some("resolved") => HookEvent::Resolved { session_id: session_id.to_owned() },
+            Some("resolved") => HookEvent::Resolved { session_id: session_id.clone() },
             _ => HookEvent::Ignored("conversation state other than resolved"),
         });
     }
@@ -270,8 +262,8 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
                 return Ok(HookEvent::Ignored("text message without content"));
             };
             HookEvent::VisitorText(VisitorMessage {
-                website_id: website_id.to_owned(),
-                session_id: session_id.to_owned(),
+                website_id: website_id.clone(),
+                session_id: session_id.clone(),
                 content: content.into_owned(),
                 fingerprint,
                 timestamp: data.timestamp.0,
@@ -280,7 +272,7 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
         // Private notes and system events are not someone talking to the visitor.
         ("message:received" | "message:send", Some("operator")) if !matches!(kind, "note" | "event") => {
             HookEvent::OperatorText(OperatorMessage {
-                session_id: session_id.to_owned(),
+                session_id: session_id.clone(),
                 fingerprint,
                 automated: data.automated.0.unwrap_or(false),
                 content: if kind == "text" { data.content.0.map(Cow::into_owned) } else { None },
@@ -292,6 +284,10 @@ fn decide(envelope: Envelope<'_>, website_id: &str) -> Result<HookEvent, HookErr
 
 #[cfg(test)]
 mod tests {
+    fn website() -> WebsiteId {
+        WebsiteId::parse(WEBSITE).unwrap()
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -300,14 +296,15 @@ mod tests {
 
     #[test]
     fn the_docs_example_is_a_visitor_message() {
-        let event = classify(include_bytes!("../../../tests/fixtures/crisp/message-send-text.json"), WEBSITE).unwrap();
+        let event =
+            classify(include_bytes!("../../../tests/fixtures/crisp/message-send-text.json"), &website()).unwrap();
         assert_eq!(
             event,
             HookEvent::VisitorText(VisitorMessage {
-                website_id: WEBSITE.into(),
-                session_id: SESSION.into(),
+                website_id: website(),
+                session_id: ConversationId::parse(SESSION).unwrap(),
                 content: "Hey :)".into(),
-                fingerprint: Some(150698569649423),
+                fingerprint: Some(Fingerprint::from_wire(150698569649423)),
                 timestamp: Some(1506985696616),
             })
         );
@@ -316,13 +313,13 @@ mod tests {
     #[test]
     fn operator_echo_is_never_a_visitor_message() {
         let event =
-            classify(include_bytes!("../../../tests/fixtures/crisp/message-received-operator-echo.json"), WEBSITE)
+            classify(include_bytes!("../../../tests/fixtures/crisp/message-received-operator-echo.json"), &website())
                 .unwrap();
         assert_eq!(
             event,
             HookEvent::OperatorText(OperatorMessage {
-                session_id: SESSION.into(),
-                fingerprint: Some(170012345999999),
+                session_id: ConversationId::parse(SESSION).unwrap(),
+                fingerprint: Some(Fingerprint::from_wire(170012345999999)),
                 automated: true,
                 content: Some("Hi! How can I help?".into()),
             })
@@ -331,14 +328,15 @@ mod tests {
 
     #[test]
     fn session_data_links_before_the_first_word() {
-        let event = classify(include_bytes!("../../../tests/fixtures/crisp/session-set-data.json"), WEBSITE).unwrap();
+        let event =
+            classify(include_bytes!("../../../tests/fixtures/crisp/session-set-data.json"), &website()).unwrap();
         let HookEvent::SessionData { session_id, data } = event else { panic!("{event:?}") };
         assert_eq!(session_id, SESSION);
         assert_eq!(data.get("autoplay_session_id"), Some("ps_abc123"));
         assert_eq!(data.get("seats"), Some("12"));
         assert_eq!(data.get("beta"), None, "booleans are no link");
         let not_an_object = br#"{"event":"session:set_data","data":{"session_id":"s","data":"x"}}"#;
-        assert!(matches!(classify(not_an_object, WEBSITE), Ok(HookEvent::Ignored(_))));
+        assert!(matches!(classify(not_an_object, &website()), Ok(HookEvent::Ignored(_))));
     }
 
     #[test]
@@ -347,25 +345,25 @@ mod tests {
             &include_bytes!("../../../tests/fixtures/crisp/message-send-file.json")[..],
             &include_bytes!("../../../tests/fixtures/crisp/session-set-email.json")[..],
         ] {
-            assert!(matches!(classify(body, WEBSITE), Ok(HookEvent::Ignored(_))));
+            assert!(matches!(classify(body, &website()), Ok(HookEvent::Ignored(_))));
         }
         let text = include_bytes!("../../../tests/fixtures/crisp/message-send-text.json");
-        assert_eq!(classify(text, "other-site"), Ok(HookEvent::Ignored("another website")));
+        assert_eq!(classify(text, &WebsiteId::parse("other-site").unwrap()), Ok(HookEvent::Ignored("another website")));
         let from_user_with_urn =
             br#"{"event":"message:send","data":{"type":"text","from":"operator","session_id":"s","content":"x"}}"#;
-        assert!(matches!(classify(from_user_with_urn, WEBSITE), Ok(HookEvent::OperatorText(_))));
+        assert!(matches!(classify(from_user_with_urn, &website()), Ok(HookEvent::OperatorText(_))));
     }
 
     #[test]
     fn malformed_bodies_are_errors() {
-        assert_eq!(classify(b"not json", WEBSITE), Err(HookError::NotJson));
-        assert_eq!(classify(b"[1]", WEBSITE), Err(HookError::NotAnObject));
+        assert_eq!(classify(b"not json", &website()), Err(HookError::NotJson));
+        assert_eq!(classify(b"[1]", &website()), Err(HookError::NotAnObject));
         assert_eq!(
-            classify(br#"{"event":"message:send","data":[]}"#, WEBSITE),
+            classify(br#"{"event":"message:send","data":[]}"#, &website()),
             Ok(HookEvent::Ignored("no data object"))
         );
         assert_eq!(
-            classify(br#"{"event":"message:send","data":{"type":"text","from":"user","content":"x"}}"#, WEBSITE),
+            classify(br#"{"event":"message:send","data":{"type":"text","from":"user","content":"x"}}"#, &website()),
             Ok(HookEvent::Ignored("event without session_id"))
         );
     }
@@ -378,10 +376,10 @@ mod tests {
             .to_string()
         };
         assert_eq!(
-            classify(hook("resolved").as_bytes(), WEBSITE),
-            Ok(HookEvent::Resolved { session_id: SESSION.into() })
+            classify(hook("resolved").as_bytes(), &website()),
+            Ok(HookEvent::Resolved { session_id: ConversationId::parse(SESSION).unwrap() })
         );
-        assert!(matches!(classify(hook("unresolved").as_bytes(), WEBSITE), Ok(HookEvent::Ignored(_))));
+        assert!(matches!(classify(hook("unresolved").as_bytes(), &website()), Ok(HookEvent::Ignored(_))));
     }
 
     #[test]
@@ -392,14 +390,14 @@ mod tests {
             let session = serde_json::json!({"event": "message:send", "data": {
                 "website_id": WEBSITE, "session_id": bad, "type": "text", "from": "user", "content": "hi"}});
             assert_eq!(
-                classify(session.to_string().as_bytes(), WEBSITE),
+                classify(session.to_string().as_bytes(), &website()),
                 Err(HookError::InvalidId { field: "data.session_id" }),
                 "session_id {bad:?}"
             );
-            let website = serde_json::json!({"event": "message:send", "website_id": bad, "data": {
+            let body = serde_json::json!({"event": "message:send", "website_id": bad, "data": {
                 "session_id": SESSION, "type": "text", "from": "user", "content": "hi"}});
             assert_eq!(
-                classify(website.to_string().as_bytes(), WEBSITE),
+                classify(body.to_string().as_bytes(), &website()),
                 Err(HookError::InvalidId { field: "website_id" }),
                 "website_id {bad:?}"
             );
@@ -454,16 +452,16 @@ mod tests {
         #[test]
         fn the_strict_fast_path_decides_as_the_lenient_reading(body in hook_like()) {
             // (A repeated field makes both readings fail: the body is then not a hook.)
-            let lenient = serde_json::from_str::<Envelope<'_>>(&body).map(|e| decide(e, WEBSITE));
+            let lenient = serde_json::from_str::<Envelope<'_>>(&body).map(|e| decide(e, &website()));
             prop_assert_eq!(
-                classify(body.as_bytes(), WEBSITE),
+                classify(body.as_bytes(), &website()),
                 lenient.map_err(|_| HookError::NotJson).and_then(|decided| decided)
             );
         }
 
         #[test]
         fn random_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = classify(&body, WEBSITE);
+            let _ = classify(&body, &website());
         }
     }
 }

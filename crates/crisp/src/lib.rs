@@ -2,6 +2,9 @@
 
 pub mod api;
 pub mod hook;
+pub mod ids;
+
+pub use ids::{ConversationId, Fingerprint, WebsiteId};
 
 pub use api::{
     ConversationMessage, CrispClient, CrispError, CrispSettings, Post, PostKind, SessionData, message_fingerprint,

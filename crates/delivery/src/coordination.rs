@@ -18,7 +18,7 @@
 
 use crate::inbox::{InboxEntry, Journal, JournalError};
 pub use crisp::Floor;
-use crisp::VisitorMessage;
+use crisp::{ConversationId, Fingerprint, VisitorMessage};
 use plumbing::redis_conn::{RedisConn, RedisDown};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,7 +52,7 @@ impl CoordError {
 /// Something the bot itself sent, to tell its own echo from a human operator.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OwnMark {
-    Fingerprint(u64),
+    Fingerprint(Fingerprint),
     /// The text: the echo can arrive before Crisp's answer to the send carries the fingerprint.
     Text(String),
 }
@@ -113,17 +113,17 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     pub origin: Origin,
-    pub session: String,
+    pub session: ConversationId,
     token: Option<Arc<str>>,
 }
 
 impl Hold {
-    fn local(session: &str) -> Self {
-        Self { origin: Origin::Local, session: session.to_owned(), token: None }
+    fn local(session: &ConversationId) -> Self {
+        Self { origin: Origin::Local, session: session.clone(), token: None }
     }
 
-    fn shared(session: &str, token: &str) -> Self {
-        Self { origin: Origin::Shared, session: session.to_owned(), token: Some(token.into()) }
+    fn shared(session: &ConversationId, token: &str) -> Self {
+        Self { origin: Origin::Shared, session: session.clone(), token: Some(token.into()) }
     }
 
     fn token(&self) -> &str {
@@ -145,7 +145,7 @@ pub enum Accepted {
 /// The messages of one conversation answered together, oldest first.
 #[derive(Debug, Clone)]
 pub struct Burst {
-    pub session: String,
+    pub session: ConversationId,
     pub entries: Vec<InboxEntry>,
     pub origin: Origin,
     /// Some of it was in flight before: a reply may already have reached the visitor.
@@ -273,7 +273,7 @@ impl Coordination {
     /// A human operator has the conversation. On Redis the flag lives there only (every
     /// replica reads it there); an error means it was not recorded, and the caller answers the
     /// hook with a `503` so that Crisp delivers it again.
-    pub async fn set_human_takeover(&self, session: &str) -> Result<(), CoordError> {
+    pub async fn set_human_takeover(&self, session: &ConversationId) -> Result<(), CoordError> {
         match &self.shared {
             Some(redis) => redis.set_human_takeover(session).await,
             None => {
@@ -284,7 +284,7 @@ impl Coordination {
     }
 
     /// An operator resolved the conversation: the bot may speak there again.
-    pub async fn clear_human_takeover(&self, session: &str) -> Result<(), CoordError> {
+    pub async fn clear_human_takeover(&self, session: &ConversationId) -> Result<(), CoordError> {
         self.local.human.invalidate(session);
         match &self.shared {
             Some(redis) => redis.query::<()>(redis::cmd("DEL").arg(redis.key("human", session))).await,
@@ -296,7 +296,7 @@ impl Coordination {
     /// speak there. Replies, hand-offs and proactive offers all ask it; a reply needs no human
     /// in the conversation, an offer also needs the bot to have nothing to answer there. An
     /// error: Redis cannot say, and the bot must not speak on a guess.
-    pub async fn floor(&self, session: &str) -> Result<Floor, CoordError> {
+    pub async fn floor(&self, session: &ConversationId) -> Result<Floor, CoordError> {
         let human = self.human_has(session).await?;
         // With a human in the conversation nobody else may speak: whether the bot is busy
         // there does not matter, so it is not looked up.
@@ -311,14 +311,14 @@ impl Coordination {
     }
 
     /// Whether a human operator has the conversation (on Redis: on any replica, read afresh).
-    pub async fn human_has(&self, session: &str) -> Result<bool, CoordError> {
+    pub async fn human_has(&self, session: &ConversationId) -> Result<bool, CoordError> {
         match &self.shared {
             Some(redis) => redis.human_has(session).await,
             None => Ok(self.local.human.contains_key(session)),
         }
     }
 
-    pub async fn remember_own(&self, session: &str, mark: OwnMark) {
+    pub async fn remember_own(&self, session: &ConversationId, mark: OwnMark) {
         if let Some(redis) = &self.shared {
             let _ = redis.remember_own(session, &mark).await;
         }
@@ -326,7 +326,7 @@ impl Coordination {
     }
 
     /// Whether the bot sent this (here or on any replica).
-    pub async fn is_own(&self, session: &str, mark: &OwnMark) -> bool {
+    pub async fn is_own(&self, session: &ConversationId, mark: &OwnMark) -> bool {
         if self.local.own.contains_key(&(session.to_owned(), mark.clone())) {
             return true;
         }
@@ -340,18 +340,18 @@ impl Coordination {
 /// This process's inbox: queues in memory, each accepted message in the journal.
 pub struct LocalInbox {
     journal: Option<Journal>,
-    seen: moka::sync::Cache<(String, u64), ()>,
-    human: moka::sync::Cache<String, ()>,
-    own: moka::sync::Cache<(String, OwnMark), ()>,
+    seen: moka::sync::Cache<(ConversationId, Fingerprint), ()>,
+    human: moka::sync::Cache<ConversationId, ()>,
+    own: moka::sync::Cache<(ConversationId, OwnMark), ()>,
     queues: Mutex<Queues>,
     limits: QueueLimits,
 }
 
 #[derive(Default)]
 struct Queues {
-    waiting: HashMap<String, VecDeque<InboxEntry>>,
-    in_flight: HashMap<String, Vec<InboxEntry>>,
-    held: HashSet<String>,
+    waiting: HashMap<ConversationId, VecDeque<InboxEntry>>,
+    in_flight: HashMap<ConversationId, Vec<InboxEntry>>,
+    held: HashSet<ConversationId>,
     total: usize,
 }
 
@@ -393,7 +393,7 @@ impl LocalInbox {
     }
 
     /// Whether messages of the conversation wait or are being answered here.
-    fn busy(&self, session: &str) -> bool {
+    fn busy(&self, session: &ConversationId) -> bool {
         let queues = self.queues();
         queues.held.contains(session) || queues.waiting.contains_key(session) || queues.in_flight.contains_key(session)
     }
@@ -439,7 +439,7 @@ impl LocalInbox {
         })
     }
 
-    fn next_burst(&self, session: &str) -> Burst {
+    fn next_burst(&self, session: &ConversationId) -> Burst {
         let mut queues = self.queues();
         let waiting = queues.waiting.remove(session).unwrap_or_default();
         let in_flight = queues.in_flight.entry(session.to_owned()).or_default();
@@ -450,10 +450,10 @@ impl LocalInbox {
             queues.in_flight.remove(session);
             queues.held.remove(session);
         }
-        Burst { session: session.to_owned(), entries, origin: Origin::Local, resumed }
+        Burst { session: session.clone(), entries, origin: Origin::Local, resumed }
     }
 
-    fn finish(&self, session: &str, entries: &[InboxEntry]) {
+    fn finish(&self, session: &ConversationId, entries: &[InboxEntry]) {
         let ids: HashSet<u64> = entries.iter().map(|e| e.id).collect();
         let mut queues = self.queues();
         let mut settled = 0;
@@ -470,9 +470,10 @@ impl LocalInbox {
     }
 
     /// Conversations replayed from the journal that nobody holds yet.
-    fn take_over_orphans(&self) -> Vec<String> {
+    fn take_over_orphans(&self) -> Vec<ConversationId> {
         let mut queues = self.queues();
-        let orphans: Vec<String> = queues.in_flight.keys().filter(|s| !queues.held.contains(*s)).cloned().collect();
+        let orphans: Vec<ConversationId> =
+            queues.in_flight.keys().filter(|s| !queues.held.contains(*s)).cloned().collect();
         queues.held.extend(orphans.iter().cloned());
         orphans
     }
@@ -583,8 +584,8 @@ impl RedisCoordinator {
         d.as_millis().max(1) as u64
     }
 
-    fn key(&self, kind: &str, session: &str) -> String {
-        self.conn.key(&[kind, session])
+    fn key(&self, kind: &str, session: &ConversationId) -> String {
+        self.conn.key(&[kind, session.as_str()])
     }
 
     /// A new token for a hold taken by this process.
@@ -593,11 +594,12 @@ impl RedisCoordinator {
     }
 
     async fn accept(&self, message: &VisitorMessage) -> Result<Accepted, CoordError> {
-        let session = message.session_id.as_str();
+        let session = &message.session_id;
         let entry = InboxEntry::new(message.clone());
         let encoded = serde_json::to_string(&entry).unwrap_or_default();
         let token = self.new_token();
-        let seen_key = self.conn.key(&["seen", session, &message.fingerprint.unwrap_or(0).to_string()]);
+        let seen_key =
+            self.conn.key(&["seen", session.as_str(), &message.fingerprint.map_or(0, Fingerprint::get).to_string()]);
         let seen_ms = if message.fingerprint.is_some() { Self::ms(self.timings.seen) } else { 0 };
         let mut invocation = self.accept.key(seen_key);
         invocation
@@ -610,7 +612,7 @@ impl RedisCoordinator {
             .arg(Self::ms(self.timings.lease))
             .arg(self.max_per_conversation)
             .arg(seen_ms)
-            .arg(session);
+            .arg(session.as_str());
         match self.invoke::<i64>(&invocation).await {
             Ok(1) => Ok(Accepted::Holds(Hold::shared(session, &token))),
             Ok(0) => Ok(Accepted::Queued),
@@ -625,7 +627,7 @@ impl RedisCoordinator {
     /// recorded decides. Not found, or Redis silent again: still unknown (the script may yet
     /// run), so the hook gets a `503` and Crisp's redelivery is told apart by its seen mark.
     async fn read_back(&self, entry: &InboxEntry, token: &str, down: RedisDown) -> Result<Accepted, CoordError> {
-        let session = entry.message.session_id.as_str();
+        let session = &entry.message.session_id;
         let recorded = async {
             for list in ["queue", "inflight"] {
                 let items: Vec<String> =
@@ -652,7 +654,7 @@ impl RedisCoordinator {
     }
 
     async fn next_burst(&self, hold: &Hold) -> Result<Burst, CoordError> {
-        let session = hold.session.as_str();
+        let session = &hold.session;
         let mut invocation = self.next_burst.key(self.key("queue", session));
         invocation
             .key(self.key("inflight", session))
@@ -660,13 +662,13 @@ impl RedisCoordinator {
             .key(self.conn.key(&["conversations"]))
             .arg(hold.token())
             .arg(Self::ms(self.timings.lease))
-            .arg(session);
+            .arg(session.as_str());
         let (resumed, items): (i64, Vec<String>) = self.invoke(&invocation).await?;
         if resumed < 0 {
             return Err(CoordError::HoldLost);
         }
         let entries = items.iter().filter_map(|item| serde_json::from_str(item).ok()).collect();
-        Ok(Burst { session: session.to_owned(), entries, origin: Origin::Shared, resumed: resumed == 1 })
+        Ok(Burst { session: session.clone(), entries, origin: Origin::Shared, resumed: resumed == 1 })
     }
 
     async fn finish(&self, hold: &Hold, settled: usize) -> Result<(), CoordError> {
@@ -700,7 +702,8 @@ impl RedisCoordinator {
     async fn take_over_orphans(&self) -> Result<Vec<Hold>, CoordError> {
         let sessions: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.conn.key(&["conversations"]))).await?;
         let mut taken = Vec::new();
-        for session in sessions {
+        // Recorded by `accept` from a checked id; anything else is not ours to answer.
+        for session in sessions.into_iter().filter_map(|s| ConversationId::parse(s).ok()) {
             let token = self.new_token();
             let mut invocation = self.take_orphan.key(self.key("hold", &session));
             invocation.arg(&token).arg(Self::ms(self.timings.lease)).arg(&self.owner).arg(&self.incarnation);
@@ -711,28 +714,28 @@ impl RedisCoordinator {
         Ok(taken)
     }
 
-    async fn set_human_takeover(&self, session: &str) -> Result<(), CoordError> {
+    async fn set_human_takeover(&self, session: &ConversationId) -> Result<(), CoordError> {
         let key = self.key("human", session);
         self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.human_takeover))).await
     }
 
     /// Whether a replica holds the conversation or messages of it are recorded.
-    async fn busy(&self, session: &str) -> Result<bool, CoordError> {
+    async fn busy(&self, session: &ConversationId) -> Result<bool, CoordError> {
         let keys = [self.key("queue", session), self.key("inflight", session), self.key("hold", session)];
         Ok(self.query::<i64>(redis::cmd("EXISTS").arg(&keys)).await? > 0)
     }
 
-    async fn human_has(&self, session: &str) -> Result<bool, CoordError> {
+    async fn human_has(&self, session: &ConversationId) -> Result<bool, CoordError> {
         self.query(redis::cmd("EXISTS").arg(self.key("human", session))).await
     }
 
-    async fn remember_own(&self, session: &str, mark: &OwnMark) -> Result<(), CoordError> {
-        let key = self.conn.key(&["own", session, &mark.key_part()]);
+    async fn remember_own(&self, session: &ConversationId, mark: &OwnMark) -> Result<(), CoordError> {
+        let key = self.conn.key(&["own", session.as_str(), &mark.key_part()]);
         self.query(redis::cmd("SET").arg(key).arg(1).arg("PX").arg(Self::ms(self.timings.own))).await
     }
 
-    async fn is_own(&self, session: &str, mark: &OwnMark) -> Result<bool, CoordError> {
-        self.query(redis::cmd("EXISTS").arg(self.conn.key(&["own", session, &mark.key_part()]))).await
+    async fn is_own(&self, session: &ConversationId, mark: &OwnMark) -> Result<bool, CoordError> {
+        self.query(redis::cmd("EXISTS").arg(self.conn.key(&["own", session.as_str(), &mark.key_part()]))).await
     }
 }
 
@@ -740,12 +743,16 @@ impl RedisCoordinator {
 mod tests {
     use super::*;
 
+    fn conv(id: &str) -> crisp::ConversationId {
+        crisp::ConversationId::parse(id).unwrap()
+    }
+
     fn message(session: &str, text: &str, fingerprint: Option<u64>) -> VisitorMessage {
         VisitorMessage {
-            website_id: "w".into(),
-            session_id: session.into(),
+            website_id: crisp::WebsiteId::parse("w").unwrap(),
+            session_id: conv(session),
             content: text.into(),
-            fingerprint,
+            fingerprint: fingerprint.map(crisp::Fingerprint::from_wire),
             timestamp: None,
         }
     }
@@ -885,11 +892,11 @@ mod tests {
         whole(&c, &taken[0], &resumed).await.unwrap();
         assert!(c.next_burst(&taken[0]).await.unwrap().entries.is_empty());
         assert!(c.take_over_orphans().await.is_empty(), "nothing left recorded");
-        b.set_human_takeover("s").await.unwrap();
-        assert!(c.human_has("s").await.unwrap());
+        b.set_human_takeover(&conv("s")).await.unwrap();
+        assert!(c.human_has(&conv("s")).await.unwrap());
         let mark = OwnMark::Text("hello".into());
-        c.remember_own("s", mark.clone()).await;
-        assert!(b.is_own("s", &mark).await);
+        c.remember_own(&conv("s"), mark.clone()).await;
+        assert!(b.is_own(&conv("s"), &mark).await);
     }
 
     /// A hold is a token: the replica whose hold lapsed and was taken over can neither renew,
@@ -931,11 +938,11 @@ mod tests {
         let prefix = format!("test-{:x}:", rand::random::<u64>());
         let a = replica(&url, &prefix, "a", Duration::from_secs(60));
         let b = replica(&url, &prefix, "b", Duration::from_secs(60));
-        a.set_human_takeover("s").await.unwrap();
-        assert!(a.floor("s").await.unwrap().human);
-        b.clear_human_takeover("s").await.unwrap();
-        assert!(!a.floor("s").await.unwrap().human, "a does not answer from a stale belief");
+        a.set_human_takeover(&conv("s")).await.unwrap();
+        assert!(a.floor(&conv("s")).await.unwrap().human);
+        b.clear_human_takeover(&conv("s")).await.unwrap();
+        assert!(!a.floor(&conv("s")).await.unwrap().human, "a does not answer from a stale belief");
         let down = replica("redis://127.0.0.1:1", &prefix, "d", Duration::from_secs(60));
-        assert!(down.floor("s").await.is_err(), "unknown is not 'no human'");
+        assert!(down.floor(&conv("s")).await.is_err(), "unknown is not 'no human'");
     }
 }

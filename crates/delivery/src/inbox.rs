@@ -349,12 +349,16 @@ fn fault(journal: &Path, step: Step) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn conv(id: &str) -> crisp::ConversationId {
+        crisp::ConversationId::parse(id).unwrap()
+    }
+
     fn message(session: &str, n: u64) -> VisitorMessage {
         VisitorMessage {
-            website_id: "w".into(),
-            session_id: session.into(),
+            website_id: crisp::WebsiteId::parse("w").unwrap(),
+            session_id: conv(session),
             content: format!("message {n}"),
-            fingerprint: Some(n),
+            fingerprint: Some(crisp::Fingerprint::from_wire(n)),
             timestamp: None,
         }
     }

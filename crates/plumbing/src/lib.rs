@@ -12,6 +12,7 @@ pub mod checks;
 pub mod config;
 pub mod files;
 pub mod http_body;
+pub mod ids;
 pub mod process;
 pub mod ratelimit;
 pub mod redis_conn;

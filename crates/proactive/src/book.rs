@@ -9,6 +9,7 @@
 
 use super::Firing;
 use super::gate::{MinuteCap, VisitorGate};
+use crisp::ConversationId;
 use plumbing::redis_conn::RedisConn;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -46,6 +47,30 @@ impl LinkKey<'_> {
     }
 }
 
+/// Whose offer record: a conversation's (its offers, cooldown and hand-off), or an Autoplay
+/// session's own (its offers and cooldown across conversations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKey<'a> {
+    Conversation(&'a ConversationId),
+    AutoplaySession(&'a str),
+}
+
+impl RecordKey<'_> {
+    /// Beside each other in one map: a Crisp conversation id never starts with `autoplay:`.
+    fn key(&self) -> String {
+        match self {
+            RecordKey::Conversation(id) => id.as_str().to_owned(),
+            RecordKey::AutoplaySession(id) => format!("autoplay:{id}"),
+        }
+    }
+}
+
+impl<'a> From<&'a ConversationId> for RecordKey<'a> {
+    fn from(id: &'a ConversationId) -> Self {
+        RecordKey::Conversation(id)
+    }
+}
+
 /// Where the file feed has read up to (the firings file's identity and offset).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedPosition {
@@ -71,7 +96,8 @@ impl OfferBook {
     }
 
     /// Notes that `key` belongs to the Crisp conversation `crisp_session`.
-    pub async fn link(&self, key: LinkKey<'_>, crisp_session: &str, now: f64) {
+    pub async fn link(&self, key: LinkKey<'_>, crisp_session: &ConversationId, now: f64) {
+        let crisp_session = crisp_session.as_str();
         if let Some(shared) = &self.shared
             && shared.link(&key.key(), crisp_session).await.is_ok()
         {
@@ -86,7 +112,7 @@ impl OfferBook {
     /// The Crisp conversation linked to a firing's Autoplay session, else to its (signed) user,
     /// through the conversations' own session data. The stream's `conversation_id` is a claim
     /// the caller judges (see the webhook's proactive offers), never read here.
-    pub async fn conversation_for(&self, firing: &Firing) -> Option<String> {
+    pub async fn conversation_for(&self, firing: &Firing) -> Option<ConversationId> {
         let keys = std::iter::once(LinkKey::Session(&firing.session_id))
             .chain(firing.user_id.as_deref().map(LinkKey::User))
             .map(|k| k.key());
@@ -94,13 +120,14 @@ impl OfferBook {
             if let Some(shared) = &self.shared
                 && let Ok(found) = shared.linked(&key).await
             {
-                if found.is_some() {
-                    return found;
+                if let Some(found) = found {
+                    // Checked again on the way out: a record written by anything else links nothing.
+                    return ConversationId::parse(found).ok();
                 }
                 continue;
             }
             if let Some((conversation, _)) = self.local.read(|state| state.links.get(&key).cloned()) {
-                return Some(conversation);
+                return ConversationId::parse(conversation).ok();
             }
         }
         None
@@ -125,15 +152,16 @@ impl OfferBook {
     /// `LOCK_WAIT` (it is deciding about this visitor right now).
     pub async fn update<T>(
         &self,
-        crisp_session: &str,
+        record: impl Into<RecordKey<'_>>,
         now: f64,
         change: impl FnOnce(&mut VisitorGate) -> T,
     ) -> Option<T> {
+        let key = record.into().key();
         if let Some(shared) = &self.shared {
-            match shared.lock(crisp_session).await {
+            match shared.lock(&key).await {
                 Ok(Some(mut locked)) => {
                     let out = change(&mut locked.record);
-                    shared.put_and_unlock(crisp_session, locked).await;
+                    shared.put_and_unlock(&key, locked).await;
                     return Some(out);
                 }
                 Ok(None) => return None,
@@ -141,7 +169,7 @@ impl OfferBook {
             }
         }
         Some(self.local.with(|state| {
-            let (record, at) = state.visitors.entry(crisp_session.to_owned()).or_default();
+            let (record, at) = state.visitors.entry(key).or_default();
             *at = now;
             let out = change(record);
             prune(&mut state.visitors, now, |(_, at)| *at);
@@ -442,25 +470,29 @@ mod tests {
         }
     }
 
+    fn conv(id: &str) -> ConversationId {
+        ConversationId::parse(id).unwrap()
+    }
+
     #[tokio::test]
     async fn records_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let t = crate::now_secs();
         {
             let book = OfferBook::new(LocalBook::open(Some(dir.path())), None);
-            book.link(LinkKey::Session("ps_1"), "session_a", t).await;
-            book.link(LinkKey::User("user_9"), "session_b", t).await;
+            book.link(LinkKey::Session("ps_1"), &conv("session_a"), t).await;
+            book.link(LinkKey::User("user_9"), &conv("session_b"), t).await;
             assert!(book.first_sight("f1", t).await);
-            book.update("session_a", t, |g| g.offered(t, Trigger::Dwell, "f1", "stayed")).await;
+            book.update(&conv("session_a"), t, |g| g.offered(t, Trigger::Dwell, "f1", "stayed")).await;
             book.set_feed_position(FeedPosition { file_id: 7, offset: 99 });
             book.save_now().await;
         }
         let book = OfferBook::new(LocalBook::open(Some(dir.path())), None);
-        assert_eq!(book.conversation_for(&firing("ps_1", None)).await.as_deref(), Some("session_a"));
-        assert_eq!(book.conversation_for(&firing("ps_2", Some("user_9"))).await.as_deref(), Some("session_b"));
+        assert_eq!(book.conversation_for(&firing("ps_1", None)).await, Some(conv("session_a")));
+        assert_eq!(book.conversation_for(&firing("ps_2", Some("user_9"))).await, Some(conv("session_b")));
         assert_eq!(book.conversation_for(&firing("ps_2", Some("user_8"))).await, None);
         assert!(!book.first_sight("f1", t + 1.0).await, "handled before the restart");
-        let offers = book.update("session_a", t + 1.0, |g| g.offers).await;
+        let offers = book.update(&conv("session_a"), t + 1.0, |g| g.offers).await;
         assert_eq!(offers, Some(1));
         assert_eq!(book.feed_position(), FeedPosition { file_id: 7, offset: 99 });
     }
@@ -471,8 +503,8 @@ mod tests {
         let mut named = firing("ps_1", None);
         named.conversation_id = Some("session_c".into());
         assert_eq!(book.conversation_for(&named).await, None);
-        book.link(LinkKey::Session("ps_1"), "session_a", 1.0).await;
-        assert_eq!(book.conversation_for(&named).await.as_deref(), Some("session_a"), "the session's own link");
+        book.link(LinkKey::Session("ps_1"), &conv("session_a"), 1.0).await;
+        assert_eq!(book.conversation_for(&named).await, Some(conv("session_a")), "the session's own link");
     }
 
     #[test]

@@ -3,10 +3,11 @@
 use crate::context::{ContextScope, LinkTrust};
 use crate::proactive::ProactiveSettings;
 use crate::replies::{HandoffSettings, PromptLimits};
+use crate::routes::HookKey;
 use crate::server::ConnectionLimits;
 use activity::config::{StoreArgs, StoreSettings};
 use clap::Parser;
-use crisp::{CrispClient, CrispSettings};
+use crisp::{CrispClient, CrispSettings, WebsiteId};
 use delivery::coordination::CoordTimings;
 use llm::LlmClient;
 use llm::OpenAiArgs;
@@ -313,8 +314,8 @@ pub struct Settings {
     pub crisp_hook_secret: Option<SecretString>,
     /// Signed hooks older (or newer) than this are refused.
     pub hook_max_age: Duration,
-    pub webhook_secret: SecretString,
-    pub website_id: String,
+    pub hook_key: HookKey,
+    pub website_id: WebsiteId,
     pub crisp: CrispClient,
     pub llm: LlmClient,
     pub event_data_path: PathBuf,
@@ -373,7 +374,8 @@ impl Cli {
         Some(CrispSettings {
             api_base_url: self.crisp_api_base_url.clone(),
             website_id: non_empty(self.website_id.as_deref())
-                .or_else(|| non_empty(self.crisp_website_id.as_deref()))?,
+                .or_else(|| non_empty(self.crisp_website_id.as_deref()))
+                .and_then(|id| WebsiteId::parse(id).ok())?,
             token_identifier: non_empty(self.crisp_token_identifier.as_deref())?,
             token_key: SecretString::from(non_empty(self.crisp_token_key.as_deref())?),
             tier: self.crisp_tier.trim().to_owned(),
@@ -381,13 +383,17 @@ impl Cli {
     }
 
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let webhook_secret = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
+        let hook_key = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
+        let hook_key = HookKey::parse(&hook_key)
+            .map_err(|e| ConfigError::Invalid { var: "WEBHOOK_SECRET", reason: e.to_string() })?;
         let identifier =
             required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
         let key = required(self.crisp_token_key.as_deref(), "CRISP_TOKEN_KEY", "--crisp-token-key")?;
         let website_id = non_empty(self.website_id.as_deref())
             .or_else(|| non_empty(self.crisp_website_id.as_deref()))
             .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
+        let website_id = WebsiteId::parse(website_id)
+            .map_err(|e| ConfigError::Invalid { var: "WEBSITE_ID", reason: e.to_string() })?;
         http_url("CRISP_API_BASE_URL", &self.crisp_api_base_url)?;
         let crisp = CrispClient::new(
             CrispSettings {
@@ -406,9 +412,6 @@ impl Cli {
             reason: format!("{e} (expected host:port, e.g. 0.0.0.0:3000)"),
         })?;
         at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
-        if !crisp::is_plain_id(&website_id) {
-            return Err(ConfigError::Invalid { var: "WEBSITE_ID", reason: "not a Crisp website id".into() });
-        }
         let prompt_limits = PromptLimits {
             max_message_chars: at_least_one(self.max_message_chars as u64, "MAX_MESSAGE_CHARS")? as usize,
             max_burst_messages: at_least_one(self.max_burst_messages as u64, "MAX_BURST_MESSAGES")? as usize,
@@ -459,7 +462,7 @@ impl Cli {
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
             link_trust,
-            webhook_secret: SecretString::from(webhook_secret),
+            hook_key,
             website_id,
             crisp,
             llm,

@@ -13,8 +13,9 @@
 //!    Autoplay connector sets it server-side);
 //! 4. otherwise no activity at all.
 
+use activity::AutoplaySessionId;
 use activity::context::{NO_ACTIVITY, SessionContext, StoreError, StoreReader, render_context_counted, tail_within};
-use crisp::{CrispClient, SessionData, id_for_log};
+use crisp::{ConversationId, CrispClient, SessionData, id_for_log};
 use plumbing::auth::verify_hmac_sha256_hex;
 use plumbing::{ExposeSecret, SecretString};
 use std::path::PathBuf;
@@ -45,7 +46,7 @@ pub enum LinkedBy {
 pub struct Activity {
     pub text: String,
     pub linked_by: LinkedBy,
-    pub autoplay_session: Option<String>,
+    pub autoplay_session: Option<AutoplaySessionId>,
     /// What `text` was rendered from: the latest summary and the actions the text holds
     /// (the newest within the character budget), oldest first. `None` when nothing is linked
     /// or the text comes from the shared file.
@@ -55,7 +56,7 @@ pub struct Activity {
 /// The links a conversation's session data offers.
 #[derive(Clone, Default)]
 struct MetaLinks {
-    session_id: Option<String>,
+    session_id: Option<AutoplaySessionId>,
     /// Only present when its signature checked out.
     verified_user_id: Option<String>,
 }
@@ -83,7 +84,7 @@ pub struct ContextSource {
     /// How far the conversation's links are trusted (`TRUST_STREAM_CONVERSATION_ID`,
     /// `LINK_REQUIRE_SIGNED_SESSION`).
     pub trust: LinkTrust,
-    meta_cache: moka::future::Cache<String, MetaLinks>,
+    meta_cache: moka::future::Cache<ConversationId, MetaLinks>,
 }
 
 impl ContextSource {
@@ -109,7 +110,7 @@ impl ContextSource {
     }
 
     /// The activity text for a Crisp conversation.
-    pub async fn activity_for(&self, crisp_session: &str) -> Activity {
+    pub async fn activity_for(&self, crisp_session: &ConversationId) -> Activity {
         match (self.scope, &self.store) {
             (ContextScope::Shared, _) | (_, None) => self.shared_file().await,
             (ContextScope::Session, Some(store)) => self.own_session(store, crisp_session).await,
@@ -128,10 +129,10 @@ impl ContextSource {
         Activity { text, linked_by: LinkedBy::SharedFile, autoplay_session: None, context: None }
     }
 
-    async fn own_session(&self, store: &StoreReader, crisp_session: &str) -> Activity {
+    async fn own_session(&self, store: &StoreReader, crisp_session: &ConversationId) -> Activity {
         let now = SystemTime::now();
         let links = self.meta_links(crisp_session).await;
-        let mut candidates: Vec<(LinkedBy, String)> = Vec::new();
+        let mut candidates: Vec<(LinkedBy, AutoplaySessionId)> = Vec::new();
         if let Some(session) = links.session_id {
             candidates.push((LinkedBy::SessionData, session));
         }
@@ -145,7 +146,7 @@ impl ContextSource {
         // The stream's claim links on its own only when the operator trusts it; otherwise the
         // links above are the conversation's own, and a claim can add nothing they lack.
         if self.trust.stream_conversation_id {
-            match store.session_for_conversation(crisp_session, now).await {
+            match store.session_for_conversation(crisp_session.as_str(), now).await {
                 Ok(Some(session)) => candidates.push((LinkedBy::Conversation, session)),
                 Ok(None) => {}
                 Err(e) => lookup_failed(&e),
@@ -192,14 +193,18 @@ impl ContextSource {
     /// Whether the conversation's own links (its session data, or its signed user's latest
     /// session) point to `autoplay_session`: what makes a stream's claim that the session is
     /// in this conversation believable.
-    pub async fn conversation_links_to(&self, crisp_session: &str, autoplay_session: &str) -> bool {
+    pub async fn conversation_links_to(
+        &self,
+        crisp_session: &ConversationId,
+        autoplay_session: &AutoplaySessionId,
+    ) -> bool {
         let links = self.meta_links(crisp_session).await;
-        if links.session_id.as_deref() == Some(autoplay_session) {
+        if links.session_id.as_ref() == Some(autoplay_session) {
             return true;
         }
         let (Some(user), Some(store)) = (links.verified_user_id, &self.store) else { return false };
         match store.latest_session_for_user(&user, SystemTime::now()).await {
-            Ok(latest) => latest.as_deref() == Some(autoplay_session),
+            Ok(latest) => latest.as_ref() == Some(autoplay_session),
             Err(e) => {
                 lookup_failed(&e);
                 false
@@ -207,31 +212,31 @@ impl ContextSource {
         }
     }
 
-    async fn meta_links(&self, crisp_session: &str) -> MetaLinks {
+    async fn meta_links(&self, crisp_session: &ConversationId) -> MetaLinks {
         if let Some(links) = self.meta_cache.get(crisp_session).await {
             return links;
         }
         match self.crisp.session_data(crisp_session).await {
             Ok(data) => {
                 let links = self.links_from(&data);
-                self.meta_cache.insert(crisp_session.to_owned(), links.clone()).await;
+                self.meta_cache.insert(crisp_session.clone(), links.clone()).await;
                 links
             }
             Err(e) => {
-                tracing::warn!(session = id_for_log(crisp_session), error = %e, "cannot read the conversation's session data");
+                tracing::warn!(session = id_for_log(crisp_session.as_str()), error = %e, "cannot read the conversation's session data");
                 MetaLinks::default()
             }
         }
     }
 
     /// The Autoplay session id and the verified user id that session data links to.
-    pub fn links_in(&self, data: &SessionData) -> (Option<String>, Option<String>) {
+    pub fn links_in(&self, data: &SessionData) -> (Option<AutoplaySessionId>, Option<String>) {
         let links = self.links_from(data);
         (links.session_id, links.verified_user_id)
     }
 
     /// Forgets the cached links of a conversation (its session data changed).
-    pub async fn forget_links(&self, crisp_session: &str) {
+    pub async fn forget_links(&self, crisp_session: &ConversationId) {
         self.meta_cache.invalidate(crisp_session).await;
     }
 
@@ -267,6 +272,8 @@ impl ContextSource {
             },
             (None, _) => None,
         };
+        // Checked where it enters: a placeholder or an over-long id links nothing.
+        let session_id = session_id.and_then(|session| AutoplaySessionId::from_client(&session));
         MetaLinks { session_id, verified_user_id }
     }
 }

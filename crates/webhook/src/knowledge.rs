@@ -5,7 +5,7 @@
 //! `webhook knowledge search|stats` commands.
 
 use activity::action::ActionRecord;
-use crisp::CrispSettings;
+use crisp::{CrispSettings, WebsiteId};
 use knowledge::{Hit, Knowledge, KnowledgeSettings, Query};
 use llm::OpenAiArgs;
 use plumbing::config::{ConfigError, non_empty};
@@ -145,7 +145,7 @@ impl KnowledgeBase {
         } else {
             let client = knowledge::HelpdeskClient::new(knowledge::HelpdeskSettings {
                 base_url: crisp.api_base_url.clone(),
-                website_id: crisp.website_id.clone(),
+                website_id: crisp.website_id.to_string(),
                 token_identifier: crisp.token_identifier.clone(),
                 token_key: SecretString::from(crisp.token_key.expose_secret().to_owned()),
                 tier: crisp.tier.clone(),
@@ -288,7 +288,7 @@ pub async fn command(
     settings.index_dir = scratch.path().join("index");
     let placeholder = CrispSettings {
         api_base_url: "https://api.crisp.chat/v1".into(),
-        website_id: String::new(),
+        website_id: WebsiteId::parse("unused").expect("a plain id"),
         token_identifier: String::new(),
         token_key: SecretString::from(String::new()),
         tier: "plugin".into(),

@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use crisp::{CrispClient, id_for_log, is_plain_id};
+use crisp::{ConversationId, CrispClient, WebsiteId, id_for_log};
 use plumbing::auth::{SecretDigest, verify_hmac_sha256_hex};
 use plumbing::ratelimit::RateLimitedWarn;
 use plumbing::telemetry::{McpOutcome, McpTool, mcp_call};
@@ -87,7 +87,7 @@ page reported; product_id is accepted for compatibility (this server serves one 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// A request signed with `MCP_SIGNING_SECRET`, in a conversation or not (connection check).
-    Hugo { conversation: Option<String> },
+    Hugo { conversation: Option<ConversationId> },
     /// A request with the `MCP_API_KEY` bearer token.
     ApiKey,
 }
@@ -113,7 +113,7 @@ pub enum HeaderCheck {
 pub struct McpAuth {
     signing_secret: Option<SecretString>,
     api_key: Option<SecretDigest>,
-    website_id: String,
+    website_id: WebsiteId,
     /// `MCP_SIGNATURE_WINDOW_SECS`.
     window_secs: i64,
 }
@@ -127,7 +127,7 @@ impl McpAuth {
     pub fn new(
         signing_secret: Option<SecretString>,
         api_key: Option<&SecretString>,
-        website_id: String,
+        website_id: WebsiteId,
         window: Duration,
     ) -> Option<Self> {
         if signing_secret.is_none() && api_key.is_none() {
@@ -159,7 +159,7 @@ impl McpAuth {
                 return Err(Refusal::Unauthorized);
             };
             let fresh = timestamp.parse::<i64>().is_ok_and(|at| now.abs_diff(at) <= self.window_secs.unsigned_abs());
-            let ours = website == self.website_id;
+            let ours = self.website_id == website;
             return if fresh && ours && signature_hex(signature).is_some() {
                 Ok(HeaderCheck::Signed)
             } else {
@@ -198,8 +198,8 @@ impl McpAuth {
         let conversation = match headers.get("x-crisp-session-id") {
             None => None,
             Some(value) => match value.to_str() {
-                Ok(id) if is_plain_id(id) => Some(id.to_owned()),
-                _ => return Err(Refusal::BadSession),
+                Ok(id) => Some(ConversationId::parse(id).map_err(|_| Refusal::BadSession)?),
+                Err(_) => return Err(Refusal::BadSession),
             },
         };
         Ok(Caller::Hugo { conversation })
@@ -299,12 +299,12 @@ async fn authenticate(State(guard): State<Arc<McpGuard>>, request: Request, next
         && reads_a_visitor(&body)
     {
         let signature = header_text(&parts.headers, "x-crisp-signature").and_then(signature_hex).unwrap_or_default();
-        if !guard.bindings.bind(signature, conversation.as_deref().unwrap_or("")).await {
+        if !guard.bindings.bind(signature, conversation.as_ref().map_or("", ConversationId::as_str)).await {
             mcp_call(McpTool::None, McpOutcome::Replayed);
             let allowed = guard.replays.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
             if let Some(suppressed) = allowed {
                 tracing::warn!(
-                    session = conversation.as_deref().map(id_for_log),
+                    session = conversation.as_ref().map(|c| id_for_log(c.as_str())),
                     suppressed_since_last = suppressed,
                     "MCP request refused: its signature was already used with another conversation"
                 );
@@ -374,7 +374,7 @@ pub struct McpServer {
     context: Arc<ContextSource>,
     crisp: CrispClient,
     /// Conversations Crisp said exist on our website.
-    known: moka::future::Cache<String, ()>,
+    known: moka::future::Cache<ConversationId, ()>,
     /// Every tool result passes it: another party's model reads these results.
     redactor: Arc<privacy::Redactor>,
     /// The help center, when configured (`search_knowledge`).
@@ -481,7 +481,7 @@ impl ServerHandler for McpServer {
         let (tool, outcome, result) = match (request.name.as_ref(), &caller) {
             (VISITOR_TOOL, Caller::Hugo { conversation }) => {
                 // Arguments are ignored: the conversation alone names the visitor.
-                let (outcome, result) = self.visitor_activity(conversation.as_deref()).await;
+                let (outcome, result) = self.visitor_activity(conversation.as_ref()).await;
                 (McpTool::VisitorActivity, outcome, result)
             }
             (SEARCH_TOOL, _) if self.knowledge.is_some() => {
@@ -574,7 +574,7 @@ impl McpServer {
     }
 
     /// The visitor of `conversation` (a Crisp session id), linked as replies link it.
-    async fn visitor_activity(&self, conversation: Option<&str>) -> (McpOutcome, CallToolResult) {
+    async fn visitor_activity(&self, conversation: Option<&ConversationId>) -> (McpOutcome, CallToolResult) {
         let Some(conversation) = conversation else {
             let text = "No conversation: this call is not part of a Crisp conversation, so there is no \
                         visitor to look up. Call get_visitor_activity while answering a visitor.";
@@ -588,7 +588,7 @@ impl McpServer {
             return (McpOutcome::UnknownConversation, self.with_structure(text.into(), structured));
         }
         let activity = self.context.activity_for(conversation).await;
-        tracing::debug!(session = id_for_log(conversation), linked_by = ?activity.linked_by, "visitor activity read");
+        tracing::debug!(session = id_for_log(conversation.as_str()), linked_by = ?activity.linked_by, "visitor activity read");
         let linked_by = match activity.linked_by {
             LinkedBy::SessionData => "session_data",
             LinkedBy::SignedUser => "signed_user",
@@ -621,21 +621,24 @@ impl McpServer {
 
     /// Whether `conversation` exists on our website, as Crisp says (asked once per conversation,
     /// then remembered for `CONTEXT_TTL_SECS`); false when Crisp cannot say.
-    async fn conversation_known(&self, conversation: &str) -> bool {
+    async fn conversation_known(&self, conversation: &ConversationId) -> bool {
         if self.known.contains_key(conversation) {
             return true;
         }
         match self.crisp.conversation_exists(conversation).await {
             Ok(true) => {
-                self.known.insert(conversation.to_owned(), ()).await;
+                self.known.insert(conversation.clone(), ()).await;
                 true
             }
             Ok(false) => {
-                tracing::info!(session = id_for_log(conversation), "MCP call for a conversation Crisp does not know");
+                tracing::info!(
+                    session = id_for_log(conversation.as_str()),
+                    "MCP call for a conversation Crisp does not know"
+                );
                 false
             }
             Err(e) => {
-                tracing::warn!(session = id_for_log(conversation), error = %e, "cannot check that the conversation exists; answering with no activity");
+                tracing::warn!(session = id_for_log(conversation.as_str()), error = %e, "cannot check that the conversation exists; answering with no activity");
                 false
             }
         }
@@ -780,8 +783,13 @@ mod tests {
 
     #[test]
     fn signed_requests_are_checked_whole() {
-        let auth =
-            McpAuth::new(Some(SecretString::from("mcp_sec_x")), None, SITE.into(), Duration::from_secs(120)).unwrap();
+        let auth = McpAuth::new(
+            Some(SecretString::from("mcp_sec_x")),
+            None,
+            WebsiteId::parse(SITE).unwrap(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
         let body = br#"{"jsonrpc":"2.0"}"#;
         let now = 1_800_000_000;
         let ts = now.to_string();
@@ -799,7 +807,10 @@ mod tests {
         assert_eq!(auth.caller(&bad, body, now), Err(Refusal::Unauthorized));
         let mut with_session = ok.clone();
         with_session.insert("x-crisp-session-id", HeaderValue::from_static("session_1"));
-        assert_eq!(auth.caller(&with_session, body, now), Ok(Caller::Hugo { conversation: Some("session_1".into()) }));
+        assert_eq!(
+            auth.caller(&with_session, body, now),
+            Ok(Caller::Hugo { conversation: Some(ConversationId::parse("session_1").unwrap()) })
+        );
         with_session.insert("x-crisp-session-id", HeaderValue::from_static("../x"));
         assert_eq!(auth.caller(&with_session, body, now), Err(Refusal::BadSession));
         // No API key configured: a bearer token gets nothing.
@@ -819,13 +830,13 @@ mod tests {
     #[test]
     fn a_signature_header_is_judged_as_hugo_only() {
         let key = SecretString::from("key-0123456789abcdef");
-        let auth = McpAuth::new(None, Some(&key), SITE.into(), Duration::from_secs(120)).unwrap();
+        let auth = McpAuth::new(None, Some(&key), WebsiteId::parse(SITE).unwrap(), Duration::from_secs(120)).unwrap();
         let bearer = headers(&[("authorization", "Bearer key-0123456789abcdef")]);
         assert_eq!(auth.caller(&bearer, b"", 0), Ok(Caller::ApiKey));
         let mut both = bearer.clone();
         both.insert("x-crisp-signature", HeaderValue::from_static("sha256=00"));
         assert_eq!(auth.caller(&both, b"", 0), Err(Refusal::Unauthorized));
         assert_eq!(auth.caller(&headers(&[("authorization", "Bearer nope")]), b"", 0), Err(Refusal::Unauthorized));
-        assert!(McpAuth::new(None, None, SITE.into(), Duration::from_secs(120)).is_none());
+        assert!(McpAuth::new(None, None, WebsiteId::parse(SITE).unwrap(), Duration::from_secs(120)).is_none());
     }
 }

@@ -16,7 +16,7 @@ use ::outcomes::{
 };
 use activity::action::ActionRecord;
 use activity::config::StoreSettings;
-use crisp::{CrispClient, Post, PostKind, id_for_log, message_fingerprint};
+use crisp::{ConversationId, CrispClient, Fingerprint, Post, PostKind, id_for_log, message_fingerprint};
 use delivery::coordination::{Coordination, OwnMark};
 use plumbing::config::ConfigError;
 use plumbing::redis_conn::RedisConn;
@@ -284,8 +284,8 @@ impl RedisOutcomes {
 
 /// The derived fingerprint of the follow-up to a conversation's `answers`-th answer: the same
 /// on every replica and after a restart, so it is posted at most once.
-pub fn follow_up_fingerprint(session: &str, answers: u32) -> u64 {
-    message_fingerprint(&["followup", session, &answers.to_string()])
+pub fn follow_up_fingerprint(session: &ConversationId, answers: u32) -> Fingerprint {
+    message_fingerprint(&["followup", session.as_str(), &answers.to_string()])
 }
 
 /// A short yes ("yes", "yes please", "ok", "sure", "oui"…): after the follow-up, a request for
@@ -379,7 +379,7 @@ impl Outcomes {
         &self.settings
     }
 
-    fn lock(&self, session: &str) -> &tokio::sync::Mutex<()> {
+    fn lock(&self, session: &ConversationId) -> &tokio::sync::Mutex<()> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(session);
         &self.locks[(hash % LOCKS as u64) as usize]
@@ -389,23 +389,23 @@ impl Outcomes {
     /// effects in the background. Failures are logged: outcomes never hold a reply up.
     async fn event(
         self: &Arc<Self>,
-        session: &str,
+        session: &ConversationId,
         what: &'static str,
         event: impl Fn(&mut ConversationOutcome) -> Vec<Effect> + Send + Sync,
     ) {
         let result = {
             let _guard = self.lock(session).lock().await;
-            self.store.update_conversation(session, &self.settings, &event).await
+            self.store.update_conversation(session.as_str(), &self.settings, &event).await
         };
         match result {
             Ok((effects, answers)) if !effects.is_empty() => {
                 let this = Arc::clone(self);
-                let session = session.to_owned();
+                let session = session.clone();
                 tokio::spawn(async move { this.apply(&session, answers, effects).await });
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(session = id_for_log(session), event = what, error = %e, "cannot record the outcome event")
+                tracing::warn!(session = id_for_log(session.as_str()), event = what, error = %e, "cannot record the outcome event")
             }
         }
     }
@@ -422,15 +422,15 @@ impl Outcomes {
     }
 
     /// A visitor message was accepted.
-    pub async fn visitor_wrote(self: &Arc<Self>, session: &str, at: f64, text: &str) {
+    pub async fn visitor_wrote(self: &Arc<Self>, session: &ConversationId, at: f64, text: &str) {
         self.event(session, "visitor_wrote", |c| c.visitor_wrote(at, text)).await;
-        self.offers_event("visitor_wrote", |o| o.visitor_wrote(session, at)).await;
+        self.offers_event("visitor_wrote", |o| o.visitor_wrote(session.as_str(), at)).await;
     }
 
     /// The bot's answer was posted (not the fallback).
     pub async fn answered(
         self: &Arc<Self>,
-        session: &str,
+        session: &ConversationId,
         at: f64,
         text: &str,
         actions: &[ActionRecord<'_>],
@@ -440,18 +440,18 @@ impl Outcomes {
     }
 
     /// The conversation went to a human (`asked`, `unable`, `failed`, `operator`).
-    pub async fn handed_off(self: &Arc<Self>, session: &str, at: f64, reason: &str) {
+    pub async fn handed_off(self: &Arc<Self>, session: &ConversationId, at: f64, reason: &str) {
         self.event(session, "handed_off", |c| c.handed_off(at, reason)).await;
     }
 
     /// A proactive trigger fired for the visitor of `session`.
-    pub async fn trigger_fired(self: &Arc<Self>, session: &str, at: f64, trigger: Trigger) {
+    pub async fn trigger_fired(self: &Arc<Self>, session: &ConversationId, at: f64, trigger: Trigger) {
         self.event(session, "trigger_fired", |c| c.trigger_fired(at, trigger)).await;
     }
 
     /// The follow-up's fingerprint when the current answer's follow-up was sent.
-    pub async fn follow_up_sent(&self, session: &str) -> Option<u64> {
-        match self.store.get(session).await {
+    pub async fn follow_up_sent(&self, session: &ConversationId) -> Option<Fingerprint> {
+        match self.store.get(session.as_str()).await {
             Ok(Some(record)) if record.follow_up_sent => Some(follow_up_fingerprint(session, record.answers)),
             Ok(_) => None,
             Err(e) => {
@@ -473,8 +473,8 @@ impl Outcomes {
     }
 
     /// An offer for `trigger` was sent into `session`.
-    pub async fn offered(&self, trigger: Trigger, session: &str, at: f64) {
-        self.offers_event("offered", |o| o.offered(trigger, session, at, at)).await;
+    pub async fn offered(&self, trigger: Trigger, session: &ConversationId, at: f64) {
+        self.offers_event("offered", |o| o.offered(trigger, session.as_str(), at, at)).await;
     }
 
     /// Sets `proactive_trigger_paused` from the stored statistics (after a restart).
@@ -510,7 +510,8 @@ impl Outcomes {
             Err(e) => return tracing::warn!(error = %e, "cannot list the outcome records"),
         };
         for record in records.into_iter().filter(|r| !r.is_settled()) {
-            let session = record.conversation_id;
+            // The store's key was a checked id when written; anything else is skipped.
+            let Ok(session) = ConversationId::parse(record.conversation_id) else { continue };
             let actions = self.context.activity_for(&session).await.context.map(|c| c.actions).unwrap_or_default();
             self.event(&session, "activity", |c| {
                 let mut effects = c.activity(now, &actions);
@@ -522,7 +523,7 @@ impl Outcomes {
     }
 
     /// The effects of one event, in order.
-    async fn apply(&self, session: &str, answers: u32, effects: Vec<Effect>) {
+    async fn apply(&self, session: &ConversationId, answers: u32, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::SetSegment(segment) => self.set_segment(session, segment).await,
@@ -538,32 +539,32 @@ impl Outcomes {
     }
 
     /// Adds the outcome's segment to the conversation's, keeping every other one.
-    async fn set_segment(&self, session: &str, segment: &str) {
+    async fn set_segment(&self, session: &ConversationId, segment: &str) {
         let existing = match self.crisp.segments(session).await {
             Ok(existing) => existing,
             Err(e) => {
-                return tracing::warn!(session = id_for_log(session), error = %e, "cannot read the conversation's segments");
+                return tracing::warn!(session = id_for_log(session.as_str()), error = %e, "cannot read the conversation's segments");
             }
         };
         if let Some(segments) = segments_to_write(&existing, segment)
             && let Err(e) = self.crisp.set_segments(session, &segments).await
         {
-            tracing::warn!(session = id_for_log(session), segment, error = %e, "cannot set the outcome segment");
+            tracing::warn!(session = id_for_log(session.as_str()), segment, error = %e, "cannot set the outcome segment");
         }
     }
 
     /// The one "still stuck?" message: never over a human, never while a reply is pending.
-    async fn follow_up(&self, session: &str, answers: u32, text: &str) {
+    async fn follow_up(&self, session: &ConversationId, answers: u32, text: &str) {
         match self.coordination.floor(session).await {
             Ok(floor) if !floor.human && !floor.bot_busy => {}
             Ok(_) => {
                 return tracing::info!(
-                    session = id_for_log(session),
+                    session = id_for_log(session.as_str()),
                     "follow-up not sent: a human has the conversation, or a reply is pending"
                 );
             }
             Err(e) => {
-                return tracing::warn!(session = id_for_log(session), error = %e, "follow-up not sent: cannot tell who has the floor");
+                return tracing::warn!(session = id_for_log(session.as_str()), error = %e, "follow-up not sent: cannot tell who has the floor");
             }
         }
         let fingerprint = follow_up_fingerprint(session, answers);
@@ -573,15 +574,15 @@ impl Outcomes {
         match self.crisp.post(session, &post).await {
             Ok(()) => {
                 metrics::counter!(names::FOLLOW_UPS).increment(1);
-                tracing::info!(session = id_for_log(session), "follow-up sent");
+                tracing::info!(session = id_for_log(session.as_str()), "follow-up sent");
             }
-            Err(e) => tracing::warn!(session = id_for_log(session), error = %e, "Crisp refused the follow-up"),
+            Err(e) => tracing::warn!(session = id_for_log(session.as_str()), error = %e, "Crisp refused the follow-up"),
         }
     }
 }
 
-fn log_outcome(session: &str, outcome: Outcome) {
-    tracing::info!(session = id_for_log(session), outcome = outcome.label(), "answer outcome decided");
+fn log_outcome(session: &ConversationId, outcome: Outcome) {
+    tracing::info!(session = id_for_log(session.as_str()), outcome = outcome.label(), "answer outcome decided");
 }
 
 /// An offer event's counter, gauge and log line.

@@ -4,6 +4,7 @@
 //! conversation under `DATA_DIR/placeholders/` (mode 0600). Card numbers and secrets are never
 //! stored in clear (the map keeps a digest and, for a card, its last 4 digits).
 
+use crisp::ConversationId;
 use plumbing::redis_conn::RedisConn;
 use privacy::Placeholders;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ impl PlaceholderBook {
 
     /// The conversation's placeholders; empty when none were kept (or they cannot be read:
     /// a value then gets a new number, never someone else's).
-    pub async fn load(&self, session: &str) -> Placeholders {
+    pub async fn load(&self, session: &ConversationId) -> Placeholders {
         let loaded = match self {
             PlaceholderBook::Files { dir } => {
                 let path = dir.join(format!("{session}.json"));
@@ -39,7 +40,7 @@ impl PlaceholderBook {
             }
             PlaceholderBook::Redis { conn } => {
                 let mut con = conn.connection();
-                let key = conn.key(&["placeholders", session]);
+                let key = conn.key(&["placeholders", session.as_str()]);
                 let raw: Result<Option<String>, _> = redis::cmd("GET").arg(key).query_async(&mut con).await;
                 match conn.observe(raw) {
                     Ok(Some(text)) => serde_json::from_str(&text).map_err(|e| e.to_string()).map(Some),
@@ -58,7 +59,7 @@ impl PlaceholderBook {
     }
 
     /// Keeps the conversation's placeholders (a failure is logged: the next turn numbers anew).
-    pub async fn save(&self, session: &str, placeholders: &Placeholders) {
+    pub async fn save(&self, session: &ConversationId, placeholders: &Placeholders) {
         if placeholders.is_empty() {
             return;
         }
@@ -74,7 +75,7 @@ impl PlaceholderBook {
             }
             PlaceholderBook::Redis { conn } => {
                 let mut con = conn.connection();
-                let key = conn.key(&["placeholders", session]);
+                let key = conn.key(&["placeholders", session.as_str()]);
                 let result: Result<(), _> = redis::cmd("SET")
                     .arg(key)
                     .arg(text)
@@ -111,12 +112,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let book = PlaceholderBook::files(dir.path());
-        assert!(book.load("session_1").await.is_empty());
+        let session = ConversationId::parse("session_1").unwrap();
+        assert!(book.load(&session).await.is_empty());
         let redactor = privacy::Redactor::default();
         let mut map = Placeholders::new();
         let text = redactor.redact("write to ada@example.com", &mut map);
-        book.save("session_1", &map).await;
-        let again = book.load("session_1").await;
+        book.save(&session, &map).await;
+        let again = book.load(&session).await;
         assert_eq!(again.restore(&text), "write to ada@example.com");
         let mode = std::fs::metadata(dir.path().join("placeholders/session_1.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -13,12 +13,13 @@
 
 use crate::context::ContextSource;
 use crate::traces::TraceWriter;
+use activity::AutoplaySessionId;
 use activity::context::{NO_ACTIVITY, StoreReader, render_context};
-use crisp::{CrispClient, CrispError, Post, PostKind, id_for_log, is_plain_id, message_fingerprint};
+use crisp::{ConversationId, CrispClient, CrispError, Post, PostKind, id_for_log, message_fingerprint};
 use delivery::coordination::{Coordination, OwnMark};
 use llm::LlmClient;
 use plumbing::telemetry;
-use proactive::book::OfferBook;
+use proactive::book::{OfferBook, RecordKey};
 use proactive::feed::{FiringFeed, POLL_EVERY};
 use proactive::gate::{GateSettings, Outcome, Suppressed, VisitorGate};
 use proactive::offer::{OfferAnswer, clip_offer, offer_request, parse_offer};
@@ -73,7 +74,7 @@ pub struct Offers {
 /// What the offer's trace records besides the outcome.
 #[derive(Default)]
 struct Attempt {
-    conversation: Option<String>,
+    conversation: Option<ConversationId>,
     message: Option<String>,
     from_template: bool,
     initiated: bool,
@@ -144,7 +145,7 @@ impl Offers {
 
     async fn decide_and_send(&self, firing: &Firing, now: f64, attempt: &mut Attempt) -> Outcome {
         let deps = &self.deps;
-        let Some(conversation) = self.conversation_for(firing).await.filter(|c| is_plain_id(c)) else {
+        let Some(conversation) = self.conversation_for(firing).await else {
             return Outcome::Suppressed(Suppressed::Unlinked);
         };
         // After an answer, the same trouble again means the visitor is stuck.
@@ -156,9 +157,9 @@ impl Offers {
             return Outcome::Suppressed(Suppressed::Capped);
         }
         // The Autoplay session's own record: its offers and cooldown across conversations.
-        let session_key = session_record(&firing.session_id);
+        let session_key = RecordKey::AutoplaySession(&firing.session_id);
         attempt.conversation = Some(conversation.clone());
-        let conversation = conversation.as_str();
+        let conversation = &conversation;
         // The cheap checks first: no Crisp call for a visitor the gate holds back anyway.
         let mut floor = match deps.coordination.floor(conversation).await {
             Ok(floor) => floor,
@@ -177,7 +178,7 @@ impl Offers {
             Some(Err(reason)) => return Outcome::Suppressed(reason),
             Some(Ok(known)) => known,
         };
-        match deps.book.update(&session_key, now, |g| g.check_session(now, &gate)).await {
+        match deps.book.update(session_key, now, |g| g.check_session(now, &gate)).await {
             None => return Outcome::Suppressed(Suppressed::Busy),
             Some(Err(reason)) => return Outcome::Suppressed(reason),
             Some(Ok(())) => {}
@@ -221,7 +222,7 @@ impl Offers {
         };
         let reserved = deps
             .book
-            .update(&session_key, now, |g| {
+            .update(session_key, now, |g| {
                 let before = g.clone();
                 g.check_session(now, &gate)?;
                 g.offered(now, firing.trigger, &firing.id, &firing.detail);
@@ -231,21 +232,21 @@ impl Offers {
         let session_before = match reserved {
             Some(Ok(before)) => before,
             refused => {
-                self.withdraw(conversation, firing, before).await;
+                self.withdraw(conversation.into(), firing, before).await;
                 return Outcome::Suppressed(refused.map_or(Suppressed::Busy, |r| r.err().unwrap_or(Suppressed::Busy)));
             }
         };
         let Some(slot) = deps.book.take_minute_slot(now, deps.settings.max_per_minute).await else {
-            self.withdraw(conversation, firing, before).await;
-            self.withdraw(&session_key, firing, session_before).await;
+            self.withdraw(conversation.into(), firing, before).await;
+            self.withdraw(session_key, firing, session_before).await;
             return Outcome::Suppressed(Suppressed::Capped);
         };
         // On disk before anything is sent: a restart never sends this offer again.
         deps.book.save_now().await;
         let outcome = self.write_and_send(firing, conversation, visitor_wrote, attempt).await;
         if outcome != Outcome::Sent {
-            self.withdraw(conversation, firing, before).await;
-            self.withdraw(&session_key, firing, session_before).await;
+            self.withdraw(conversation.into(), firing, before).await;
+            self.withdraw(session_key, firing, session_before).await;
             deps.book.give_back(slot).await;
         }
         outcome
@@ -255,16 +256,19 @@ impl Offers {
     /// counts when that conversation's own link (session data, or signed user id) points to the
     /// firing's Autoplay session, or when `TRUST_STREAM_CONVERSATION_ID` says the operator's
     /// connector sets it; otherwise the session's (or signed user's) linked conversation.
-    async fn conversation_for(&self, firing: &Firing) -> Option<String> {
+    async fn conversation_for(&self, firing: &Firing) -> Option<ConversationId> {
         let deps = &self.deps;
-        if let Some(claimed) = firing.conversation_id.as_deref().filter(|c| is_plain_id(c)) {
-            if deps.trust_stream_conversation_id
-                || deps.context.conversation_links_to(claimed, &firing.session_id).await
-            {
-                return Some(claimed.to_owned());
+        let claimed = firing.conversation_id.as_deref().and_then(|c| ConversationId::parse(c).ok());
+        if let Some(claimed) = claimed {
+            let links = match AutoplaySessionId::parse(firing.session_id.as_str()) {
+                Ok(session) => deps.context.conversation_links_to(&claimed, &session).await,
+                Err(_) => false,
+            };
+            if deps.trust_stream_conversation_id || links {
+                return Some(claimed);
             }
             tracing::info!(
-                claimed = id_for_log(claimed),
+                claimed = id_for_log(claimed.as_str()),
                 autoplay_session = id_for_log(&firing.session_id),
                 "the stream's conversation_id is not that conversation's link; ignored"
             );
@@ -276,7 +280,7 @@ impl Offers {
     async fn write_and_send(
         &self,
         firing: &Firing,
-        conversation: &str,
+        conversation: &ConversationId,
         visitor_wrote: bool,
         attempt: &mut Attempt,
     ) -> Outcome {
@@ -316,7 +320,7 @@ impl Offers {
         }
         // Derived from the firing: a retry or a replay posts the same fingerprint, and the
         // Crisp client never shows the visitor the same offer twice.
-        let fingerprint = message_fingerprint(&["offer", conversation, &firing.id]);
+        let fingerprint = message_fingerprint(&["offer", conversation.as_str(), &firing.id]);
         deps.coordination.remember_own(conversation, OwnMark::Text(message.clone())).await;
         deps.coordination.remember_own(conversation, OwnMark::Fingerprint(fingerprint)).await;
         let post = Post { kind: PostKind::Offer, content: &message, fingerprint };
@@ -351,7 +355,8 @@ impl Offers {
     /// The visitor's own recent activity (the firing's Autoplay session).
     async fn activity(&self, session: &str) -> String {
         let Some(store) = &self.deps.store else { return NO_ACTIVITY.to_owned() };
-        match store.session_context(session, SystemTime::now()).await {
+        let Ok(session) = AutoplaySessionId::parse(session) else { return NO_ACTIVITY.to_owned() };
+        match store.session_context(&session, SystemTime::now()).await {
             Ok(Some(context)) => render_context(&context, self.deps.context_max_chars),
             Ok(None) => NO_ACTIVITY.to_owned(),
             Err(e) => {
@@ -362,12 +367,12 @@ impl Offers {
     }
 
     /// Takes back the offer recorded for this firing (it was not sent).
-    async fn withdraw(&self, conversation: &str, firing: &Firing, before: VisitorGate) {
+    async fn withdraw(&self, record: RecordKey<'_>, firing: &Firing, before: VisitorGate) {
         let id = firing.id.as_str();
         let undone = self
             .deps
             .book
-            .update(conversation, now_secs(), |g| {
+            .update(record, now_secs(), |g| {
                 if g.last_offer.as_ref().is_some_and(|o| o.firing_id == id) {
                     g.withdraw(before);
                 }
@@ -382,7 +387,7 @@ impl Offers {
     fn settle(&self, firing: &Firing, outcome: Outcome, attempt: &Attempt) {
         metrics::counter!(telemetry::PROACTIVE_OFFERS, "trigger" => firing.trigger.as_str(), "outcome" => outcome.name())
             .increment(1);
-        let conversation = attempt.conversation.as_deref().map(id_for_log);
+        let conversation = attempt.conversation.as_ref().map(|c| id_for_log(c.as_str()));
         match outcome {
             Outcome::Sent => tracing::info!(
                 conversation,
@@ -401,7 +406,7 @@ impl Offers {
                 trigger: firing.trigger.as_str(),
                 at: now_secs() as u64,
                 autoplay_session: &firing.session_id,
-                crisp_session: attempt.conversation.as_deref(),
+                crisp_session: attempt.conversation.as_ref().map(ConversationId::as_str),
                 detail: &firing.detail,
                 page: &firing.page,
                 outcome: outcome.name(),
@@ -411,10 +416,4 @@ impl Offers {
             });
         }
     }
-}
-
-/// The key of an Autoplay session's own offer record, beside the conversations' records (a
-/// Crisp session id never starts with it).
-fn session_record(autoplay_session: &str) -> String {
-    format!("autoplay:{autoplay_session}")
 }

@@ -22,11 +22,12 @@ use crate::knowledge::KnowledgeBase;
 use crate::outcomes::{Outcomes, is_short_yes};
 use crate::placeholders::PlaceholderBook;
 use crate::traces::{ReplyTrace, TraceWriter};
+use activity::AutoplaySessionId;
 use answer::handoff;
 use answer::prompt::{Passages, reply_request_with, visitor_words};
 use crisp::{
-    ConversationMessage, CrispClient, CrispError, OperatorMessage, Post, PostKind, SessionData, VisitorMessage,
-    id_for_log, message_fingerprint,
+    ConversationId, ConversationMessage, CrispClient, CrispError, Fingerprint, OperatorMessage, Post, PostKind,
+    SessionData, VisitorMessage, id_for_log, message_fingerprint,
 };
 use delivery::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Origin, OwnMark};
 use delivery::inbox::InboxEntry;
@@ -147,7 +148,7 @@ enum Attempt {
 /// are derived from.
 struct Turn<'a> {
     hold: &'a Hold,
-    session: &'a str,
+    session: &'a ConversationId,
     /// The id of the newest message answered: the visible reply's and the note's fingerprints
     /// derive from it.
     answers: String,
@@ -156,7 +157,7 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    fn fingerprint(&self, kind: PostKind) -> u64 {
+    fn fingerprint(&self, kind: PostKind) -> Fingerprint {
         reply_fingerprint(kind, self.session, &self.answers)
     }
 }
@@ -164,9 +165,9 @@ impl Turn<'_> {
 /// The fingerprint of the bot's post of `kind` answering the message with entry id `answers`.
 /// The visible reply (an answer, the fallback or the hand-off message) is one fingerprint: the
 /// visitor sees one of them.
-fn reply_fingerprint(kind: PostKind, session: &str, answers: &str) -> u64 {
+fn reply_fingerprint(kind: PostKind, session: &ConversationId, answers: &str) -> Fingerprint {
     let kind = if kind == PostKind::Note { "note" } else { "reply" };
-    message_fingerprint(&[kind, session, answers])
+    message_fingerprint(&[kind, session.as_str(), answers])
 }
 
 /// Whether the bot may post now: nobody else has the floor and the hold is still ours.
@@ -238,8 +239,8 @@ struct Inner {
     slots: Semaphore,
     tracker: TaskTracker,
     /// Conversations this process is answering.
-    holders: Mutex<HashMap<(Origin, String), Holder>>,
-    history: moka::future::Cache<String, Arc<Vec<ConversationMessage>>>,
+    holders: Mutex<HashMap<(Origin, ConversationId), Holder>>,
+    history: moka::future::Cache<ConversationId, Arc<Vec<ConversationMessage>>>,
     /// When the LLM server last refused a request with tools: plain requests until
     /// [`TOOLS_REPROBE_AFTER`] has passed, then tools are tried again (the server or the
     /// model may have changed).
@@ -276,7 +277,7 @@ impl Replies {
         tokio::spawn(async move {
             loop {
                 for hold in inner.deps.coordination.take_over_orphans().await {
-                    tracing::info!(session = id_for_log(&hold.session), "answering recorded messages");
+                    tracing::info!(session = id_for_log(hold.session.as_str()), "answering recorded messages");
                     Inner::spawn_holder(&inner, hold);
                 }
                 tokio::time::sleep(RESUME_EVERY).await;
@@ -308,7 +309,7 @@ impl Replies {
 
     /// An operator resolved the conversation (`session:set_state`): the bot may speak there
     /// again, after a hand-off or a human takeover.
-    pub async fn resolved(&self, session: &str) -> Result<(), CoordError> {
+    pub async fn resolved(&self, session: &ConversationId) -> Result<(), CoordError> {
         self.inner.resolved(session).await
     }
 }
@@ -328,12 +329,12 @@ impl Inner {
             }
             Ok(Accepted::Duplicate) => {
                 telemetry::settled(Settled::Duplicate, 1);
-                tracing::info!(session = id_for_log(&session), "redelivered message ignored");
+                tracing::info!(session = id_for_log(session.as_str()), "redelivered message ignored");
                 Submitted::Duplicate
             }
             Err(CoordError::Overloaded) => Submitted::Overloaded,
             Err(e) => {
-                tracing::error!(session = id_for_log(&session), error = %e, "cannot record the message");
+                tracing::error!(session = id_for_log(session.as_str()), error = %e, "cannot record the message");
                 Submitted::NotRecorded
             }
         }
@@ -352,7 +353,7 @@ impl Inner {
 impl Replies {
     /// The widget set session data (`session:set_data`): it may link the conversation to an
     /// Autoplay session before the visitor writes.
-    pub async fn session_data(&self, session: &str, data: &SessionData) {
+    pub async fn session_data(&self, session: &ConversationId, data: &SessionData) {
         self.inner.session_data(session, data).await;
     }
 
@@ -381,7 +382,7 @@ impl Replies {
 }
 
 impl Inner {
-    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<(Origin, String), Holder>> {
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<(Origin, ConversationId), Holder>> {
         self.holders.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -434,12 +435,15 @@ impl Inner {
                     return;
                 }
                 Err(CoordError::HoldLost) => {
-                    tracing::warn!(session = id_for_log(&session), "another replica holds the conversation now");
+                    tracing::warn!(
+                        session = id_for_log(session.as_str()),
+                        "another replica holds the conversation now"
+                    );
                     self.holders().remove(&key);
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(session = id_for_log(&session), error = %e, "cannot read the conversation's queue; retrying");
+                    tracing::warn!(session = id_for_log(session.as_str()), error = %e, "cannot read the conversation's queue; retrying");
                     if self.renewing(&hold, tokio::time::sleep(backoff.next_delay())).await.is_none() {
                         self.holders().remove(&key);
                         return;
@@ -448,7 +452,7 @@ impl Inner {
                 }
             };
             let reply_id = format!("{:016x}", rand::random::<u64>());
-            let span = tracing::info_span!("reply", session = id_for_log(&session), reply_id = %reply_id);
+            let span = tracing::info_span!("reply", session = id_for_log(session.as_str()), reply_id = %reply_id);
             let (attempt, settled) = self
                 .renewing(&hold, self.reply(&hold, &burst, &reply_id).instrument(span.clone()))
                 .await
@@ -514,7 +518,7 @@ impl Inner {
     /// context, history, prompt, LLM, the floor and the hold again, send, trace. Returns the
     /// attempt and how many of the burst's first messages were found answered already.
     async fn reply(&self, hold: &Hold, burst: &Burst, reply_id: &str) -> (Attempt, usize) {
-        let session = burst.session.as_str();
+        let session = &burst.session;
         // Resumed: a reply may already be in the conversation. Without the conversation to
         // say, nothing is sent: better late than twice.
         let (already, fresh) = if burst.resumed {
@@ -669,10 +673,10 @@ impl Inner {
         if let Some(traces) = &self.deps.traces {
             traces.write(&ReplyTrace {
                 reply_id,
-                crisp_session: session,
+                crisp_session: session.as_str(),
                 at: delivery::inbox::now_ms() / 1000,
                 linked_by: format!("{:?}", activity.linked_by),
-                autoplay_session: activity.autoplay_session.as_deref(),
+                autoplay_session: activity.autoplay_session.as_ref().map(AutoplaySessionId::as_str),
                 activity: &activity_text,
                 model: self.deps.llm.model(),
                 request: serde_json::json!({
@@ -925,7 +929,7 @@ impl Inner {
 
     /// When the visitor writes within ten minutes of a proactive offer: the line that tells
     /// the model why the bot reached out. The first such message counts as engagement.
-    async fn answers_an_offer(&self, session: &str) -> Option<(String, proactive::Trigger)> {
+    async fn answers_an_offer(&self, session: &ConversationId) -> Option<(String, proactive::Trigger)> {
         let book = self.deps.proactive.as_ref()?;
         let now = proactive::now_secs();
         let (offer, first) = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
@@ -938,7 +942,7 @@ impl Inner {
 
     /// Whether the bot's last visible message in the conversation is the current answer's
     /// follow-up ("Still stuck? I can get a person."), read afresh from Crisp.
-    async fn after_follow_up(&self, session: &str) -> bool {
+    async fn after_follow_up(&self, session: &ConversationId) -> bool {
         let Some(fingerprint) = self.deps.outcomes.follow_up_sent(session).await else { return false };
         let Ok(messages) = self.conversation_fresh(session).await else { return false };
         messages
@@ -950,20 +954,20 @@ impl Inner {
 
     /// The widget set session data: links for proactive offers (same trust rules as the
     /// replies' links), and the replies' cached links are read afresh.
-    async fn session_data(&self, session: &str, data: &SessionData) {
+    async fn session_data(&self, session: &ConversationId, data: &SessionData) {
         self.deps.context.forget_links(session).await;
         let Some(book) = &self.deps.proactive else { return };
         let (autoplay_session, verified_user) = self.deps.context.links_in(data);
         let now = proactive::now_secs();
         if let Some(autoplay_session) = &autoplay_session {
-            book.link(LinkKey::Session(autoplay_session), session, now).await;
+            book.link(LinkKey::Session(autoplay_session.as_str()), session, now).await;
         }
         if let Some(user) = &verified_user {
             book.link(LinkKey::User(user), session, now).await;
         }
         if autoplay_session.is_some() || verified_user.is_some() {
             tracing::info!(
-                session = id_for_log(session),
+                session = id_for_log(session.as_str()),
                 by_session = autoplay_session.is_some(),
                 by_signed_user = verified_user.is_some(),
                 "conversation linked to its Autoplay activity"
@@ -972,14 +976,14 @@ impl Inner {
     }
 
     /// An operator resolved the conversation: the bot answers there again.
-    async fn resolved(&self, session: &str) -> Result<(), CoordError> {
+    async fn resolved(&self, session: &ConversationId) -> Result<(), CoordError> {
         self.deps.coordination.clear_human_takeover(session).await?;
-        tracing::info!(session = id_for_log(session), "conversation resolved; the bot answers again");
+        tracing::info!(session = id_for_log(session.as_str()), "conversation resolved; the bot answers again");
         Ok(())
     }
 
     /// The posting lock of a conversation (one of a fixed set, by the conversation's hash).
-    fn posting_lock(&self, session: &str) -> &tokio::sync::RwLock<()> {
+    fn posting_lock(&self, session: &ConversationId) -> &tokio::sync::RwLock<()> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(session);
         &self.posting[(hash % POSTING_LOCKS as u64) as usize]
@@ -989,7 +993,7 @@ impl Inner {
         if message.automated {
             return Ok(()); // bots and automations never take a conversation over
         }
-        let session = message.session_id.as_str();
+        let session = &message.session_id;
         let marks = message.fingerprint.map(OwnMark::Fingerprint).into_iter().chain(message.content.map(OwnMark::Text));
         for mark in marks {
             if self.deps.coordination.is_own(session, &mark).await {
@@ -1000,14 +1004,14 @@ impl Inner {
         // A post that passed its last check before the takeover was recorded finishes first
         // (briefly bounded): after this hook's `200` the bot posts nothing more here.
         let _ = tokio::time::timeout(POSTING_WAIT, self.posting_lock(session).write()).await;
-        tracing::info!(session = id_for_log(session), "human operator took over the conversation");
+        tracing::info!(session = id_for_log(session.as_str()), "human operator took over the conversation");
         self.deps.outcomes.handed_off(session, proactive::now_secs(), "operator").await;
         Ok(())
     }
 
     /// The conversation's latest messages for the prompt, cached briefly. Empty when Crisp
     /// cannot say.
-    async fn conversation(&self, session: &str) -> Arc<Vec<ConversationMessage>> {
+    async fn conversation(&self, session: &ConversationId) -> Arc<Vec<ConversationMessage>> {
         if self.deps.history_turns == 0 {
             return Arc::default();
         }
@@ -1019,14 +1023,20 @@ impl Inner {
 
     /// The conversation's latest messages read afresh (a resumed burst: they say what was
     /// answered already).
-    async fn conversation_fresh(&self, session: &str) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
+    async fn conversation_fresh(
+        &self,
+        session: &ConversationId,
+    ) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
         self.history.invalidate(session).await;
         self.read_conversation(session).await
     }
 
-    async fn read_conversation(&self, session: &str) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
+    async fn read_conversation(
+        &self,
+        session: &ConversationId,
+    ) -> Result<Arc<Vec<ConversationMessage>>, Arc<CrispError>> {
         let crisp = self.deps.crisp.clone();
-        let key = session.to_owned();
+        let key = session.clone();
         self.history.try_get_with(key.clone(), async move { crisp.messages(&key).await.map(Arc::new) }).await
     }
 
@@ -1035,7 +1045,7 @@ impl Inner {
         if self.deps.history_turns == 0 {
             return Vec::new();
         }
-        let current: Vec<u64> = answering.iter().filter_map(|e| e.message.fingerprint).collect();
+        let current: Vec<Fingerprint> = answering.iter().filter_map(|e| e.message.fingerprint).collect();
         let mut turns: Vec<ChatMessage> = messages
             .iter()
             .filter(|m| m.fingerprint.is_none_or(|f| !current.contains(&f)))
@@ -1066,7 +1076,7 @@ fn coordination_unknown(step: &'static str, e: &CoordError) -> Attempt {
 /// How many of a resumed burst's first messages were answered already: up to the newest one
 /// whose reply (by its derived fingerprint) is in the conversation.
 fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
-    let present: std::collections::HashSet<u64> = messages.iter().filter_map(|m| m.fingerprint).collect();
+    let present: std::collections::HashSet<Fingerprint> = messages.iter().filter_map(|m| m.fingerprint).collect();
     burst
         .entries
         .iter()
@@ -1077,9 +1087,18 @@ fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crisp::WebsiteId;
     use delivery::inbox::InboxEntry;
 
+    fn s() -> ConversationId {
+        ConversationId::parse("s").unwrap()
+    }
+
     fn said(from: &str, fingerprint: u64) -> ConversationMessage {
+        said_fp(from, Fingerprint::from_wire(fingerprint))
+    }
+
+    fn said_fp(from: &str, fingerprint: Fingerprint) -> ConversationMessage {
         ConversationMessage {
             kind: "text".into(),
             from: from.into(),
@@ -1093,20 +1112,20 @@ mod tests {
         let entries = (0..n)
             .map(|i| {
                 let message = VisitorMessage {
-                    website_id: "w".into(),
-                    session_id: "s".into(),
+                    website_id: WebsiteId::parse("w").unwrap(),
+                    session_id: s(),
                     content: format!("q{i}"),
-                    fingerprint: Some(100 + i),
+                    fingerprint: Some(Fingerprint::from_wire(100 + i)),
                     timestamp: None,
                 };
                 InboxEntry { id: i + 1, accepted_at_ms: 0, message }
             })
             .collect();
-        Burst { session: "s".into(), entries, origin: Origin::Local, resumed: true }
+        Burst { session: s(), entries, origin: Origin::Local, resumed: true }
     }
 
     fn reply_to(entry_id: u64) -> ConversationMessage {
-        said("operator", reply_fingerprint(PostKind::Reply, "s", &entry_id.to_string()))
+        said_fp("operator", reply_fingerprint(PostKind::Reply, &s(), &entry_id.to_string()))
     }
 
     #[test]
@@ -1119,7 +1138,7 @@ mod tests {
         // A reply posted after a later message arrived does not answer that message.
         assert_eq!(answered_prefix(&[said("user", 100), said("user", 101), reply_to(1)], &b), 1);
         // A human's reply or a note is not the bot's reply.
-        let note = said("operator", reply_fingerprint(PostKind::Note, "s", "3"));
+        let note = said_fp("operator", reply_fingerprint(PostKind::Note, &s(), "3"));
         assert_eq!(answered_prefix(&[said("operator", 5), note], &b), 0);
     }
 }

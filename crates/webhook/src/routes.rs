@@ -24,8 +24,8 @@ pub struct AppState {
     /// Renders `/metrics`; `None` when no recorder could be installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The `?key=` secret, held only as its digest.
-    pub webhook_secret: SecretDigest,
-    pub website_id: String,
+    pub hook_key: HookKey,
+    pub website_id: crisp::WebsiteId,
     /// Plugin hooks: the X-Crisp-Signature key, when configured.
     pub hook_signing_secret: Option<SecretString>,
     /// With `hook_signing_secret`: a hook whose `X-Crisp-Request-Timestamp` is further than
@@ -85,13 +85,38 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"status": "error", "error": message}))).into_response()
 }
 
-fn key_matches(query: Option<&str>, secret: &SecretDigest) -> bool {
+/// The hook key (`WEBHOOK_SECRET`): what every hook URL carries as `?key=`. Checked where it
+/// enters (the settings) and kept only as its digest, compared in constant time.
+#[derive(Clone)]
+pub struct HookKey(SecretDigest);
+
+/// What [`HookKey::parse`] accepts (it goes in a URL, percent-encoded where needed).
+pub const HOOK_KEY_RULE: &str = "1 to 512 bytes, no control characters";
+
+impl HookKey {
+    pub fn parse(key: &str) -> Result<Self, plumbing::ids::IdError> {
+        let plain = !key.is_empty() && key.len() <= 512 && !key.chars().any(char::is_control);
+        if plain {
+            Ok(Self(SecretDigest::new(key.as_bytes())))
+        } else {
+            Err(plumbing::ids::IdError { kind: "hook key", rule: HOOK_KEY_RULE })
+        }
+    }
+}
+
+impl std::fmt::Debug for HookKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookKey(..)")
+    }
+}
+
+fn key_matches(query: Option<&str>, key: &HookKey) -> bool {
     let given = query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value);
-    given.is_some_and(|given| secret.matches(given.as_bytes()))
+    given.is_some_and(|given| key.0.matches(given.as_bytes()))
 }
 
 /// Why a signed hook was refused.
@@ -147,7 +172,7 @@ fn hook_ok() -> Response {
 /// every hook) and the body is collected here, after the key check.
 async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
-    if !key_matches(parts.uri.query(), &state.webhook_secret) {
+    if !key_matches(parts.uri.query(), &state.hook_key) {
         return refuse(&state, HookOutcome::Unauthorized, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let Ok(body) = axum::body::to_bytes(body, MAX_HOOK_BODY).await else {
@@ -168,7 +193,7 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
     };
     match event {
         HookEvent::VisitorText(message) => {
-            let session = id_for_log(&message.session_id).to_owned();
+            let session = id_for_log(message.session_id.as_str()).to_owned();
             match state.replies.submit(message).await {
                 Submitted::Accepted | Submitted::Duplicate => {
                     hook_received(HookOutcome::VisitorMessage);
@@ -215,6 +240,20 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hook_key_is_checked_where_it_enters_and_matched_from_the_query() {
+        for bad in ["", "a\tb", "a\u{7}b", &"k".repeat(513)] {
+            assert!(HookKey::parse(bad).is_err(), "{bad:?}");
+        }
+        let key = HookKey::parse("s3cr%t").unwrap();
+        assert!(key_matches(Some("key=s3cr%25t"), &key), "percent-encoded in the URL");
+        assert!(key_matches(Some("x=1&key=s3cr%25t"), &key));
+        assert!(!key_matches(Some("key=s3cr"), &key));
+        assert!(!key_matches(Some("key=s3cr%25tt"), &key));
+        assert!(!key_matches(None, &key));
+        assert_eq!(format!("{key:?}"), "HookKey(..)", "never shown");
+    }
 
     #[test]
     fn hook_timestamps_above_ten_to_the_twelve_are_milliseconds() {

@@ -17,8 +17,6 @@ use crate::traces::TraceWriter;
 use answer::prompt::DEFAULT_SYSTEM_PROMPT;
 use axum::Router;
 use delivery::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
-use plumbing::ExposeSecret;
-use plumbing::auth::SecretDigest;
 use plumbing::config::ConfigError;
 use plumbing::process::Service;
 use plumbing::ratelimit::RateLimitedWarn;
@@ -249,7 +247,7 @@ impl Service for App {
         outcomes::register_series();
         let state = Arc::new(AppState {
             metrics,
-            webhook_secret: SecretDigest::new(settings.webhook_secret.expose_secret().as_bytes()),
+            hook_key: settings.hook_key,
             website_id: settings.website_id,
             hook_signing_secret: settings.crisp_hook_secret,
             hook_max_age: settings.hook_max_age,

@@ -15,6 +15,7 @@ pub use render::{NO_ACTIVITY, render_context, render_context_counted, tail_withi
 
 use crate::action::{ActionRecord, BatchRecord};
 use crate::firing::Firing;
+use crate::ids::AutoplaySessionId;
 use std::time::{Duration, SystemTime};
 
 /// What the store knows of one session, newest last.
@@ -123,13 +124,22 @@ impl StoreReader {
     }
 
     /// The session's context, `None` when unknown or expired.
-    pub async fn session_context(&self, session: &str, now: SystemTime) -> Result<Option<SessionContext>, StoreError> {
-        on_backend!(&self.0, store => store.session_context(session, now))
+    pub async fn session_context(
+        &self,
+        session: &AutoplaySessionId,
+        now: SystemTime,
+    ) -> Result<Option<SessionContext>, StoreError> {
+        on_backend!(&self.0, store => store.session_context(session.as_str(), now))
     }
 
     /// The latest session seen for an Autoplay/PostHog user id.
-    pub async fn latest_session_for_user(&self, user_id: &str, now: SystemTime) -> Result<Option<String>, StoreError> {
-        on_backend!(&self.0, store => store.latest_session_for_user(user_id, now))
+    pub async fn latest_session_for_user(
+        &self,
+        user_id: &str,
+        now: SystemTime,
+    ) -> Result<Option<AutoplaySessionId>, StoreError> {
+        let session = on_backend!(&self.0, store => store.latest_session_for_user(user_id, now))?;
+        Ok(session.and_then(|s| AutoplaySessionId::from_client(&s)))
     }
 
     /// The session whose batches carried this chat `conversation_id`.
@@ -137,7 +147,8 @@ impl StoreReader {
         &self,
         conversation_id: &str,
         now: SystemTime,
-    ) -> Result<Option<String>, StoreError> {
-        on_backend!(&self.0, store => store.session_for_conversation(conversation_id, now))
+    ) -> Result<Option<AutoplaySessionId>, StoreError> {
+        let session = on_backend!(&self.0, store => store.session_for_conversation(conversation_id, now))?;
+        Ok(session.and_then(|s| AutoplaySessionId::from_client(&s)))
     }
 }

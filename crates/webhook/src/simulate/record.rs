@@ -6,7 +6,7 @@
 use super::scenario::{ActivityItem, Expect, Operators, Scenario, Turn};
 use crate::config::Cli;
 use crate::context::{ContextSource, LinkTrust};
-use crisp::{CrispClient, CrispSettings};
+use crisp::{ConversationId, CrispClient, CrispSettings, WebsiteId};
 use plumbing::SecretString;
 use plumbing::config::{ConfigError, non_empty};
 use plumbing::process::EXIT_CONFIG;
@@ -15,7 +15,14 @@ use std::path::Path;
 use std::time::SystemTime;
 
 pub async fn command(cli: &Cli, session: &str, out: &Path) -> i32 {
-    match record(cli, session).await {
+    let session = match ConversationId::parse(session) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("error: --record: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match record(cli, &session).await {
         Ok(scenario) => {
             let text = format!(
                 "# Recorded from Crisp conversation {session}; fill in each turn's expect:.\n{}",
@@ -44,6 +51,8 @@ fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
     let website_id = non_empty(cli.website_id.as_deref())
         .or_else(|| non_empty(cli.crisp_website_id.as_deref()))
         .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
+    let website_id =
+        WebsiteId::parse(website_id).map_err(|e| ConfigError::Invalid { var: "WEBSITE_ID", reason: e.to_string() })?;
     plumbing::config::http_url("CRISP_API_BASE_URL", &cli.crisp_api_base_url)?;
     CrispClient::new(
         CrispSettings {
@@ -58,7 +67,7 @@ fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
     .map_err(|e| ConfigError::Invalid { var: "CRISP_API_BASE_URL", reason: e.to_string() })
 }
 
-async fn record(cli: &Cli, session: &str) -> Result<Scenario, String> {
+async fn record(cli: &Cli, session: &ConversationId) -> Result<Scenario, String> {
     let crisp = crisp_client(cli).map_err(|e| e.to_string())?;
     let redactor = cli.redact.redactor().map_err(|e| e.to_string())?;
     let mut placeholders = privacy::Placeholders::new();
