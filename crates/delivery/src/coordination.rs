@@ -242,7 +242,7 @@ impl Coordination {
     /// Conversations with recorded messages that nobody holds, now held by this process: after
     /// a restart (the local journal) or a replica's death (Redis, once its hold expired).
     pub async fn take_over_orphans(&self) -> Vec<Hold> {
-        let mut taken: Vec<Hold> = self.local.take_over_orphans().iter().map(|s| Hold::local(s)).collect();
+        let mut taken: Vec<Hold> = self.local.take_over_orphans().iter().map(Hold::local).collect();
         if let Some(redis) = &self.shared
             && let Ok(holds) = redis.take_over_orphans().await
         {
