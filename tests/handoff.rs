@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 use standins::apps::{self, Running};
-use standins::bin;
 use standins::sse_server::SseServer;
 use standins::stand_ins::{
     Env, LLM_PATH, Webhook, actions_frame, body_of, completion, compose_ok, dispatched, meta, mount_conversation,
@@ -237,10 +236,7 @@ async fn a_fallback_reply_leaves_operators_the_context_note() {
     // The LLM refuses the key (not retried): the visitor gets the fallback.
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(ResponseTemplate::new(401)).mount(&broken).await;
     mount_crisp(&broken, "online").await;
-    // The binary: this test reads its /metrics (a process has one recorder; in-process webhooks
-    // of other tests in this binary would share it).
-    let webhook =
-        Webhook::start(bin!("webhook"), dir.path(), env_for(&broken, &dir.path().join("data"), &[]), LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env_for(&broken, &dir.path().join("data"), &[])).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_f", 1, "Why is my export empty?")).await;
     let (texts, notes) = wait_posted(&broken, "session_f", 1, 1).await;

@@ -9,7 +9,7 @@ use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, http, requests_to, set, visitor_message, visitor_stand_in, wait_for,
     webhook_env,
 };
-use standins::{Proc, bin, free_port, raise_open_file_limit};
+use standins::{bin, free_port, raise_open_file_limit};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -182,46 +182,44 @@ const WEBHOOK_SERIES: [&str; 7] = [
     "crisp_request_duration_seconds",
 ];
 
+/// In-process (each app has its own registry): the webhook's first scrape, on its public port
+/// and on `METRICS_ADDR`.
 #[tokio::test]
 async fn metrics_list_every_series_from_the_first_scrape_and_can_leave_the_public_port() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process_in_tempdir(env_for(&server)).await;
     let first = http().get(webhook.metrics_url()).send().await.unwrap().text().await.unwrap();
     for series in WEBHOOK_SERIES.iter().chain(&["http_connections_closed_total{reason=\"header_timeout\"} 0"]) {
         assert!(first.contains(series), "{series} missing from the first scrape:\n{first}");
     }
 
-    let metrics_port = free_port();
     let mut env = env_for(&server);
-    set(&mut env, "METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await;
+    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
+    let webhook = Webhook::in_process_in_tempdir(env).await;
     let public = http().get(webhook.metrics_url()).send().await.unwrap();
     assert_eq!(public.status(), 404, "metrics left the public port");
-    let own = http().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap();
+    let metrics_addr = webhook.metrics_addr().expect("METRICS_ADDR bound");
+    let own = http().get(format!("http://{metrics_addr}/metrics")).send().await.unwrap();
     let own = own.text().await.unwrap();
     assert!(own.contains("replies_sent_total 0"), "{own}");
 }
 
+/// In-process, through the listener's own `METRICS_ADDR` server.
 #[tokio::test]
 async fn the_listener_lists_its_series_before_any_event() {
-    let metrics_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let env = [
         // Nothing listens there: the stream never connects, yet every series is listed.
         ("STREAM_URL", format!("http://127.0.0.1:{}/stream/p", free_port())),
         ("SUMMARY_THRESHOLD", "0".to_owned()),
-        ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
     ];
-    let listener = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
-    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let deadline = Instant::now() + LIMIT;
-    let scrape = loop {
-        if let Ok(response) = http().get(&url).send().await {
-            break response.text().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "no metrics: {}", listener.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let listener = standins::apps::listener(&standins::apps::in_dir(dir.path(), &env)).await.unwrap();
+    let addr = listener.metrics_addr.expect("METRICS_ADDR bound");
+    let scrape = http().get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    // As the exporter's listener answered: `/health` is `OK`.
+    let health = http().get(format!("http://{addr}/health")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(health, "OK");
     for series in
         ["actions_ingested_total 0", "frames_skipped_total 0", "summaries_written_total 0", "stream_connected 0"]
     {

@@ -1,5 +1,6 @@
-//! Operability of the real binaries: Prometheus metrics, JSON logs, `--check` and reply traces,
-//! against loopback stand-ins for Autoplay, OpenAI and Crisp.
+//! Operability against loopback stand-ins for Autoplay, OpenAI and Crisp: Prometheus metrics
+//! (in-process: each app has its own registry), and of the real binaries JSON logs, `--check`
+//! and reply traces.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -8,7 +9,7 @@ use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, crisp_ok, http, mount_crisp_catch_all, mount_llm, requests_to, set,
     summary_env, wait_for_count,
 };
-use standins::{Proc, bin, eventually, free_port, read};
+use standins::{bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,7 +208,7 @@ fn traces_in(dir: &Path) -> Vec<PathBuf> {
 async fn webhook_metrics_count_hooks_by_outcome_replies_and_call_latencies() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), webhook_env(&server), LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), webhook_env(&server)).await;
 
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "reply posted; log: {}", webhook.stderr());
@@ -247,7 +248,7 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
         .set_body_json(json!({"error": {"message": "bad request", "type": "invalid_request_error"}}));
     let server = stand_in(refusal, crisp_ok()).await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), webhook_env(&server), LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), webhook_env(&server)).await;
     webhook.deliver(DOCS_EXAMPLE).await;
 
     // The fallback for the visitor, then the context note for operators.
@@ -273,30 +274,33 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
 // 2. Listener metrics
 // ---------------------------------------------------------------------------------------------
 
-/// A listener with `METRICS_ADDR` on a free port, started in its own directory.
+/// A listener in this process with `METRICS_ADDR` on a free port, started in its own directory.
 struct MeteredListener {
-    proc: Proc,
+    running: standins::apps::Running,
     metrics_url: String,
     _dir: tempfile::TempDir,
 }
 
 impl MeteredListener {
-    fn start(server: &SseServer, extra: &[(&'static str, String)]) -> MeteredListener {
+    async fn start(server: &SseServer, extra: &[(&'static str, String)]) -> MeteredListener {
+        standins::apps::log_to_test_output();
         let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
         let mut env = vec![
             ("STREAM_URL", server.url.clone()),
             ("SUMMARY_THRESHOLD", "0".to_owned()),
-            ("METRICS_ADDR", addr.clone()),
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ];
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
-        MeteredListener { proc, metrics_url: format!("http://{addr}/metrics"), _dir: dir }
+        let running =
+            standins::apps::listener(&standins::apps::in_dir(dir.path(), &env)).await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = running.metrics_addr.expect("METRICS_ADDR bound");
+        MeteredListener { running, metrics_url: format!("http://{addr}/metrics"), _dir: dir }
     }
 
     async fn until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        metrics_until(&self.metrics_url, what, check, || self.proc.stderr()).await
+        let log = || format!("(the in-process listener, running: {})", self.running.is_running());
+        metrics_until(&self.metrics_url, what, check, log).await
     }
 }
 
@@ -304,7 +308,7 @@ impl MeteredListener {
 async fn listener_metrics_count_actions_skipped_frames_connection_and_reconnects() {
     let chunks = vec![Bytes::from(ACTIONS_FULL), Bytes::from_static(b"data: not-json\n\n")];
     let server = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
-    let listener = MeteredListener::start(&server, &[]);
+    let listener = MeteredListener::start(&server, &[]).await;
 
     let body = listener
         .until("actions, skipped frames and the connection gauge", |body| {
@@ -335,7 +339,7 @@ async fn listener_metrics_count_written_summaries() {
     mount_llm(&llm, completion("The user exported a CSV, then opened billing.")).await;
     let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
     let env = summary_env(&llm, 3);
-    let listener = MeteredListener::start(&server, &env);
+    let listener = MeteredListener::start(&server, &env).await;
     let body =
         listener.until("summaries_written_total 1", |body| metric(body, "summaries_written_total") == Some(1.0)).await;
     assert!(body.lines().any(|l| l == "summaries_written_total 1"), "{body}");
@@ -344,6 +348,46 @@ async fn listener_metrics_count_written_summaries() {
         "the summary call is timed:\n{body}"
     );
     assert_eq!(metric(&body, "summaries_failed_total"), Some(0.0), "{body}");
+}
+
+/// Each app owns its registry (no global recorder): two webhooks and a listener in one process
+/// each report only their own series.
+#[tokio::test]
+async fn apps_in_one_process_each_report_only_their_own_series() {
+    let server = default_stand_in().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Webhook::in_process(dir_a.path(), webhook_env(&server)).await;
+    let b = Webhook::in_process(dir_b.path(), webhook_env(&server)).await;
+    for _ in 0..3 {
+        assert_eq!(a.hook_with_key("not-the-secret", DOCS_EXAMPLE).await.status(), 401);
+    }
+    assert_eq!(b.hook_with_key("not-the-secret", DOCS_EXAMPLE).await.status(), 401);
+    b.deliver(OPERATOR_ECHO).await;
+
+    let scrape = |webhook: &Webhook| {
+        let url = webhook.metrics_url();
+        async move { http().get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let (body_a, body_b) = (scrape(&a).await, scrape(&b).await);
+    let unauthorized = r#"hooks_received_total{outcome="unauthorized"}"#;
+    let operator = r#"hooks_received_total{outcome="operator_message"}"#;
+    assert_eq!(metric(&body_a, unauthorized), Some(3.0), "{body_a}");
+    assert_eq!(metric(&body_a, operator), Some(0.0), "{body_a}");
+    assert_eq!(metric(&body_b, unauthorized), Some(1.0), "{body_b}");
+    assert_eq!(metric(&body_b, operator), Some(1.0), "{body_b}");
+    // The handle renders what `/metrics` serves.
+    assert_eq!(metric(&a.metrics().render(), unauthorized), Some(3.0));
+
+    // A listener beside them: its series, none of the webhooks', and none of its in theirs.
+    let stream = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
+    let listener = MeteredListener::start(&stream, &[]).await;
+    let body =
+        listener.until("actions_ingested_total 3", |body| metric(body, "actions_ingested_total") == Some(3.0)).await;
+    assert!(!body.contains("hooks_received_total"), "{body}");
+    for body in [scrape(&a).await, scrape(&b).await] {
+        assert!(!body.contains("actions_ingested_total"), "{body}");
+        assert!(!body.contains("stream_connected"), "{body}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

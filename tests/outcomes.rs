@@ -292,13 +292,13 @@ async fn each_answer_gets_its_outcome_segment_and_the_report_counts_them() {
     assert!(metrics.contains("bot_follow_ups_total 1"), "{metrics}");
 }
 
-/// Every metric the deploy/ dashboard and alerts name is served at /metrics by the binary.
+/// Every metric the deploy/ dashboard and alerts name is served at /metrics.
 #[tokio::test]
 async fn every_metric_in_deploy_is_served() {
     let server = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(&server, &dir.path().join("data"));
-    let webhook = Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env).await;
     let metrics = webhook.http.get(webhook.metrics_url()).send().await.unwrap().text().await.unwrap();
     let served: std::collections::HashSet<&str> =
         metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();

@@ -11,6 +11,7 @@
 //! line the prompt shows of them, nothing else.
 
 use crate::action::ActionRecord;
+use plumbing::telemetry::{Counter, Metrics};
 pub use plumbing::telemetry::{SUMMARIES_DROPPED, SUMMARY_ACTIONS_DROPPED};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -112,6 +113,9 @@ pub struct SessionSummaries {
     waiting: VecDeque<SummaryJob>,
     dropped_jobs: u64,
     dropped_actions: u64,
+    /// `summaries_dropped_total`, `summary_actions_dropped_total` (see [`SessionSummaries::with_metrics`]).
+    dropped_jobs_counter: Counter,
+    dropped_actions_counter: Counter,
 }
 
 impl SessionSummaries {
@@ -123,7 +127,16 @@ impl SessionSummaries {
             waiting: VecDeque::new(),
             dropped_jobs: 0,
             dropped_actions: 0,
+            dropped_jobs_counter: Counter::noop(),
+            dropped_actions_counter: Counter::noop(),
         }
+    }
+
+    /// The same book, counting what its bounds drop in `metrics` (its app's registry).
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.dropped_jobs_counter = metrics.counter(SUMMARIES_DROPPED);
+        self.dropped_actions_counter = metrics.counter(SUMMARY_ACTIONS_DROPPED);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -189,7 +202,7 @@ impl SessionSummaries {
             }
             dropped += 1;
             self.dropped_jobs += 1;
-            metrics::counter!(SUMMARIES_DROPPED).increment(1);
+            self.dropped_jobs_counter.increment(1);
         }
         dropped
     }
@@ -247,7 +260,7 @@ impl SessionSummaries {
     fn note_dropped_actions(&mut self, n: usize) {
         if n > 0 {
             self.dropped_actions += n as u64;
-            metrics::counter!(SUMMARY_ACTIONS_DROPPED).increment(n as u64);
+            self.dropped_actions_counter.increment(n as u64);
         }
     }
 

@@ -4,6 +4,7 @@ use super::hook::Lenient;
 use crate::ids::{ConversationId, Fingerprint, WebsiteId};
 use plumbing::http_body::{BodyError, read_capped};
 use plumbing::retry::{RetryPolicy, RetryableError, parse_retry_after};
+use plumbing::telemetry::{CRISP_POSTS_CHECKED, CRISP_SECONDS, Metrics};
 use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -236,6 +237,8 @@ pub struct CrispClient {
     /// Posts whose outcome is unknown (conversation, fingerprint): the conversation is read
     /// before any repeat.
     uncertain: moka::sync::Cache<(ConversationId, Fingerprint), ()>,
+    /// Where its calls are counted and timed (its app's; none until [`CrispClient::with_metrics`]).
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for CrispClient {
@@ -257,7 +260,14 @@ impl CrispClient {
             .map_err(|e| CrispError::Transport(e.into()))?;
         let uncertain =
             moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build();
-        Ok(Self { http, base, settings, retry, uncertain })
+        Ok(Self { http, base, settings, retry, uncertain, metrics: Metrics::default() })
+    }
+
+    /// The same client, counting and timing its calls in `metrics` (its app's registry):
+    /// `crisp_request_duration_seconds{call,outcome}`, `crisp_posts_checked_total{outcome}`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn website_id(&self) -> &WebsiteId {
@@ -310,7 +320,7 @@ impl CrispClient {
                         Ok(false) => "absent",
                         Err(_) => "unknown",
                     };
-                    metrics::counter!(plumbing::telemetry::CRISP_POSTS_CHECKED, "outcome" => outcome).increment(1);
+                    self.metrics.counter_with(CRISP_POSTS_CHECKED, &[("outcome", outcome)]).increment(1);
                     match found {
                         Ok(true) => {
                             self.uncertain.invalidate(&key);
@@ -466,7 +476,8 @@ impl CrispClient {
             Err(CrispError::Status { status, .. }) => status.to_string(),
             Err(_) => "error".to_owned(),
         };
-        metrics::histogram!(plumbing::telemetry::CRISP_SECONDS, "call" => leaf.to_owned(), "outcome" => outcome)
+        self.metrics
+            .histogram_with(CRISP_SECONDS, &[("call", leaf.to_owned()), ("outcome", outcome)])
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -518,7 +529,8 @@ impl CrispClient {
                     Err(CrispError::Status { status, .. }) => status.to_string(),
                     Err(_) => "error".to_owned(),
                 };
-                metrics::histogram!(plumbing::telemetry::CRISP_SECONDS, "call" => "conversation", "outcome" => outcome)
+                self.metrics
+                    .histogram_with(CRISP_SECONDS, &[("call", "conversation".to_owned()), ("outcome", outcome)])
                     .record(started.elapsed().as_secs_f64());
                 result
             })

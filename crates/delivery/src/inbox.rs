@@ -15,6 +15,7 @@
 //! open, a torn last line (a crash in the middle of a write) is skipped with a warning.
 
 use crisp::VisitorMessage;
+use plumbing::telemetry::{Counter, INBOX_COMPACTIONS_FAILED, Metrics};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
@@ -84,14 +85,27 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`; returns it with the entries still pending, in the
     /// order they were accepted.
     pub fn open(dir: &Path) -> io::Result<(Journal, Vec<InboxEntry>)> {
+        Self::open_with_metrics(dir, &Metrics::default())
+    }
+
+    /// [`Journal::open`], counting failed compactions in `metrics` (its app's registry):
+    /// `inbox_compactions_failed_total`.
+    pub fn open_with_metrics(dir: &Path, metrics: &Metrics) -> io::Result<(Journal, Vec<InboxEntry>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(JOURNAL_FILE);
         let (pending, torn) = read_pending(&path)?;
         if torn > 0 {
             tracing::warn!(lines = torn, path = %path.display(), "skipped unreadable inbox journal lines (a write cut short by a crash)");
         }
-        let mut writer =
-            Writer { path, file: None, pending: HashMap::new(), order: Vec::new(), written: 0, dir_unsynced: false };
+        let mut writer = Writer {
+            path,
+            file: None,
+            pending: HashMap::new(),
+            order: Vec::new(),
+            written: 0,
+            dir_unsynced: false,
+            compactions_failed: metrics.counter(INBOX_COMPACTIONS_FAILED),
+        };
         for entry in &pending {
             writer.remember(entry.id, encode_accept(entry));
         }
@@ -178,6 +192,8 @@ struct Writer {
     written: u64,
     /// The directory was not flushed after a rename: flushed before the next acknowledgement.
     dir_unsynced: bool,
+    /// `inbox_compactions_failed_total`.
+    compactions_failed: Counter,
 }
 
 impl Writer {
@@ -232,7 +248,7 @@ impl Writer {
             if self.written > COMPACT_MIN_BYTES.max(COMPACT_FACTOR * self.pending_bytes())
                 && let Err(e) = self.rewrite()
             {
-                metrics::counter!(plumbing::telemetry::INBOX_COMPACTIONS_FAILED).increment(1);
+                self.compactions_failed.increment(1);
                 tracing::warn!(error = %e, path = %self.path.display(), "cannot compact the inbox journal; the current file stays in use and keeps growing until the next try");
             }
         }

@@ -15,7 +15,7 @@ use activity::summary::SummaryJob;
 use config::Settings;
 use plumbing::config::ConfigError;
 use plumbing::process::Service;
-use plumbing::telemetry;
+use plumbing::telemetry::{self, Counter, Metrics};
 use proactive::triggers::Watch;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -43,10 +43,13 @@ pub struct Ingest {
     skipped_warn: RateLimitedWarn,
     /// The activity file's write errors (a full disk): once a minute, with a count.
     write_warn: RateLimitedWarn,
+    /// `actions_ingested_total`, `frames_skipped_total`, looked up once.
+    actions_ingested: Counter,
+    frames_skipped: Counter,
 }
 
 impl Ingest {
-    pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>, store: StoreFeed) -> Self {
+    pub fn new(file: ActivityFile, summarizer: Option<Arc<Summarizer>>, store: StoreFeed, metrics: &Metrics) -> Self {
         Self {
             file,
             summarizer,
@@ -57,11 +60,13 @@ impl Ingest {
             for_store: PackedBatches::default(),
             skipped_warn: RateLimitedWarn::new(20),
             write_warn: RateLimitedWarn::new(1),
+            actions_ingested: metrics.counter(telemetry::ACTIONS_INGESTED),
+            frames_skipped: metrics.counter(telemetry::FRAMES_SKIPPED),
         }
     }
 
     fn skip(&mut self, reason: &dyn std::fmt::Display, excerpt: &str) {
-        metrics::counter!(telemetry::FRAMES_SKIPPED).increment(1);
+        self.frames_skipped.increment(1);
         if let Some(suppressed) = self.skipped_warn.allow(Instant::now()) {
             let excerpt: String = excerpt.chars().take(200).collect();
             tracing::warn!(%reason, %excerpt, suppressed_since_last = suppressed, "frame skipped");
@@ -131,7 +136,7 @@ impl FrameSink for Ingest {
             );
         }
         tracing::debug!(session = batch.session_key().unwrap_or("(anonymous)"), actions = batch.count, "batch read");
-        metrics::counter!(telemetry::ACTIONS_INGESTED).increment(batch.actions.len() as u64);
+        self.actions_ingested.increment(batch.actions.len() as u64);
         // The wire's batch becomes the product's record here, once (borrowing its strings).
         let record = BatchRecord::from_wire(&batch);
         format_action_block(&record.actions, &mut self.block);
@@ -169,12 +174,17 @@ async fn tick_triggers(watch: SharedWatch, store: StoreFeed) {
     }
 }
 
-/// The listener, built from validated settings (the one place that opens the store and binds
-/// `/metrics`), not yet reading the stream: see its [`Service`] implementation.
+/// The listener, built from validated settings (the one place that opens the store, makes its
+/// metrics registry and binds `/metrics`), not yet reading the stream: see its [`Service`]
+/// implementation.
 pub struct App {
     settings: Settings,
     store: StoreWriter,
     client: StreamClient,
+    /// This listener's registry (no global recorder): what it counts, `METRICS_ADDR` serves.
+    metrics: Metrics,
+    /// `METRICS_ADDR`, bound.
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// What the `listener` binary runs ([`plumbing::process::main`]); the in-process tests and
@@ -214,24 +224,39 @@ impl Service for App {
         plumbing::checks::report(&checks)
     }
 
-    /// Opens the store and serves `/metrics` when asked; each failure names its setting.
-    async fn build(settings: Settings) -> Result<App, ConfigError> {
-        if let Some(addr) = settings.metrics_addr {
-            plumbing::telemetry::serve_on(addr)
-                .map_err(|e| ConfigError::Invalid { var: "METRICS_ADDR", reason: format!("{addr}: {e}") })?;
-            series::register_series();
-            tracing::info!(%addr, "metrics at /metrics");
+    /// Opens the store and binds `/metrics` when asked; each failure names its setting.
+    async fn build(mut settings: Settings) -> Result<App, ConfigError> {
+        let metrics = Metrics::new();
+        series::register_series(&metrics);
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| ConfigError::Invalid {
+                var: "METRICS_ADDR",
+                reason: format!("cannot listen on {addr}: {e}"),
+            })?),
+            None => None,
+        };
+        if let Some(summaries) = &mut settings.summaries {
+            summaries.llm = summaries.llm.clone().with_metrics(metrics.clone());
         }
         let store = settings.store.open_writer(settings.store.connect_redis()?)?;
         let client =
             StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout)
-                .map_err(|e| ConfigError::Invalid { var: "STREAM_URL", reason: e.to_string() })?;
-        Ok(App { settings, store, client })
+                .map_err(|e| ConfigError::Invalid { var: "STREAM_URL", reason: e.to_string() })?
+                .with_metrics(metrics.clone());
+        Ok(App { settings, store, client, metrics, metrics_listener })
     }
 
     /// Reads the stream until `shutdown` resolves; then finishes the write in progress.
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { settings, store, client } = self;
+        let App { settings, store, client, metrics, metrics_listener } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(metrics_listener) = metrics_listener {
+            tracing::info!(addr = %metrics_listener.local_addr()?, "metrics at /metrics");
+            let mut stop = stop_rx.clone();
+            tokio::spawn(telemetry::serve(metrics_listener, metrics.clone(), async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }));
+        }
         let file = ActivityFile::new(&settings.event_data_path, settings.session_reset);
         let watch = if settings.triggers.is_off() {
             None
@@ -240,18 +265,17 @@ impl Service for App {
             tracing::info!(triggers = %on.join(","), "proactive triggers on");
             Some(Arc::new(Mutex::new(Watch::new(settings.triggers))))
         };
-        let (store_feed, store_writer) = StoreFeed::start(store, watch.clone());
-        let summarizer = settings
-            .summaries
-            .map(|s| Summarizer::new(s.llm, s.threshold, s.redactor, file.clone(), store_feed.clone()));
+        let (store_feed, store_writer) = StoreFeed::start(store, watch.clone(), metrics.clone());
+        let summarizer = settings.summaries.map(|s| {
+            Summarizer::new(s.llm, s.threshold, s.redactor, file.clone(), store_feed.clone(), metrics.clone())
+        });
         if let Some(summarizer) = &summarizer {
             tokio::spawn(Arc::clone(summarizer).sweep_forever());
         } else {
             tracing::info!("summaries are off (SUMMARY_THRESHOLD=0)");
         }
         let ticker = watch.clone().map(|watch| tokio::spawn(tick_triggers(watch, store_feed.clone())));
-        let mut ingest = Ingest::new(file, summarizer.clone(), store_feed);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut ingest = Ingest::new(file, summarizer.clone(), store_feed, &metrics);
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
         // The stream is read on a thread of its own with a single-threaded runtime: the HTTP
         // connection and the reader then take turns on one thread, instead of waking each other
@@ -282,5 +306,18 @@ impl Service for App {
         store_writer.finish(SHUTDOWN_GRACE).await;
         tracing::info!("listener stopped");
         Ok(())
+    }
+}
+
+impl App {
+    /// This listener's metrics (what `METRICS_ADDR` serves).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The address of `/metrics` when `METRICS_ADDR` is set (the real port when it asked for
+    /// port 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 }

@@ -3,7 +3,7 @@
 use plumbing::telemetry::*;
 
 /// Registers every series the listener documents, so the first scrape lists them all.
-pub fn register_series() {
+pub fn register_series(metrics: &Metrics) {
     for name in [
         ACTIONS_INGESTED,
         FRAMES_SKIPPED,
@@ -13,11 +13,11 @@ pub fn register_series() {
         SUMMARY_ACTIONS_DROPPED,
         STREAM_RECONNECTS,
     ] {
-        metrics::counter!(name).increment(0);
+        metrics.counter(name).increment(0);
     }
-    metrics::gauge!(STREAM_CONNECTED).set(0.0);
+    metrics.gauge(STREAM_CONNECTED).set(0.0);
     for trigger in proactive::Trigger::ALL {
-        metrics::counter!(PROACTIVE_FIRINGS, "trigger" => trigger.as_str()).increment(0);
+        metrics.counter_with(PROACTIVE_FIRINGS, &[("trigger", trigger.as_str())]).increment(0);
     }
-    let _ = metrics::histogram!(LLM_SECONDS, "outcome" => "ok");
+    let _ = metrics.histogram_with(LLM_SECONDS, &[("outcome", "ok")]);
 }

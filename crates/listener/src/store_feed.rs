@@ -7,7 +7,7 @@ use activity::action::{ActionRecord, BatchRecord};
 use activity::context::{StoreError, StoreWriter};
 use crisp::id_for_log;
 use plumbing::retry::Backoff;
-use plumbing::telemetry;
+use plumbing::telemetry::{Metrics, PROACTIVE_FIRINGS};
 use proactive::Firing;
 use proactive::triggers::Watch;
 use std::borrow::Cow;
@@ -189,12 +189,13 @@ impl StoreFeed {
     /// Starts the writer. With `triggers`, it evaluates proactive triggers on the batches it
     /// writes: off the stream-reading thread, so they never slow the activity file down, and
     /// in the order the batches were read.
-    pub fn start(store: StoreWriter, triggers: Option<SharedWatch>) -> (StoreFeed, WriterTask) {
+    /// Firings are counted in `metrics` (`proactive_firings_total{trigger}`).
+    pub fn start(store: StoreWriter, triggers: Option<SharedWatch>, metrics: Metrics) -> (StoreFeed, WriterTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let queue = Queue { rx, queued: Arc::clone(&queued) };
-        let handle = tokio::spawn(write_until_stopped(store, queue, stop.clone(), triggers));
+        let handle = tokio::spawn(write_until_stopped(store, queue, stop.clone(), triggers, metrics));
         (
             StoreFeed { tx, queued, dropped_warn: Arc::new(std::sync::Mutex::new(RateLimitedWarn::new(5))) },
             WriterTask { handle, stop },
@@ -277,28 +278,34 @@ async fn write_work(
     work: &Work,
     stop: &CancellationToken,
     triggers: Option<&TriggerEval>,
+    metrics: &Metrics,
 ) -> Result<(), StoreError> {
     match work {
         Work::Batches(packed) => {
             let batches: Vec<BatchRecord<'_>> = packed.iter().flat_map(PackedBatches::unpack).collect();
             let firings = triggers.map(|t| t.evaluate(&batches)).unwrap_or_default();
             let written = with_patience(stop, |now| store.record_batches(&batches, now)).await;
-            let fired = record_firings(store, &firings, stop).await;
+            let fired = record_firings(store, &firings, stop, metrics).await;
             written.and(fired)
         }
         Work::Summary { session, summary } => {
             with_patience(stop, |now| store.record_summary(session, summary, now)).await
         }
-        Work::Firings(firings) => record_firings(store, firings, stop).await,
+        Work::Firings(firings) => record_firings(store, firings, stop, metrics).await,
     }
 }
 
-async fn record_firings(store: &StoreWriter, firings: &[Firing], stop: &CancellationToken) -> Result<(), StoreError> {
+async fn record_firings(
+    store: &StoreWriter,
+    firings: &[Firing],
+    stop: &CancellationToken,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
     if firings.is_empty() {
         return Ok(());
     }
     for firing in firings {
-        metrics::counter!(telemetry::PROACTIVE_FIRINGS, "trigger" => firing.trigger.as_str()).increment(1);
+        metrics.counter_with(PROACTIVE_FIRINGS, &[("trigger", firing.trigger.as_str())]).increment(1);
         tracing::info!(
             trigger = firing.trigger.as_str(),
             session = id_for_log(&firing.session_id),
@@ -369,6 +376,7 @@ async fn write_until_stopped(
     mut queue: Queue,
     stop: CancellationToken,
     triggers: Option<SharedWatch>,
+    metrics: Metrics,
 ) {
     let triggers =
         triggers.map(|watch| TriggerEval { watch, untracked_warn: std::sync::Mutex::new(RateLimitedWarn::new(1)) });
@@ -387,7 +395,7 @@ async fn write_until_stopped(
             }
         };
         for work in gather(first, &mut queue) {
-            if let Err(e) = write_work(&store, &work, &stop, triggers.as_ref()).await
+            if let Err(e) = write_work(&store, &work, &stop, triggers.as_ref(), &metrics).await
                 && let Some(suppressed) = errors.allow(Instant::now())
             {
                 tracing::error!(error = %e, suppressed_since_last = suppressed, "context store write failed");

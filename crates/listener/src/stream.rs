@@ -4,7 +4,7 @@ use activity::sse::{SseItem, SseParser};
 use futures_util::StreamExt;
 use plumbing::http_body::{describe_reqwest, redacted_url};
 use plumbing::retry::Backoff;
-use plumbing::telemetry;
+use plumbing::telemetry::{Metrics, STREAM_CONNECTED, STREAM_RECONNECTS};
 use plumbing::{ExposeSecret, SecretString};
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -37,13 +37,21 @@ pub struct StreamClient {
     url: reqwest::Url,
     token: Option<SecretString>,
     idle_timeout: Duration,
+    /// The listener's registry: `stream_connected`, `stream_reconnects_total`.
+    metrics: Metrics,
 }
 
 impl StreamClient {
     pub fn new(url: reqwest::Url, token: Option<SecretString>, idle_timeout: Duration) -> reqwest::Result<Self> {
         // No total timeout: it would cut the endless body. The idle watchdog is ours.
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { http, url, token, idle_timeout })
+        Ok(Self { http, url, token, idle_timeout, metrics: Metrics::default() })
+    }
+
+    /// The same client, reporting the connection's health in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// `GET STREAM_URL` with the stream headers and, when set, the bearer token.
@@ -85,12 +93,12 @@ impl StreamClient {
         let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let (outcome, got_valid_frame) = self.connect_once(sink, &mut shutdown).await;
-            metrics::gauge!(telemetry::STREAM_CONNECTED).set(0.0);
+            self.metrics.gauge(STREAM_CONNECTED).set(0.0);
             if got_valid_frame {
                 backoff.reset();
             }
             if !matches!(outcome, Disconnect::Shutdown) {
-                metrics::counter!(telemetry::STREAM_RECONNECTS).increment(1);
+                self.metrics.counter(STREAM_RECONNECTS).increment(1);
             }
             let delay = match outcome {
                 Disconnect::Shutdown => return,
@@ -139,7 +147,7 @@ impl StreamClient {
             return (Disconnect::Transient(format!("unexpected answer: HTTP {status}, not an event stream")), false);
         }
         tracing::info!(url = %redacted_url(&self.url), "stream connected");
-        metrics::gauge!(telemetry::STREAM_CONNECTED).set(1.0);
+        self.metrics.gauge(STREAM_CONNECTED).set(1.0);
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new();
         let mut items = Vec::new();

@@ -10,6 +10,7 @@ use activity::action::ActionRecord;
 use activity::activity_file::ActivityFile;
 use activity::summary::{SessionSummaries, SummaryJob, SummaryPolicy};
 use llm::{ChatMessage, ChatRequest, LlmClient, Role};
+use plumbing::telemetry::{Metrics, REDACTIONS, SUMMARIES_FAILED, SUMMARIES_WRITTEN};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,6 +31,8 @@ pub struct Summarizer {
     runtime: tokio::runtime::Handle,
     write_warn: Mutex<RateLimitedWarn>,
     dropped_warn: Mutex<RateLimitedWarn>,
+    /// The listener's registry: summaries written and failed, values redacted.
+    metrics: Metrics,
 }
 
 impl Summarizer {
@@ -40,8 +43,9 @@ impl Summarizer {
         redactor: Arc<privacy::Redactor>,
         file: ActivityFile,
         store: StoreFeed,
+        metrics: Metrics,
     ) -> Arc<Self> {
-        Self::with_policy(llm, SummaryPolicy::new(threshold), redactor, file, store)
+        Self::with_policy(llm, SummaryPolicy::new(threshold), redactor, file, store, metrics)
     }
 
     /// [`Self::new`] with every bound given.
@@ -51,9 +55,10 @@ impl Summarizer {
         redactor: Arc<privacy::Redactor>,
         file: ActivityFile,
         store: StoreFeed,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
-            sessions: Mutex::new(SessionSummaries::new(policy)),
+            sessions: Mutex::new(SessionSummaries::new(policy).with_metrics(&metrics)),
             llm,
             redactor,
             file,
@@ -62,6 +67,7 @@ impl Summarizer {
             runtime: tokio::runtime::Handle::current(),
             write_warn: Mutex::new(RateLimitedWarn::new(1)),
             dropped_warn: Mutex::new(RateLimitedWarn::new(1)),
+            metrics,
         })
     }
 
@@ -129,7 +135,7 @@ impl Summarizer {
         let prompt = job.prompt();
         let masked = self.redactor.redact_for_log_counted(&prompt);
         for (kind, n) in masked.counts.iter().filter(|(_, n)| *n > 0) {
-            metrics::counter!(plumbing::telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
+            self.metrics.counter_with(REDACTIONS, &[("kind", kind.label())]).increment(n);
         }
         let request = ChatRequest {
             messages: vec![ChatMessage::new(Role::User, masked.text.into_owned())],
@@ -145,7 +151,7 @@ impl Summarizer {
                     if let Some(session) = &job.session {
                         self.store.send(StoreWrite::Summary { session: session.clone(), summary });
                     }
-                    metrics::counter!(plumbing::telemetry::SUMMARIES_WRITTEN).increment(1);
+                    self.metrics.counter(SUMMARIES_WRITTEN).increment(1);
                     tracing::info!(session, actions = job.actions.len(), "summary written");
                     true
                 }
@@ -158,7 +164,7 @@ impl Summarizer {
                 }
             },
             Err(e) => {
-                metrics::counter!(plumbing::telemetry::SUMMARIES_FAILED).increment(1);
+                self.metrics.counter(SUMMARIES_FAILED).increment(1);
                 tracing::warn!(session, error = %e, "summary failed; its actions stay pending for the next batch");
                 false
             }

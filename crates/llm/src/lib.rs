@@ -7,6 +7,7 @@
 use plumbing::config::{ConfigError, http_url, non_empty};
 use plumbing::http_body::{BodyError, read_capped};
 use plumbing::retry::{RetryPolicy, RetryableError, parse_retry_after};
+use plumbing::telemetry::{LLM_SECONDS, Metrics};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -156,6 +157,8 @@ pub struct LlmClient {
     api_key: SecretString,
     model: String,
     retry: RetryPolicy,
+    /// Where its attempts are timed (its app's; none until [`LlmClient::with_metrics`]).
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -193,7 +196,15 @@ impl LlmClient {
             api_key,
             model: model.into(),
             retry,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// The same client, timing its attempts in `metrics` (its app's registry):
+    /// `llm_request_duration_seconds{outcome}`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn model(&self) -> &str {
@@ -241,8 +252,7 @@ impl LlmClient {
             Err(LlmError::Status { status, .. }) => status.to_string(),
             Err(_) => "error".to_owned(),
         };
-        metrics::histogram!(plumbing::telemetry::LLM_SECONDS, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
+        self.metrics.histogram_with(LLM_SECONDS, &[("outcome", outcome)]).record(started.elapsed().as_secs_f64());
         result
     }
 

@@ -1,6 +1,6 @@
 //! The agent's plumbing, below every other crate of the workspace: what any app of it needs
 //! and no domain owns. Configuration errors and value checks ([`config`]), `--check`
-//! ([`checks`]), metric names and the recorder ([`telemetry`]), start-up, logs and shutdown
+//! ([`checks`]), metric names and each app's metrics registry ([`telemetry`]), start-up, logs and shutdown
 //! ([`process`]), retry policy ([`retry`]), capped HTTP bodies ([`http_body`]), rate-limited
 //! logs ([`ratelimit`]), the one Redis connection ([`redis_conn`]), constant-time secrets
 //! ([`auth`]) and whole-or-nothing appends ([`files`]).

@@ -1,7 +1,9 @@
-//! Prometheus metrics: names in one place, and the recorder set-up both binaries use.
+//! Prometheus metrics: names in one place, and [`Metrics`], the registry each app owns (there
+//! is no global recorder: what records is handed its app's `Metrics`).
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
+use metrics::{Key, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub const HOOKS_RECEIVED: &str = "hooks_received_total";
@@ -134,53 +136,180 @@ labels!(
     }
 );
 
-/// Counts an MCP request by tool and outcome.
-pub fn mcp_call(tool: McpTool, outcome: McpOutcome) {
-    metrics::counter!(MCP_CALLS, "tool" => tool.as_str(), "outcome" => outcome.as_str()).increment(1);
-}
-
-/// Counts a hook by outcome; the counters are looked up once, not on every request.
-pub fn hook_received(outcome: HookOutcome) {
-    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
-        HookOutcome::ALL.iter().map(|o| metrics::counter!(HOOKS_RECEIVED, "outcome" => o.as_str())).collect()
-    });
-    counters[outcome as usize].increment(1);
-}
-
-/// Counts `messages` accepted visitor messages settled as `outcome`.
-pub fn settled(outcome: Settled, messages: usize) {
-    metrics::counter!(MESSAGES_SETTLED, "outcome" => outcome.as_str()).increment(messages as u64);
-}
-
-/// Counts a connection the server closed on its own.
-pub fn connection_closed(reason: CloseReason) {
-    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason.as_str()).increment(1);
-}
-
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-fn builder() -> PrometheusBuilder {
-    PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).unwrap_or_else(|_| PrometheusBuilder::new())
+/// How often an app's recorder folds histogram samples in when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+pub use metrics::{Counter, Gauge, Histogram, IntoLabels, Label};
+
+/// What the recorder is told of a series' origin (the Prometheus recorder ignores it).
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// One app's metrics: a Prometheus registry of its own (never installed as the process's global
+/// recorder), so two apps in one process (the in-process tests, `webhook simulate`) each count
+/// and render only their own series. Cheap to clone: every clone records into the same
+/// registry. Built once per app, where the app is built from its settings, and handed to what
+/// records. [`Metrics::default`] records nothing (a client made outside an app).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Option<Arc<Registry>>,
 }
 
-/// Installs the recorder and returns the handle that renders `/metrics`.
-pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    let handle = builder().install_recorder()?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
+struct Registry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// `hooks_received_total{outcome}`, looked up once (the hook path), by `HookOutcome`.
+    hooks: OnceLock<Vec<Counter>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("recording", &self.inner.is_some()).finish()
+    }
+}
+
+impl Metrics {
+    /// A new, empty registry. Inside a Tokio runtime its upkeep runs every few seconds (until
+    /// the last clone is dropped), as the global recorder's did.
+    pub fn new() -> Self {
+        let recorder =
+            PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = recorder.build_recorder();
+        let handle = recorder.handle();
+        let registry = Arc::new(Registry { recorder, handle, hooks: OnceLock::new() });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let registry = Arc::downgrade(&registry);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(registry) = registry.upgrade() else { return };
+                    registry.handle.run_upkeep();
+                }
+            });
         }
-    });
-    Ok(handle)
+        Self { inner: Some(registry) }
+    }
+
+    /// The exposition text (`GET /metrics`): this registry's series only. Empty for
+    /// [`Metrics::default`].
+    pub fn render(&self) -> String {
+        self.inner.as_ref().map(|r| r.handle.render()).unwrap_or_default()
+    }
+
+    /// The counter `name` without labels.
+    pub fn counter(&self, name: &'static str) -> Counter {
+        self.counter_with(name, NO_LABELS)
+    }
+
+    /// The counter `name{labels}` (e.g. `&[("outcome", "ok")]`).
+    pub fn counter_with(&self, name: &'static str, labels: impl IntoLabels) -> Counter {
+        match &self.inner {
+            Some(r) => r.recorder.register_counter(&Key::from_parts(name, labels), &METADATA),
+            None => Counter::noop(),
+        }
+    }
+
+    /// The gauge `name` without labels.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        self.gauge_with(name, NO_LABELS)
+    }
+
+    /// The gauge `name{labels}`.
+    pub fn gauge_with(&self, name: &'static str, labels: impl IntoLabels) -> Gauge {
+        match &self.inner {
+            Some(r) => r.recorder.register_gauge(&Key::from_parts(name, labels), &METADATA),
+            None => Gauge::noop(),
+        }
+    }
+
+    /// The histogram `name` without labels (buckets: `LATENCY_BUCKETS`).
+    pub fn histogram(&self, name: &'static str) -> Histogram {
+        self.histogram_with(name, NO_LABELS)
+    }
+
+    /// The histogram `name{labels}`.
+    pub fn histogram_with(&self, name: &'static str, labels: impl IntoLabels) -> Histogram {
+        match &self.inner {
+            Some(r) => r.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA),
+            None => Histogram::noop(),
+        }
+    }
+
+    /// Counts an MCP request by tool and outcome.
+    pub fn mcp_call(&self, tool: McpTool, outcome: McpOutcome) {
+        self.counter_with(MCP_CALLS, &[("tool", tool.as_str()), ("outcome", outcome.as_str())]).increment(1);
+    }
+
+    /// Counts a hook by outcome; the counters are looked up once, not on every request.
+    pub fn hook_received(&self, outcome: HookOutcome) {
+        let Some(r) = &self.inner else { return };
+        let counters = r.hooks.get_or_init(|| {
+            HookOutcome::ALL.iter().map(|o| self.counter_with(HOOKS_RECEIVED, &[("outcome", o.as_str())])).collect()
+        });
+        counters[outcome as usize].increment(1);
+    }
+
+    /// Counts `messages` accepted visitor messages settled as `outcome`.
+    pub fn settled(&self, outcome: Settled, messages: usize) {
+        self.counter_with(MESSAGES_SETTLED, &[("outcome", outcome.as_str())]).increment(messages as u64);
+    }
+
+    /// Counts a connection the server closed on its own.
+    pub fn connection_closed(&self, reason: CloseReason) {
+        self.counter_with(CONNECTIONS_CLOSED, &[("reason", reason.as_str())]).increment(1);
+    }
 }
 
-/// Installs the recorder and serves `/metrics` on `addr` (the listener's optional endpoint),
-/// (the caller registers its series).
-pub fn serve_on(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    builder().with_http_listener(addr).install()?;
-    Ok(())
+/// Labels of a series that has none.
+const NO_LABELS: &[(&str, &str)] = &[];
+
+/// How long the metrics server waits for a request's headers.
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `metrics` on `listener` (the listener's `METRICS_ADDR`) until `shutdown` resolves, as
+/// the exporter's HTTP listener did before: `/health` answers `OK`, any other path the
+/// exposition text.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics: accept failed");
+                    // Out of descriptors, say: let it pass rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let response = metrics_response(request.uri().path(), &metrics);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics: connection ended");
+            }
+        });
+    }
+}
+
+fn metrics_response(path: &str, metrics: &Metrics) -> hyper::Response<String> {
+    use hyper::header::{CONTENT_TYPE, HeaderValue};
+    let body = if path == "/health" { "OK".to_owned() } else { metrics.render() };
+    let mut response = hyper::Response::new(body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }

@@ -126,8 +126,8 @@ impl FromIterator<Kind> for Kinds {
 }
 
 /// How many values of each kind one call replaced (each occurrence counts), for the caller's
-/// `redactions_total{kind}` counter: `for (kind, n) in counts.iter() { counter!(…, "kind" =>
-/// kind.label()).increment(n) }`.
+/// `redactions_total{kind}` counter: `for (kind, n) in counts.iter() { metrics.counter_with(…,
+/// &[("kind", kind.label())]).increment(n) }`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts([u64; 6]);
 

@@ -4,6 +4,7 @@
 //! `.env` leaks into their settings.
 
 use plumbing::process::Service;
+use plumbing::telemetry::Metrics;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +20,10 @@ pub struct Running {
     pub name: &'static str,
     /// The webhook's address (its `BIND_ADDR` port 0 resolved).
     pub addr: Option<SocketAddr>,
+    /// The app's own metrics (what its `/metrics` renders): only its series.
+    pub metrics: Metrics,
+    /// Where `METRICS_ADDR` is bound, when set (port 0 resolved).
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -34,14 +39,19 @@ pub struct StartError {
 /// Builds the listener from `vars` and starts it.
 pub async fn listener(vars: &Vars<'_>) -> Result<Running, StartError> {
     let app = build::<listener::App>("listener", vars).await?;
-    Ok(Running::spawn("listener", None, |stop| app.run(stop)))
+    let (metrics, metrics_addr) = (app.metrics().clone(), app.metrics_addr());
+    let mut running = Running::spawn("listener", None, metrics, |stop| app.run(stop));
+    running.metrics_addr = metrics_addr;
+    Ok(running)
 }
 
 /// Builds the webhook from `vars` and starts it.
 pub async fn webhook(vars: &Vars<'_>) -> Result<Running, StartError> {
     let app = build::<webhook::App>("webhook", vars).await?;
-    let addr = app.addr();
-    Ok(Running::spawn("webhook", Some(addr), |stop| app.run(stop)))
+    let (addr, metrics, metrics_addr) = (app.addr(), app.metrics().clone(), app.metrics_addr());
+    let mut running = Running::spawn("webhook", Some(addr), metrics, |stop| app.run(stop));
+    running.metrics_addr = metrics_addr;
+    Ok(running)
 }
 
 /// The app `S` built from `vars` as its binary builds it from the environment.
@@ -78,6 +88,7 @@ impl Running {
     fn spawn<F>(
         name: &'static str,
         addr: Option<SocketAddr>,
+        metrics: Metrics,
         run: impl FnOnce(futures_util::future::BoxFuture<'static, ()>) -> F,
     ) -> Running
     where
@@ -87,7 +98,7 @@ impl Running {
         let task = tokio::spawn(run(Box::pin(async move {
             let _ = stopped.await;
         })));
-        Running { name, addr, stop: Some(stop), task: Some(task) }
+        Running { name, addr, metrics, metrics_addr: None, stop: Some(stop), task: Some(task) }
     }
 
     pub fn is_running(&self) -> bool {

@@ -151,6 +151,14 @@ impl Webhook {
         Webhook { runner: Runner::Binary(proc), url, http, key, cwd: None }
     }
 
+    /// [`Webhook::in_process`] in a new empty working directory, kept as long as the webhook.
+    pub async fn in_process_in_tempdir(env: Env) -> Webhook {
+        let dir = tempfile::tempdir().unwrap();
+        let mut webhook = Webhook::in_process(dir.path(), env).await;
+        webhook.cwd = Some(dir);
+        webhook
+    }
+
     /// [`Webhook::start`] in a new empty working directory, kept as long as the webhook.
     pub async fn start_in_tempdir(exe: &Path, env: Env, limit: Duration) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
@@ -186,6 +194,22 @@ impl Webhook {
 
     pub fn metrics_url(&self) -> String {
         format!("{}/metrics", self.url)
+    }
+
+    /// The in-process webhook's own metrics (its registry, read without HTTP).
+    pub fn metrics(&self) -> &plumbing::telemetry::Metrics {
+        match &self.runner {
+            Runner::InProcess(running) => &running.metrics,
+            Runner::Binary(_) => panic!("the webhook binary's metrics are read at metrics_url()"),
+        }
+    }
+
+    /// The in-process webhook's `METRICS_ADDR`, bound (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.runner {
+            Runner::InProcess(running) => running.metrics_addr,
+            Runner::Binary(_) => panic!("the binary's METRICS_ADDR is the one it was given"),
+        }
     }
 
     /// Posts `body` as JSON to the hook URL with `key` and `headers`.

@@ -9,6 +9,7 @@ use crisp::{CrispSettings, WebsiteId};
 use knowledge::{Hit, Knowledge, KnowledgeSettings, Query};
 use llm::OpenAiArgs;
 use plumbing::config::{ConfigError, non_empty};
+use plumbing::telemetry::Metrics;
 use plumbing::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,11 +21,11 @@ pub const SEARCHES_EMPTY: &str = "knowledge_searches_empty_total";
 pub const REFRESH_ERRORS: &str = "knowledge_refresh_errors_total";
 
 /// Every knowledge series, listed from the first scrape (at 0).
-pub fn register_series() {
-    metrics::gauge!(DOCUMENTS).set(0.0);
-    metrics::gauge!(PASSAGES).set(0.0);
+pub fn register_series(metrics: &Metrics) {
+    metrics.gauge(DOCUMENTS).set(0.0);
+    metrics.gauge(PASSAGES).set(0.0);
     for name in [SEARCHES, SEARCHES_EMPTY, REFRESH_ERRORS] {
-        metrics::counter!(name).increment(0);
+        metrics.counter(name).increment(0);
     }
 }
 
@@ -129,6 +130,8 @@ pub struct KnowledgeBase {
     settings: KnowledgeSettings,
     /// Asks the refresher for a refresh now (SIGHUP, [`KnowledgeBase::refresh_now`]).
     refresh: Arc<tokio::sync::Notify>,
+    /// The webhook's registry (`knowledge_*`).
+    metrics: Metrics,
 }
 
 impl KnowledgeBase {
@@ -137,6 +140,7 @@ impl KnowledgeBase {
         settings: KnowledgeSettings,
         crisp: &CrispSettings,
         openai: &OpenAiArgs,
+        metrics: Metrics,
     ) -> Result<Arc<KnowledgeBase>, ConfigError> {
         let invalid =
             |var: &'static str| move |e: &dyn std::fmt::Display| ConfigError::Invalid { var, reason: e.to_string() };
@@ -167,7 +171,7 @@ impl KnowledgeBase {
         let knowledge = Knowledge::open_with(settings.clone(), helpdesk, embeddings).map_err(|e| {
             ConfigError::Invalid { var: "KNOWLEDGE_INDEX_DIR", reason: format!("cannot open the index: {e}") }
         })?;
-        Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: Arc::new(tokio::sync::Notify::new()) }))
+        Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: Arc::new(tokio::sync::Notify::new()), metrics }))
     }
 
     /// Refreshes now (waiting up to `FIRST_REFRESH_WAIT`, so the first visitors get
@@ -178,7 +182,7 @@ impl KnowledgeBase {
         let this = Arc::clone(self);
         self.knowledge.spawn_refresher(self.settings.refresh, Arc::clone(&self.refresh), move |report| {
             if !report.errors.is_empty() {
-                metrics::counter!(REFRESH_ERRORS).increment(report.errors.len() as u64);
+                this.metrics.counter(REFRESH_ERRORS).increment(report.errors.len() as u64);
             }
             this.record_stats();
             if let Some(done) = first_done.take() {
@@ -201,8 +205,8 @@ impl KnowledgeBase {
 
     fn record_stats(&self) {
         let stats = self.knowledge.stats();
-        metrics::gauge!(DOCUMENTS).set(stats.documents as f64);
-        metrics::gauge!(PASSAGES).set(stats.passages as f64);
+        self.metrics.gauge(DOCUMENTS).set(stats.documents as f64);
+        self.metrics.gauge(PASSAGES).set(stats.passages as f64);
     }
 
     pub fn strict(&self) -> bool {
@@ -214,9 +218,9 @@ impl KnowledgeBase {
     pub async fn search(&self, query: &Query) -> Vec<Hit> {
         let mut hits = self.knowledge.search(query).await;
         hits.truncate(self.settings.top_k);
-        metrics::counter!(SEARCHES).increment(1);
+        self.metrics.counter(SEARCHES).increment(1);
         if hits.is_empty() {
-            metrics::counter!(SEARCHES_EMPTY).increment(1);
+            self.metrics.counter(SEARCHES_EMPTY).increment(1);
         }
         hits
     }
@@ -296,7 +300,7 @@ pub async fn command(
     if crisp.is_none() && !settings.crisp_locales.is_empty() {
         return fail(&"KNOWLEDGE_CRISP_LOCALE needs the Crisp settings (WEBSITE_ID, CRISP_TOKEN_*)");
     }
-    let base = match KnowledgeBase::open(settings, crisp.unwrap_or(&placeholder), openai) {
+    let base = match KnowledgeBase::open(settings, crisp.unwrap_or(&placeholder), openai, Metrics::default()) {
         Ok(base) => base,
         Err(e) => return fail(&e),
     };

@@ -33,7 +33,7 @@ use axum::{Json, Router};
 use crisp::{ConversationId, CrispClient, WebsiteId, id_for_log};
 use plumbing::auth::{SecretDigest, verify_hmac_sha256_hex};
 use plumbing::ratelimit::RateLimitedWarn;
-use plumbing::telemetry::{McpOutcome, McpTool, mcp_call};
+use plumbing::telemetry::{McpOutcome, McpTool, Metrics};
 use plumbing::{ExposeSecret, SecretString};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
@@ -231,13 +231,20 @@ pub struct McpGuard {
     bindings: SignatureBindings,
     /// Rate limit of the "signature reused with another conversation" warning.
     replays: Mutex<RateLimitedWarn>,
+    /// The webhook's registry: requests refused before any tool.
+    metrics: Metrics,
 }
 
 impl McpGuard {
     /// `redis`: where signatures are bound so every replica agrees (`None`: this process).
-    pub fn new(auth: McpAuth, body_timeout: Duration, redis: Option<plumbing::redis_conn::RedisConn>) -> Self {
+    pub fn new(
+        auth: McpAuth,
+        body_timeout: Duration,
+        redis: Option<plumbing::redis_conn::RedisConn>,
+        metrics: Metrics,
+    ) -> Self {
         let bindings = SignatureBindings::new(auth.signature_lifetime(), redis);
-        Self { auth, body_timeout, bindings, replays: Mutex::new(RateLimitedWarn::new(5)) }
+        Self { auth, body_timeout, bindings, replays: Mutex::new(RateLimitedWarn::new(5)), metrics }
     }
 }
 
@@ -270,7 +277,7 @@ async fn authenticate(State(guard): State<Arc<McpGuard>>, request: Request, next
     let checked = match guard.auth.check_headers(&parts.headers, now_unix()) {
         Ok(checked) => checked,
         Err(_) => {
-            mcp_call(McpTool::None, McpOutcome::Unauthorized);
+            guard.metrics.mcp_call(McpTool::None, McpOutcome::Unauthorized);
             tracing::debug!("MCP request refused: unauthorized");
             return unauthorized();
         }
@@ -287,7 +294,7 @@ async fn authenticate(State(guard): State<Arc<McpGuard>>, request: Request, next
     let caller = match guard.auth.verify_body(&parts.headers, checked, &body) {
         Ok(caller) => caller,
         Err(Refusal::Unauthorized) => {
-            mcp_call(McpTool::None, McpOutcome::Unauthorized);
+            guard.metrics.mcp_call(McpTool::None, McpOutcome::Unauthorized);
             tracing::debug!("MCP request refused: unauthorized");
             return unauthorized();
         }
@@ -300,7 +307,7 @@ async fn authenticate(State(guard): State<Arc<McpGuard>>, request: Request, next
     {
         let signature = header_text(&parts.headers, "x-crisp-signature").and_then(signature_hex).unwrap_or_default();
         if !guard.bindings.bind(signature, conversation.as_ref().map_or("", ConversationId::as_str)).await {
-            mcp_call(McpTool::None, McpOutcome::Replayed);
+            guard.metrics.mcp_call(McpTool::None, McpOutcome::Replayed);
             let allowed = guard.replays.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
             if let Some(suppressed) = allowed {
                 tracing::warn!(
@@ -330,6 +337,7 @@ pub fn router(
     known_for: Duration,
     redactor: Arc<privacy::Redactor>,
     knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
+    metrics: Metrics,
 ) -> Option<Router> {
     let guard = Arc::new(guard?);
     let crisp = context.crisp.clone();
@@ -339,6 +347,7 @@ pub fn router(
         known: moka::future::Cache::builder().max_capacity(100_000).time_to_live(known_for).build(),
         redactor,
         knowledge,
+        metrics,
     };
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -379,6 +388,8 @@ pub struct McpServer {
     redactor: Arc<privacy::Redactor>,
     /// The help center, when configured (`search_knowledge`).
     knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
+    /// The webhook's registry: `mcp_calls_total{tool,outcome}`.
+    metrics: Metrics,
 }
 
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
@@ -507,11 +518,11 @@ impl ServerHandler for McpServer {
                 ),
             ),
             (_, _) => {
-                mcp_call(McpTool::None, McpOutcome::BadRequest);
+                self.metrics.mcp_call(McpTool::None, McpOutcome::BadRequest);
                 return Err(ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None));
             }
         };
-        mcp_call(tool, outcome);
+        self.metrics.mcp_call(tool, outcome);
         tracing::debug!(tool = tool.as_str(), outcome = outcome.as_str(), "MCP tool call");
         Ok(result.into())
     }

@@ -20,6 +20,7 @@ use crisp::{ConversationId, CrispClient, Fingerprint, Post, PostKind, id_for_log
 use delivery::coordination::{Coordination, OwnMark};
 use plumbing::config::ConfigError;
 use plumbing::redis_conn::RedisConn;
+use plumbing::telemetry::Metrics;
 use proactive::{Trigger, now_secs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -354,6 +355,8 @@ pub struct Outcomes {
     context: ContextSource,
     locks: Box<[tokio::sync::Mutex<()>]>,
     offers_lock: tokio::sync::Mutex<()>,
+    /// The webhook's registry.
+    metrics: Metrics,
 }
 
 impl Outcomes {
@@ -363,6 +366,7 @@ impl Outcomes {
         crisp: CrispClient,
         coordination: Arc<Coordination>,
         context: ContextSource,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
@@ -370,6 +374,7 @@ impl Outcomes {
             crisp,
             coordination,
             context,
+            metrics,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             offers_lock: tokio::sync::Mutex::new(()),
         })
@@ -416,7 +421,7 @@ impl Outcomes {
             self.store.update_offers(self.settings.offers, &event).await
         };
         match result {
-            Ok(events) => events.into_iter().for_each(apply_offer_event),
+            Ok(events) => events.into_iter().for_each(|event| apply_offer_event(&self.metrics, event)),
             Err(e) => tracing::warn!(event = what, error = %e, "cannot record the offer event"),
         }
     }
@@ -483,7 +488,7 @@ impl Outcomes {
             let now = now_secs();
             for trigger in Trigger::ALL {
                 let paused = if offers.is_paused(trigger, now) { 1.0 } else { 0.0 };
-                metrics::gauge!(names::TRIGGER_PAUSED, names::TRIGGER_LABEL => trigger.as_str()).set(paused);
+                self.metrics.gauge_with(names::TRIGGER_PAUSED, &[(names::TRIGGER_LABEL, trigger.as_str())]).set(paused);
             }
         }
     }
@@ -528,12 +533,13 @@ impl Outcomes {
             match effect {
                 Effect::SetSegment(segment) => self.set_segment(session, segment).await,
                 Effect::CountOutcome(outcome) => {
-                    metrics::counter!(names::CONVERSATION_OUTCOMES, names::OUTCOME_LABEL => outcome.label())
+                    self.metrics
+                        .counter_with(names::CONVERSATION_OUTCOMES, &[(names::OUTCOME_LABEL, outcome.label())])
                         .increment(1);
                     log_outcome(session, outcome);
                 }
                 Effect::SendFollowUp { text } => self.follow_up(session, answers, &text).await,
-                Effect::ObserveFirstReply { secs } => metrics::histogram!(names::FIRST_REPLY_SECONDS).record(secs),
+                Effect::ObserveFirstReply { secs } => self.metrics.histogram(names::FIRST_REPLY_SECONDS).record(secs),
             }
         }
     }
@@ -573,7 +579,7 @@ impl Outcomes {
         let post = Post { kind: PostKind::Reply, content: text, fingerprint };
         match self.crisp.post(session, &post).await {
             Ok(()) => {
-                metrics::counter!(names::FOLLOW_UPS).increment(1);
+                self.metrics.counter(names::FOLLOW_UPS).increment(1);
                 tracing::info!(session = id_for_log(session.as_str()), "follow-up sent");
             }
             Err(e) => tracing::warn!(session = id_for_log(session.as_str()), error = %e, "Crisp refused the follow-up"),
@@ -586,18 +592,22 @@ fn log_outcome(session: &ConversationId, outcome: Outcome) {
 }
 
 /// An offer event's counter, gauge and log line.
-fn apply_offer_event(event: OfferEvent) {
+fn apply_offer_event(metrics: &Metrics, event: OfferEvent) {
     match event {
         OfferEvent::Result { trigger, result } => {
-            metrics::counter!(names::OFFER_RESULTS, names::TRIGGER_LABEL => trigger.as_str(), names::RESULT_LABEL => result.label())
+            metrics
+                .counter_with(
+                    names::OFFER_RESULTS,
+                    &[(names::TRIGGER_LABEL, trigger.as_str()), (names::RESULT_LABEL, result.label())],
+                )
                 .increment(1);
         }
         OfferEvent::Paused { trigger, until, reason } => {
-            metrics::gauge!(names::TRIGGER_PAUSED, names::TRIGGER_LABEL => trigger.as_str()).set(1.0);
+            metrics.gauge_with(names::TRIGGER_PAUSED, &[(names::TRIGGER_LABEL, trigger.as_str())]).set(1.0);
             tracing::warn!(trigger = trigger.as_str(), until = until as u64, "{reason}");
         }
         OfferEvent::Resumed { trigger } => {
-            metrics::gauge!(names::TRIGGER_PAUSED, names::TRIGGER_LABEL => trigger.as_str()).set(0.0);
+            metrics.gauge_with(names::TRIGGER_PAUSED, &[(names::TRIGGER_LABEL, trigger.as_str())]).set(0.0);
             tracing::info!(trigger = trigger.as_str(), "offer learning resumed the trigger");
         }
     }
@@ -605,16 +615,15 @@ fn apply_offer_event(event: OfferEvent) {
 
 /// Every outcome series at 0 (and the first-reply histogram), so dashboards and alerts see
 /// them before the first event.
-pub fn register_series() {
+pub fn register_series(metrics: &Metrics) {
     for (name, labels) in names::series() {
-        let labels: Vec<metrics::Label> = labels.into_iter().map(|(k, v)| metrics::Label::new(k, v)).collect();
         if name == names::TRIGGER_PAUSED {
-            metrics::gauge!(name, labels).set(0.0);
+            metrics.gauge_with(name, labels.as_slice()).set(0.0);
         } else {
-            metrics::counter!(name, labels).increment(0);
+            metrics.counter_with(name, labels.as_slice()).increment(0);
         }
     }
-    let _ = metrics::histogram!(names::FIRST_REPLY_SECONDS);
+    let _ = metrics.histogram(names::FIRST_REPLY_SECONDS);
 }
 
 /// `webhook report`: reads the store named by the settings and prints the report.

@@ -64,6 +64,8 @@ pub struct OfferDeps {
     /// Answers' outcomes (a firing after an answer may mean the visitor is stuck) and offer
     /// learning (a paused trigger offers nothing; each offer sent is judged).
     pub outcomes: Arc<crate::outcomes::Outcomes>,
+    /// The webhook's registry: `proactive_offers_total{trigger,outcome}`.
+    pub metrics: plumbing::telemetry::Metrics,
 }
 
 pub struct Offers {
@@ -385,7 +387,12 @@ impl Offers {
 
     /// The firing's one log line, count and trace.
     fn settle(&self, firing: &Firing, outcome: Outcome, attempt: &Attempt) {
-        metrics::counter!(telemetry::PROACTIVE_OFFERS, "trigger" => firing.trigger.as_str(), "outcome" => outcome.name())
+        self.deps
+            .metrics
+            .counter_with(
+                telemetry::PROACTIVE_OFFERS,
+                &[("trigger", firing.trigger.as_str()), ("outcome", outcome.name())],
+            )
             .increment(1);
         let conversation = attempt.conversation.as_ref().map(|c| id_for_log(c.as_str()));
         match outcome {

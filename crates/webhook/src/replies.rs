@@ -33,7 +33,7 @@ use delivery::coordination::{Accepted, Burst, CoordError, Coordination, Hold, Or
 use delivery::inbox::InboxEntry;
 use llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role};
 use plumbing::retry::Backoff;
-use plumbing::telemetry::{self, Settled};
+use plumbing::telemetry::{self, Metrics, Settled};
 use proactive::book::{LinkKey, OfferBook};
 use proactive::offer::reached_out_line;
 use std::collections::HashMap;
@@ -82,6 +82,8 @@ pub struct ReplyDeps {
     pub knowledge: Option<Arc<KnowledgeBase>>,
     /// What became of the bot's answers: driven by messages, answers and hand-offs.
     pub outcomes: Arc<Outcomes>,
+    /// The webhook's registry: replies, hand-offs, settled messages, redactions.
+    pub metrics: Metrics,
 }
 
 /// The redaction step of one reply: every text bound for the LLM passes [`Redaction::apply`]
@@ -105,10 +107,10 @@ impl Redaction<'_> {
     }
 
     /// Counts what was found, by kind (`redactions_total{kind}`).
-    fn count(&self) {
+    fn count(&self, metrics: &Metrics) {
         for (kind, n) in self.counts.iter() {
             if n > 0 {
-                metrics::counter!(telemetry::REDACTIONS, "kind" => kind.label()).increment(n);
+                metrics.counter_with(telemetry::REDACTIONS, &[("kind", kind.label())]).increment(n);
             }
         }
     }
@@ -328,7 +330,7 @@ impl Inner {
                 Submitted::Accepted
             }
             Ok(Accepted::Duplicate) => {
-                telemetry::settled(Settled::Duplicate, 1);
+                self.deps.metrics.settled(Settled::Duplicate, 1);
                 tracing::info!(session = id_for_log(session.as_str()), "redelivered message ignored");
                 Submitted::Duplicate
             }
@@ -465,9 +467,9 @@ impl Inner {
                         tracing::warn!(parent: &span, error = %e, "cannot mark the burst done; it will be checked against the conversation when resumed");
                     }
                     if settled > 0 {
-                        telemetry::settled(Settled::AlreadyAnswered, settled);
+                        self.deps.metrics.settled(Settled::AlreadyAnswered, settled);
                     }
-                    telemetry::settled(how, replied);
+                    self.deps.metrics.settled(how, replied);
                     tracing::info!(parent: &span, messages = replied, already_answered = settled, outcome = how.as_str(), "messages settled");
                 }
                 Attempt::Lost => {
@@ -480,7 +482,7 @@ impl Inner {
                 }
                 Attempt::Retry => {
                     if settled > 0 && coordination.finish(&hold, &burst, settled).await.is_ok() {
-                        telemetry::settled(Settled::AlreadyAnswered, settled);
+                        self.deps.metrics.settled(Settled::AlreadyAnswered, settled);
                     }
                     let wait = backoff.next_delay();
                     tracing::warn!(parent: &span, retry_in = ?wait, "reply not delivered; the messages stay recorded and are retried");
@@ -546,7 +548,7 @@ impl Inner {
                 return (Attempt::Settled(Settled::Silenced), already);
             }
             Ok(_) => {}
-            Err(e) => return (coordination_unknown("floor", &e), already),
+            Err(e) => return (coordination_unknown(&self.deps.metrics, "floor", &e), already),
         }
         let mut turn = Turn { hold, session, answers: newest.id.to_string(), trouble: ::outcomes::Trouble::default() };
         // The slot bounds all the work of a reply (lookups included), not only the LLM call.
@@ -573,14 +575,14 @@ impl Inner {
         }
         match attempt {
             Attempt::Settled(Settled::Answered) => {
-                metrics::counter!(telemetry::REPLIES_SENT).increment(1);
+                self.deps.metrics.counter(telemetry::REPLIES_SENT).increment(1);
                 tracing::info!(messages = current.len(), linked_by = ?activity.linked_by, "reply sent")
             }
             Attempt::Settled(Settled::FallbackSent) => {
-                metrics::counter!(telemetry::FALLBACKS_SENT).increment(1);
+                self.deps.metrics.counter(telemetry::FALLBACKS_SENT).increment(1);
                 tracing::warn!("fallback message sent")
             }
-            Attempt::Retry => metrics::counter!(telemetry::REPLIES_FAILED).increment(1),
+            Attempt::Retry => self.deps.metrics.counter(telemetry::REPLIES_FAILED).increment(1),
             Attempt::Settled(_) | Attempt::Lost => {}
         }
         (attempt, already)
@@ -594,7 +596,7 @@ impl Inner {
             Ok(floor) if floor.human => return MayPost::Silenced,
             Ok(_) => {}
             Err(e) => {
-                coordination_unknown("floor", &e);
+                coordination_unknown(&self.deps.metrics, "floor", &e);
                 return MayPost::Unknown;
             }
         }
@@ -602,7 +604,7 @@ impl Inner {
             Ok(true) => MayPost::Yes,
             Ok(false) => MayPost::Lost,
             Err(e) => {
-                coordination_unknown("hold", &e);
+                coordination_unknown(&self.deps.metrics, "hold", &e);
                 MayPost::Unknown
             }
         }
@@ -620,7 +622,7 @@ impl Inner {
         let limits = self.deps.limits;
         let left_out = burst.len().saturating_sub(limits.max_burst_messages);
         if left_out > 0 {
-            metrics::counter!(telemetry::BURST_MESSAGES_LEFT_OUT).increment(left_out as u64);
+            self.deps.metrics.counter(telemetry::BURST_MESSAGES_LEFT_OUT).increment(left_out as u64);
         }
         let question = visitor_words(
             burst.iter().map(|m| m.content.as_str()),
@@ -659,7 +661,7 @@ impl Inner {
                 turn
             })
             .collect();
-        redaction.count();
+        redaction.count(&self.deps.metrics);
         self.deps.placeholders.save(session, &redaction.map).await;
         let mut request = reply_request_with(
             &self.deps.system_prompt,
@@ -856,7 +858,7 @@ impl Inner {
         activity: &Activity,
         articles: Option<&str>,
     ) -> String {
-        metrics::counter!(telemetry::HANDOFFS, "reason" => reason.name()).increment(1);
+        self.deps.metrics.counter_with(telemetry::HANDOFFS, &[("reason", reason.name())]).increment(1);
         let now = proactive::now_secs();
         let linked_by = linked_by_words(activity.linked_by);
         let mut note = handoff::note(reason, model_summary, activity.context.as_ref(), linked_by, now);
@@ -934,7 +936,7 @@ impl Inner {
         let now = proactive::now_secs();
         let (offer, first) = book.update(session, now, |gate| gate.visitor_wrote(now)).await??;
         if first {
-            metrics::counter!(telemetry::PROACTIVE_ENGAGED).increment(1);
+            self.deps.metrics.counter(telemetry::PROACTIVE_ENGAGED).increment(1);
             tracing::info!(trigger = offer.trigger.as_str(), "the visitor answered a proactive offer");
         }
         Some((reached_out_line(&offer, now), offer.trigger))
@@ -1067,8 +1069,8 @@ impl Inner {
 
 /// A Redis that cannot say who has the floor (or whether the hold is still ours): the reply
 /// waits and is tried again; it is never sent on a guess.
-fn coordination_unknown(step: &'static str, e: &CoordError) -> Attempt {
-    metrics::counter!(telemetry::COORDINATION_UNAVAILABLE, "step" => step).increment(1);
+fn coordination_unknown(metrics: &Metrics, step: &'static str, e: &CoordError) -> Attempt {
+    metrics.counter_with(telemetry::COORDINATION_UNAVAILABLE, &[("step", step)]).increment(1);
     tracing::warn!(error = %e, step, "Redis cannot say whether the bot may speak; the reply waits");
     Attempt::Retry
 }

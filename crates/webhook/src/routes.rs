@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use crisp::{HookEvent, classify, id_for_log};
 use plumbing::auth::{SecretDigest, verify_crisp_signature};
 use plumbing::ratelimit::RateLimitedWarn;
-use plumbing::telemetry::{HookOutcome, hook_received};
+use plumbing::telemetry::{HookOutcome, Metrics};
 use plumbing::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,8 +21,8 @@ use tower_http::trace::TraceLayer;
 pub const MAX_HOOK_BODY: usize = 1 << 20;
 
 pub struct AppState {
-    /// Renders `/metrics`; `None` when no recorder could be installed.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// This webhook's metrics (its own registry): what it counts and `/metrics` renders.
+    pub metrics: Metrics,
     /// The `?key=` secret, held only as its digest.
     pub hook_key: HookKey,
     pub website_id: crisp::WebsiteId,
@@ -58,18 +58,13 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
-    match &state.metrics {
-        Some(handle) => {
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "metrics unavailable"),
-    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 /// Counts a refused hook and answers it; the log line is rate-limited (anyone on the internet
 /// can send refused hooks) and says how many refusals it stands for.
 fn refuse(state: &AppState, outcome: HookOutcome, status: StatusCode, reason: &str) -> Response {
-    hook_received(outcome);
+    state.metrics.hook_received(outcome);
     let allowed = state.refusals.lock().unwrap_or_else(PoisonError::into_inner).allow(std::time::Instant::now());
     if let Some(suppressed) = allowed {
         tracing::warn!(status = status.as_u16(), reason, suppressed_since_last = suppressed, "hook refused");
@@ -196,41 +191,41 @@ async fn crisp_hook(State(state): State<Arc<AppState>>, request: Request<Body>) 
             let session = id_for_log(message.session_id.as_str()).to_owned();
             match state.replies.submit(message).await {
                 Submitted::Accepted | Submitted::Duplicate => {
-                    hook_received(HookOutcome::VisitorMessage);
+                    state.metrics.hook_received(HookOutcome::VisitorMessage);
                     tracing::info!(session, "visitor message accepted")
                 }
                 Submitted::Overloaded => {
-                    hook_received(HookOutcome::Overloaded);
+                    state.metrics.hook_received(HookOutcome::Overloaded);
                     tracing::error!(session, "too many messages waiting; asking Crisp to retry later");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 }
                 Submitted::NotRecorded => {
-                    hook_received(HookOutcome::NotRecorded);
+                    state.metrics.hook_received(HookOutcome::NotRecorded);
                     return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the message; retry later");
                 }
             }
         }
         // Who has the floor must be recorded before the `200`: otherwise Crisp redelivers.
         HookEvent::OperatorText(message) => {
-            hook_received(HookOutcome::OperatorMessage);
+            state.metrics.hook_received(HookOutcome::OperatorMessage);
             if let Err(e) = state.replies.operator_wrote(message).await {
                 tracing::error!(error = %e, "cannot record the operator's takeover; asking Crisp to retry");
                 return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the takeover; retry later");
             }
         }
         HookEvent::Resolved { session_id } => {
-            hook_received(HookOutcome::Resolved);
+            state.metrics.hook_received(HookOutcome::Resolved);
             if let Err(e) = state.replies.resolved(&session_id).await {
                 tracing::error!(error = %e, "cannot record the resolution; asking Crisp to retry");
                 return error(StatusCode::SERVICE_UNAVAILABLE, "cannot record the resolution; retry later");
             }
         }
         HookEvent::SessionData { session_id, data } => {
-            hook_received(HookOutcome::SessionData);
+            state.metrics.hook_received(HookOutcome::SessionData);
             state.replies.session_data(&session_id, &data).await
         }
         HookEvent::Ignored(reason) => {
-            hook_received(HookOutcome::Ignored);
+            state.metrics.hook_received(HookOutcome::Ignored);
             tracing::debug!(reason, "hook ignored")
         }
     }

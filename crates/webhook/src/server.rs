@@ -14,7 +14,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use plumbing::ratelimit::RateLimitedWarn;
-use plumbing::telemetry::{self, CloseReason};
+use plumbing::telemetry::{CloseReason, Metrics};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -100,9 +100,10 @@ impl Conn {
 }
 
 /// Open connections, for the cap and for shedding.
-#[derive(Default)]
 struct Registry {
     open: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// The app's registry: `http_connections_closed_total{reason}`.
+    metrics: Metrics,
 }
 
 impl Registry {
@@ -133,7 +134,7 @@ impl Registry {
             .map(|(id, _)| *id);
         let Some(shed) = stalled.and_then(|id| open.remove(&id)) else { return false };
         shed.evict.notify_one();
-        telemetry::connection_closed(CloseReason::Shed);
+        self.metrics.connection_closed(CloseReason::Shed);
         true
     }
 
@@ -143,18 +144,20 @@ impl Registry {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in progress finish
-/// (each within its own time limit) and returns.
+/// (each within its own time limit) and returns. Connections it closes on its own are counted in
+/// `metrics`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
     ));
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry { open: Mutex::default(), metrics });
     // One permit per open socket, held until the socket is closed: the process never holds
     // more client sockets than the cap, whatever the clients do.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -192,7 +195,7 @@ pub async fn serve(
             },
         };
         let Some(slot) = slot else {
-            telemetry::connection_closed(CloseReason::Refused);
+            registry.metrics.connection_closed(CloseReason::Refused);
             if let Some(suppressed) = refused.allow(std::time::Instant::now()) {
                 tracing::warn!(suppressed, max = limits.max_connections, "connection refused: every slot is busy");
             }
@@ -205,7 +208,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, registry, stop) = (app.clone(), Arc::clone(&registry), stop_rx.clone());
         tracker.spawn(async move {
-            serve_connection(stream, app, conn, limits, stop).await;
+            serve_connection(stream, app, conn, limits, &registry.metrics, stop).await;
             registry.remove(id);
             drop(slot);
         });
@@ -223,6 +226,7 @@ async fn serve_connection(
     app: Router,
     conn: Arc<Conn>,
     limits: ConnectionLimits,
+    metrics: &Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let io = TokioIo::new(Watched { inner: stream, conn: Arc::clone(&conn) });
@@ -275,7 +279,7 @@ async fn serve_connection(
                     _ => (limits.request_timeout * 2, CloseReason::RequestTimeout),
                 };
                 if now.duration_since(phase_since) >= limit {
-                    telemetry::connection_closed(reason);
+                    metrics.connection_closed(reason);
                     return;
                 }
             }

@@ -20,6 +20,7 @@ use delivery::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordin
 use plumbing::config::ConfigError;
 use plumbing::process::Service;
 use plumbing::ratelimit::RateLimitedWarn;
+use plumbing::telemetry::Metrics;
 use proactive::book::{LocalBook, OfferBook, RedisBook};
 use proactive::feed::{FileFeed, FiringFeed, RedisFeed};
 use std::future::Future;
@@ -81,7 +82,15 @@ impl Service for App {
     }
 
     /// Opens and binds everything the settings name; each failure names its setting.
-    async fn build(settings: Settings) -> Result<App, ConfigError> {
+    async fn build(mut settings: Settings) -> Result<App, ConfigError> {
+        // This webhook's own registry (no global recorder): handed to everything that counts,
+        // rendered by its `/metrics`. Every documented series is listed from the first scrape.
+        let metrics = Metrics::new();
+        crate::series::register_series(&metrics);
+        crate::knowledge::register_series(&metrics);
+        outcomes::register_series(&metrics);
+        settings.crisp = settings.crisp.with_metrics(metrics.clone());
+        settings.llm = settings.llm.with_metrics(metrics.clone());
         let listener = TcpListener::bind(settings.bind_addr).await.map_err(|e| ConfigError::Invalid {
             var: "BIND_ADDR",
             reason: format!("cannot listen on {}: {e}", settings.bind_addr),
@@ -114,7 +123,7 @@ impl Service for App {
         let redis = settings.store.connect_redis()?;
         let knowledge = match settings.knowledge.clone() {
             Some(sources) => {
-                let base = KnowledgeBase::open(sources, settings.crisp.settings(), &settings.openai)?;
+                let base = KnowledgeBase::open(sources, settings.crisp.settings(), &settings.openai, metrics.clone())?;
                 base.start().await;
                 Some(base)
             }
@@ -151,20 +160,22 @@ impl Service for App {
             settings.website_id.clone(),
             settings.mcp_signature_window,
         )
-        .map(|auth| mcp::McpGuard::new(auth, settings.connections.header_read_timeout, redis.clone()));
+        .map(|auth| mcp::McpGuard::new(auth, settings.connections.header_read_timeout, redis.clone(), metrics.clone()));
         let mcp_routes = mcp::router(
             mcp_guard,
             context.clone(),
             settings.store.limits.ttl,
             Arc::clone(&settings.redactor),
             knowledge.clone(),
+            metrics.clone(),
         );
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
-        let (journal, recorded) = delivery::inbox::Journal::open(data_dir).map_err(|e| ConfigError::Invalid {
-            var: "DATA_DIR",
-            reason: format!("cannot open the inbox journal in {}: {e}", data_dir.display()),
-        })?;
+        let (journal, recorded) =
+            delivery::inbox::Journal::open_with_metrics(data_dir, &metrics).map_err(|e| ConfigError::Invalid {
+                var: "DATA_DIR",
+                reason: format!("cannot open the inbox journal in {}: {e}", data_dir.display()),
+            })?;
         if !recorded.is_empty() {
             tracing::info!(
                 messages = recorded.len(),
@@ -186,6 +197,7 @@ impl Service for App {
             settings.crisp.clone(),
             Arc::clone(&coordination),
             context.clone(),
+            metrics.clone(),
         );
         // Proactive offers: their records, and the firings the listener records.
         let offer_book = settings.proactive.as_ref().map(|_| {
@@ -211,6 +223,7 @@ impl Service for App {
                     context_max_chars: settings.context_max_chars,
                     traces: traces.clone(),
                     outcomes: Arc::clone(&outcomes),
+                    metrics: metrics.clone(),
                 });
                 Some((offers, feed))
             }
@@ -237,14 +250,10 @@ impl Service for App {
                     Some(conn) => PlaceholderBook::Redis { conn },
                     None => PlaceholderBook::files(&settings.store.data_dir),
                 },
+                metrics: metrics.clone(),
             },
             settings.max_concurrent_replies,
         );
-        let metrics =
-            plumbing::telemetry::install_recorder().map_err(|e| tracing::warn!(error = %e, "metrics unavailable")).ok();
-        crate::series::register_series();
-        crate::knowledge::register_series();
-        outcomes::register_series();
         let state = Arc::new(AppState {
             metrics,
             hook_key: settings.hook_key,
@@ -298,6 +307,7 @@ impl Service for App {
                 metrics_listener,
                 metrics_router(Arc::clone(&state)),
                 connections,
+                state.metrics.clone(),
                 async move {
                     let _ = stop.changed().await;
                 },
@@ -308,7 +318,7 @@ impl Service for App {
         let sweeper = outcomes.run();
         let resuming = replies.resume_recorded();
         tracing::info!(%addr, max_connections = connections.max_connections, "webhook listening");
-        server::serve(listener, app, connections, shutdown).await?;
+        server::serve(listener, app, connections, state.metrics.clone(), shutdown).await?;
         let _ = stopping.send(true);
         tracing::info!("no longer accepting hooks; finishing replies in flight");
         resuming.abort();
@@ -335,6 +345,11 @@ impl App {
     /// The address hooks are served on (the real port when `BIND_ADDR` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// This webhook's metrics (what its `/metrics` renders).
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
     }
 
     /// The address of `/metrics` when `METRICS_ADDR` is set.

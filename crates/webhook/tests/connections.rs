@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::routing::{get, post};
+use plumbing::telemetry::Metrics;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,7 +26,7 @@ async fn start(max_connections: usize) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     let limits =
         ConnectionLimits { header_read_timeout: HEADER, idle_timeout: IDLE, request_timeout: REQUEST, max_connections };
-    tokio::spawn(serve(listener, app(), limits, std::future::pending()));
+    tokio::spawn(serve(listener, app(), limits, Metrics::default(), std::future::pending()));
     addr
 }
 
