@@ -9,7 +9,7 @@ use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, http, requests_to, set, visitor_message, visitor_stand_in, wait_for,
     webhook_env,
 };
-use standins::{Proc, bin, free_port, raise_open_file_limit};
+use standins::{ClosedPort, bin, logged_addr, raise_open_file_limit, spawn_on_port};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,37 +191,29 @@ async fn metrics_list_every_series_from_the_first_scrape_and_can_leave_the_publi
         assert!(first.contains(series), "{series} missing from the first scrape:\n{first}");
     }
 
-    let metrics_port = free_port();
     let mut env = env_for(&server);
-    set(&mut env, "METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     let webhook = Webhook::start_in_tempdir(bin!("webhook"), env, LIMIT).await;
     let public = http().get(webhook.metrics_url()).send().await.unwrap();
     assert_eq!(public.status(), 404, "metrics left the public port");
-    let own = http().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap();
+    let metrics_addr = logged_addr(&webhook.stderr(), "metrics at /metrics")
+        .unwrap_or_else(|| panic!("the metrics address is not logged:\n{}", webhook.stderr()));
+    let own = http().get(format!("http://{metrics_addr}/metrics")).send().await.unwrap();
     let own = own.text().await.unwrap();
     assert!(own.contains("replies_sent_total 0"), "{own}");
 }
 
 #[tokio::test]
 async fn the_listener_lists_its_series_before_any_event() {
-    let metrics_port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        // Nothing listens there: the stream never connects, yet every series is listed.
-        ("STREAM_URL", format!("http://127.0.0.1:{}/stream/p", free_port())),
-        ("SUMMARY_THRESHOLD", "0".to_owned()),
-        ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-    ];
-    let listener = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
+    // Nothing listens there: the stream never connects, yet every series is listed.
+    let nothing = ClosedPort::new();
+    let env = [("STREAM_URL", format!("http://{}/stream/p", nothing.addr())), ("SUMMARY_THRESHOLD", "0".to_owned())];
+    let (listener, metrics_port) =
+        spawn_on_port(bin!("listener"), dir.path(), &env, "METRICS_ADDR", "metrics at /metrics", LIMIT).await;
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let deadline = Instant::now() + LIMIT;
-    let scrape = loop {
-        if let Ok(response) = http().get(&url).send().await {
-            break response.text().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "no metrics: {}", listener.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let scrape = http().get(&url).send().await.unwrap_or_else(|e| panic!("no metrics ({e}): {}", listener.stderr()));
+    let scrape = scrape.text().await.unwrap();
     for series in
         ["actions_ingested_total 0", "frames_skipped_total 0", "summaries_written_total 0", "stream_connected 0"]
     {

@@ -8,7 +8,7 @@ use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, crisp_ok, http, mount_crisp_catch_all, mount_llm, requests_to, set,
     summary_env, wait_for_count,
 };
-use standins::{Proc, bin, eventually, free_port, read};
+use standins::{Proc, bin, eventually, read, spawn_on_port};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -273,7 +273,7 @@ async fn webhook_metrics_count_a_fallback_reply_when_the_llm_fails() {
 // 2. Listener metrics
 // ---------------------------------------------------------------------------------------------
 
-/// A listener with `METRICS_ADDR` on a free port, started in its own directory.
+/// A listener with `METRICS_ADDR` on a loopback port of its own, started in its own directory.
 struct MeteredListener {
     proc: Proc,
     metrics_url: String,
@@ -281,18 +281,14 @@ struct MeteredListener {
 }
 
 impl MeteredListener {
-    fn start(server: &SseServer, extra: &[(&'static str, String)]) -> MeteredListener {
+    async fn start(server: &SseServer, extra: &[(&'static str, String)]) -> MeteredListener {
         let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut env = vec![
-            ("STREAM_URL", server.url.clone()),
-            ("SUMMARY_THRESHOLD", "0".to_owned()),
-            ("METRICS_ADDR", addr.clone()),
-        ];
+        let mut env = vec![("STREAM_URL", server.url.clone()), ("SUMMARY_THRESHOLD", "0".to_owned())];
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend(extra.iter().cloned());
-        let proc = Proc::spawn(bin!("listener"), dir.path(), &env, &[]);
-        MeteredListener { proc, metrics_url: format!("http://{addr}/metrics"), _dir: dir }
+        let (proc, port) =
+            spawn_on_port(bin!("listener"), dir.path(), &env, "METRICS_ADDR", "metrics at /metrics", LIMIT).await;
+        MeteredListener { proc, metrics_url: format!("http://127.0.0.1:{port}/metrics"), _dir: dir }
     }
 
     async fn until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
@@ -304,7 +300,7 @@ impl MeteredListener {
 async fn listener_metrics_count_actions_skipped_frames_connection_and_reconnects() {
     let chunks = vec![Bytes::from(ACTIONS_FULL), Bytes::from_static(b"data: not-json\n\n")];
     let server = SseServer::start(vec![Plan::StreamThenHold(chunks)], None).await;
-    let listener = MeteredListener::start(&server, &[]);
+    let listener = MeteredListener::start(&server, &[]).await;
 
     let body = listener
         .until("actions, skipped frames and the connection gauge", |body| {
@@ -335,7 +331,7 @@ async fn listener_metrics_count_written_summaries() {
     mount_llm(&llm, completion("The user exported a CSV, then opened billing.")).await;
     let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
     let env = summary_env(&llm, 3);
-    let listener = MeteredListener::start(&server, &env);
+    let listener = MeteredListener::start(&server, &env).await;
     let body =
         listener.until("summaries_written_total 1", |body| metric(body, "summaries_written_total") == Some(1.0)).await;
     assert!(body.lines().any(|l| l == "summaries_written_total 1"), "{body}");
