@@ -244,7 +244,7 @@ async fn typing_starts_before_the_llm_call_and_stops_after_the_reply() {
 async fn typing_stops_when_the_llm_fails_with_or_without_a_fallback() {
     let server = stand_in(llm_refusal(400)).await;
     let with_fallback = start_webhook(&server, &[]).await;
-    let mut without = start_webhook(&server, &[("FALLBACK_MESSAGE", "")]).await;
+    let without = start_webhook(&server, &[("FALLBACK_MESSAGE", "")]).await;
     with_fallback.deliver(&visitor_message(SITE, "session_F1", 1, "Hello?")).await;
     without.deliver(&visitor_message(SITE, "session_F2", 1, "Hello?")).await;
 
@@ -258,7 +258,8 @@ async fn typing_stops_when_the_llm_fails_with_or_without_a_fallback() {
     let post = position(&all, "POST", &message_path("session_F1"), None).expect("fallback posted");
     let stop = position(&all, "PATCH", &compose_path("session_F1"), Some(&typing("stop"))).unwrap();
     assert!(post < stop, "typing stops after the fallback is posted");
-    without.stop().await;
+    // A fallback is posted before typing stops (as above): the attempt for session_F2 is over
+    // and posted nothing. (The message stays recorded and is tried again later.)
     assert!(
         requests_to(&server, "POST", &message_path("session_F2")).await.is_empty(),
         "FALLBACK_MESSAGE=\"\" sends nothing"
@@ -490,9 +491,14 @@ async fn a_crisp_400_is_not_retried_and_its_reason_is_logged() {
     let server = crisp_refusing_first(100, invalid).await;
     // The binary: its log is what this test reads.
     let webhook = start_webhook_binary(&server, &[]).await;
-    let (webhook, posts) = attempts_for_one_message(webhook, &server, 1).await;
-    assert_eq!(posts.len(), 1, "exactly one attempt");
-    assert!(eventually(LIMIT, || webhook.stderr().contains("invalid_data")).await, "log:\n{}", webhook.stderr());
+    webhook.deliver(&visitor_message(SITE, "session_X", 1, "Is this thing on?")).await;
+    // The attempt ends with this line; the reply is tried again later, as a whole (after a
+    // back-off), not by the Crisp client repeating the refused post.
+    let ended = eventually(LIMIT, || webhook.stderr().contains("reply not delivered")).await;
+    assert!(ended, "log:\n{}", webhook.stderr());
+    let posts = requests_to(&server, "POST", &message_path("session_X")).await;
+    assert_eq!(posts.len(), 1, "exactly one post in the attempt; log:\n{}", webhook.stderr());
+    assert!(webhook.stderr().contains("invalid_data"), "log:\n{}", webhook.stderr());
 }
 
 #[tokio::test]
@@ -761,11 +767,12 @@ async fn with_crisp_hook_secret_an_hour_old_signed_hook_is_refused_and_fresh_one
     let signature = sign_hook(&hook.secret, &millis, &body);
     let headers = [("X-Crisp-Request-Timestamp", millis.as_str()), ("X-Crisp-Signature", signature.as_str())];
     assert_eq!(webhook.post_raw(&body, &headers).await, 200, "{}", webhook.stderr());
-    // Stopped, the webhook has answered all it accepted: the two fresh hooks, never a stale one.
+    // Stopped, the webhook has answered all it accepted: the stale hooks' words (those of the
+    // fresh one in seconds) were asked once, for that fresh one.
     webhook.stop().await;
     let asked: Vec<String> = requests_to(&server, "POST", LLM_PATH).await.iter().map(last_user_message).collect();
-    assert_eq!(asked.len(), 2, "a stale hook is never answered: {asked:#?}");
-    assert!(asked[1].contains("Hey again :)"), "{asked:#?}");
+    let stale = asked.iter().filter(|q| q.ends_with("User question: Hey :)")).count();
+    assert_eq!(stale, 1, "a stale hook is never answered: {asked:#?}");
 }
 
 #[tokio::test]

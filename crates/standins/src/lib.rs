@@ -204,8 +204,12 @@ impl Default for ClosedPort {
 
 /// The address an app logged on the line containing `message` (its `addr=` field), e.g. the
 /// port it bound for port 0: `logged_addr(&log, "webhook listening")`.
+/// Reads both log formats: text (`addr=...`) and `LOG_FORMAT=json` (`"addr":"..."`).
 pub fn logged_addr(log: &str, message: &str) -> Option<std::net::SocketAddr> {
     let line = strip_ansi(log.lines().find(|line| line.contains(message))?);
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+        return json["fields"]["addr"].as_str()?.parse().ok();
+    }
     let value = line.split_whitespace().find_map(|field| field.strip_prefix("addr="))?;
     value.trim_matches('"').parse().ok()
 }
