@@ -14,7 +14,7 @@ use standins::stand_ins::{
     DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
     post_body, requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
 };
-use standins::{Proc, bin, eventually};
+use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wiremock::{MockServer, ResponseTemplate};
@@ -377,8 +377,11 @@ async fn an_unanswered_offer_doubles_the_cooldown() {
     scene.ping_pong().await;
     scene.wait_outcome("cooldown", 1).await;
     scene.assert_nothing_sent().await;
-    let state = std::fs::read_to_string(scene.data_dir().join("proactive.state")).unwrap();
-    assert!(state.contains(r#""dismissals":1"#) && state.contains(r#""state":"dismissed""#), "{state}");
+    // The state file is saved in the background: wait for the dismissal to reach it.
+    let path = scene.data_dir().join("proactive.state");
+    let dismissed = |state: &str| state.contains(r#""dismissals":1"#) && state.contains(r#""state":"dismissed""#);
+    let saved = eventually(LIMIT, || dismissed(&read(&path))).await;
+    assert!(saved, "{}", read(&path));
 }
 
 /// A state file holding one unanswered offer to the test's visitor at `at`.
