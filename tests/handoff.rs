@@ -215,14 +215,15 @@ async fn three_requests_in_one_burst_give_one_hand_off() {
     let slow = SlowModel(Model { tools: true, triggers: MULTILINGUAL });
     Mock::given(method("POST")).and(path(LLM_PATH)).respond_with(slow).mount(&server).await;
     mount_crisp(&server, "online").await;
-    let webhook = Webhook::in_process(dir.path(), env_for(&server, &dir.path().join("data"), &[])).await;
+    let mut webhook = Webhook::in_process(dir.path(), env_for(&server, &dir.path().join("data"), &[])).await;
 
     webhook.deliver_ok(&visitor_message(SITE, "session_b", 1, "Where is billing?")).await;
     for n in 2..5 {
         webhook.deliver_ok(&visitor_message(SITE, "session_b", n, "human")).await;
     }
     let (texts, notes) = wait_posted(&server, "session_b", 2, 1).await;
-    tokio::time::sleep(QUIET).await;
+    // Stopped, the webhook has dealt with every message of the burst: nothing more comes.
+    webhook.stop().await;
     let (texts_after, notes_after) = posted(&server, "session_b").await;
     assert_eq!((texts_after.len(), notes_after.len()), (texts.len(), notes.len()));
     assert_eq!(texts, [ANSWER, ONLINE], "{}", webhook.stderr());

@@ -9,7 +9,7 @@ use standins::stand_ins::{
     Env, LLM_PATH, Webhook, completion, http, requests_to, set, visitor_message, visitor_stand_in, wait_for,
     webhook_env,
 };
-use standins::{bin, free_port, raise_open_file_limit};
+use standins::{ClosedPort, bin, raise_open_file_limit};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -208,9 +208,10 @@ async fn metrics_list_every_series_from_the_first_scrape_and_can_leave_the_publi
 #[tokio::test]
 async fn the_listener_lists_its_series_before_any_event() {
     let dir = tempfile::tempdir().unwrap();
+    let nothing = ClosedPort::new();
     let env = [
         // Nothing listens there: the stream never connects, yet every series is listed.
-        ("STREAM_URL", format!("http://127.0.0.1:{}/stream/p", free_port())),
+        ("STREAM_URL", format!("http://{}/stream/p", nothing.addr())),
         ("SUMMARY_THRESHOLD", "0".to_owned()),
         ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
     ];

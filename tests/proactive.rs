@@ -14,7 +14,7 @@ use standins::stand_ins::{
     DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
     post_body, requests_to, visitor_message, visitor_stand_in, wait_for, webhook_env,
 };
-use standins::{Proc, bin, eventually};
+use standins::{Proc, bin, eventually, read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wiremock::{MockServer, ResponseTemplate};
@@ -25,8 +25,6 @@ const CRISP_SESSION: &str = "session_7f1c2a9e-1111-4c3b-9d55-0123456789ab";
 const AUTOPLAY_SESSION: &str = "ps_stuck_visitor";
 const OFFER: &str = "Looking for the invoice export? I can show you where it is.";
 const LIMIT: Duration = Duration::from_secs(20);
-/// How long "nothing more happens" is watched for.
-const QUIET: Duration = Duration::from_millis(1500);
 
 fn offer_answer(message: &str) -> ResponseTemplate {
     completion(&json!({"send": true, "message": message}).to_string())
@@ -186,9 +184,10 @@ impl Scene {
         requests_to(&self.server, "POST", &self.message_path()).await.iter().map(post_body).collect()
     }
 
-    /// The visitor offered nothing, nor the conversation started.
+    /// The visitor offered nothing, nor the conversation started. Called once the firing's
+    /// outcome was counted ([`Scene::wait_outcome`]): a firing is settled after its offer was
+    /// sent or not, so what was sent for it is all there will be.
     async fn assert_nothing_sent(&self) {
-        tokio::time::sleep(QUIET).await;
         assert!(self.offers_sent().await.is_empty(), "{:?}", self.offers_sent().await);
         assert!(requests_to(&self.server, "POST", &self.initiate_path()).await.is_empty());
     }
@@ -240,6 +239,7 @@ async fn offers_stop_at_the_cap_per_session() {
     scene.link().await;
     scene.ping_pong().await;
     scene.wait_outcome("sent", 1).await;
+    // PROACTIVE_COOLDOWN_SECS=1 running out is the premise (wall-clock time in the binary).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     scene.ping_pong().await;
     scene.wait_outcome("capped", 1).await;
@@ -377,8 +377,11 @@ async fn an_unanswered_offer_doubles_the_cooldown() {
     scene.ping_pong().await;
     scene.wait_outcome("cooldown", 1).await;
     scene.assert_nothing_sent().await;
-    let state = std::fs::read_to_string(scene.data_dir().join("proactive.state")).unwrap();
-    assert!(state.contains(r#""dismissals":1"#) && state.contains(r#""state":"dismissed""#), "{state}");
+    // The state file is saved in the background: wait for the dismissal to reach it.
+    let path = scene.data_dir().join("proactive.state");
+    let dismissed = |state: &str| state.contains(r#""dismissals":1"#) && state.contains(r#""state":"dismissed""#);
+    let saved = eventually(LIMIT, || dismissed(&read(&path))).await;
+    assert!(saved, "{}", read(&path));
 }
 
 /// A state file holding one unanswered offer to the test's visitor at `at`.
@@ -405,12 +408,11 @@ async fn a_restart_never_offers_twice() {
     env.push(("DATA_DIR", scene.data_dir().display().to_string()));
     env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
     scene.webhook = standins::stand_ins::Webhook::start(bin!("webhook"), scene.dir.path(), env, LIMIT).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(scene.offers_sent().await.len(), 1, "{}", scene.webhook.stderr());
-    // And the cooldown survived the restart.
+    // The cooldown survived the restart; and firings are read in order, so once the new one is
+    // settled the old one would have been offered again by now, had it been read again.
     scene.ping_pong().await;
     scene.wait_outcome("cooldown", 1).await;
-    assert_eq!(scene.offers_sent().await.len(), 1);
+    assert_eq!(scene.offers_sent().await.len(), 1, "{}", scene.webhook.stderr());
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! The real `listener` and `webhook` binaries sharing Redis: coordination of webhook replicas,
 //! the per-visitor context store, and carrying on while Redis is down.
 //!
-//! Each test starts its own `redis-server` on a free loopback port (CI installs it with
-//! apt-get); a machine without `redis-server` and `redis-cli` on PATH fails these tests.
+//! Each test starts its own `redis-server` on a loopback port of its own (started again on
+//! another port should the port be taken), or on a port held closed until the test starts
+//! Redis there (CI installs redis-server with apt-get); a machine without `redis-server` and
+//! `redis-cli` on PATH fails these tests.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -11,7 +13,7 @@ use standins::stand_ins::{
     LLM_PATH, Webhook, actions_frame, all_requests, completion, llm_calls, message_path, requests_to, user_prompt,
     visitor_message, visitor_stand_in, webhook_env,
 };
-use standins::{Proc, bin, eventually, free_port, read};
+use standins::{ClosedPort, Proc, bin, eventually, read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,8 +30,6 @@ const RECOVERY: &str = "Redis reachable again";
 
 /// Generous limit for something that must happen.
 const LIMIT: Duration = Duration::from_secs(20);
-/// How long "nothing happens" is watched for.
-const QUIET: Duration = Duration::from_millis(1500);
 
 // ---------------------------------------------------------------------------------------------
 // redis-server and redis-cli
@@ -55,15 +55,33 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` on `port` (no persistence) and waits until it answers PING.
-    fn start(port: u16) -> RedisServer {
+    /// Starts `redis-server` on a port of its own and waits until it answers PING; should
+    /// another process take the port first, starts it again on another one.
+    fn start() -> RedisServer {
+        for _ in 0..5 {
+            if let Ok(server) = RedisServer::try_start(ClosedPort::new().release()) {
+                return server;
+            }
+        }
+        panic!("redis-server: five ports taken in a row")
+    }
+
+    /// Starts `redis-server` on `port`, held closed until now, and waits until it answers PING.
+    fn start_on(port: ClosedPort) -> RedisServer {
+        let port = port.release();
+        RedisServer::try_start(port).unwrap_or_else(|log| panic!("redis-server cannot bind port {port}:\n{log}"))
+    }
+
+    /// Starts `redis-server` on `port` (no persistence) and waits until it answers PING; `Err`
+    /// with its log when the port was taken.
+    fn try_start(port: u16) -> Result<RedisServer, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("redis.log");
         let out = std::fs::File::create(&log).expect("redis log file");
         let err = out.try_clone().expect("redis log file");
         let port_arg = port.to_string();
         let child = Command::new("redis-server")
-            .args(["--port", &port_arg, "--save", "", "--appendonly", "no"])
+            .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out)
@@ -79,10 +97,14 @@ impl RedisServer {
         let deadline = Instant::now() + LIMIT;
         loop {
             if redis_cli(port, &["PING"]) == "PONG" {
-                return server;
+                return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server on port {port} exited ({status}):\n{}", read(&server.log));
+                let log = read(&server.log);
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("redis-server on port {port} exited ({status}):\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -245,10 +267,10 @@ impl Listener {
 #[tokio::test]
 async fn a_message_delivered_to_two_replicas_is_answered_once() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let server = stand_in(Duration::ZERO, &[]).await;
     let env = redis_env(&redis.url(), &prefix("dedupe"));
-    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
+    let (mut a, mut b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
     assert_ne!(a.cwd(), b.cwd());
 
     let session = "session_dedupe";
@@ -256,7 +278,8 @@ async fn a_message_delivered_to_two_replicas_is_answered_once() {
     tokio::join!(a.deliver_ok(&hook), b.deliver_ok(&hook));
 
     assert_eq!(wait_posts(&server, session, 1).await, 1, "never answered; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
-    tokio::time::sleep(QUIET).await;
+    // Both stopped (SIGTERM: every accepted message dealt with first): nothing more comes.
+    tokio::join!(a.stop(), b.stop());
     assert_eq!(crisp_posts(&server, session).await, 1, "answered twice; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
     assert_eq!(llm_prompts(&server).await.len(), 1, "one LLM call only");
     let seen_key = format!("{}seen:{session}:150698569649423", prefix("dedupe"));
@@ -266,11 +289,11 @@ async fn a_message_delivered_to_two_replicas_is_answered_once() {
 #[tokio::test]
 async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let server = stand_in(Duration::from_secs(1), &[]).await;
     let key_prefix = prefix("order");
     let env = redis_env(&redis.url(), &key_prefix);
-    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
+    let (mut a, mut b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
     let logs = || format!("A:\n{}\nB:\n{}", a.stderr(), b.stderr());
 
     let session = "session_order";
@@ -295,7 +318,8 @@ async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
     prompt_for(&server, second, logs).await;
     let calls = llm_prompts(&server).await.len();
     assert_eq!(wait_posts(&server, session, calls).await, calls, "{}", logs());
-    tokio::time::sleep(QUIET).await;
+    tokio::join!(a.stop(), b.stop());
+    let logs = || format!("A:\n{}\nB:\n{}", a.stderr(), b.stderr());
 
     // In arrival order, LLM requests and Crisp posts alternate: never two LLM requests in
     // flight for the conversation.
@@ -331,11 +355,11 @@ async fn one_conversation_is_answered_by_one_replica_at_a_time_in_order() {
 #[tokio::test]
 async fn a_human_operator_writing_via_one_replica_silences_the_other() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let server = stand_in(Duration::ZERO, &[]).await;
     let key_prefix = prefix("human");
     let env = redis_env(&redis.url(), &key_prefix);
-    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
+    let (mut a, mut b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
 
     let session = "session_human";
     a.deliver_ok(&human_operator_message(session, 880_001, "Hi, Anna from support here!")).await;
@@ -346,7 +370,7 @@ async fn a_human_operator_writing_via_one_replica_silences_the_other() {
     b.deliver_ok(&visitor_message(SITE, session, 9, "Is anyone there?")).await;
     let silent = eventually(LIMIT, || b.stderr().contains("a human operator has this conversation")).await;
     assert!(silent, "B never noticed the takeover; B:\n{}", b.stderr());
-    tokio::time::sleep(QUIET).await;
+    tokio::join!(a.stop(), b.stop());
     assert!(llm_prompts(&server).await.is_empty(), "B asked the LLM; B:\n{}", b.stderr());
     assert_eq!(crisp_posts(&server, session).await, 0, "B answered during a human takeover");
 }
@@ -361,9 +385,10 @@ async fn a_human_operator_writing_via_one_replica_silences_the_other() {
 #[tokio::test]
 async fn while_redis_is_down_messages_are_taken_and_wait_then_answered_once_it_is_back() {
     require_redis_tools();
-    let port = free_port();
+    // Redis is down: nothing listens on its port, held until Redis starts there.
+    let port = ClosedPort::new();
     let server = stand_in(Duration::ZERO, &[]).await;
-    let webhook = start_webhook(&server, &redis_env(&redis_url(port), &prefix("down"))).await;
+    let webhook = start_webhook(&server, &redis_env(&redis_url(port.port), &prefix("down"))).await;
 
     let sessions: Vec<String> = (1..=3_u64).map(|i| format!("session_down_{i}")).collect();
     for (i, session) in (1..=3_u64).zip(&sessions) {
@@ -380,7 +405,7 @@ async fn while_redis_is_down_messages_are_taken_and_wait_then_answered_once_it_i
     assert_eq!(log.matches(OUTAGE).count(), 1, "the outage is logged once:\n{log}");
     assert!(!log.contains(RECOVERY), "{log}");
 
-    let redis = RedisServer::start(port);
+    let redis = RedisServer::start_on(port);
     let session = "session_back";
     let took = webhook.deliver_ok(&visitor_message(SITE, session, 800, "question once Redis is back")).await;
     assert!(took < Duration::from_secs(1), "acknowledged in {took:?}");
@@ -397,7 +422,8 @@ async fn while_redis_is_down_messages_are_taken_and_wait_then_answered_once_it_i
 #[tokio::test]
 async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
     require_redis_tools();
-    let port = free_port();
+    // Redis is down: nothing listens on its port, held until Redis starts there.
+    let port = ClosedPort::new();
     let key_prefix = prefix("buffer");
     let titles = ["R action 1", "R action 2", "R action 3", "R action 4", "R action 5"];
     let frames = [
@@ -405,7 +431,7 @@ async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
         actions_frame("ps_R", json!({}), &titles[2..4]),
         actions_frame("ps_R", json!({}), &titles[4..]),
     ];
-    let listener = Listener::start(&frames, &redis_env(&redis_url(port), &key_prefix)).await;
+    let listener = Listener::start(&frames, &redis_env(&redis_url(port.port), &key_prefix)).await;
 
     let written = eventually(LIMIT, || {
         let file = read(&listener.event_data());
@@ -421,9 +447,9 @@ async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
     let outage = eventually(LIMIT, || listener.stderr().contains(OUTAGE)).await;
     assert!(outage, "the outage was never logged:\n{}", listener.stderr());
 
-    let redis = RedisServer::start(port);
+    let redis = RedisServer::start_on(port);
     let actions = format!("{key_prefix}s:ps_R:a");
-    let caught_up = eventually(LIMIT, || redis_int(port, &["LLEN", &actions]) == Some(titles.len() as i64)).await;
+    let caught_up = eventually(LIMIT, || redis_int(redis.port, &["LLEN", &actions]) == Some(titles.len() as i64)).await;
     assert!(
         caught_up,
         "LLEN {actions} = {:?}, want {}; log:\n{}",
@@ -447,7 +473,7 @@ async fn the_listener_buffers_while_redis_is_down_and_catches_up() {
 #[tokio::test]
 async fn activity_read_by_the_listener_reaches_the_webhooks_prompt_through_redis() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let key_prefix = prefix("context");
     let env = redis_env(&redis.url(), &key_prefix);
     let listener = Listener::start(&[actions_frame("ps_X", json!({}), &["Opened pricing"])], &env).await;
@@ -479,7 +505,7 @@ async fn activity_read_by_the_listener_reaches_the_webhooks_prompt_through_redis
 #[tokio::test]
 async fn stored_actions_expire_after_the_ttl_and_are_capped() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let key_prefix = prefix("expiry");
     let titles = ["E action 1", "E action 2", "E action 3", "E action 4", "E action 5"];
     let mut env = redis_env(&redis.url(), &key_prefix);
@@ -511,14 +537,14 @@ async fn stored_actions_expire_after_the_ttl_and_are_capped() {
 #[tokio::test]
 async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     // A's LLM never answers in time; B's answers at once.
     let slow = stand_in(Duration::from_secs(60), &[]).await;
     let fast = stand_in(Duration::ZERO, &[]).await;
     let mut env = redis_env(&redis.url(), &prefix("failover"));
     env.push(("HOLD_LEASE_SECS", "2".to_owned()));
     let a = start_webhook(&slow, &env).await;
-    let b = start_webhook(&fast, &env).await;
+    let mut b = start_webhook(&fast, &env).await;
 
     let session = "session_failover";
     let hook = visitor_message(SITE, session, 77_001, "Can you help me export?");
@@ -531,7 +557,7 @@ async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other(
 
     // B finishes the conversation without any new message, once A's hold expired.
     assert_eq!(wait_posts(&fast, session, 1).await, 1, "B never resumed it:\n{}", b.stderr());
-    tokio::time::sleep(QUIET).await;
+    b.stop().await;
     assert_eq!(crisp_posts(&fast, session).await, 1, "answered twice:\n{}", b.stderr());
     assert_eq!(crisp_posts(&slow, session).await, 0);
     assert!(prompt_for(&fast, "Can you help me export?", || b.stderr()).await.contains("export"));
@@ -546,7 +572,7 @@ async fn a_replica_killed_while_holding_a_conversation_is_finished_by_the_other(
 #[tokio::test]
 async fn two_listeners_and_two_replicas_send_one_offer() {
     require_redis_tools();
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let offer = json!({"send": true, "message": "Need a hand with invoices?"}).to_string();
     let server = visitor_stand_in(SITE, completion(&offer), &[]).await;
     standins::stand_ins::mount_crisp_catch_all(&server).await;

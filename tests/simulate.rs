@@ -200,7 +200,8 @@ async fn a_malformed_file_or_an_unreachable_llm_exits_2() {
     assert!(stderr.contains("typo.yaml") && stderr.contains("line 4") && stderr.contains("mention"), "{shown}");
     assert!(llm.calls().is_empty(), "nothing runs");
     std::fs::write(&file, "name: fine\nturns: [{visitor: hi}]\n").unwrap();
-    let closed = format!("http://127.0.0.1:{}/v1", standins::free_port());
+    let nothing = standins::ClosedPort::new();
+    let closed = format!("http://{}/v1", nothing.addr());
     let output = simulate_binary(dir.path(), &llm_env(&closed), &["typo.yaml"]).await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the LLM"), "{}", text(&output));

@@ -7,7 +7,7 @@ use standins::stand_ins::{
     DEFAULT_PRIORITY, Env, LLM_PATH, Webhook, body_of, completion, crisp_ok, header_of, message_path,
     mount_conversation, mount_crisp_catch_all, mount_llm, post_body, requests_to, set, unset, webhook_env,
 };
-use standins::{Proc, bin, eventually, free_port};
+use standins::{Proc, bin, eventually};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,8 +25,6 @@ const ACTIVITY: &str = "[0] Action: opened the pricing page\n[1] Action: hovered
 
 /// Generous limit for something that must happen.
 const LIMIT: Duration = Duration::from_secs(20);
-/// How long "nothing happens" is watched for.
-const QUIET: Duration = Duration::from_millis(1500);
 
 fn crisp_message_path(website: &str) -> String {
     message_path(website, SESSION)
@@ -79,7 +77,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
     std::fs::write(cwd.path().join("event_data.txt"), ACTIVITY).unwrap();
     let mut env = env_for(&server);
     set(&mut env, "CONTEXT_SCOPE", "shared");
-    let webhook = Webhook::in_process(cwd.path(), env).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env).await;
 
     let started = Instant::now();
     webhook.deliver_ok(DOCS_EXAMPLE).await;
@@ -87,7 +85,7 @@ async fn docs_example_is_answered_with_the_reference_llm_request_and_one_operato
 
     let posts = wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await;
     assert_eq!(posts.len(), 1, "log: {}", webhook.stderr());
-    tokio::time::sleep(QUIET).await;
+    webhook.stop().await;
     let llm = requests_to(&server, "POST", LLM_PATH).await;
     assert_eq!(llm.len(), 1, "exactly one LLM call");
     assert_eq!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.len(), 1, "exactly one reply");
@@ -203,9 +201,9 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
 async fn operator_echo_never_reaches_the_llm() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     webhook.deliver_ok(OPERATOR_ECHO).await;
-    tokio::time::sleep(QUIET).await;
+    webhook.stop().await;
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "the bot must not answer itself");
     assert!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.is_empty());
 }
@@ -214,11 +212,11 @@ async fn operator_echo_never_reaches_the_llm() {
 async fn redelivered_message_is_answered_once() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
-    let webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1);
-    tokio::time::sleep(QUIET).await;
+    webhook.stop().await;
     assert_eq!(requests_to(&server, "POST", &crisp_message_path(WEBSITE)).await.len(), 1, "one reply only");
     assert_eq!(requests_to(&server, "POST", LLM_PATH).await.len(), 1, "one LLM call only");
 }
@@ -252,14 +250,15 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
     set(&mut env, "OPENAI_API_KEY", openai_key);
     // Debug logs included: they must not carry a secret either.
     set(&mut env, "RUST_LOG", "debug");
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env.clone(), LIMIT).await;
+    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env.clone(), LIMIT).await;
 
     let wrong = webhook.hook_with_key("hook-SECRET-wrong", DOCS_EXAMPLE).await;
     assert_eq!(wrong.status(), 401);
     let right = webhook.hook_with_key(hook_secret, DOCS_EXAMPLE).await;
     assert_eq!(right.status(), 200);
     assert_eq!(wait_for(&server, "POST", &crisp_message_path(WEBSITE), 1).await.len(), 1);
-    tokio::time::sleep(QUIET).await;
+    // Stopped: its whole log, shutdown included.
+    webhook.stop().await;
     let log = webhook.stderr();
     for secret in [hook_secret, crisp_key, openai_key] {
         assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
@@ -286,7 +285,7 @@ async fn missing_webhook_secret_exits_2_with_one_line_naming_it() {
     let cwd = tempfile::tempdir().unwrap();
     let mut env = env_for(&server);
     unset(&mut env, "WEBHOOK_SECRET");
-    set(&mut env, "BIND_ADDR", format!("127.0.0.1:{}", free_port()));
+    set(&mut env, "BIND_ADDR", "127.0.0.1:0");
     let mut process = Proc::spawn(bin!("webhook"), cwd.path(), &env, &[]);
     let status = process.wait_exit(LIMIT).unwrap_or_else(|| panic!("still running: {}", process.stderr()));
     assert_eq!(status.code(), Some(2));

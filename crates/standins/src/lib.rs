@@ -158,9 +158,92 @@ pub fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+/// A loopback port nothing listens on, held for as long as this value lives: its socket is bound
+/// (so no other socket gets the port) but not listening (so a connection is refused at once).
+/// For "nothing answers there" settings, and for a server a test starts later on that port
+/// ([`ClosedPort::release`]). The port is outside Linux's ephemeral range (32768-60999), which
+/// the kernel hands out for port 0 and outgoing connections: only another `ClosedPort` could
+/// pick it, and two never hold the same one.
+pub struct ClosedPort {
+    socket: Option<tokio::net::TcpSocket>,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use std::hash::{BuildHasher, Hasher};
+        for _ in 0..1000 {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            let port = 20_000 + (hasher.finish() % 12_000) as u16;
+            let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+            if socket.bind(([127, 0, 0, 1], port).into()).is_ok() {
+                return ClosedPort { socket: Some(socket), port };
+            }
+        }
+        panic!("no closed loopback port found in 20000-31999")
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lets the port go, for a server about to bind it; returns it.
+    pub fn release(mut self) -> u16 {
+        self.socket.take();
+        self.port
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
+}
+
+/// The address an app logged on the line containing `message` (its `addr=` field), e.g. the
+/// port it bound for port 0: `logged_addr(&log, "webhook listening")`.
+/// Reads both log formats: text (`addr=...`) and `LOG_FORMAT=json` (`"addr":"..."`).
+pub fn logged_addr(log: &str, message: &str) -> Option<std::net::SocketAddr> {
+    let line = strip_ansi(log.lines().find(|line| line.contains(message))?);
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+        return json["fields"]["addr"].as_str()?.parse().ok();
+    }
+    let value = line.split_whitespace().find_map(|field| field.strip_prefix("addr="))?;
+    value.trim_matches('"').parse().ok()
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Polls `log` every 20 ms until [`logged_addr`] finds `message` there, up to `limit`; fails
+/// the test when `proc` exits first or the time runs out.
+pub async fn wait_logged_addr(proc: &mut Proc, message: &str, limit: Duration) -> std::net::SocketAddr {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(addr) = logged_addr(&proc.stderr(), message) {
+            return addr;
+        }
+        assert!(proc.is_running(), "exited before logging {message:?}:\n{}", proc.stderr());
+        assert!(Instant::now() < deadline, "never logged {message:?}:\n{}", proc.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Raises this process's soft open-file limit to its hard limit (tests that open many sockets);

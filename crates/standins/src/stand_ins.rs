@@ -1,9 +1,9 @@
-//! Shared pieces of the end-to-end tests: the `webhook` binary on a free port, wiremock
+//! Shared pieces of the end-to-end tests: the `webhook` binary on a port it picks (port 0), wiremock
 //! stand-ins for OpenAI and the Crisp REST API, Crisp hook bodies, Autoplay frames, and readers
 //! of the requests the stand-ins received.
 
+use crate::Proc;
 use crate::apps::Runner;
-use crate::{Proc, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -109,7 +109,7 @@ fn hook_key(env: &Env) -> String {
 
 impl Webhook {
     /// Starts the webhook in this process, built from `env` as the binary started in `cwd`
-    /// would build it (see [`crate::apps::in_dir`]), on a free loopback port.
+    /// would build it (see [`crate::apps::in_dir`]), on loopback port 0.
     pub async fn in_process(cwd: &Path, mut env: Env) -> Webhook {
         crate::apps::log_to_test_output();
         set(&mut env, "BIND_ADDR", "127.0.0.1:0");
@@ -119,7 +119,7 @@ impl Webhook {
         Webhook { runner: Runner::InProcess(running), url, http: http(), key, cwd: None }
     }
 
-    /// Starts the binary in `cwd` on a free loopback port and waits up to `limit` until
+    /// Starts the binary in `cwd` on loopback port 0 (the port it logs) and waits up to `limit` until
     /// `/health` answers.
     pub async fn start(exe: &Path, cwd: &Path, env: Env, limit: Duration) -> Webhook {
         Webhook::start_limited(exe, cwd, env, limit, None).await
@@ -133,13 +133,14 @@ impl Webhook {
         limit: Duration,
         open_files: Option<u64>,
     ) -> Webhook {
-        let port = free_port();
-        set(&mut env, "BIND_ADDR", format!("127.0.0.1:{port}"));
+        set(&mut env, "BIND_ADDR", "127.0.0.1:0");
         let key = hook_key(&env);
         let mut proc = Proc::spawn_limited(exe, cwd, &env, &[], open_files);
-        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let addr = crate::wait_logged_addr(&mut proc, "webhook listening", limit).await;
+        let url = format!("http://{addr}");
         let http = http();
-        let deadline = Instant::now() + limit;
+        let deadline = started + limit;
         loop {
             if http.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
                 break;
@@ -251,6 +252,24 @@ impl Webhook {
         assert_eq!(response.status(), 200, "log:\n{}", self.stderr());
         assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
         took
+    }
+
+    /// Stops the webhook as SIGTERM stops it and waits until it has: no more hooks taken, and
+    /// every reply to a message it accepted written (or given up) first. Past this, nothing more
+    /// reaches the stand-ins from it: a test asserting that something did not happen asserts it
+    /// after `stop`, not after a guessed pause. Fails the test when it does not stop cleanly
+    /// within 20 s (the webhook's grace period is 30 s).
+    pub async fn stop(&mut self) {
+        const STOP_LIMIT: Duration = Duration::from_secs(20);
+        match &mut self.runner {
+            Runner::InProcess(running) => running.stop(STOP_LIMIT).await.unwrap_or_else(|e| panic!("{e}")),
+            Runner::Binary(proc) => {
+                proc.signal("TERM");
+                let status = self.exited(STOP_LIMIT).await;
+                let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{}", self.stderr()));
+                assert!(status.success(), "SIGTERM: {status}; log:\n{}", self.stderr());
+            }
+        }
     }
 
     /// Waits (without blocking the runtime) for the process to exit.

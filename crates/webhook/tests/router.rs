@@ -26,16 +26,17 @@ const OPERATOR_ECHO: &[u8] = include_bytes!("../../../tests/fixtures/crisp/messa
 const FILE_MESSAGE: &[u8] = include_bytes!("../../../tests/fixtures/crisp/message-send-file.json");
 const SET_EMAIL: &[u8] = include_bytes!("../../../tests/fixtures/crisp/session-set-email.json");
 
-/// How long "nothing happens" is watched for.
-const QUIET: Duration = Duration::from_millis(500);
 /// Generous limit for something that must happen.
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// The real router of a webhook built by [`webhook::App::build`], whose replies go to one
-/// wiremock server standing in for both the LLM and Crisp.
+/// wiremock server standing in for both the LLM and Crisp. The app runs too (as `main` runs
+/// it), so that [`Harness::llm_calls_once_stopped`] can stop it as SIGTERM does.
 struct Harness {
     server: MockServer,
     app: Router,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<()>>,
     _activity: tempfile::NamedTempFile,
     _data: tempfile::TempDir,
 }
@@ -80,7 +81,15 @@ impl Harness {
         ];
         let settings = parse_vars::<Cli>(&vars).expect("settings").into_settings().expect("valid settings");
         let app = webhook::App::build(settings).await.expect("the webhook builds");
-        Harness { server, app: app.router(), _activity: activity, _data: data }
+        let router = app.router();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            app.run(stopped).await.expect("the webhook stops cleanly");
+        });
+        Harness { server, app: router, stop: Some(stop), running: Some(running), _activity: activity, _data: data }
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, Bytes) {
@@ -131,9 +140,14 @@ impl Harness {
         }
     }
 
-    /// Lets any spawned reply run, then returns how many LLM calls there were.
-    async fn llm_calls_after_a_quiet_while(&self) -> usize {
-        tokio::time::sleep(QUIET).await;
+    /// Stops the app as SIGTERM does (every reply to an accepted hook finished first), then
+    /// returns how many LLM calls there were: all there will ever be.
+    async fn llm_calls_once_stopped(&mut self) -> usize {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let running = self.running.take().expect("stopped once");
+        tokio::time::timeout(LIMIT, running).await.expect("the webhook stops in time").expect("the webhook stops");
         self.llm_calls().await
     }
 }
@@ -148,28 +162,28 @@ fn crisp_message_path() -> String {
 
 #[tokio::test]
 async fn hook_without_a_key_is_unauthorized_and_starts_nothing() {
-    let harness = Harness::start().await;
+    let mut harness = Harness::start().await;
     for query in ["", "other=1", "key", "keys=s3cret-Hook-Key", "KEY=s3cret-Hook-Key"] {
         let (status, body) = harness.hook(query, DOCS_EXAMPLE).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "query {query:?}");
         assert_eq!(json_body(&body)["status"], "error", "query {query:?}");
     }
-    assert_eq!(harness.llm_calls_after_a_quiet_while().await, 0);
+    assert_eq!(harness.llm_calls_once_stopped().await, 0);
 }
 
 #[tokio::test]
 async fn hook_with_a_wrong_key_is_unauthorized_and_starts_nothing() {
-    let harness = Harness::start().await;
+    let mut harness = Harness::start().await;
     for query in ["key=", "key=wrong", "key=s3cret-Hook-Kez"] {
         let (status, _) = harness.hook(query, DOCS_EXAMPLE).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "query {query:?}");
     }
-    assert_eq!(harness.llm_calls_after_a_quiet_while().await, 0);
+    assert_eq!(harness.llm_calls_once_stopped().await, 0);
 }
 
 #[tokio::test]
 async fn keys_differing_only_in_length_or_case_are_unauthorized() {
-    let harness = Harness::start().await;
+    let mut harness = Harness::start().await;
     for key in [
         "s3cret-hook-key",
         "S3CRET-HOOK-KEY",
@@ -183,7 +197,7 @@ async fn keys_differing_only_in_length_or_case_are_unauthorized() {
         let (status, _) = harness.hook(&format!("key={key}"), DOCS_EXAMPLE).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "key {key:?}");
     }
-    assert_eq!(harness.llm_calls_after_a_quiet_while().await, 0);
+    assert_eq!(harness.llm_calls_once_stopped().await, 0);
 }
 
 #[tokio::test]
@@ -247,24 +261,24 @@ async fn json_that_is_not_an_object_is_a_bad_request() {
 
 #[tokio::test]
 async fn operator_echo_file_message_and_set_email_are_acknowledged_without_calling_the_llm() {
-    let harness = Harness::start().await;
+    let mut harness = Harness::start().await;
     for (name, body) in [("operator echo", OPERATOR_ECHO), ("file message", FILE_MESSAGE), ("set email", SET_EMAIL)] {
         let (status, response) = harness.hook_with_key(body).await;
         assert_eq!(status, StatusCode::OK, "{name}");
         assert_eq!(json_body(&response), json!({"status": "ok"}), "{name}");
     }
-    assert_eq!(harness.llm_calls_after_a_quiet_while().await, 0);
+    assert_eq!(harness.llm_calls_once_stopped().await, 0);
 }
 
 #[tokio::test]
 async fn message_for_another_website_is_acknowledged_without_calling_the_llm() {
-    let harness = Harness::start().await;
+    let mut harness = Harness::start().await;
     let other = "00000000-0000-4000-8000-000000000000";
     let body = String::from_utf8(DOCS_EXAMPLE.to_vec()).unwrap().replace(WEBSITE, other);
     assert!(body.contains(other));
     let (status, _) = harness.hook_with_key(body).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(harness.llm_calls_after_a_quiet_while().await, 0);
+    assert_eq!(harness.llm_calls_once_stopped().await, 0);
 }
 
 #[tokio::test]
@@ -411,7 +425,7 @@ fn query_without_the_right_key() -> impl Strategy<Value = String> {
 #[test]
 fn random_queries_without_the_right_key_are_always_unauthorized() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let harness = runtime.block_on(Harness::start());
+    let mut harness = runtime.block_on(Harness::start());
     runner(512)
         .run(&query_without_the_right_key(), |query| {
             let (status, _) = runtime.block_on(harness.hook(&query, DOCS_EXAMPLE));
@@ -419,5 +433,5 @@ fn random_queries_without_the_right_key_are_always_unauthorized() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(runtime.block_on(harness.llm_calls_after_a_quiet_while()), 0);
+    assert_eq!(runtime.block_on(harness.llm_calls_once_stopped()), 0);
 }
