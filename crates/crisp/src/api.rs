@@ -426,17 +426,19 @@ impl CrispClient {
     /// The REST path of a conversation call; a [`ConversationId`] is one plain segment by
     /// construction, so nothing else ever gets into the URL.
     fn conversation_url(&self, session_id: &ConversationId, leaf: &str) -> Result<Url, CrispError> {
+        Ok(self.conversation_path(session_id, &[leaf]))
+    }
+
+    /// `{base}/website/{website_id}/conversation/{session_id}/{leaves…}`.
+    fn conversation_path(&self, session_id: &ConversationId, leaves: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend([
-                "website",
-                self.settings.website_id.as_str(),
-                "conversation",
-                session_id.as_str(),
-                leaf,
-            ]);
+            segments
+                .pop_if_empty()
+                .extend(["website", self.settings.website_id.as_str(), "conversation", session_id.as_str()])
+                .extend(leaves);
         }
-        Ok(url)
+        url
     }
 
     async fn call<B: Serialize>(
@@ -510,15 +512,7 @@ impl CrispClient {
     /// Whether the conversation exists on our website:
     /// `GET /website/{website_id}/conversation/{session_id}`, `404` => false.
     pub async fn conversation_exists(&self, session_id: &ConversationId) -> Result<bool, CrispError> {
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend([
-                "website",
-                self.settings.website_id.as_str(),
-                "conversation",
-                session_id.as_str(),
-            ]);
-        }
+        let url = self.conversation_path(session_id, &[]);
         let found = self
             .retry
             .run("Crisp call", || async {

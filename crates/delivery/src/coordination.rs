@@ -849,7 +849,7 @@ mod tests {
     }
 
     fn test_redis_url() -> Option<String> {
-        plumbing::redis_conn::redis_for_tests("the Redis coordination tests")
+        plumbing::redis_conn::redis_for_tests("this Redis coordination test")
     }
 
     fn replica(url: &str, prefix: &str, owner: &str, lease: Duration) -> Coordination {

@@ -369,6 +369,18 @@ mod tests {
         crisp::ConversationId::parse(id).unwrap()
     }
 
+    /// Accepts `n` messages of 2000 bytes and marks each done: done lines enough to compact.
+    async fn accept_and_finish(journal: &Journal, n: u64) {
+        let big = "x".repeat(2000);
+        for n in 0..n {
+            let mut m = message("s", n);
+            m.content = big.clone();
+            let entry = InboxEntry::new(m);
+            journal.accept(&entry).await.unwrap();
+            journal.done(vec![entry.id]);
+        }
+    }
+
     fn message(session: &str, n: u64) -> VisitorMessage {
         VisitorMessage {
             website_id: crisp::WebsiteId::parse("w").unwrap(),
@@ -423,14 +435,7 @@ mod tests {
     async fn the_file_is_compacted_to_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path()).unwrap();
-        let big = "x".repeat(2000);
-        for n in 0..2000 {
-            let mut m = message("s", n);
-            m.content = big.clone();
-            let entry = InboxEntry::new(m);
-            journal.accept(&entry).await.unwrap();
-            journal.done(vec![entry.id]);
-        }
+        accept_and_finish(&journal, 2000).await;
         journal.sync().await;
         let size = std::fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len();
         assert!(size < 2 * COMPACT_MIN_BYTES, "{size} bytes for nothing pending");
@@ -450,15 +455,8 @@ mod tests {
             let kept = InboxEntry::new(message("kept", 0));
             journal.accept(&kept).await.unwrap();
             FAULTS.lock().unwrap().push((dir.path().join(JOURNAL_FILE), step));
-            let big = "x".repeat(2000);
             // Enough done lines to compact: the compaction fails once, at `step`.
-            for n in 0..1000 {
-                let mut m = message("s", n);
-                m.content = big.clone();
-                let entry = InboxEntry::new(m);
-                journal.accept(&entry).await.unwrap();
-                journal.done(vec![entry.id]);
-            }
+            accept_and_finish(&journal, 1000).await;
             journal.sync().await;
             assert!(FAULTS.lock().unwrap().is_empty(), "{step:?}: the compaction ran");
             let after: Vec<InboxEntry> = (0..5).map(|n| InboxEntry::new(message("after", n))).collect();
