@@ -1,7 +1,7 @@
 //! The per-visitor context store's settings, shared by both binaries.
 
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, non_empty};
+use plumbing::config::{ConfigError, Problem, non_empty};
 
 /// The per-visitor context store, shared by both binaries.
 #[derive(clap::Args, Clone)]
@@ -27,10 +27,10 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub fn limits(&self) -> Result<crate::context::StoreLimits, ConfigError> {
         if self.context_max_actions == 0 {
-            return Err(ConfigError::Invalid { var: "CONTEXT_MAX_ACTIONS", reason: "must be at least 1".into() });
+            return Err(ConfigError::invalid("CONTEXT_MAX_ACTIONS", Problem::AtLeast(1)));
         }
         if self.context_ttl_secs == 0 {
-            return Err(ConfigError::Invalid { var: "CONTEXT_TTL_SECS", reason: "must be at least 1".into() });
+            return Err(ConfigError::invalid("CONTEXT_TTL_SECS", Problem::AtLeast(1)));
         }
         Ok(crate::context::StoreLimits {
             max_actions: self.context_max_actions,
@@ -44,10 +44,13 @@ impl StoreArgs {
     pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
         let redis = match non_empty(self.redis_url.as_deref()) {
             Some(url) => {
-                // Parsed only, to say now whether it is usable; the error never shows the URL.
-                redis::Client::open(url.as_str()).map_err(|e| ConfigError::Invalid {
-                    var: "REDIS_URL",
-                    reason: format!("invalid Redis URL ({})", e.category()),
+                // Parsed only, to say now whether it is usable; the error never shows the URL (nor
+                // Redis's error, which may quote it, password included): its category only.
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    ConfigError::invalid(
+                        "REDIS_URL",
+                        Problem::NotAccepted(format!("invalid Redis URL ({})", e.category())),
+                    )
                 })?;
                 Some(RedisSettings { url: SecretString::from(url), key_prefix: self.redis_key_prefix.clone() })
             }
@@ -81,7 +84,8 @@ impl StoreSettings {
             .as_ref()
             .map(|redis| {
                 plumbing::redis_conn::RedisConn::lazy(redis.url.expose_secret(), &redis.key_prefix).map_err(|e| {
-                    ConfigError::Invalid { var: "REDIS_URL", reason: format!("cannot use Redis ({})", e.category()) }
+                    let why = format!("cannot use Redis ({})", e.category());
+                    ConfigError::invalid("REDIS_URL", Problem::NotAccepted(why))
                 })
             })
             .transpose()
@@ -109,9 +113,8 @@ impl StoreSettings {
         if let Some(conn) = redis {
             return Ok(Backend::Redis(RedisStore::new(conn, self.limits.clone())));
         }
-        let store = FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| ConfigError::Invalid {
-            var: "DATA_DIR",
-            reason: format!("cannot use {}: {e}", self.data_dir.display()),
+        let store = FileStore::open(&self.data_dir, self.limits.clone()).map_err(|e| {
+            ConfigError::invalid("DATA_DIR", Problem::unusable(format!("cannot use {}", self.data_dir.display()), e))
         })?;
         Ok(Backend::File(store))
     }

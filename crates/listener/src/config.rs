@@ -5,7 +5,7 @@ use clap::Parser;
 use llm::LlmClient;
 use llm::OpenAiArgs;
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::config::{ConfigError, Problem, RedactArgs, http_url, non_empty, socket_addr};
 use plumbing::retry::RetryPolicy;
 use proactive::Trigger;
 use proactive::triggers::TriggerSettings;
@@ -95,26 +95,26 @@ pub struct SummarySettings {
 impl Cli {
     /// The `PROACTIVE_*` settings.
     pub fn trigger_settings(&self) -> Result<TriggerSettings, ConfigError> {
-        let invalid = |var: &'static str, reason: String| ConfigError::Invalid { var, reason };
-        let enabled = Trigger::parse_list(&self.proactive_triggers).map_err(|e| invalid("PROACTIVE_TRIGGERS", e))?;
+        let enabled = Trigger::parse_list(&self.proactive_triggers)
+            .map_err(|words| ConfigError::invalid("PROACTIVE_TRIGGERS", Problem::NotAccepted(words)))?;
         let at_least_one = |var: &'static str, n: u64| {
-            if n == 0 { Err(invalid(var, "must be at least 1".into())) } else { Ok(n) }
+            if n == 0 { Err(ConfigError::invalid(var, Problem::AtLeast(1))) } else { Ok(n) }
         };
         let ping_pong_cycles =
             at_least_one("PROACTIVE_PING_PONG_CYCLES", self.proactive_ping_pong_cycles as u64)? as usize;
         let lookback = Duration::from_secs(at_least_one("PROACTIVE_LOOKBACK_SECS", self.proactive_lookback_secs)?);
         let dwell = Duration::from_secs(at_least_one("PROACTIVE_DWELL_SECS", self.proactive_dwell_secs)?);
         let error_pattern = match non_empty(self.proactive_error_pattern.as_deref()) {
-            Some(pattern) => Some(
-                regex::RegexBuilder::new(&pattern)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| invalid("PROACTIVE_ERROR_PATTERN", format!("not a regular expression ({e})")))?,
-            ),
+            Some(pattern) => Some(regex::RegexBuilder::new(&pattern).size_limit(1 << 20).build().map_err(|e| {
+                ConfigError::invalid("PROACTIVE_ERROR_PATTERN", Problem::unusable("not a regular expression", e))
+            })?),
             None => None,
         };
         if enabled.contains(&Trigger::ErrorPage) && error_pattern.is_none() {
-            return Err(invalid("PROACTIVE_TRIGGERS", "error_page needs PROACTIVE_ERROR_PATTERN".into()));
+            return Err(ConfigError::invalid(
+                "PROACTIVE_TRIGGERS",
+                Problem::Needs { other: "PROACTIVE_ERROR_PATTERN", why: "error_page looks for it" },
+            ));
         }
         Ok(TriggerSettings { enabled, ping_pong_cycles, lookback, dwell, error_pattern })
     }
@@ -135,7 +135,7 @@ impl Cli {
             }),
         };
         if self.stream_idle_timeout_secs == 0 {
-            return Err(ConfigError::Invalid { var: "STREAM_IDLE_TIMEOUT_SECS", reason: "must be at least 1".into() });
+            return Err(ConfigError::invalid("STREAM_IDLE_TIMEOUT_SECS", Problem::AtLeast(1)));
         }
         let store = self.store.settings()?;
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9101")?;

@@ -13,7 +13,7 @@ use activity::payload::{StreamPayload, parse_payload};
 use activity::sse::SseItem;
 use activity::summary::SummaryJob;
 use config::Settings;
-use plumbing::config::ConfigError;
+use plumbing::config::{ConfigError, Problem};
 use plumbing::process::Service;
 use plumbing::telemetry::{self, Counter, Metrics};
 use proactive::triggers::Watch;
@@ -229,9 +229,8 @@ impl Service for App {
         let metrics = Metrics::new();
         series::register_series(&metrics);
         let metrics_listener = match settings.metrics_addr {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| ConfigError::Invalid {
-                var: "METRICS_ADDR",
-                reason: format!("cannot listen on {addr}: {e}"),
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                ConfigError::invalid("METRICS_ADDR", Problem::unusable(format!("cannot listen on {addr}"), e))
             })?),
             None => None,
         };
@@ -241,7 +240,7 @@ impl Service for App {
         let store = settings.store.open_writer(settings.store.connect_redis()?)?;
         let client =
             StreamClient::new(settings.stream_url.clone(), settings.token.clone(), settings.stream_idle_timeout)
-                .map_err(|e| ConfigError::Invalid { var: "STREAM_URL", reason: e.to_string() })?
+                .map_err(|e| ConfigError::invalid("STREAM_URL", Problem::refused(e)))?
                 .with_metrics(metrics.clone());
         Ok(App { settings, store, client, metrics, metrics_listener })
     }

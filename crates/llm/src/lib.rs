@@ -4,7 +4,7 @@
 //! which would stall a reply for as long as a server asks. Here every call has a timeout and
 //! the retries follow our [`RetryPolicy`].
 
-use plumbing::config::{ConfigError, http_url, non_empty};
+use plumbing::config::{ConfigError, Problem, http_url, non_empty};
 use plumbing::http_body::{BodyError, read_capped};
 use plumbing::retry::{RetryPolicy, RetryableError, parse_retry_after};
 use plumbing::telemetry::{LLM_SECONDS, Metrics};
@@ -464,7 +464,7 @@ impl OpenAiArgs {
             .ok_or(ConfigError::Missing { var: "OPENAI_API_KEY", flag: "--openai-api-key" })?;
         http_url("OPENAI_BASE_URL", &self.base_url)?;
         LlmClient::new(&self.base_url, SecretString::from(key), self.model.clone(), retry)
-            .map_err(|e: LlmError| ConfigError::Invalid { var: "OPENAI_BASE_URL", reason: e.to_string() })
+            .map_err(|e: LlmError| ConfigError::invalid("OPENAI_BASE_URL", Problem::refused(e)))
     }
 }
 

@@ -102,10 +102,19 @@ pub fn init_tracing() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (in a runtime),
+/// not when the future is first polled: a signal that comes while the app is still starting is
+/// a clean stop, never the default action (death by signal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move { on_signal(handlers).await }
+}
+
+async fn on_signal(
+    handlers: (std::io::Result<tokio::signal::unix::Signal>, std::io::Result<tokio::signal::unix::Signal>),
+) {
+    match handlers {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
@@ -173,8 +182,9 @@ pub fn main<S: Service>() -> ! {
             exit(if S::check(&settings).await { 0 } else { 1 });
         }
         init_tracing();
+        let shutdown = shutdown_signal();
         let app = S::build(settings).await.unwrap_or_else(|e| fail(&format!("error: {e}")));
-        match app.run(shutdown_signal()).await {
+        match app.run(shutdown).await {
             Ok(()) => exit(0),
             Err(e) => {
                 tracing::error!("{e:#}");

@@ -12,7 +12,7 @@ use delivery::coordination::CoordTimings;
 use llm::LlmClient;
 use llm::OpenAiArgs;
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::config::{ConfigError, Problem, RedactArgs, http_url, non_empty, socket_addr};
 use plumbing::retry::RetryPolicy;
 use proactive::Trigger;
 use proactive::gate::GateSettings;
@@ -352,13 +352,13 @@ pub struct Settings {
 
 /// A text the visitor reads: not empty.
 fn required_text(value: &str, var: &'static str) -> Result<String, ConfigError> {
-    non_empty(Some(value)).ok_or(ConfigError::Invalid { var, reason: "must not be empty".into() })
+    non_empty(Some(value)).ok_or(ConfigError::invalid(var, Problem::Empty))
 }
 
 /// At least 1: a zero would disable what the setting bounds.
 fn at_least_one(value: u64, var: &'static str) -> Result<u64, ConfigError> {
     if value == 0 {
-        return Err(ConfigError::Invalid { var, reason: "must be at least 1".into() });
+        return Err(ConfigError::invalid(var, Problem::AtLeast(1)));
     }
     Ok(value)
 }
@@ -384,16 +384,14 @@ impl Cli {
 
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let hook_key = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
-        let hook_key = HookKey::parse(&hook_key)
-            .map_err(|e| ConfigError::Invalid { var: "WEBHOOK_SECRET", reason: e.to_string() })?;
+        let hook_key = HookKey::parse(&hook_key).map_err(|e| ConfigError::invalid("WEBHOOK_SECRET", e))?;
         let identifier =
             required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
         let key = required(self.crisp_token_key.as_deref(), "CRISP_TOKEN_KEY", "--crisp-token-key")?;
         let website_id = non_empty(self.website_id.as_deref())
             .or_else(|| non_empty(self.crisp_website_id.as_deref()))
             .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
-        let website_id = WebsiteId::parse(website_id)
-            .map_err(|e| ConfigError::Invalid { var: "WEBSITE_ID", reason: e.to_string() })?;
+        let website_id = WebsiteId::parse(website_id).map_err(|e| ConfigError::invalid("WEBSITE_ID", e))?;
         http_url("CRISP_API_BASE_URL", &self.crisp_api_base_url)?;
         let crisp = CrispClient::new(
             CrispSettings {
@@ -405,11 +403,10 @@ impl Cli {
             },
             RetryPolicy::default(),
         )
-        .map_err(|e| ConfigError::Invalid { var: "CRISP_API_BASE_URL", reason: e.to_string() })?;
+        .map_err(|e| ConfigError::invalid("CRISP_API_BASE_URL", Problem::refused(e)))?;
         let llm = self.openai.client(RetryPolicy::default())?;
-        let bind_addr = self.bind_addr.parse().map_err(|e| ConfigError::Invalid {
-            var: "BIND_ADDR",
-            reason: format!("{e} (expected host:port, e.g. 0.0.0.0:3000)"),
+        let bind_addr = self.bind_addr.parse().map_err(|source| {
+            ConfigError::invalid("BIND_ADDR", Problem::NotAddress { source, example: "0.0.0.0:3000" })
         })?;
         at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
         let prompt_limits = PromptLimits {
@@ -484,10 +481,10 @@ impl Cli {
     /// How far links are trusted; a signed session id needs the key to check it.
     fn link_trust(&self) -> Result<LinkTrust, ConfigError> {
         if self.link_require_signed_session && non_empty(self.link_secret.as_deref()).is_none() {
-            return Err(ConfigError::Invalid {
-                var: "LINK_REQUIRE_SIGNED_SESSION",
-                reason: "needs LINK_SECRET (the key of autoplay_session_sig)".into(),
-            });
+            return Err(ConfigError::invalid(
+                "LINK_REQUIRE_SIGNED_SESSION",
+                Problem::Needs { other: "LINK_SECRET", why: "the key of autoplay_session_sig" },
+            ));
         }
         Ok(LinkTrust {
             stream_conversation_id: self.trust_stream_conversation_id,
@@ -498,7 +495,7 @@ impl Cli {
     /// The proactive settings; `None` when `PROACTIVE_TRIGGERS` is empty.
     fn proactive(&self) -> Result<Option<ProactiveSettings>, ConfigError> {
         let triggers = Trigger::parse_list(&self.proactive_triggers)
-            .map_err(|reason| ConfigError::Invalid { var: "PROACTIVE_TRIGGERS", reason })?;
+            .map_err(|words| ConfigError::invalid("PROACTIVE_TRIGGERS", Problem::NotAccepted(words)))?;
         if triggers.is_empty() {
             return Ok(None);
         }
@@ -527,9 +524,7 @@ impl Cli {
 /// `MCP_API_KEY`, when set: long enough not to be guessed.
 fn mcp_api_key(value: Option<&str>) -> Result<Option<SecretString>, ConfigError> {
     match non_empty(value) {
-        Some(key) if key.chars().count() < 16 => {
-            Err(ConfigError::Invalid { var: "MCP_API_KEY", reason: "must be at least 16 characters".into() })
-        }
+        Some(key) if key.chars().count() < 16 => Err(ConfigError::invalid("MCP_API_KEY", Problem::TooShort(16))),
         key => Ok(key.map(SecretString::from)),
     }
 }
@@ -537,10 +532,10 @@ fn mcp_api_key(value: Option<&str>) -> Result<Option<SecretString>, ConfigError>
 /// `MCP_SIGNATURE_WINDOW_SECS`: from 1 s to Crisp's own 300 s.
 fn mcp_signature_window(secs: u64) -> Result<Duration, ConfigError> {
     if !(1..=300).contains(&secs) {
-        return Err(ConfigError::Invalid {
-            var: "MCP_SIGNATURE_WINDOW_SECS",
-            reason: "must be from 1 to 300 seconds".into(),
-        });
+        return Err(ConfigError::invalid(
+            "MCP_SIGNATURE_WINDOW_SECS",
+            Problem::OutOfRange { min: 1, max: 300, unit: "seconds" },
+        ));
     }
     Ok(Duration::from_secs(secs))
 }

@@ -8,7 +8,7 @@ use activity::action::ActionRecord;
 use crisp::{CrispSettings, WebsiteId};
 use knowledge::{Hit, Knowledge, KnowledgeSettings, Query};
 use llm::OpenAiArgs;
-use plumbing::config::{ConfigError, non_empty};
+use plumbing::config::{ConfigError, Problem, non_empty};
 use plumbing::telemetry::Metrics;
 use plumbing::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
@@ -109,16 +109,13 @@ impl KnowledgeArgs {
         let settings = KnowledgeSettings::from_lookup(value).map_err(|e| {
             let message = e.to_string();
             let var = VARIABLES.iter().find(|v| message.starts_with(**v)).copied().unwrap_or("KNOWLEDGE_DIR");
-            let reason = message.strip_prefix(var).unwrap_or(&message).trim_start_matches([':', ' ']).to_owned();
-            ConfigError::Invalid { var, reason }
+            let words = message.strip_prefix(var).unwrap_or(&message).trim_start_matches([':', ' ']).to_owned();
+            ConfigError::invalid(var, Problem::NotAccepted(words))
         })?;
         if let Some(dir) = &settings.dir
             && !dir.is_dir()
         {
-            return Err(ConfigError::Invalid {
-                var: "KNOWLEDGE_DIR",
-                reason: format!("{} is not a folder", dir.display()),
-            });
+            return Err(ConfigError::invalid("KNOWLEDGE_DIR", Problem::NotAFolder(dir.clone())));
         }
         Ok(settings.has_sources().then_some(settings))
     }
@@ -142,8 +139,6 @@ impl KnowledgeBase {
         openai: &OpenAiArgs,
         metrics: Metrics,
     ) -> Result<Arc<KnowledgeBase>, ConfigError> {
-        let invalid =
-            |var: &'static str| move |e: &dyn std::fmt::Display| ConfigError::Invalid { var, reason: e.to_string() };
         let helpdesk = if settings.crisp_locales.is_empty() {
             None
         } else {
@@ -155,7 +150,7 @@ impl KnowledgeBase {
                 tier: crisp.tier.clone(),
                 timeout: crisp::api::CRISP_CALL_TIMEOUT,
             })
-            .map_err(|e| invalid("KNOWLEDGE_CRISP_LOCALE")(&e))?;
+            .map_err(|e| ConfigError::invalid("KNOWLEDGE_CRISP_LOCALE", Problem::refused(e)))?;
             Some(client)
         };
         let embeddings = match &settings.embedding_model {
@@ -163,14 +158,13 @@ impl KnowledgeBase {
                 let key = non_empty(openai.api_key.as_deref()).map(SecretString::from);
                 Some(
                     knowledge::EmbeddingClient::new(&openai.base_url, key, model.clone())
-                        .map_err(|e| invalid("EMBEDDING_MODEL")(&e))?,
+                        .map_err(|e| ConfigError::invalid("EMBEDDING_MODEL", Problem::refused(e)))?,
                 )
             }
             None => None,
         };
-        let knowledge = Knowledge::open_with(settings.clone(), helpdesk, embeddings).map_err(|e| {
-            ConfigError::Invalid { var: "KNOWLEDGE_INDEX_DIR", reason: format!("cannot open the index: {e}") }
-        })?;
+        let knowledge = Knowledge::open_with(settings.clone(), helpdesk, embeddings)
+            .map_err(|e| ConfigError::invalid("KNOWLEDGE_INDEX_DIR", Problem::unusable("cannot open the index", e)))?;
         Ok(Arc::new(KnowledgeBase { knowledge, settings, refresh: Arc::new(tokio::sync::Notify::new()), metrics }))
     }
 

@@ -18,7 +18,7 @@ use activity::action::ActionRecord;
 use activity::config::StoreSettings;
 use crisp::{ConversationId, CrispClient, Fingerprint, Post, PostKind, id_for_log, message_fingerprint};
 use delivery::coordination::{Coordination, OwnMark};
-use plumbing::config::ConfigError;
+use plumbing::config::{ConfigError, Problem};
 use plumbing::redis_conn::RedisConn;
 use plumbing::telemetry::Metrics;
 use proactive::{Trigger, now_secs};
@@ -74,7 +74,7 @@ impl OutcomeArgs {
             };
             Some(value.clone())
         })
-        .map_err(|e| ConfigError::Invalid { var: e.variable, reason: format!("{:?}: {}", e.value, e.expected) })
+        .map_err(|e| ConfigError::invalid(e.variable, Problem::NotAccepted(format!("{:?}: {}", e.value, e.expected))))
     }
 }
 
@@ -91,9 +91,11 @@ impl Store {
             return Ok(Store::Redis(RedisOutcomes::new(conn)));
         }
         let path = store.data_dir.join(::outcomes::store::FILE_NAME);
-        let file = FileStore::open(&path).map_err(|e| ConfigError::Invalid {
-            var: "DATA_DIR",
-            reason: format!("cannot open the outcome records {}: {e}", path.display()),
+        let file = FileStore::open(&path).map_err(|e| {
+            ConfigError::invalid(
+                "DATA_DIR",
+                Problem::unusable(format!("cannot open the outcome records {}", path.display()), e),
+            )
         })?;
         Ok(Store::File(Arc::new(file)))
     }

@@ -17,7 +17,7 @@ use crate::traces::TraceWriter;
 use answer::prompt::DEFAULT_SYSTEM_PROMPT;
 use axum::Router;
 use delivery::coordination::{Coordination, LocalInbox, QueueLimits, RedisCoordinator};
-use plumbing::config::ConfigError;
+use plumbing::config::{ConfigError, Problem};
 use plumbing::process::Service;
 use plumbing::ratelimit::RateLimitedWarn;
 use plumbing::telemetry::Metrics;
@@ -91,32 +91,31 @@ impl Service for App {
         outcomes::register_series(&metrics);
         settings.crisp = settings.crisp.with_metrics(metrics.clone());
         settings.llm = settings.llm.with_metrics(metrics.clone());
-        let listener = TcpListener::bind(settings.bind_addr).await.map_err(|e| ConfigError::Invalid {
-            var: "BIND_ADDR",
-            reason: format!("cannot listen on {}: {e}", settings.bind_addr),
+        let listener = TcpListener::bind(settings.bind_addr).await.map_err(|e| {
+            ConfigError::invalid("BIND_ADDR", Problem::unusable(format!("cannot listen on {}", settings.bind_addr), e))
         })?;
         let metrics_listener = match settings.metrics_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| ConfigError::Invalid {
-                var: "METRICS_ADDR",
-                reason: format!("cannot listen on {addr}: {e}"),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                ConfigError::invalid("METRICS_ADDR", Problem::unusable(format!("cannot listen on {addr}"), e))
             })?),
             None => None,
         };
-        let bound = listener.local_addr().map_err(|e| ConfigError::Invalid {
-            var: "BIND_ADDR",
-            reason: format!("cannot tell the bound address: {e}"),
-        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ConfigError::invalid("BIND_ADDR", Problem::unusable("cannot tell the bound address", e)))?;
         let replica = replica_name(&bound);
         let system_prompt = match &settings.system_prompt_path {
             None => DEFAULT_SYSTEM_PROMPT.to_owned(),
-            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-                var: "SYSTEM_PROMPT_PATH",
-                reason: format!("cannot read {}: {e}", path.display()),
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    "SYSTEM_PROMPT_PATH",
+                    Problem::unusable(format!("cannot read {}", path.display()), e),
+                )
             })?,
         };
         let traces = match &settings.trace_dir {
             Some(dir) => Some(TraceWriter::open(dir.clone(), settings.trace_max_files).map_err(|e| {
-                ConfigError::Invalid { var: "TRACE_DIR", reason: format!("cannot use {}: {e}", dir.display()) }
+                ConfigError::invalid("TRACE_DIR", Problem::unusable(format!("cannot use {}", dir.display()), e))
             })?),
             None => None,
         };
@@ -171,11 +170,10 @@ impl Service for App {
         );
         // Every message accepted and not answered before the last stop is answered first.
         let data_dir = &settings.store.data_dir;
-        let (journal, recorded) =
-            delivery::inbox::Journal::open_with_metrics(data_dir, &metrics).map_err(|e| ConfigError::Invalid {
-                var: "DATA_DIR",
-                reason: format!("cannot open the inbox journal in {}: {e}", data_dir.display()),
-            })?;
+        let (journal, recorded) = delivery::inbox::Journal::open_with_metrics(data_dir, &metrics).map_err(|e| {
+            let doing = format!("cannot open the inbox journal in {}", data_dir.display());
+            ConfigError::invalid("DATA_DIR", Problem::unusable(doing, e))
+        })?;
         if !recorded.is_empty() {
             tracing::info!(
                 messages = recorded.len(),

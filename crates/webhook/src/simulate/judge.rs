@@ -5,7 +5,7 @@
 use llm::OpenAiArgs;
 use llm::{ChatMessage, ChatRequest, Completion, LlmClient, LlmError, Role, Tool};
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, non_empty};
+use plumbing::config::{ConfigError, Problem, non_empty};
 use plumbing::retry::RetryPolicy;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ impl Judge {
             .ok_or(ConfigError::Missing { var: "OPENAI_API_KEY", flag: "--openai-api-key" })?;
         let model = non_empty(judge_model).unwrap_or_else(|| openai.model.clone());
         let llm = LlmClient::new(&openai.base_url, SecretString::from(key), model, RetryPolicy::default())
-            .map_err(|e| ConfigError::Invalid { var: "OPENAI_BASE_URL", reason: e.to_string() })?;
+            .map_err(|e| ConfigError::invalid("OPENAI_BASE_URL", Problem::refused(e)))?;
         Ok(Judge { llm })
     }
 

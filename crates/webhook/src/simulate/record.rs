@@ -8,7 +8,7 @@ use crate::config::Cli;
 use crate::context::{ContextSource, LinkTrust};
 use crisp::{ConversationId, CrispClient, CrispSettings, WebsiteId};
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, non_empty};
+use plumbing::config::{ConfigError, Problem, non_empty};
 use plumbing::process::EXIT_CONFIG;
 use plumbing::retry::RetryPolicy;
 use std::path::Path;
@@ -51,8 +51,7 @@ fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
     let website_id = non_empty(cli.website_id.as_deref())
         .or_else(|| non_empty(cli.crisp_website_id.as_deref()))
         .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
-    let website_id =
-        WebsiteId::parse(website_id).map_err(|e| ConfigError::Invalid { var: "WEBSITE_ID", reason: e.to_string() })?;
+    let website_id = WebsiteId::parse(website_id).map_err(|e| ConfigError::invalid("WEBSITE_ID", e))?;
     plumbing::config::http_url("CRISP_API_BASE_URL", &cli.crisp_api_base_url)?;
     CrispClient::new(
         CrispSettings {
@@ -64,7 +63,7 @@ fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
         },
         RetryPolicy::default(),
     )
-    .map_err(|e| ConfigError::Invalid { var: "CRISP_API_BASE_URL", reason: e.to_string() })
+    .map_err(|e| ConfigError::invalid("CRISP_API_BASE_URL", Problem::refused(e)))
 }
 
 async fn record(cli: &Cli, session: &ConversationId) -> Result<Scenario, String> {
