@@ -38,7 +38,7 @@ use proactive::book::{LinkKey, OfferBook};
 use proactive::offer::reached_out_line;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -204,6 +204,36 @@ impl Sent {
     }
 }
 
+/// The LLM step's memory of a tools refusal: after the server refused a request with tools,
+/// plain requests until [`TOOLS_REPROBE_AFTER`] has passed, then tools are tried again (the
+/// server or the model may have changed). Never off for good.
+#[derive(Default)]
+struct ToolsProbe {
+    refused_at: Mutex<Option<Instant>>,
+}
+
+impl ToolsProbe {
+    fn last_refusal(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.refused_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a request at `now` carries tools.
+    fn worth_trying(&self, now: Instant) -> bool {
+        self.last_refusal().is_none_or(|at| now.saturating_duration_since(at) >= TOOLS_REPROBE_AFTER)
+    }
+
+    /// Tools were refused at `now` (a plain request then worked); true the first time since
+    /// they last worked (worth a log line).
+    fn refused(&self, now: Instant) -> bool {
+        self.last_refusal().replace(now).is_none()
+    }
+
+    /// A request with tools worked; true when they had been refused before.
+    fn accepted(&self) -> bool {
+        self.last_refusal().take().is_some()
+    }
+}
+
 /// What the hand-off says and does, from settings.
 #[derive(Debug, Clone)]
 pub struct HandoffSettings {
@@ -243,10 +273,8 @@ struct Inner {
     /// Conversations this process is answering.
     holders: Mutex<HashMap<(Origin, ConversationId), Holder>>,
     history: moka::future::Cache<ConversationId, Arc<Vec<ConversationMessage>>>,
-    /// When the LLM server last refused a request with tools: plain requests until
-    /// [`TOOLS_REPROBE_AFTER`] has passed, then tools are tried again (the server or the
-    /// model may have changed).
-    tools_refused_at: Mutex<Option<std::time::Instant>>,
+    /// Whether requests carry the hand-off tool (the LLM server may refuse tools).
+    tools: ToolsProbe,
     /// Held (shared) by a post from its last "may the bot speak?" check to Crisp's answer;
     /// taken (exclusive) by an operator's takeover.
     posting: Box<[tokio::sync::RwLock<()>]>,
@@ -265,7 +293,7 @@ impl Replies {
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(30))
                     .build(),
-                tools_refused_at: Mutex::new(None),
+                tools: ToolsProbe::default(),
                 posting: (0..POSTING_LOCKS).map(|_| tokio::sync::RwLock::new(())).collect(),
                 availability: moka::future::Cache::builder().time_to_live(Duration::from_secs(30)).build(),
             }),
@@ -767,13 +795,11 @@ impl Inner {
     /// the request), a plain one, with explicit requests for a person caught by the phrase
     /// detector.
     async fn ask_llm(&self, request: &ChatRequest, words: &str) -> Result<Completion, LlmError> {
-        let refused_at = *self.tools_refused_at.lock().unwrap_or_else(PoisonError::into_inner);
-        if refused_at.is_none_or(|at| at.elapsed() >= TOOLS_REPROBE_AFTER) {
+        if self.tools.worth_trying(Instant::now()) {
             match self.deps.llm.complete_with_tools(request).await {
                 Err(LlmError::Status { status: 400 | 404 | 422, .. }) => {}
                 other => {
-                    if refused_at.is_some() && other.is_ok() {
-                        *self.tools_refused_at.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    if other.is_ok() && self.tools.accepted() {
                         tracing::info!("the LLM server takes tools again");
                     }
                     return other;
@@ -789,18 +815,10 @@ impl Inner {
         let mut plain = request.clone();
         plain.tools.clear();
         let answer = self.deps.llm.complete_with_tools(&plain).await;
-        if answer.is_ok() {
-            let first = self
-                .tools_refused_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .replace(std::time::Instant::now())
-                .is_none();
-            if first {
-                tracing::warn!(
-                    "the LLM server refuses tools; hand-offs rely on detecting explicit requests (tools are tried again every 10 minutes)"
-                );
-            }
+        if answer.is_ok() && self.tools.refused(Instant::now()) {
+            tracing::warn!(
+                "the LLM server refuses tools; hand-offs rely on detecting explicit requests (tools are tried again every 10 minutes)"
+            );
         }
         answer
     }
@@ -1128,6 +1146,20 @@ mod tests {
 
     fn reply_to(entry_id: u64) -> ConversationMessage {
         said_fp("operator", reply_fingerprint(PostKind::Reply, &s(), &entry_id.to_string()))
+    }
+
+    #[test]
+    fn a_tools_refusal_is_probed_again_after_a_while_never_off_for_good() {
+        let probe = ToolsProbe::default();
+        let t0 = Instant::now();
+        assert!(probe.worth_trying(t0), "tools are tried first");
+        assert!(probe.refused(t0), "the first refusal is news");
+        assert!(!probe.refused(t0), "a second one is not");
+        assert!(!probe.worth_trying(t0 + TOOLS_REPROBE_AFTER / 2), "plain requests meanwhile");
+        assert!(probe.worth_trying(t0 + TOOLS_REPROBE_AFTER), "tried again after the wait");
+        assert!(probe.accepted(), "they work again: news");
+        assert!(!probe.accepted());
+        assert!(probe.worth_trying(t0), "no refusal on record");
     }
 
     #[test]
