@@ -38,8 +38,6 @@ pub enum CrispError {
     TooLarge(#[source] plumbing::http_body::BodyError),
     #[error("invalid Crisp API base URL")]
     BadBaseUrl,
-    #[error("not a valid Crisp conversation id")]
-    InvalidId,
     /// A post failed in a way that may have stored it, and reading the conversation back to
     /// find out failed too: it must not be posted again until the conversation says.
     #[error("Crisp may have stored the message; reading the conversation to find out failed: {0}")]
@@ -61,11 +59,9 @@ impl CrispError {
             CrispError::Status { status, .. } => *status >= 500,
             // Read after the status: the request was taken.
             CrispError::TooLarge(_) => true,
-            CrispError::Decode(_)
-            | CrispError::BadBaseUrl
-            | CrispError::InvalidId
-            | CrispError::Unconfirmed(_)
-            | CrispError::Withdrawn => false,
+            CrispError::Decode(_) | CrispError::BadBaseUrl | CrispError::Unconfirmed(_) | CrispError::Withdrawn => {
+                false
+            }
         }
     }
 }
@@ -78,7 +74,6 @@ impl RetryableError for CrispError {
             CrispError::Decode(_)
             | CrispError::TooLarge(_)
             | CrispError::BadBaseUrl
-            | CrispError::InvalidId
             | CrispError::Unconfirmed(_)
             | CrispError::Withdrawn => false,
         }
@@ -298,7 +293,7 @@ impl CrispClient {
         still: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>>,
     ) -> Result<(), CrispError> {
         let still = &still;
-        let url = self.conversation_url(session_id, "message")?;
+        let url = self.website_url(&["conversation", session_id.as_str(), "message"]);
         let body = OutgoingText {
             kind: if post.kind == PostKind::Note { "note" } else { "text" },
             from: "operator",
@@ -384,10 +379,7 @@ impl CrispClient {
 
     /// Whether an operator is available (`GET /website/{id}/availability/status`).
     pub async fn operators_online(&self) -> Result<bool, CrispError> {
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend(["website", self.settings.website_id.as_str(), "availability", "status"]);
-        }
+        let url = self.website_url(&["availability", "status"]);
         let answer = self.retry.run("Crisp call", || self.attempt::<()>(Method::GET, url.clone(), None)).await?;
         Ok(answer.pointer("/data/status").and_then(Value::as_str) == Some("online"))
     }
@@ -416,27 +408,16 @@ impl CrispClient {
 
     /// `GET /website/{id}`: proves the token, tier and website id work together.
     pub async fn check_website(&self) -> Result<(), CrispError> {
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend(["website", self.settings.website_id.as_str()]);
-        }
+        let url = self.website_url(&[]);
         self.attempt::<()>(Method::GET, url, None).await.map(drop)
     }
 
-    /// The REST path of a conversation call; a [`ConversationId`] is one plain segment by
-    /// construction, so nothing else ever gets into the URL.
-    fn conversation_url(&self, session_id: &ConversationId, leaf: &str) -> Result<Url, CrispError> {
-        Ok(self.conversation_path(session_id, &[leaf]))
-    }
-
-    /// `{base}/website/{website_id}/conversation/{session_id}/{leaves…}`.
-    fn conversation_path(&self, session_id: &ConversationId, leaves: &[&str]) -> Url {
+    /// `{base}/website/{website_id}/{segments…}`. Each segment is escaped as one; the ids are
+    /// plain segments by construction ([`WebsiteId`], [`ConversationId`]).
+    fn website_url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments
-                .pop_if_empty()
-                .extend(["website", self.settings.website_id.as_str(), "conversation", session_id.as_str()])
-                .extend(leaves);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(["website", self.settings.website_id.as_str()]).extend(segments);
         }
         url
     }
@@ -459,7 +440,7 @@ impl CrispClient {
         leaf: &str,
         body: Option<&B>,
     ) -> Result<Value, CrispError> {
-        let url = self.conversation_url(session_id, leaf)?;
+        let url = self.website_url(&["conversation", session_id.as_str(), leaf]);
         policy.run("Crisp call", || self.timed_attempt(method.clone(), url.clone(), body, leaf)).await
     }
 
@@ -512,7 +493,7 @@ impl CrispClient {
     /// Whether the conversation exists on our website:
     /// `GET /website/{website_id}/conversation/{session_id}`, `404` => false.
     pub async fn conversation_exists(&self, session_id: &ConversationId) -> Result<bool, CrispError> {
-        let url = self.conversation_path(session_id, &[]);
+        let url = self.website_url(&["conversation", session_id.as_str()]);
         let found = self
             .retry
             .run("Crisp call", || async {
