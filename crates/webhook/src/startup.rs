@@ -10,7 +10,10 @@ use crate::mcp;
 use crate::outcomes::{self, Outcomes};
 use crate::placeholders::PlaceholderBook;
 use crate::proactive::{OfferDeps, Offers};
-use crate::replies::{Replies, ReplyDeps};
+use crate::replies::{
+    ContextStep, Conversations, FloorStep, HandOffStep, KnowledgeStep, LlmStep, MarkDoneStep, OutcomeStep, Pipeline,
+    PostStep, PromptStep, RedactionStep, Replies, TraceStep,
+};
 use crate::routes::{AppState, metrics_router, router};
 use crate::server::{self, ConnectionLimits};
 use crate::traces::TraceWriter;
@@ -28,6 +31,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// The webhook, built and bound, not yet serving.
 pub struct App {
@@ -227,31 +231,41 @@ impl Service for App {
             }
             _ => None,
         };
-        let replies = Replies::new(
-            ReplyDeps {
-                llm: settings.llm,
+        // A reply's steps, each given only what it needs.
+        let floor = Arc::new(FloorStep::new(Arc::clone(&coordination), metrics.clone()));
+        let conversations = Conversations::new(settings.crisp.clone());
+        let placeholders = match redis.clone() {
+            Some(conn) => PlaceholderBook::Redis { conn },
+            None => PlaceholderBook::files(&settings.store.data_dir),
+        };
+        let pipeline = Pipeline {
+            floor: Arc::clone(&floor),
+            context: ContextStep::new(
                 context,
-                crisp: settings.crisp,
-                system_prompt,
-                fallback_message: settings.fallback_message,
-                coordination,
-                proactive: offer_book.clone(),
-                traces,
-                history_turns: settings.history_turns,
-                limits: settings.prompt_limits,
-                max_age: settings.reply_max_age,
-                handoff: settings.handoff,
-                redactor: Arc::clone(&settings.redactor),
-                knowledge: knowledge.clone(),
-                outcomes: Arc::clone(&outcomes),
-                placeholders: match redis.clone() {
-                    Some(conn) => PlaceholderBook::Redis { conn },
-                    None => PlaceholderBook::files(&settings.store.data_dir),
-                },
-                metrics: metrics.clone(),
-            },
-            settings.max_concurrent_replies,
-        );
+                conversations.clone(),
+                settings.history_turns,
+                offer_book.clone(),
+                metrics.clone(),
+            ),
+            knowledge: KnowledgeStep::new(knowledge.clone()),
+            redaction: RedactionStep::new(Arc::clone(&settings.redactor), placeholders, metrics.clone()),
+            prompt: PromptStep::new(system_prompt, settings.prompt_limits, metrics.clone()),
+            llm: LlmStep::new(settings.llm, settings.fallback_message),
+            post: PostStep::new(
+                settings.crisp.clone(),
+                Arc::clone(&coordination),
+                Arc::clone(&floor),
+                conversations.clone(),
+            ),
+            handoff: HandOffStep::new(settings.handoff, settings.crisp, floor, offer_book.clone(), metrics.clone()),
+            outcome: OutcomeStep::new(Arc::clone(&outcomes), conversations),
+            trace: TraceStep::new(traces),
+            mark_done: MarkDoneStep::new(Arc::clone(&coordination), metrics.clone()),
+            max_age: settings.reply_max_age,
+            slots: Semaphore::new(settings.max_concurrent_replies.max(1)),
+            metrics: metrics.clone(),
+        };
+        let replies = Replies::new(coordination, pipeline);
         let state = Arc::new(AppState {
             metrics,
             hook_key: settings.hook_key,
