@@ -120,6 +120,111 @@ impl ToolsProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llm::{ChatMessage, Role};
+    use plumbing::SecretString;
+    use plumbing::retry::RetryPolicy;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    fn step(server: &MockServer, fallback: Option<&str>) -> LlmStep {
+        let llm = LlmClient::new(&server.uri(), SecretString::from("key"), "model", RetryPolicy::none()).unwrap();
+        LlmStep::new(llm, fallback.map(str::to_owned))
+    }
+
+    fn request() -> ChatRequest {
+        let mut request = answer::prompt::reply_request_with("system", "activity", None, "words");
+        request.messages.push(ChatMessage::new(Role::User, "words"));
+        request
+    }
+
+    fn with_tools(request: &Request) -> bool {
+        serde_json::from_slice::<serde_json::Value>(&request.body).is_ok_and(|body| body.get("tools").is_some())
+    }
+
+    fn text(words: &str) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "choices": [{"message": {"role": "assistant", "content": words}}]
+        }))
+    }
+
+    /// An LLM server that refuses requests with tools and answers plain ones.
+    async fn refusing_tools() -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST")).and(with_tools).respond_with(ResponseTemplate::new(400)).mount(&server).await;
+        Mock::given(method("POST")).respond_with(text("Open Billing, then Invoices.")).mount(&server).await;
+        server
+    }
+
+    async fn sent_with_tools(server: &MockServer) -> Vec<bool> {
+        server.received_requests().await.unwrap().iter().map(with_tools).collect()
+    }
+
+    #[tokio::test]
+    async fn the_models_answer_or_its_hand_off_call() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {
+                        "name": handoff::TOOL_NAME, "arguments": "{\"reason\":\"unable\",\"summary\":\"Refund.\"}"
+                    }}
+                ]}}]
+            })))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST")).respond_with(text("Open Billing.")).mount(&server).await;
+        let step = step(&server, None);
+        let Some(Decision::HandOff(decision)) = step.decide(&request(), "refund me", false).await else {
+            panic!("expected a hand-off")
+        };
+        assert_eq!((decision.reason, decision.summary.as_deref()), (handoff::Reason::Unable, Some("Refund.")));
+        assert_eq!(
+            step.decide(&request(), "how?", false).await,
+            Some(Decision::Answer("Open Billing.".into(), Settled::Answered))
+        );
+        assert_eq!(sent_with_tools(&server).await, [true, true], "the tool is offered");
+    }
+
+    #[tokio::test]
+    async fn a_server_refusing_tools_gets_plain_requests_and_a_request_for_a_person_still_hands_off() {
+        let server = refusing_tools().await;
+        let step = step(&server, None);
+        assert_eq!(
+            step.decide(&request(), "how do I export?", false).await,
+            Some(Decision::Answer("Open Billing, then Invoices.".into(), Settled::Answered))
+        );
+        assert_eq!(sent_with_tools(&server).await, [true, false], "refused, then plain");
+        let Some(Decision::HandOff(decision)) = step.decide(&request(), "can I talk to a human?", false).await else {
+            panic!("an explicit request for a person hands off without tools")
+        };
+        assert_eq!(decision.reason, handoff::Reason::Asked);
+        assert_eq!(
+            sent_with_tools(&server).await,
+            [true, false],
+            "no more tools requests meanwhile, no plain one either"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_yes_to_the_follow_up_hands_off_without_asking_the_model() {
+        let server = MockServer::start().await;
+        let step = step(&server, None);
+        let Some(Decision::HandOff(decision)) = step.decide(&request(), "yes", true).await else { panic!() };
+        assert_eq!(decision.reason, handoff::Reason::Asked);
+        assert!(server.received_requests().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_the_fallback_when_set_else_nothing() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+        assert_eq!(
+            step(&server, Some("A teammate will reply.")).decide(&request(), "help", false).await,
+            Some(Decision::Answer("A teammate will reply.".into(), Settled::FallbackSent))
+        );
+        assert_eq!(step(&server, None).decide(&request(), "help", false).await, None, "retried later");
+    }
 
     #[test]
     fn a_tools_refusal_is_probed_again_after_a_while_never_off_for_good() {

@@ -214,7 +214,75 @@ fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replies::test_support::{burst, conversation, note_said, said, said_fp, said_text};
+    use crate::context::{ContextScope, LinkTrust};
+    use crate::replies::test_support::{burst, conversation, crisp_at, note_said, said, said_fp, said_text};
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn step(crisp: &MockServer, history_turns: usize, dir: &std::path::Path) -> ContextStep {
+        let client = crisp_at(&crisp.uri());
+        let source = ContextSource::new(
+            ContextScope::Session,
+            dir.join("event_data.txt"),
+            None,
+            client.clone(),
+            None,
+            2000,
+            LinkTrust::default(),
+        );
+        ContextStep::new(source, Conversations::new(client), history_turns, None, Metrics::new())
+    }
+
+    /// A Crisp stand-in whose conversation holds the bot's reply to entry 2 and the visitor's words.
+    async fn crisp_with_reply_to_entry_2() -> MockServer {
+        let server = MockServer::start().await;
+        let reply = reply_fingerprint(PostKind::Reply, &conversation(), "2").get();
+        Mock::given(method("GET"))
+            .and(path_regex("/conversation/session_test/messages$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": [
+                {"type": "text", "from": "user", "content": "earlier question", "fingerprint": 1},
+                {"type": "text", "from": "operator", "content": "the bot's reply", "fingerprint": reply},
+            ]})))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn only_a_resumed_burst_reads_the_conversation_for_replies_already_there() {
+        let crisp = crisp_with_reply_to_entry_2().await;
+        let dir = tempfile::tempdir().unwrap();
+        let step = step(&crisp, 5, dir.path());
+        let fresh = Burst { resumed: false, ..burst(3) };
+        assert!(matches!(step.answered_already(&fresh).await, Ok((0, None))));
+        assert!(crisp.received_requests().await.unwrap().is_empty(), "a fresh burst asks Crisp nothing");
+
+        let Ok((already, Some(messages))) = step.answered_already(&burst(3)).await else { panic!() };
+        assert_eq!((already, messages.len()), (2, 2), "the reply to entry 2 settles entries 1 and 2");
+    }
+
+    #[tokio::test]
+    async fn without_the_conversation_a_resumed_burst_waits_rather_than_risk_a_second_reply() {
+        let crisp = MockServer::start().await;
+        Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).mount(&crisp).await;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(step(&crisp, 5, dir.path()).answered_already(&burst(3)).await, Err(Attempt::Retry)));
+    }
+
+    #[tokio::test]
+    async fn the_earlier_turns_come_from_the_conversation_unless_none_are_wanted() {
+        let crisp = crisp_with_reply_to_entry_2().await;
+        let dir = tempfile::tempdir().unwrap();
+        let gathered = step(&crisp, 5, dir.path()).gather(&conversation(), &burst(1).entries, None).await;
+        let turns: Vec<&str> = gathered.history.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(turns, ["earlier question", "the bot's reply"]);
+        assert_eq!(gathered.trigger, None);
+
+        let reads = crisp.received_requests().await.unwrap().len();
+        let none = step(&crisp, 0, dir.path()).gather(&conversation(), &burst(1).entries, None).await;
+        assert!(none.history.is_empty());
+        assert_eq!(crisp.received_requests().await.unwrap().len(), reads, "HISTORY_TURNS=0 reads no conversation");
+    }
 
     fn reply_to(entry_id: u64) -> ConversationMessage {
         said_fp("operator", reply_fingerprint(PostKind::Reply, &conversation(), &entry_id.to_string()))

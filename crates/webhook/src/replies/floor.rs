@@ -124,3 +124,75 @@ impl FloorStep {
         Attempt::Retry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replies::test_support::{conversation, holding, local_coordination, operator, series, visitor};
+    use crisp::Fingerprint;
+    use tokio::time::Instant;
+
+    fn floor() -> (FloorStep, Arc<Coordination>) {
+        let coordination = local_coordination();
+        (FloorStep::new(Arc::clone(&coordination), Metrics::new()), coordination)
+    }
+
+    #[tokio::test]
+    async fn a_human_has_the_floor_until_the_conversation_is_resolved() {
+        let (floor, coordination) = floor();
+        let hold = holding(&coordination, &visitor("where is my invoice?", 1)).await;
+        let session = conversation();
+        assert_eq!(floor.open(&session).await, Ok(()));
+        assert_eq!(floor.may_post(&hold).await, MayPost::Yes);
+
+        assert!(floor.operator_wrote(operator("Hi, Sam here", Some(7))).await.unwrap(), "a human took over");
+        assert_eq!(floor.open(&session).await, Err(Attempt::Settled(Settled::Silenced)));
+        assert_eq!(floor.may_post(&hold).await, MayPost::Silenced);
+
+        floor.resolved(&session).await.unwrap();
+        assert_eq!(floor.open(&session).await, Ok(()));
+        assert_eq!(floor.may_post(&hold).await, MayPost::Yes);
+
+        floor.hand_over(&session).await;
+        assert_eq!(floor.open(&session).await, Err(Attempt::Settled(Settled::Silenced)), "a hand-off silences too");
+        assert_eq!(series(&floor.metrics, "coordination_unavailable_total"), 0.0);
+    }
+
+    #[tokio::test]
+    async fn the_bots_own_echo_and_automations_never_take_the_floor() {
+        let (floor, coordination) = floor();
+        let session = conversation();
+        coordination.remember_own(&session, OwnMark::Fingerprint(Fingerprint::from_wire(42))).await;
+        coordination.remember_own(&session, OwnMark::Text("Here is how to export.".into())).await;
+
+        assert!(!floor.operator_wrote(operator("any words", Some(42))).await.unwrap(), "its fingerprint");
+        assert!(!floor.operator_wrote(operator("Here is how to export.", None)).await.unwrap(), "its words");
+        let automation = crisp::OperatorMessage { automated: true, ..operator("Rate us!", Some(9)) };
+        assert!(!floor.operator_wrote(automation).await.unwrap(), "an automation");
+        assert_eq!(floor.open(&session).await, Ok(()), "the bot still has the floor");
+    }
+
+    /// The takeover's `200` waits for a post that passed its last check (so nothing of the
+    /// bot's follows it), but never longer than `POSTING_WAIT`. Paused time: the waits are
+    /// exact, not raced.
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_waits_for_a_post_under_way_but_only_briefly() {
+        for (post_takes, takeover_returns_after) in
+            [(Duration::from_millis(300), Duration::from_millis(300)), (Duration::from_secs(30), POSTING_WAIT)]
+        {
+            let (floor, _) = floor();
+            let session = conversation();
+            let started = Instant::now();
+            let post_under_way = async {
+                let _posting = floor.posting_lock(&session).read().await;
+                tokio::time::sleep(post_takes).await;
+            };
+            let takeover = async {
+                floor.operator_wrote(operator("I'll take it from here", None)).await.unwrap();
+                started.elapsed()
+            };
+            let ((), returned_after) = tokio::join!(post_under_way, takeover);
+            assert_eq!(returned_after, takeover_returns_after, "post under way for {post_takes:?}");
+        }
+    }
+}

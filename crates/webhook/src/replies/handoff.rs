@@ -130,3 +130,109 @@ fn linked_by_words(linked_by: LinkedBy) -> &'static str {
         LinkedBy::Nothing => "nothing",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replies::context::Conversations;
+    use crate::replies::test_support::{activity, crisp_at, holding, local_coordination, series, turn, visitor};
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    fn settings(assign: Option<&str>) -> HandoffSettings {
+        HandoffSettings {
+            message: "A teammate is joining.".into(),
+            offline_message: "We'll reply by email.".into(),
+            assign_user_id: assign.map(str::to_owned),
+        }
+    }
+
+    /// A Crisp stand-in whose operators are `status` (`online`, `offline`, or an error).
+    async fn crisp(status: Option<&str>) -> MockServer {
+        let server = MockServer::start().await;
+        let availability = match status {
+            Some(status) => ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": {"status": status}})),
+            None => ResponseTemplate::new(500),
+        };
+        Mock::given(method("GET"))
+            .and(path_regex("/availability/status$"))
+            .respond_with(availability)
+            .mount(&server)
+            .await;
+        let ok = ResponseTemplate::new(200).set_body_json(serde_json::json!({"error": false, "data": {}}));
+        Mock::given(path_regex("/conversation/session_test/")).respond_with(ok).mount(&server).await;
+        server
+    }
+
+    fn step(server: &MockServer, assign: Option<&str>) -> (HandOffStep, Arc<FloorStep>) {
+        step_over(server, assign, local_coordination())
+    }
+
+    fn step_over(
+        server: &MockServer,
+        assign: Option<&str>,
+        coordination: Arc<delivery::coordination::Coordination>,
+    ) -> (HandOffStep, Arc<FloorStep>) {
+        let floor = Arc::new(FloorStep::new(coordination, Metrics::new()));
+        (HandOffStep::new(settings(assign), crisp_at(&server.uri()), Arc::clone(&floor), None, Metrics::new()), floor)
+    }
+
+    fn calls(requests: &[Request]) -> Vec<(String, String, serde_json::Value)> {
+        requests
+            .iter()
+            .filter(|r| !r.url.path().ends_with("/availability/status"))
+            .map(|r| {
+                let leaf = r.url.path().rsplit('/').next().unwrap_or_default().to_owned();
+                (r.method.to_string(), leaf, serde_json::from_slice(&r.body).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_words_follow_operators_availability_and_unknown_counts_as_online() {
+        for (status, expected, online) in [
+            (Some("online"), "A teammate is joining.", true),
+            (Some("offline"), "We'll reply by email.", false),
+            (None, "A teammate is joining.", true),
+        ] {
+            let server = crisp(status).await;
+            let told = step(&server, None).0.words().await;
+            assert_eq!((told.text.as_str(), told.online), (expected, online), "operators {status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn operators_get_the_note_then_the_conversation_assigned_and_unresolved_and_the_bot_falls_silent() {
+        let server = crisp(Some("online")).await;
+        let coordination = local_coordination();
+        let (step, floor) = step_over(&server, Some("operator-7"), Arc::clone(&coordination));
+        let hold = holding(&coordination, &visitor("refund please", 1)).await;
+        let client = crisp_at(&server.uri());
+        let post = PostStep::new(client.clone(), coordination, Arc::clone(&floor), Conversations::new(client));
+        let turn = turn(&hold, 1);
+        let articles = "Articles used: Refunds (https://help.example.com/refunds)";
+        let note = step
+            .note(
+                &post,
+                &turn,
+                handoff::Reason::Asked,
+                Some("Wants a refund."),
+                &activity("[0] Billing"),
+                Some(articles),
+            )
+            .await;
+        assert!(note.contains("Wants a refund.") && note.ends_with(articles), "{note}");
+        step.to_operators(turn.session, handoff::Reason::Asked, true).await;
+        step.silence_bot(turn.session).await;
+
+        let calls = calls(&server.received_requests().await.unwrap());
+        let leaves: Vec<(&str, &str)> = calls.iter().map(|(m, leaf, _)| (m.as_str(), leaf.as_str())).collect();
+        assert_eq!(leaves, [("POST", "message"), ("PATCH", "routing"), ("PATCH", "state")]);
+        assert_eq!(calls[0].2["type"], "note");
+        assert_eq!(calls[0].2["content"], note.as_str());
+        assert_eq!(calls[1].2, serde_json::json!({"assigned": {"user_id": "operator-7"}}));
+        assert_eq!(calls[2].2, serde_json::json!({"state": "unresolved"}));
+        assert_eq!(series(&step.metrics, "handoffs_total{reason=\"asked\"}"), 1.0);
+        assert!(floor.open(turn.session).await.is_err(), "the bot is silent after its hand-off");
+    }
+}

@@ -58,3 +58,55 @@ impl MarkDoneStep {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replies::test_support::{holding, local_coordination, series, visitor};
+
+    /// Three recorded messages, held and read as one burst.
+    async fn three_recorded() -> (MarkDoneStep, Arc<Coordination>, Hold, Burst) {
+        let coordination = local_coordination();
+        let hold = holding(&coordination, &visitor("one", 1)).await;
+        for (words, fingerprint) in [("two", 2), ("three", 3)] {
+            coordination.accept(&visitor(words, fingerprint)).await.unwrap();
+        }
+        let burst = coordination.next_burst(&hold).await.unwrap();
+        assert_eq!(burst.entries.len(), 3);
+        (MarkDoneStep::new(Arc::clone(&coordination), Metrics::new()), coordination, hold, burst)
+    }
+
+    fn settled(step: &MarkDoneStep, outcome: &str) -> f64 {
+        series(&step.metrics, &format!("messages_settled_total{{outcome=\"{outcome}\"}}"))
+    }
+
+    #[tokio::test]
+    async fn a_settled_reply_settles_its_whole_burst_counting_those_answered_before() {
+        let (step, coordination, hold, burst) = three_recorded().await;
+        step.mark(&hold, &burst, Attempt::Settled(Settled::Answered), 1).await;
+        assert_eq!(coordination.pending_local(), 0, "nothing left to answer");
+        assert_eq!(settled(&step, "already_answered"), 1.0);
+        assert_eq!(settled(&step, "answered"), 2.0);
+    }
+
+    #[tokio::test]
+    async fn a_retried_reply_settles_only_the_messages_found_answered() {
+        let (step, coordination, hold, burst) = three_recorded().await;
+        step.mark(&hold, &burst, Attempt::Retry, 1).await;
+        assert_eq!(coordination.pending_local(), 2, "the two unanswered stay recorded");
+        let again = coordination.next_burst(&hold).await.unwrap();
+        let words: Vec<&str> = again.entries.iter().map(|e| e.message.content.as_str()).collect();
+        assert_eq!(words, ["two", "three"], "retried from the first unanswered");
+        assert_eq!(settled(&step, "already_answered"), 1.0);
+        assert_eq!(settled(&step, "answered"), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_hold_settles_nothing_unanswered() {
+        let (step, coordination, hold, burst) = three_recorded().await;
+        step.mark(&hold, &burst, Attempt::Lost, 0).await;
+        assert_eq!(coordination.pending_local(), 3, "the replica that holds them answers");
+        step.duplicate();
+        assert_eq!(settled(&step, "duplicate"), 1.0);
+    }
+}

@@ -54,3 +54,74 @@ impl OutcomeStep {
             .is_some_and(|m| m.fingerprint == Some(fingerprint))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{ContextScope, ContextSource, LinkTrust};
+    use crate::outcomes::Store;
+    use crate::replies::test_support::{activity, conversation, crisp_at, holding, local_coordination, turn, visitor};
+    use activity::config::StoreSettings;
+    use activity::context::StoreLimits;
+    use plumbing::telemetry::Metrics;
+    use wiremock::MockServer;
+
+    fn store_settings(dir: &std::path::Path) -> StoreSettings {
+        let limits = StoreLimits { max_actions: 100, ttl: std::time::Duration::from_secs(3600) };
+        StoreSettings { data_dir: dir.to_owned(), limits, redis: None }
+    }
+
+    fn step(crisp: &MockServer, dir: &std::path::Path) -> OutcomeStep {
+        let client = crisp_at(&crisp.uri());
+        let context = ContextSource::new(
+            ContextScope::Session,
+            dir.join("event_data.txt"),
+            None,
+            client.clone(),
+            None,
+            2000,
+            LinkTrust::default(),
+        );
+        let outcomes = Outcomes::new(
+            Default::default(),
+            Store::open(&store_settings(dir), None).unwrap(),
+            client.clone(),
+            local_coordination(),
+            context,
+            Metrics::new(),
+        );
+        OutcomeStep::new(outcomes, Conversations::new(client))
+    }
+
+    #[tokio::test]
+    async fn a_question_its_answer_and_a_hand_off_are_the_conversations_record() {
+        let crisp = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let step = step(&crisp, dir.path());
+        let coordination = local_coordination();
+        let question = visitor("how do I export my invoices?", 1);
+        let hold = holding(&coordination, &question).await;
+        step.visitor_wrote(&question).await;
+        step.answered(&turn(&hold, 1), "Open Billing, then Export.", &activity("")).await;
+
+        let read =
+            || async { Store::open(&store_settings(dir.path()), None).unwrap().get("session_test").await.unwrap() };
+        let record = read().await.expect("a record of the conversation");
+        assert_eq!(record.answers, 1);
+        assert!(record.answered_at.is_some() && record.reply_secs.is_some(), "answered, timed from the question");
+        assert_eq!(record.outcome, None, "not decided yet: what the visitor does next decides it");
+
+        step.handed_off(&conversation(), "asked").await;
+        assert_eq!(read().await.unwrap().outcome, Some(::outcomes::Outcome::Escalated));
+    }
+
+    #[tokio::test]
+    async fn only_a_short_yes_after_the_follow_up_asks_for_a_person() {
+        let crisp = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let step = step(&crisp, dir.path());
+        assert!(!step.said_yes_to_follow_up(&conversation(), "how do I export?").await);
+        assert!(!step.said_yes_to_follow_up(&conversation(), "yes").await, "no follow-up was sent");
+        assert!(crisp.received_requests().await.unwrap().is_empty(), "nothing to read from Crisp for either");
+    }
+}

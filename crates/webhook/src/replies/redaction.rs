@@ -79,3 +79,56 @@ impl RedactionStep {
         (masked, Restorer(map))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replies::test_support::{conversation, series};
+    use llm::Role;
+
+    const EMAIL: &str = "ana@example.com";
+
+    fn step(dir: &std::path::Path) -> RedactionStep {
+        RedactionStep::new(Arc::new(privacy::Redactor::default()), PlaceholderBook::files(dir), Metrics::new())
+    }
+
+    fn parts_with(value: &str) -> ForLlm {
+        ForLlm {
+            question: format!("I changed my email to {value}, why no invoice?"),
+            activity: format!("[0] Action: typed {value} in Settings"),
+            help: Some(HelpCenter { text: format!("Write to {value} for help"), strict: true }),
+            history: vec![ChatMessage::new(Role::User, format!("my email is {value}"))],
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_personal_in_any_part_and_the_answer_gets_the_value_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = step(dir.path());
+        let (masked, restorer) = step.mask(&conversation(), parts_with(EMAIL)).await;
+        let help = masked.help.as_ref().unwrap();
+        let texts = [&masked.question, &masked.activity, &help.text, &masked.history[0].content];
+        for text in texts {
+            assert!(!text.contains(EMAIL) && text.contains("[EMAIL_1]"), "masked: {text}");
+        }
+        assert!(help.strict, "the setting is kept");
+        assert_eq!(series(&step.metrics, "redactions_total{kind=\"email\"}"), 4.0);
+        assert_eq!(restorer.restore("We wrote to [EMAIL_1]."), format!("We wrote to {EMAIL}."));
+    }
+
+    #[tokio::test]
+    async fn a_value_keeps_its_placeholder_across_replies_and_conversations_are_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = step(dir.path());
+        step.mask(&conversation(), parts_with("first@example.com")).await;
+        // A later reply (even by a restarted process: the placeholders are on disk).
+        let later = self::step(dir.path());
+        let (masked, restorer) = later.mask(&conversation(), parts_with(EMAIL)).await;
+        assert!(masked.question.contains("[EMAIL_2]"), "a new value, a new number: {}", masked.question);
+        assert_eq!(restorer.restore("[EMAIL_1]"), "first@example.com", "the earlier value is still known");
+
+        let other = crisp::ConversationId::parse("session_other").unwrap();
+        let (_, other_restorer) = later.mask(&other, parts_with(EMAIL)).await;
+        assert_eq!(other_restorer.restore("[EMAIL_2]"), "[EMAIL_2]", "another conversation's values are not known");
+    }
+}

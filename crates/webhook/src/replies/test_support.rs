@@ -50,3 +50,67 @@ pub fn said_text(from: &str, fingerprint: u64, text: &str) -> ConversationMessag
 pub fn note_said(fingerprint: u64, text: &str) -> ConversationMessage {
     ConversationMessage { kind: "note".into(), ..said_text("operator", fingerprint, text) }
 }
+
+/// A conversation store of this process only (no Redis, no journal).
+pub fn local_coordination() -> std::sync::Arc<delivery::coordination::Coordination> {
+    use delivery::coordination::{CoordTimings, Coordination, LocalInbox, QueueLimits};
+    let limits = QueueLimits { max_waiting: 100, max_per_conversation: 20 };
+    std::sync::Arc::new(Coordination::new(LocalInbox::new(&CoordTimings::default(), limits, None, Vec::new()), None))
+}
+
+/// Records `message`; the caller must be the one to hold its conversation then.
+pub async fn holding(
+    coordination: &delivery::coordination::Coordination,
+    message: &VisitorMessage,
+) -> delivery::coordination::Hold {
+    match coordination.accept(message).await {
+        Ok(delivery::coordination::Accepted::Holds(hold)) => hold,
+        other => panic!("expected to hold the conversation, got {other:?}"),
+    }
+}
+
+/// A Crisp client of the stand-in at `base`, with no retries.
+pub fn crisp_at(base: &str) -> crisp::CrispClient {
+    let settings = crisp::CrispSettings {
+        api_base_url: base.into(),
+        website_id: WebsiteId::parse("website").unwrap(),
+        token_identifier: "identifier".into(),
+        token_key: plumbing::SecretString::from("key"),
+        tier: "plugin".into(),
+    };
+    crisp::CrispClient::new(settings, plumbing::retry::RetryPolicy::none()).unwrap()
+}
+
+/// The value of the series whose exposition line starts with `series` (0 when absent).
+pub fn series(metrics: &plumbing::telemetry::Metrics, series: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The burst's turn: the newest message's entry id is `answers`.
+pub fn turn<'a>(hold: &'a delivery::coordination::Hold, answers: u64) -> super::Turn<'a> {
+    super::Turn { hold, session: &hold.session, answers: answers.to_string(), trigger: None }
+}
+
+/// An operator's text message in [`conversation`].
+pub fn operator(content: &str, fingerprint: Option<u64>) -> crisp::OperatorMessage {
+    crisp::OperatorMessage {
+        session_id: conversation(),
+        fingerprint: fingerprint.map(Fingerprint::from_wire),
+        automated: false,
+        content: Some(content.into()),
+    }
+}
+
+/// An activity with nothing linked, whose text is `text`.
+pub fn activity(text: &str) -> crate::context::Activity {
+    crate::context::Activity {
+        text: text.into(),
+        linked_by: crate::context::LinkedBy::Nothing,
+        autoplay_session: None,
+        context: None,
+    }
+}
