@@ -214,22 +214,15 @@ fn answered_prefix(messages: &[ConversationMessage], burst: &Burst) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{ContextScope, LinkTrust};
-    use crate::replies::test_support::{burst, conversation, crisp_at, note_said, said, said_fp, said_text};
+    use crate::replies::test_support::{
+        burst, context_source, conversation, crisp_at, note_said, said, said_fp, said_text,
+    };
     use wiremock::matchers::{method, path_regex};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn step(crisp: &MockServer, history_turns: usize, dir: &std::path::Path) -> ContextStep {
         let client = crisp_at(&crisp.uri());
-        let source = ContextSource::new(
-            ContextScope::Session,
-            dir.join("event_data.txt"),
-            None,
-            client.clone(),
-            None,
-            2000,
-            LinkTrust::default(),
-        );
+        let source = context_source(&client, dir);
         ContextStep::new(source, Conversations::new(client), history_turns, None, Metrics::new())
     }
 

@@ -58,9 +58,10 @@ impl OutcomeStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{ContextScope, ContextSource, LinkTrust};
     use crate::outcomes::Store;
-    use crate::replies::test_support::{activity, conversation, crisp_at, holding, local_coordination, turn, visitor};
+    use crate::replies::test_support::{
+        activity, context_source, conversation, crisp_at, holding, local_coordination, turn, visitor,
+    };
     use activity::config::StoreSettings;
     use activity::context::StoreLimits;
     use plumbing::telemetry::Metrics;
@@ -73,15 +74,7 @@ mod tests {
 
     fn step(crisp: &MockServer, dir: &std::path::Path) -> OutcomeStep {
         let client = crisp_at(&crisp.uri());
-        let context = ContextSource::new(
-            ContextScope::Session,
-            dir.join("event_data.txt"),
-            None,
-            client.clone(),
-            None,
-            2000,
-            LinkTrust::default(),
-        );
+        let context = context_source(&client, dir);
         let outcomes = Outcomes::new(
             Default::default(),
             Store::open(&store_settings(dir), None).unwrap(),

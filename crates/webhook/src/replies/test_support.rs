@@ -114,3 +114,10 @@ pub fn activity(text: &str) -> crate::context::Activity {
         context: None,
     }
 }
+
+/// The visitors' activity as the replies find it: per visitor, nothing stored under `dir`.
+pub fn context_source(crisp: &crisp::CrispClient, dir: &std::path::Path) -> crate::context::ContextSource {
+    use crate::context::{ContextScope, ContextSource, LinkTrust};
+    let event_data = dir.join("event_data.txt");
+    ContextSource::new(ContextScope::Session, event_data, None, crisp.clone(), None, 2000, LinkTrust::default())
+}
