@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 use standins::apps::{self, Running};
+use standins::eventually;
 use standins::sse_server::SseServer;
 use standins::stand_ins::{
     Env, LLM_PATH, Webhook, actions_frame, body_of, completion, compose_ok, dispatched, meta, mount_conversation,
@@ -22,7 +23,6 @@ const OFFLINE: &str = "Our team is offline; we will reply by email.";
 const TITLES: [&str; 2] = ["Opened billing H", "Clicked Cancel plan H"];
 /// Generous limit for something that must happen.
 const LIMIT: Duration = Duration::from_secs(20);
-const QUIET: Duration = Duration::from_millis(1500);
 
 /// An OpenAI stand-in: a `hand_off_to_human` call when the visitor's words contain one of
 /// `triggers` (as a tool-capable model would decide), else a text answer. Without tool
@@ -179,9 +179,12 @@ async fn an_explicit_request_in_any_language_hands_over_with_the_visitors_contex
         "the decision is a tool, whatever the prompt"
     );
 
-    // Silent afterwards, until an operator resolves the conversation.
+    // Silent afterwards, until an operator resolves the conversation: the message is settled
+    // unanswered (counted once it is), and nothing was posted for it.
     webhook.deliver_ok(&visitor_message(SITE, "session_linked", 901, "Hello?")).await;
-    tokio::time::sleep(QUIET).await;
+    let silenced = "messages_settled_total{outcome=\"silenced_by_human_takeover\"} 1";
+    let settled = eventually(LIMIT, || webhook.metrics().render().lines().any(|l| l == silenced)).await;
+    assert!(settled, "the message after the hand-off was never settled silently:\n{}", webhook.metrics().render());
     assert_eq!(posted(&server, "session_linked").await.0.len(), answered + 1, "the bot spoke after handing over");
     let resolved = json!({"event": "session:set_state", "website_id": SITE,
         "data": {"website_id": SITE, "session_id": "session_linked", "state": "resolved"}});

@@ -120,6 +120,35 @@ impl Running {
         let seen = eventually(LIMIT, || self.proc().stderr().contains(needle)).await;
         assert!(seen, "stderr never mentioned {needle:?}:\n{}", self.log());
     }
+
+    /// Stops the listener as SIGTERM stops it (the in-process one through the same shutdown)
+    /// and waits until it has: the summaries it started are written (or given up) first, within
+    /// its grace period. Past this, nothing more reaches the stand-ins from it: a test asserting
+    /// that something did not happen asserts it after `stop`, not after a guessed pause.
+    async fn stop(&mut self) {
+        match &mut self.runner {
+            Runner::InProcess(running) => running.stop(LIMIT).await.unwrap_or_else(|e| panic!("{e}")),
+            Runner::Binary(proc) => {
+                proc.signal("TERM");
+                let status = exited(proc, LIMIT).await;
+                let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{}", proc.stderr()));
+                assert_eq!(status.code(), Some(0), "SIGTERM: {status}; stderr:\n{}", proc.stderr());
+            }
+        }
+    }
+}
+
+/// Waits (without blocking the runtime, which serves the stand-ins) up to `limit` for `proc` to
+/// exit; its status, `None` if it is still running.
+async fn exited(proc: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while proc.is_running() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proc.wait_exit(Duration::from_secs(1))
 }
 
 async fn expect_file_at(file: &Path, expected: &str, log: impl Fn() -> String) {
@@ -315,20 +344,19 @@ async fn a_summary_is_requested_once_the_session_passes_the_threshold_and_append
     let llm = MockServer::start().await;
     let summary = "  The user opened the dashboard and exported a CSV.\n\nThen they went to billing settings.  \n";
     mount_llm(&llm, completion(summary)).await;
-    let l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5)).await;
+    let mut l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5)).await;
 
-    // Three actions: below the threshold, no call.
+    // Three actions: below the threshold.
     l.expect_file(EXPECTED).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(llm_calls(&llm).await.is_empty(), "no summary before the threshold");
-
     // Six actions: one call covering all six.
     l.server.push(ACTIONS_FULL).await;
     let expected = format!("{EXPECTED}{EXPECTED}\n=== SUMMARY ===\n{summary}\n");
     l.expect_file(&expected).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Stopped, the listener has made every call it was going to: a summary requested at three
+    // actions would be one call too many, or the one call, covering three.
+    l.stop().await;
     let calls = llm_calls(&llm).await;
-    assert_eq!(calls.len(), 1, "exactly one summary call: {calls:?}");
+    assert_eq!(calls.len(), 1, "exactly one summary call, none before the threshold: {calls:?}");
     let call = &calls[0];
     assert_eq!(call["model"], "gpt-4o-mini");
     assert_eq!(call["temperature"].as_f64(), Some(0.3));
@@ -361,14 +389,17 @@ async fn actions_of_different_sessions_are_counted_apart() {
     Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
     // ps_abc123 gets 3 actions and the anonymous session 2: five in all, but neither reaches 5.
     let stream = [ACTIONS_FULL, LEGACY].concat();
-    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &summary_env(&llm, 5)).await;
+    let mut l = Running::start(vec![hold(&[stream.as_bytes()])], None, &summary_env(&llm, 5)).await;
     l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(llm_calls(&llm).await.is_empty(), "no session reached the threshold");
 
     l.server.push(ACTIONS_FULL).await;
-    let calls = wait_llm_calls(&llm, 1, LIMIT).await;
-    assert_eq!(calls.len(), 1);
+    wait_llm_calls(&llm, 1, LIMIT).await;
+    // Stopped, the listener has made every call it was going to: had the five actions of the
+    // two sessions been counted together, there would be a call before this one, or this one
+    // would carry the anonymous session's actions.
+    l.stop().await;
+    let calls = llm_calls(&llm).await;
+    assert_eq!(calls.len(), 1, "no session reached the threshold before ps_abc123's sixth action: {calls:?}");
     let prompt = prompt_of(&calls[0]);
     assert!(prompt.ends_with(&prompt_tail(6)), "only ps_abc123's six actions:\n{prompt}");
     assert!(!prompt.contains("Buy Now"), "the anonymous session's actions stay out:\n{prompt}");
@@ -382,9 +413,10 @@ async fn summaries_off_needs_no_openai_key_and_calls_nothing() {
     let mut l =
         Running::start_binary(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
     l.expect_file(&format!("{EXPECTED}{EXPECTED}")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(llm_calls(&llm).await.is_empty());
     assert!(l.proc_mut().is_running());
+    // Stopped (it exits 0, summaries in progress written first), it has called all it would.
+    l.stop().await;
+    assert!(llm_calls(&llm).await.is_empty());
 }
 
 #[tokio::test]
@@ -413,8 +445,8 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
     assert!(!text.contains("=== SUMMARY ===") && !text.contains("None"), "file:\n{text}");
     assert!(l.proc_mut().is_running(), "a failed summary must not stop the listener");
 
-    // The failure is logged just before the session is told; give that a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // "summary failed" is logged once the session has its actions pending again: the next
+    // batch retries the summary.
     l.server.push(ACTIONS_FULL).await;
     let calls = wait_llm_calls(&llm, 2, LIMIT).await;
     assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.proc().stderr());
@@ -516,6 +548,8 @@ async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly()
     assert_eq!(headers.get("accept").unwrap(), "text/event-stream");
     assert_eq!(headers.get("cache-control").unwrap(), "no-store");
 
+    // The duration is what is tested: no second request within 5 s of the first (the short
+    // backoff would have tried again after about a second; the long one waits 30 s).
     let quiet_until = first.at + Duration::from_secs(5);
     tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
     assert_eq!(l.requests(), 1, "a 401 waits the long backoff (30 s) before trying again");
@@ -537,7 +571,10 @@ async fn forbidden_unknown_product_and_bad_mode_are_configuration_errors_too() {
         l.expect_stderr(hint).await;
         assert!(l.proc().stderr().contains(&code.to_string()), "HTTP {code}:\n{}", l.proc().stderr());
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The duration is what is tested: no second request within 3 s of each first one (the
+    // short backoff would have tried again after about a second; the long one waits 30 s).
+    let quiet_until = runs.iter().map(|(_, _, l)| l.server.requests()[0].at).max().unwrap() + Duration::from_secs(3);
+    tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
     for (code, _, l) in &mut runs {
         assert_eq!(l.requests(), 1, "HTTP {code} waits the long backoff");
         assert!(l.proc_mut().is_running(), "HTTP {code} must not stop the listener");
@@ -593,6 +630,8 @@ async fn a_silent_connection_is_dropped_after_the_idle_timeout_and_reopened() {
 async fn heartbeats_keep_an_otherwise_silent_connection_open() {
     let l = Running::start_binary(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
     l.expect_requests(1).await;
+    // The pace is what is tested: a heartbeat every 500 ms, for more than twice the 2 s idle
+    // timeout.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(4500) {
         l.server.push(HEARTBEAT).await;
@@ -714,9 +753,12 @@ async fn the_environment_wins_over_dot_env() {
     let from_env = SseServer::start(vec![hold(&[ACTIONS_FULL.as_bytes()])], None).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), format!("STREAM_URL={}\nSUMMARY_THRESHOLD=0\n", from_dot_env.url)).unwrap();
-    let proc = Proc::spawn(bin!("listener"), dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
+    let mut proc = Proc::spawn(bin!("listener"), dir.path(), &[("STREAM_URL", from_env.url.clone())], &[]);
     expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, || proc.stderr()).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Stopped, it connects nowhere any more.
+    proc.signal("TERM");
+    let status = exited(&mut proc, LIMIT).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM: {status:?}; stderr:\n{}", proc.stderr());
     assert_eq!(from_env.requests().len(), 1);
     assert_eq!(from_dot_env.requests().len(), 0, "the .env STREAM_URL must lose to the environment");
 }

@@ -10,6 +10,7 @@ use standins::stand_ins::{
     summary_env, wait_for_count,
 };
 use standins::{bin, eventually, read};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -537,7 +538,7 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     let traces = cwd.path().join("traces");
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
+    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
 
@@ -546,7 +547,10 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     })
     .await;
     assert!(written, "no readable trace in {}; log: {}", traces.display(), webhook.stderr());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped (SIGTERM: every reply to an accepted message dealt with first), it has made
+    // every reply it was going to: one, logged once, with its one trace.
+    webhook.stop().await;
+    assert_eq!(webhook.stderr().matches("reply sent").count(), 1, "one reply: {}", webhook.stderr());
     let files = traces_in(&traces);
     assert_eq!(files.len(), 1, "exactly one trace: {files:?}");
 
@@ -578,30 +582,50 @@ async fn trace_max_files_keeps_only_the_newest_traces() {
     let server = default_stand_in().await;
     let cwd = tempfile::tempdir().unwrap();
     let traces = cwd.path().join("traces");
+    // Two traces of an earlier run, older than any of this one: the webhook counts them in,
+    // so each trace it writes prunes one file, and that file going is the sign that the trace
+    // was written and the oldest pruned. Oldest first, the files the next traces prune.
+    std::fs::create_dir_all(&traces).unwrap();
+    let mut oldest: VecDeque<PathBuf> =
+        ["0000000001-earlier.json", "0000000002-earlier.json"].iter().map(|name| traces.join(name)).collect();
+    for file in &oldest {
+        std::fs::write(file, "{}").unwrap();
+    }
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
     set(&mut env, "TRACE_MAX_FILES", "2");
     let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
 
+    // One reply at a time: each trace is written and its oldest file pruned before the next
+    // reply, so "the newest" is the order the messages were sent in.
     let sessions: Vec<String> = (0..4).map(|i| format!("session_00000000-0000-4000-8000-00000000000{i}")).collect();
     for (i, session) in sessions.iter().enumerate() {
         webhook.deliver(&message_in(session, 1_000 + i as u64)).await;
+        let pruned = oldest.pop_front().unwrap();
+        let done = eventually(LIMIT, || !pruned.exists() && trace_of(&traces, session).is_some()).await;
+        let files = traces_in(&traces);
+        assert!(done, "reply {i}: no trace, or {} not pruned: {files:?}; log: {}", pruned.display(), webhook.stderr());
+        oldest.push_back(trace_of(&traces, session).unwrap());
     }
-    assert_eq!(wait_crisp_posts(&server, 4).await.len(), 4, "four replies; log: {}", webhook.stderr());
+    assert_eq!(crisp_posts(&server).await.len(), 4, "four replies; log: {}", webhook.stderr());
 
-    // Traces are written after each post: wait until all four replies traced and pruned.
-    let pruned = eventually(LIMIT, || {
-        let n = traces_in(&traces).len();
-        n <= 2 && webhook.stderr().matches("reply sent").count() >= 4 && n > 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     let files = traces_in(&traces);
-    assert!(pruned && files.len() <= 2, "at most 2 traces expected, found {files:?}; log: {}", webhook.stderr());
-    assert_eq!(files.len(), 2, "the newest TRACE_MAX_FILES are kept: {files:?}");
+    let mut newest = Vec::from(oldest);
+    newest.sort();
+    assert_eq!(files, newest, "the newest TRACE_MAX_FILES are kept");
+    let mut kept = Vec::new();
     for file in &files {
         let trace: Value = serde_json::from_str(&read(file)).unwrap();
-        assert!(sessions.iter().any(|s| trace["crisp_session"] == s.as_str()), "{trace:#}");
-        assert_eq!(trace["outcome"], "answered");
+        assert_eq!(trace["outcome"], "answered", "{trace:#}");
+        kept.push(trace["crisp_session"].as_str().unwrap_or_default().to_owned());
     }
+    kept.sort();
+    assert_eq!(kept, sessions[2..], "the traces of the last two replies are kept");
+}
+
+/// The readable trace of the reply in `session`, if there is one in `dir`.
+fn trace_of(dir: &Path, session: &str) -> Option<PathBuf> {
+    traces_in(dir)
+        .into_iter()
+        .find(|file| serde_json::from_str::<Value>(&read(file)).is_ok_and(|trace| trace["crisp_session"] == session))
 }

@@ -239,7 +239,10 @@ async fn offers_stop_at_the_cap_per_session() {
     scene.link().await;
     scene.ping_pong().await;
     scene.wait_outcome("sent", 1).await;
-    // PROACTIVE_COOLDOWN_SECS=1 running out is the premise (wall-clock time in the binary).
+    // The duration is what is tested: the cap holds once PROACTIVE_COOLDOWN_SECS=1 has run
+    // out (wall-clock time in the binary, and no event: the cap is checked first, so no
+    // outcome tells when the cooldown ends). The offer was recorded before its outcome was
+    // counted, so its cooldown has run out 1.1 s from now.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     scene.ping_pong().await;
     scene.wait_outcome("capped", 1).await;

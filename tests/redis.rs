@@ -153,6 +153,21 @@ fn redis_int(port: u16, args: &[&str]) -> Option<i64> {
     redis_cli(port, args).parse().ok()
 }
 
+/// Whether the Redis stream `stream` holds `entries` entries, every one of them delivered to a
+/// webhook replica of the consumer group and acknowledged by it.
+fn stream_handled(redis: &RedisServer, stream: &str, entries: i64) -> bool {
+    if redis_int(redis.port, &["XLEN", stream]) != Some(entries) {
+        return false;
+    }
+    let newest = redis.cli(&["XREVRANGE", stream, "+", "-", "COUNT", "1"]);
+    let Some(newest) = newest.lines().next() else { return false };
+    // `XINFO GROUPS` prints each group's fields as name and value lines; one group here.
+    let groups = redis.cli(&["XINFO", "GROUPS", stream]);
+    let lines: Vec<&str> = groups.lines().collect();
+    let field = |name: &str| lines.iter().position(|l| *l == name).and_then(|i| lines.get(i + 1)).copied();
+    field("pending") == Some("0") && field("last-delivered-id") == Some(newest)
+}
+
 /// A key prefix unique to one test (each test has its own server anyway; this checks the prefix
 /// is honoured by both binaries).
 fn prefix(test: &str) -> String {
@@ -578,7 +593,7 @@ async fn two_listeners_and_two_replicas_send_one_offer() {
     standins::stand_ins::mount_crisp_catch_all(&server).await;
     let mut env = redis_env(&redis.url(), &prefix("offer"));
     env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
-    let (a, b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
+    let (mut a, mut b) = tokio::join!(start_webhook(&server, &env), start_webhook(&server, &env));
     let session = "session_offer";
     let link = json!({
         "website_id": SITE, "event": "session:set_data",
@@ -602,7 +617,20 @@ async fn two_listeners_and_two_replicas_send_one_offer() {
     let frames = [frame];
     let (one, two) = tokio::join!(Listener::start(&frames, &env), Listener::start(&frames, &env));
     assert_eq!(wait_posts(&server, session, 1).await, 1, "no offer; A:\n{}\nB:\n{}", a.stderr(), b.stderr());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both listeners recorded the firing, and the replicas have read both entries and dealt
+    // with them (an entry is acknowledged once its firing is decided, offer sent or not)...
+    let stream = format!("{}proactive:firings", prefix("offer"));
+    let handled = eventually(LIMIT, || stream_handled(&redis, &stream, 2)).await;
+    assert!(
+        handled,
+        "the replicas never dealt with both firings: XLEN {}, groups:\n{}\nA:\n{}\nB:\n{}",
+        redis.cli(&["XLEN", &stream]),
+        redis.cli(&["XINFO", "GROUPS", &stream]),
+        a.stderr(),
+        b.stderr()
+    );
+    // ...and, stopped, they send nothing more.
+    tokio::join!(a.stop(), b.stop());
     assert_eq!(
         crisp_posts(&server, session).await,
         1,

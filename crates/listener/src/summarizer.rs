@@ -144,6 +144,7 @@ impl Summarizer {
             tools: Vec::new(),
         };
         let session = job.session.as_deref().unwrap_or("(anonymous)");
+        let mut refused = None;
         let succeeded = match self.llm.complete(&request).await {
             Ok(summary) => match self.append_summary(summary.clone()).await {
                 Ok(()) => {
@@ -164,13 +165,18 @@ impl Summarizer {
                 }
             },
             Err(e) => {
-                self.metrics.counter(SUMMARIES_FAILED).increment(1);
-                tracing::warn!(session, error = %e, "summary failed; its actions stay pending for the next batch");
+                refused = Some(e);
                 false
             }
         };
         drop(slot);
+        let session = session.to_owned();
         let next = self.with_sessions(|s| s.finish(job, succeeded, Instant::now()));
+        // Told once the actions are pending again: whatever follows the line finds them there.
+        if let Some(e) = refused {
+            self.metrics.counter(SUMMARIES_FAILED).increment(1);
+            tracing::warn!(session, error = %e, "summary failed; its actions stay pending for the next batch");
+        }
         match next {
             Some(next) => self.start(next),
             None => self.pump(),
