@@ -320,6 +320,14 @@ impl Runner {
         }
     }
 
+    /// Whether the app still runs: the binary's process, or the in-process app's `run`.
+    pub fn is_running(&mut self) -> bool {
+        match self {
+            Runner::Binary(proc) => proc.is_running(),
+            Runner::InProcess(running) => running.is_running(),
+        }
+    }
+
     /// The app's log: the binary's stderr, or what the in-process app logged (the same lines).
     pub fn log(&self) -> String {
         match self {
