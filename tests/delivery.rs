@@ -1,5 +1,5 @@
 //! Exactly one timely answer per visitor message: the webhook (in-process through its builder;
-//! the real binary where its log or SIGTERM is the point) against stand-ins for OpenAI and the
+//! the real binary where SIGTERM is the point) against stand-ins for OpenAI and the
 //! Crisp REST API.
 
 use serde_json::{Value, json};
@@ -132,8 +132,7 @@ async fn start_webhook(server: &MockServer, extra: &[(&'static str, &str)]) -> W
     webhook
 }
 
-/// Starts the binary, in an empty working directory: for the tests that read its log or
-/// signal it.
+/// Starts the binary, in an empty working directory: for the test that signals it.
 async fn start_webhook_binary(server: &MockServer, extra: &[(&'static str, &str)]) -> Webhook {
     Webhook::start_in_tempdir(bin!("webhook"), env_with(server, extra), LIMIT).await
 }
@@ -280,7 +279,7 @@ async fn wait_takeover_logged(webhook: &Webhook, session: &str) {
 #[tokio::test]
 async fn a_human_operator_writing_silences_the_bot_in_that_conversation_only() {
     let server = stand_in(completion(ANSWER)).await;
-    let mut webhook = start_webhook_binary(&server, &[]).await;
+    let mut webhook = start_webhook(&server, &[]).await;
     webhook.deliver(&operator_message("session_H", 999, "Hi, Anna here. Let me check.", false)).await;
     wait_takeover_logged(&webhook, "session_H").await;
     webhook.deliver(&visitor_message(SITE, "session_H", 1000, "Thanks Anna!")).await;
@@ -408,7 +407,7 @@ async fn an_automated_operator_message_does_not_silence_the_bot() {
 #[tokio::test]
 async fn the_bot_answers_again_once_human_takeover_secs_have_passed() {
     let server = stand_in(completion(ANSWER)).await;
-    let mut webhook = start_webhook_binary(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
+    let mut webhook = start_webhook(&server, &[("HUMAN_TAKEOVER_SECS", "2")]).await;
     let session = "session_H2";
     webhook.deliver(&operator_message(session, 999, "Anna here.", false)).await;
     wait_takeover_logged(&webhook, session).await;
@@ -421,7 +420,7 @@ async fn the_bot_answers_again_once_human_takeover_secs_have_passed() {
     assert!(requests_to(&server, "POST", LLM_PATH).await.is_empty(), "silent during the takeover");
 
     // The visitor writes again until the bot answers: the takeover's expiry (wall-clock time
-    // in the binary), waited for. Each message is dealt with before the next: dropped while
+    // in the webhook), waited for. Each message is dealt with before the next: dropped while
     // the takeover lasts, answered once it has expired, and at the latest when written 3 s
     // after it was recorded.
     let mut fingerprint = 1;
@@ -521,8 +520,8 @@ async fn a_crisp_400_is_not_retried_and_its_reason_is_logged() {
     let invalid =
         ResponseTemplate::new(400).set_body_json(json!({"error": true, "reason": "invalid_data", "data": {}}));
     let server = crisp_refusing_first(100, invalid).await;
-    // The binary: its log is what this test reads.
-    let webhook = start_webhook_binary(&server, &[]).await;
+    // Its log is what this test reads.
+    let webhook = start_webhook(&server, &[]).await;
     webhook.deliver(&visitor_message(SITE, "session_X", 1, "Is this thing on?")).await;
     // The attempt ends with this line; the reply is tried again later, as a whole (after a
     // back-off), not by the Crisp client repeating the refused post.

@@ -1,7 +1,7 @@
-//! The real binaries as an attacker and a careless network would meet them: stalled
-//! connections under a low open-file limit, floods of refused hooks, ids that would bend a REST
-//! path, oversized visitor text, `--help` with credentials in the environment, and what
-//! `/metrics` shows from the first scrape.
+//! The apps as an attacker and a careless network would meet them: stalled connections under a
+//! low open-file limit (the binary, its `ulimit -n`), floods of refused hooks, ids that would
+//! bend a REST path, oversized visitor text, `--help` with credentials in the environment, and
+//! what `/metrics` shows from the first scrape.
 
 use futures_util::StreamExt;
 use serde_json::json;
@@ -128,7 +128,7 @@ async fn help_never_shows_credentials_from_the_environment() {
 #[tokio::test]
 async fn ids_that_would_bend_a_rest_path_get_400_and_reach_no_url() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process_in_tempdir(env_for(&server)).await;
     let long = "s".repeat(257);
     for (i, bad) in
         ["", ".", "..", "../x", "a/b", "a\\b", "a?b", "a#b", "a b", "a\nb", long.as_str()].iter().enumerate()
@@ -157,7 +157,7 @@ async fn ids_that_would_bend_a_rest_path_get_400_and_reach_no_url() {
 #[tokio::test]
 async fn refused_hooks_are_counted_and_their_log_lines_rate_limited() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process_in_tempdir(env_for(&server)).await;
     let body = visitor_message(WEBSITE, SESSION, 1, "hello").to_string();
     let statuses = concurrently(
         (0..2_000).map(|_| async { webhook.hook_with_key("wrong-key", &body).await.status().as_u16() }),
@@ -236,7 +236,7 @@ async fn largest_llm_request(server: &MockServer) -> usize {
 #[tokio::test]
 async fn one_huge_message_gives_a_bounded_llm_request() {
     let server = stand_in().await;
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process_in_tempdir(env_for(&server)).await;
     let huge = format!("{}THE END", "x".repeat(1_000_000));
     webhook.deliver(&visitor_message(WEBSITE, SESSION, 1, &huge)).await;
     wait_for(&server, "POST", LLM_PATH, 1, LIMIT).await;
@@ -253,7 +253,7 @@ async fn twenty_thousand_messages_in_one_conversation_give_bounded_llm_requests(
     const MESSAGES: u64 = 20_000;
     // A slow LLM, so the messages pile up behind the reply being written.
     let server = visitor_stand_in(WEBSITE, completion("An answer.").set_delay(Duration::from_secs(2)), &[]).await;
-    let webhook = Webhook::start_in_tempdir(bin!("webhook"), env_for(&server), LIMIT).await;
+    let webhook = Webhook::in_process_in_tempdir(env_for(&server)).await;
     let statuses = concurrently(
         (0..MESSAGES).map(|i| {
             let body = visitor_message(WEBSITE, SESSION, i + 1, &format!("message number {i} {}", "y".repeat(200)));

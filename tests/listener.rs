@@ -1,5 +1,6 @@
 //! The listener against a loopback Autoplay stream and OpenAI stand-in: in-process through its
-//! builder, or the real binary where its log, signals, exit status, `.env` or `--help` are the point.
+//! builder (its log read as its binary's stderr), or the real binary where its signals, exit
+//! status, `.env`, environment or `--help` are the point.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -50,7 +51,7 @@ fn listener_env(stream_url: &str) -> Vec<(&'static str, String)> {
 }
 
 /// A listener started in its own temporary directory against its own stream server: in-process
-/// through its builder, or the binary where its log, signals or exit status are the point.
+/// through its builder, or the binary where its signals or exit status are the point.
 struct Running {
     runner: Runner,
     server: SseServer,
@@ -103,6 +104,10 @@ impl Running {
         self.runner.log()
     }
 
+    fn is_running(&mut self) -> bool {
+        self.runner.is_running()
+    }
+
     fn requests(&self) -> usize {
         self.server.requests().len()
     }
@@ -116,8 +121,8 @@ impl Running {
         assert!(seen, "expected {n} stream request(s), saw {}\nstderr:\n{}", self.requests(), self.log());
     }
 
-    async fn expect_stderr(&self, needle: &str) {
-        let seen = eventually(LIMIT, || self.proc().stderr().contains(needle)).await;
+    async fn expect_log(&self, needle: &str) {
+        let seen = eventually(LIMIT, || self.log().contains(needle)).await;
         assert!(seen, "stderr never mentioned {needle:?}:\n{}", self.log());
     }
 
@@ -196,7 +201,8 @@ async fn writes_the_reference_bytes_for_the_full_fixture() {
     let server = SseServer::start(vec![Plan::StreamThenHold(vec![Bytes::from(ACTIONS_FULL)])], None).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("event_data.txt");
-    let _listener = Proc::spawn(bin!("listener"), dir.path(), &listener_env(&server.url), &[]);
+    let env = apps::in_dir(dir.path(), &listener_env(&server.url));
+    let _listener = apps::listener(&env).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(eventually(Duration::from_secs(10), || read(&file) == EXPECTED).await, "file: {:?}", read(&file));
 }
 
@@ -209,14 +215,14 @@ async fn legacy_frames_with_null_session_and_wrong_count_write_every_action() {
 #[tokio::test]
 async fn one_stream_of_every_fixture_writes_only_the_action_batches_in_order_and_stays_connected() {
     let stream = [HEARTBEAT, MALFORMED, SERVER_SUMMARY, ACTIONS_FULL, LEGACY].concat();
-    let l = Running::start_binary(vec![hold(&[stream.as_bytes()])], None, &[]).await;
+    let l = Running::start(vec![hold(&[stream.as_bytes()])], None, &[]).await;
     l.expect_file(&format!("{EXPECTED}{LEGACY_EXPECTED}")).await;
     // `data: not-json` and `data: [1,2,3]` are reported; heartbeats, comments, usertour triggers,
     // server summaries and empty batches are not.
     // Frames are read and logged in order, and the file already holds the last one: both
-    // skips are logged by now (waited for all the same, the log being another file).
-    let both = eventually(LIMIT, || l.proc().stderr().matches("frame skipped").count() >= 2).await;
-    let stderr = l.proc().stderr();
+    // skips are logged by now (waited for all the same, the log being written apart).
+    let both = eventually(LIMIT, || l.log().matches("frame skipped").count() >= 2).await;
+    let stderr = l.log();
     assert!(both, "stderr:\n{stderr}");
     assert_eq!(stderr.matches("frame skipped").count(), 2, "stderr:\n{stderr}");
     assert_eq!(l.requests(), 1, "a malformed frame must not cost the connection; stderr:\n{stderr}");
@@ -267,13 +273,13 @@ async fn invalid_utf8_and_a_two_megabyte_line_are_skipped_and_the_next_frame_is_
     chunks.extend((0..32).map(|_| Bytes::from(vec![b'x'; 64 * 1024])));
     chunks.push(Bytes::from_static(b"\"}]}\n\n"));
     chunks.push(Bytes::from(ACTIONS_FULL));
-    let l = Running::start_binary(vec![Plan::StreamThenHold(chunks)], None, &[]).await;
+    let l = Running::start(vec![Plan::StreamThenHold(chunks)], None, &[]).await;
     l.expect_file(EXPECTED).await;
-    l.expect_stderr("invalid UTF-8").await;
-    l.expect_stderr("line over the size limit").await;
+    l.expect_log("invalid UTF-8").await;
+    l.expect_log("line over the size limit").await;
     // The last chunk, after the skipped ones, was read (the file holds it): on the first
     // connection, had a skip cost it, the stream (sent once) could not have been read again.
-    assert_eq!(l.requests(), 1, "skipped frames must not cost the connection; stderr:\n{}", l.proc().stderr());
+    assert_eq!(l.requests(), 1, "skipped frames must not cost the connection; stderr:\n{}", l.log());
     assert_eq!(read(&l.file), EXPECTED);
 }
 
@@ -304,7 +310,7 @@ async fn anonymous_batches_go_to_the_activity_file_but_never_to_the_context_stor
     let anonymous = anonymous_frames();
     // The real session comes last: once its record is in the store, the anonymous ones before
     // it have been through the store writer too.
-    let l = Running::start_binary(
+    let l = Running::start(
         vec![hold(&[anonymous.as_bytes(), ACTIONS_FULL.as_bytes()])],
         None,
         &[("DATA_DIR", "data".into()), ("REDIS_URL", String::new())],
@@ -315,7 +321,7 @@ async fn anonymous_batches_go_to_the_activity_file_but_never_to_the_context_stor
     l.expect_file(&format!("{LEGACY_EXPECTED}{anonymous_block}{EXPECTED}")).await;
     let sessions = l.dir.path().join("data/sessions");
     let seen = eventually(LIMIT, || !files_in(&sessions).is_empty()).await;
-    assert!(seen, "the real session was never stored; stderr:\n{}", l.proc().stderr());
+    assert!(seen, "the real session was never stored; stderr:\n{}", l.log());
     assert_eq!(files_in(&sessions).len(), 1, "only ps_abc123 has a session file: {:?}", files_in(&sessions));
     let stored = read(&sessions.join(&files_in(&sessions)[0]));
     assert!(stored.contains("Export CSV") && !stored.contains("Anonymous") && !stored.contains("Buy Now"), "{stored}");
@@ -410,10 +416,9 @@ async fn summaries_off_needs_no_openai_key_and_calls_nothing() {
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(completion("S.")).mount(&llm).await;
     let env = [("OPENAI_BASE_URL", format!("{}/v1", llm.uri())), ("SUMMARY_THRESHOLD", "0".into())];
-    let mut l =
-        Running::start_binary(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
+    let mut l = Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &env).await;
     l.expect_file(&format!("{EXPECTED}{EXPECTED}")).await;
-    assert!(l.proc_mut().is_running());
+    assert!(l.is_running());
     // Stopped (it exits 0, summaries in progress written first), it has called all it would.
     l.stop().await;
     assert!(llm_calls(&llm).await.is_empty());
@@ -428,14 +433,11 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
         .mount(&llm)
         .await;
     Mock::given(method("POST")).respond_with(completion("Nine actions summarised.")).mount(&llm).await;
-    let mut l = Running::start_binary(
-        vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])],
-        None,
-        &summary_env(&llm, 5),
-    )
-    .await;
+    let mut l =
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
+            .await;
 
-    l.expect_stderr("summary failed").await;
+    l.expect_log("summary failed").await;
     let calls = llm_calls(&llm).await;
     assert_eq!(calls.len(), 1, "a 400 is not retried");
     assert!(prompt_of(&calls[0]).ends_with(&prompt_tail(6)));
@@ -443,13 +445,13 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
     l.expect_file(&two).await;
     let text = read(&l.file);
     assert!(!text.contains("=== SUMMARY ===") && !text.contains("None"), "file:\n{text}");
-    assert!(l.proc_mut().is_running(), "a failed summary must not stop the listener");
+    assert!(l.is_running(), "a failed summary must not stop the listener");
 
     // "summary failed" is logged once the session has its actions pending again: the next
     // batch retries the summary.
     l.server.push(ACTIONS_FULL).await;
     let calls = wait_llm_calls(&llm, 2, LIMIT).await;
-    assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.proc().stderr());
+    assert_eq!(calls.len(), 2, "the next batch retries the summary; stderr:\n{}", l.log());
     let prompt = prompt_of(&calls[1]);
     assert!(prompt.ends_with(&prompt_tail(9)), "all nine pending actions:\n{prompt}");
     l.expect_file(&format!("{EXPECTED}{EXPECTED}{EXPECTED}\n=== SUMMARY ===\nNine actions summarised.\n")).await;
@@ -459,19 +461,16 @@ async fn a_refused_summary_writes_nothing_and_its_actions_join_the_next_summary(
 async fn a_failing_llm_is_retried_a_bounded_number_of_times_and_writes_nothing() {
     let llm = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&llm).await;
-    let mut l = Running::start_binary(
-        vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])],
-        None,
-        &summary_env(&llm, 5),
-    )
-    .await;
-    let gave_up = eventually(Duration::from_secs(40), || l.proc().stderr().contains("summary failed")).await;
-    assert!(gave_up, "stderr:\n{}", l.proc().stderr());
+    let mut l =
+        Running::start(vec![hold(&[ACTIONS_FULL.as_bytes(), ACTIONS_FULL.as_bytes()])], None, &summary_env(&llm, 5))
+            .await;
+    let gave_up = eventually(Duration::from_secs(40), || l.log().contains("summary failed")).await;
+    assert!(gave_up, "stderr:\n{}", l.log());
     assert_eq!(llm_calls(&llm).await.len(), 4, "four attempts in all");
     let text = read(&l.file);
     assert_eq!(text, format!("{EXPECTED}{EXPECTED}"));
     assert!(!text.contains("None"));
-    assert!(l.proc_mut().is_running());
+    assert!(l.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,9 +513,9 @@ async fn reconnect_delays_double_and_reset_after_a_valid_frame() {
     let closed = || Plan::StreamThenClose(vec![]);
     let plans =
         vec![closed(), closed(), Plan::StreamThenClose(vec![Bytes::from(ACTIONS_FULL)]), hold(&[LEGACY.as_bytes()])];
-    let l = Running::start_binary(plans, None, &[]).await;
+    let l = Running::start(plans, None, &[]).await;
     let done = eventually(Duration::from_secs(20), || l.requests() >= 4).await;
-    assert!(done, "stderr:\n{}", l.proc().stderr());
+    assert!(done, "stderr:\n{}", l.log());
     let at: Vec<Instant> = l.server.requests().iter().map(|r| r.at).collect();
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[0] >= Duration::from_millis(900), "{gaps:?}");
@@ -538,10 +537,10 @@ async fn a_server_error_is_retried_after_about_a_second() {
 #[tokio::test]
 async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly() {
     let env = [("UNKEY_API_KEY", SECRET.to_owned())];
-    let mut l = Running::start_binary(vec![], Some(Plan::Status(401)), &env).await;
+    let mut l = Running::start(vec![], Some(Plan::Status(401)), &env).await;
     l.expect_requests(1).await;
     let first = l.server.requests()[0].clone();
-    l.expect_stderr("UNKEY_API_KEY").await;
+    l.expect_log("UNKEY_API_KEY").await;
 
     let headers = &first.headers;
     assert_eq!(headers.get("authorization").unwrap(), &format!("Bearer {SECRET}"));
@@ -553,8 +552,8 @@ async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly()
     let quiet_until = first.at + Duration::from_secs(5);
     tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
     assert_eq!(l.requests(), 1, "a 401 waits the long backoff (30 s) before trying again");
-    assert!(l.proc_mut().is_running(), "a 401 must not stop the listener");
-    let stderr = l.proc().stderr();
+    assert!(l.is_running(), "a 401 must not stop the listener");
+    let stderr = l.log();
     assert!(stderr.contains("401"), "stderr:\n{stderr}");
     assert!(!stderr.contains(SECRET), "the token leaked into the log:\n{stderr}");
     assert!(!stderr.contains("uk_live_secret"), "part of the token leaked into the log:\n{stderr}");
@@ -564,12 +563,12 @@ async fn a_refused_token_is_reported_without_the_token_and_not_retried_quickly()
 async fn forbidden_unknown_product_and_bad_mode_are_configuration_errors_too() {
     let mut runs = Vec::new();
     for (code, hint) in [(403, "UNKEY_API_KEY"), (404, "STREAM_URL"), (400, "STREAM_URL")] {
-        runs.push((code, hint, Running::start_binary(vec![], Some(Plan::Status(code)), &[]).await));
+        runs.push((code, hint, Running::start(vec![], Some(Plan::Status(code)), &[]).await));
     }
     for (code, hint, l) in &runs {
         l.expect_requests(1).await;
-        l.expect_stderr(hint).await;
-        assert!(l.proc().stderr().contains(&code.to_string()), "HTTP {code}:\n{}", l.proc().stderr());
+        l.expect_log(hint).await;
+        assert!(l.log().contains(&code.to_string()), "HTTP {code}:\n{}", l.log());
     }
     // The duration is what is tested: no second request within 3 s of each first one (the
     // short backoff would have tried again after about a second; the long one waits 30 s).
@@ -577,7 +576,7 @@ async fn forbidden_unknown_product_and_bad_mode_are_configuration_errors_too() {
     tokio::time::sleep(quiet_until.saturating_duration_since(Instant::now())).await;
     for (code, _, l) in &mut runs {
         assert_eq!(l.requests(), 1, "HTTP {code} waits the long backoff");
-        assert!(l.proc_mut().is_running(), "HTTP {code} must not stop the listener");
+        assert!(l.is_running(), "HTTP {code} must not stop the listener");
     }
 }
 
@@ -596,13 +595,13 @@ async fn without_a_token_no_authorization_header_is_sent() {
 
 #[tokio::test]
 async fn autoplay_app_unkey_token_is_the_fallback_for_an_empty_unkey_api_key() {
-    let fallback = Running::start_binary(
+    let fallback = Running::start(
         vec![],
         None,
         &[("UNKEY_API_KEY", String::new()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
     )
     .await;
-    let both = Running::start_binary(
+    let both = Running::start(
         vec![],
         None,
         &[("UNKEY_API_KEY", "uk_primary".into()), ("AUTOPLAY_APP_UNKEY_TOKEN", "uk_fallback".into())],
@@ -612,8 +611,8 @@ async fn autoplay_app_unkey_token_is_the_fallback_for_an_empty_unkey_api_key() {
     both.expect_requests(1).await;
     assert_eq!(fallback.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_fallback");
     assert_eq!(both.server.requests()[0].headers.get("authorization").unwrap(), "Bearer uk_primary");
-    assert!(!fallback.proc().stderr().contains("uk_fallback"));
-    assert!(!both.proc().stderr().contains("uk_primary"));
+    assert!(!fallback.log().contains("uk_fallback"));
+    assert!(!both.log().contains("uk_primary"));
 }
 
 #[tokio::test]
@@ -628,7 +627,7 @@ async fn a_silent_connection_is_dropped_after_the_idle_timeout_and_reopened() {
 
 #[tokio::test]
 async fn heartbeats_keep_an_otherwise_silent_connection_open() {
-    let l = Running::start_binary(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
+    let l = Running::start(vec![], None, &[("STREAM_IDLE_TIMEOUT_SECS", "2".into())]).await;
     l.expect_requests(1).await;
     // The pace is what is tested: a heartbeat every 500 ms, for more than twice the 2 s idle
     // timeout.
@@ -637,7 +636,7 @@ async fn heartbeats_keep_an_otherwise_silent_connection_open() {
         l.server.push(HEARTBEAT).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(l.requests(), 1, "heartbeats count as traffic; stderr:\n{}", l.proc().stderr());
+    assert_eq!(l.requests(), 1, "heartbeats count as traffic; stderr:\n{}", l.log());
     // Once they stop, the watchdog fires.
     l.expect_requests(2).await;
 }

@@ -1,6 +1,6 @@
 //! Operability against loopback stand-ins for Autoplay, OpenAI and Crisp: Prometheus metrics
-//! (in-process: each app has its own registry), and of the real binaries JSON logs, `--check`
-//! and reply traces.
+//! (in-process: each app has its own registry), JSON logs and reply traces (in-process, the log
+//! read as the binary's stderr), and `--check` (the real binaries: its output and exit status).
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -401,15 +401,14 @@ async fn json_logs_are_one_object_per_line_and_reply_lines_carry_session_and_rep
     let cwd = tempfile::tempdir().unwrap();
     let mut env = webhook_env(&server);
     set(&mut env, "LOG_FORMAT", "json");
-    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
     assert!(eventually(LIMIT, || webhook.stderr().contains("reply sent")).await, "log: {}", webhook.stderr());
 
-    // Stop it so that every line is complete before reading the log.
-    webhook.proc().signal("TERM");
-    let status = webhook.proc_mut().wait_exit(LIMIT);
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "log: {}", webhook.stderr());
+    // Stop it (cleanly, as SIGTERM stops the binary) so that every line is complete before
+    // reading the log.
+    webhook.stop().await;
     let log = webhook.stderr();
 
     let mut lines = 0;
@@ -538,7 +537,7 @@ async fn trace_dir_holds_one_trace_per_reply_with_the_exact_prompt_and_answer() 
     let traces = cwd.path().join("traces");
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
-    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env).await;
     webhook.deliver(DOCS_EXAMPLE).await;
     assert_eq!(wait_crisp_posts(&server, 1).await.len(), 1, "log: {}", webhook.stderr());
 
@@ -594,7 +593,7 @@ async fn trace_max_files_keeps_only_the_newest_traces() {
     let mut env = webhook_env(&server);
     set(&mut env, "TRACE_DIR", traces.to_str().unwrap());
     set(&mut env, "TRACE_MAX_FILES", "2");
-    let webhook = Webhook::start(bin!("webhook"), cwd.path(), env, LIMIT).await;
+    let webhook = Webhook::in_process(cwd.path(), env).await;
 
     // One reply at a time: each trace is written and its oldest file pruned before the next
     // reply, so "the newest" is the order the messages were sent in.

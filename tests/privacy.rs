@@ -1,12 +1,11 @@
-//! Personal data stays out of the LLM and the logs, and comes back in the answer: the real
-//! `webhook` binary (its log is the point), a corpus of personal values (crates/privacy's
-//! fixtures: emails, phones of ten countries, cards, IBANs of ten countries, secrets, URL query
-//! values) in visitor messages, page titles, URLs and summaries; an LLM stand-in that answers
+//! Personal data stays out of the LLM and the logs, and comes back in the answer: the webhook
+//! in-process (its log, the lines its binary would write to stderr, is the point), a corpus of
+//! personal values (crates/privacy's fixtures: emails, phones of ten countries, cards, IBANs of
+//! ten countries, secrets, URL query values) in visitor messages, page titles, URLs and summaries; an LLM stand-in that answers
 //! with the placeholders it was given.
 
 use regex::Regex;
 use serde_json::{Value, json};
-use standins::bin;
 use standins::stand_ins::{
     LLM_PATH, Webhook, body_of, message_path, requests_to, set, visitor_message, visitor_stand_in, wait_for,
     webhook_env,
@@ -80,7 +79,7 @@ async fn personal_values_never_reach_the_llm_or_the_log_and_come_back_in_the_ans
     set(&mut env, "CONTEXT_MAX_CHARS", "100000");
     set(&mut env, "HISTORY_TURNS", "0");
     set(&mut env, "RUST_LOG", "debug");
-    let webhook = Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
+    let webhook = Webhook::in_process(dir.path(), env).await;
 
     let messages: Vec<&Personal> = corpus.iter().filter(|p| p.context == "message").collect();
     for (n, personal) in messages.iter().enumerate() {

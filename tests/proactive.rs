@@ -1,14 +1,16 @@
-//! Proactive offers, end to end: the real `listener` notices a visitor going back and forth on a
-//! loopback Autoplay stream, the real `webhook` (linked to that visitor by Crisp's
-//! `session:set_data` hook) decides, asks the OpenAI stand-in for the words and posts them to
-//! the Crisp stand-in. Every suppression is checked by its outcome in
+//! Proactive offers, end to end: the listener notices a visitor going back and forth on a
+//! loopback Autoplay stream, the webhook (linked to that visitor by Crisp's `session:set_data`
+//! hook) decides, asks the OpenAI stand-in for the words and posts them to the Crisp stand-in.
+//! Both run in-process, two apps sharing one `DATA_DIR`, each with its own log; the restart test
+//! kills the webhook's binary (`kill -9`). Every suppression is checked by its outcome in
 //! `proactive_offers_total` and by what Crisp did not receive.
 //!
-//! With `TEST_REDIS_URL` the same tests run with both binaries on Redis (firings through the
-//! Redis stream, the gate's records in Redis).
+//! With `TEST_REDIS_URL` the same tests run with both apps on Redis (firings through the Redis
+//! stream, the gate's records in Redis).
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use standins::apps::{self, Runner};
 use standins::sse_server::{Plan, SseServer};
 use standins::stand_ins::{
     DEFAULT_PRIORITY, completion, http, llm_calls, mount_conversation, mount_crisp_catch_all, operator_message,
@@ -70,13 +72,13 @@ fn set_data(session: &str, data: Value) -> Value {
     })
 }
 
-/// Both binaries in one working directory with one `DATA_DIR`, the stream stand-in and the
+/// Both apps in one working directory with one `DATA_DIR`, the stream stand-in and the
 /// OpenAI + Crisp stand-in.
 struct Scene {
     dir: tempfile::TempDir,
     stream: SseServer,
     server: MockServer,
-    listener: Proc,
+    listener: Runner,
     webhook: standins::stand_ins::Webhook,
     /// Start time of the next frame's actions (each firing has an id of its own).
     clock: f64,
@@ -87,14 +89,16 @@ impl Scene {
     /// `extra`: webhook settings on top.
     async fn start(llm: ResponseTemplate, history: Value, extra: &[(&'static str, String)]) -> Scene {
         let dir = tempfile::tempdir().unwrap();
-        Scene::start_in(dir, llm, history, extra).await
+        Scene::start_in(dir, llm, history, extra, false).await
     }
 
+    /// In `dir`; with `webhook_binary`, the webhook is its binary (the listener is in-process).
     async fn start_in(
         dir: tempfile::TempDir,
         llm: ResponseTemplate,
         history: Value,
         extra: &[(&'static str, String)],
+        webhook_binary: bool,
     ) -> Scene {
         let server = visitor_stand_in(SITE, llm, &[]).await;
         mount_conversation(
@@ -109,26 +113,27 @@ impl Scene {
         mount_crisp_catch_all(&server).await;
         let stream = SseServer::start(vec![Plan::StreamThenHold(Vec::<Bytes>::new())], None).await;
         let data_dir = dir.path().join("data");
-        let listener = Proc::spawn(
-            bin!("listener"),
-            dir.path(),
-            &[
-                ("STREAM_URL", stream.url.clone()),
-                ("SUMMARY_THRESHOLD", "0".to_owned()),
-                ("DATA_DIR", data_dir.display().to_string()),
-                ("PROACTIVE_TRIGGERS", "ping_pong".to_owned()),
-            ],
-            &[],
-        );
+        let listener_env = [
+            ("STREAM_URL", stream.url.clone()),
+            ("SUMMARY_THRESHOLD", "0".to_owned()),
+            ("DATA_DIR", data_dir.display().to_string()),
+            ("PROACTIVE_TRIGGERS", "ping_pong".to_owned()),
+        ];
+        let listener = apps::listener(&apps::in_dir(dir.path(), &listener_env)).await.unwrap_or_else(|e| panic!("{e}"));
+        let listener = Runner::InProcess(listener);
         let mut env = webhook_env(&server, SITE, HOOK_SECRET);
         env.push(("DATA_DIR", data_dir.display().to_string()));
         env.push(("PROACTIVE_TRIGGERS", "ping_pong".to_owned()));
         env.extend(extra.iter().cloned());
-        let webhook = standins::stand_ins::Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await;
+        let webhook = if webhook_binary {
+            standins::stand_ins::Webhook::start(bin!("webhook"), dir.path(), env, LIMIT).await
+        } else {
+            standins::stand_ins::Webhook::in_process(dir.path(), env).await
+        };
         assert!(
             eventually(LIMIT, || !stream.requests().is_empty()).await,
             "the listener never connected:\n{}",
-            listener.stderr()
+            listener.log()
         );
         Scene { dir, stream, server, listener, webhook, clock: 1_800_000_000.0 }
     }
@@ -166,7 +171,7 @@ impl Scene {
                 "never saw {series}\n{}\nwebhook log:\n{}\nlistener log:\n{}",
                 metrics.lines().filter(|l| l.starts_with("proactive")).collect::<Vec<_>>().join("\n"),
                 self.webhook.stderr(),
-                self.listener.stderr()
+                self.listener.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -375,7 +380,7 @@ async fn an_unanswered_offer_doubles_the_cooldown() {
     let dir = tempfile::tempdir().unwrap();
     seed_state(&dir.path().join("data"), now() - 150.0);
     let extra = [("PROACTIVE_COOLDOWN_SECS", "100".to_owned()), ("PROACTIVE_MAX_OFFERS", "5".to_owned())];
-    let mut scene = Scene::start_in(dir, offer_answer(OFFER), json!([]), &extra).await;
+    let mut scene = Scene::start_in(dir, offer_answer(OFFER), json!([]), &extra, false).await;
     scene.link().await;
     scene.ping_pong().await;
     scene.wait_outcome("cooldown", 1).await;
@@ -401,7 +406,8 @@ fn seed_state(data_dir: &Path, at: f64) {
 
 #[tokio::test]
 async fn a_restart_never_offers_twice() {
-    let mut scene = Scene::start(offer_answer(OFFER), json!([]), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut scene = Scene::start_in(dir, offer_answer(OFFER), json!([]), &[], true).await;
     scene.link().await;
     scene.ping_pong().await;
     scene.wait_outcome("sent", 1).await;

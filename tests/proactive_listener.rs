@@ -1,11 +1,11 @@
-//! Proactive triggers in the listener (in-process through its builder; the binary where its log
-//! is read): firings land in `DATA_DIR/proactive.firings`.
+//! Proactive triggers in the listener (in-process through its builder, its log read as the
+//! binary's stderr): firings land in `DATA_DIR/proactive.firings`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use standins::apps::{self, Runner};
 use standins::sse_server::{Plan, SseServer};
-use standins::{Proc, bin, eventually, read};
+use standins::{eventually, read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,15 +51,6 @@ struct Listener {
 impl Listener {
     /// A listener in its own directory, reading `chunks` (then an idle stream), with `env`.
     async fn start(chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
-        Listener::start_as(false, chunks, env).await
-    }
-
-    /// [`Listener::start`] with the binary, whose log the test reads.
-    async fn start_binary(chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
-        Listener::start_as(true, chunks, env).await
-    }
-
-    async fn start_as(binary: bool, chunks: Vec<String>, env: &[(&'static str, &str)]) -> Listener {
         let server =
             SseServer::start(vec![Plan::StreamThenHold(chunks.into_iter().map(Bytes::from).collect())], None).await;
         let dir = tempfile::tempdir().unwrap();
@@ -72,11 +63,8 @@ impl Listener {
             ("REDIS_URL", String::new()),
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let app = if binary {
-            Runner::Binary(Proc::spawn(bin!("listener"), dir.path(), &all, &[]))
-        } else {
-            Runner::InProcess(apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}")))
-        };
+        let app =
+            Runner::InProcess(apps::listener(&apps::in_dir(dir.path(), &all)).await.unwrap_or_else(|e| panic!("{e}")));
         Listener { app, _server: server, dir }
     }
 
@@ -120,7 +108,7 @@ async fn a_session_going_back_and_forth_fires_ping_pong_once() {
     chunks.push(frame(Some("ps_pp"), B, T0 + 5.0));
     // A later session's firing: once it is recorded, everything before it is too.
     chunks.push(ping_pong(Some("ps_later")));
-    let l = Listener::start_binary(chunks, &[("PROACTIVE_TRIGGERS", "ping_pong")]).await;
+    let l = Listener::start(chunks, &[("PROACTIVE_TRIGGERS", "ping_pong")]).await;
     let firings = l.expect_firings(2).await;
     assert_eq!(firings.len(), 2, "{firings:?}");
     let f = &firings[0];

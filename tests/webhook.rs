@@ -1,6 +1,6 @@
 //! The webhook against one loopback stand-in for both OpenAI and the Crisp REST API: in-process
-//! through its builder, or the real binary where its log, signals, exit status or `--help` are
-//! the point.
+//! through its builder (its log read as the binary's stderr), or the real binary where its
+//! signals, exit status or `--help` are the point.
 
 use serde_json::json;
 use standins::stand_ins::{
@@ -189,10 +189,10 @@ async fn crisp_refusal_is_logged_with_its_reason_and_the_process_keeps_running()
         ResponseTemplate::new(404).set_body_json(json!({"error": true, "reason": "not_subscribed", "data": {}}));
     let server = stand_in(llm_answer(), refusal).await;
     let cwd = tempfile::tempdir().unwrap();
-    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env_for(&server), LIMIT).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env_for(&server)).await;
     webhook.deliver_ok(DOCS_EXAMPLE).await;
     assert!(eventually(LIMIT, || webhook.stderr().contains("not_subscribed")).await, "log: {}", webhook.stderr());
-    assert!(webhook.proc_mut().is_running());
+    assert!(webhook.is_running());
     let health = webhook.http.get(format!("{}/health", webhook.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
@@ -250,7 +250,7 @@ async fn secrets_never_appear_in_the_log_or_the_help() {
     set(&mut env, "OPENAI_API_KEY", openai_key);
     // Debug logs included: they must not carry a secret either.
     set(&mut env, "RUST_LOG", "debug");
-    let mut webhook = Webhook::start(bin!("webhook"), cwd.path(), env.clone(), LIMIT).await;
+    let mut webhook = Webhook::in_process(cwd.path(), env.clone()).await;
 
     let wrong = webhook.hook_with_key("hook-SECRET-wrong", DOCS_EXAMPLE).await;
     assert_eq!(wrong.status(), 401);

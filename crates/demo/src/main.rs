@@ -160,6 +160,8 @@ async fn demo(cli: Cli, dir: &Path) -> Result<()> {
     let event_data = dir.join("event_data.txt");
     let log = dir.join("demo.log");
     log::log_to(&log)?;
+    // Both apps log into demo.log, not into logs of their own.
+    apps::log_to_global_subscriber();
     let common = [
         ("OPENAI_BASE_URL", format!("http://{llm}/v1")),
         ("OPENAI_API_KEY", "demo".to_owned()),

@@ -73,33 +73,49 @@ pub fn fail(line: &str) -> ! {
     exit(EXIT_CONFIG)
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` for JSON lines.
-/// Standard error, every log line passed through the redactor first: whatever a line carries
-/// (a visitor's words in an error, a URL with a token), no personal value or secret reaches the
-/// log. The formatter writes each event in one call, so a value is never split across calls.
-struct RedactingStderr;
+/// A log writer (standard error for the binaries) with every log line passed through the
+/// redactor first: whatever a line carries (a visitor's words in an error, a URL with a token),
+/// no personal value or secret reaches the log. The formatter writes each event in one call, so
+/// a value is never split across calls.
+struct Redacting<W>(W);
 
-impl std::io::Write for RedactingStderr {
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(privacy::redact_for_log(&text).as_bytes())?;
+        self.0.write_all(privacy::redact_for_log(&text).as_bytes())?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        self.0.flush()
     }
 }
 
-pub fn init_tracing() {
+/// The binaries' log, written to the writers `make_writer` makes (one per line): filtered by
+/// `rust_log` (`RUST_LOG`; `info` when unset or invalid), JSON lines when `log_format` is `json`
+/// (`LOG_FORMAT`), every line redacted. [`init_tracing`] installs it on standard error; an app
+/// run in-process (`standins::apps`) logs the same lines into a buffer of its own.
+pub fn log_dispatch<W: std::io::Write + 'static>(
+    rust_log: Option<&str>,
+    log_format: Option<&str>,
+    make_writer: impl Fn() -> W + Send + Sync + 'static,
+) -> tracing::Dispatch {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
+    let filter = rust_log.and_then(|f| EnvFilter::try_new(f).ok()).unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(move || Redacting(make_writer()));
+    if log_format.is_some_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().finish().into()
     } else {
-        builder.init();
+        builder.finish().into()
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` for JSON lines
+/// (see [`log_dispatch`]).
+pub fn init_tracing() {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (rust_log, log_format) = (std::env::var("RUST_LOG").ok(), std::env::var("LOG_FORMAT").ok());
+    log_dispatch(rust_log.as_deref(), log_format.as_deref(), std::io::stderr).init();
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (in a runtime),

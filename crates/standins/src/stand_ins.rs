@@ -193,6 +193,11 @@ impl Webhook {
         self.runner.proc_mut()
     }
 
+    /// Whether the webhook still runs: the binary's process, or the in-process app.
+    pub fn is_running(&mut self) -> bool {
+        self.runner.is_running()
+    }
+
     pub fn metrics_url(&self) -> String {
         format!("{}/metrics", self.url)
     }
