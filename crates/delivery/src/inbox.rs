@@ -112,11 +112,7 @@ impl Journal {
         // Start from a clean file: the pending entries only, the torn tail gone.
         writer.rewrite()?;
         let (tx, rx) = mpsc::channel();
-        // It logs where this thread logs (the process's log, or an in-process app's own).
-        let log = tracing::dispatcher::get_default(|log| log.clone());
-        std::thread::Builder::new()
-            .name("inbox-journal".into())
-            .spawn(move || tracing::dispatcher::with_default(&log, || writer.run(rx)))?;
+        plumbing::process::spawn_thread("inbox-journal", move || writer.run(rx))?;
         Ok((Journal { tx }, pending))
     }
 

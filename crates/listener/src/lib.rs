@@ -279,10 +279,7 @@ impl Service for App {
         // The stream is read on a thread of its own with a single-threaded runtime: the HTTP
         // connection and the reader then take turns on one thread, instead of waking each other
         // across threads for every chunk, and the store writer and summaries never delay it.
-        // It logs where this thread logs (the process's log, or an in-process app's own).
-        let log = tracing::dispatcher::get_default(|log| log.clone());
-        let reader = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
-            let _log = tracing::dispatcher::set_default(&log);
+        let reader = plumbing::process::spawn_thread("stream-reader", move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             // Every network read was written and handed on (`flush`) before `run` returns.
             runtime.block_on(client.run(&mut ingest, stop_rx));

@@ -67,6 +67,16 @@ fn name_the_variable<T: clap::CommandFactory>(err: &clap::Error, line: &str) -> 
     }
 }
 
+/// Starts a named thread that logs where the calling thread logs: the process's log in the
+/// binaries, an in-process app's own log in the tests (`standins::apps`).
+pub fn spawn_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    let log = tracing::dispatcher::get_default(|log| log.clone());
+    std::thread::Builder::new().name(name.into()).spawn(move || tracing::dispatcher::with_default(&log, work))
+}
+
 /// Prints one line and exits with [`EXIT_CONFIG`].
 pub fn fail(line: &str) -> ! {
     eprintln!("{line}");
