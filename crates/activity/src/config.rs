@@ -1,7 +1,7 @@
 //! The per-visitor context store's settings, shared by both binaries.
 
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, Problem, non_empty};
+use plumbing::config::{ConfigError, Problem, at_least_one, non_empty};
 
 /// The per-visitor context store, shared by both binaries.
 #[derive(clap::Args, Clone)]
@@ -26,12 +26,8 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn limits(&self) -> Result<crate::context::StoreLimits, ConfigError> {
-        if self.context_max_actions == 0 {
-            return Err(ConfigError::invalid("CONTEXT_MAX_ACTIONS", Problem::AtLeast(1)));
-        }
-        if self.context_ttl_secs == 0 {
-            return Err(ConfigError::invalid("CONTEXT_TTL_SECS", Problem::AtLeast(1)));
-        }
+        at_least_one("CONTEXT_MAX_ACTIONS", self.context_max_actions as u64)?;
+        at_least_one("CONTEXT_TTL_SECS", self.context_ttl_secs)?;
         Ok(crate::context::StoreLimits {
             max_actions: self.context_max_actions,
             ttl: std::time::Duration::from_secs(self.context_ttl_secs),

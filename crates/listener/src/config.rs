@@ -5,7 +5,7 @@ use clap::Parser;
 use llm::LlmClient;
 use llm::OpenAiArgs;
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, Problem, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::config::{ConfigError, Problem, RedactArgs, at_least_one, http_url, non_empty, socket_addr};
 use plumbing::retry::RetryPolicy;
 use proactive::Trigger;
 use proactive::triggers::TriggerSettings;
@@ -97,9 +97,6 @@ impl Cli {
     pub fn trigger_settings(&self) -> Result<TriggerSettings, ConfigError> {
         let enabled = Trigger::parse_list(&self.proactive_triggers)
             .map_err(|words| ConfigError::invalid("PROACTIVE_TRIGGERS", Problem::NotAccepted(words)))?;
-        let at_least_one = |var: &'static str, n: u64| {
-            if n == 0 { Err(ConfigError::invalid(var, Problem::AtLeast(1))) } else { Ok(n) }
-        };
         let ping_pong_cycles =
             at_least_one("PROACTIVE_PING_PONG_CYCLES", self.proactive_ping_pong_cycles as u64)? as usize;
         let lookback = Duration::from_secs(at_least_one("PROACTIVE_LOOKBACK_SECS", self.proactive_lookback_secs)?);
@@ -134,9 +131,7 @@ impl Cli {
                 redactor: self.redact.redactor()?,
             }),
         };
-        if self.stream_idle_timeout_secs == 0 {
-            return Err(ConfigError::invalid("STREAM_IDLE_TIMEOUT_SECS", Problem::AtLeast(1)));
-        }
+        at_least_one("STREAM_IDLE_TIMEOUT_SECS", self.stream_idle_timeout_secs)?;
         let store = self.store.settings()?;
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9101")?;
         let triggers = self.trigger_settings()?;

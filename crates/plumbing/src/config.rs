@@ -78,6 +78,14 @@ impl Problem {
     }
 }
 
+/// A bound of at least 1: a zero would disable what the setting bounds.
+pub fn at_least_one(var: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(var, Problem::AtLeast(1)));
+    }
+    Ok(value)
+}
+
 /// Trims a setting and treats empty as unset.
 pub fn non_empty(value: Option<&str>) -> Option<String> {
     value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)

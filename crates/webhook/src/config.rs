@@ -12,7 +12,7 @@ use delivery::coordination::CoordTimings;
 use llm::LlmClient;
 use llm::OpenAiArgs;
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, Problem, RedactArgs, http_url, non_empty, socket_addr};
+use plumbing::config::{ConfigError, Problem, RedactArgs, at_least_one, http_url, non_empty, socket_addr};
 use plumbing::retry::RetryPolicy;
 use proactive::Trigger;
 use proactive::gate::GateSettings;
@@ -355,14 +355,6 @@ fn required_text(value: &str, var: &'static str) -> Result<String, ConfigError> 
     non_empty(Some(value)).ok_or(ConfigError::invalid(var, Problem::Empty))
 }
 
-/// At least 1: a zero would disable what the setting bounds.
-fn at_least_one(value: u64, var: &'static str) -> Result<u64, ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(var, Problem::AtLeast(1)));
-    }
-    Ok(value)
-}
-
 fn required(value: Option<&str>, var: &'static str, flag: &'static str) -> Result<String, ConfigError> {
     non_empty(value).ok_or(ConfigError::Missing { var, flag })
 }
@@ -408,28 +400,28 @@ impl Cli {
         let bind_addr = self.bind_addr.parse().map_err(|source| {
             ConfigError::invalid("BIND_ADDR", Problem::NotAddress { source, example: "0.0.0.0:3000" })
         })?;
-        at_least_one(self.max_concurrent_replies as u64, "MAX_CONCURRENT_REPLIES")?;
+        at_least_one("MAX_CONCURRENT_REPLIES", self.max_concurrent_replies as u64)?;
         let prompt_limits = PromptLimits {
-            max_message_chars: at_least_one(self.max_message_chars as u64, "MAX_MESSAGE_CHARS")? as usize,
-            max_burst_messages: at_least_one(self.max_burst_messages as u64, "MAX_BURST_MESSAGES")? as usize,
+            max_message_chars: at_least_one("MAX_MESSAGE_CHARS", self.max_message_chars as u64)? as usize,
+            max_burst_messages: at_least_one("MAX_BURST_MESSAGES", self.max_burst_messages as u64)? as usize,
         };
         let connections = ConnectionLimits {
             header_read_timeout: Duration::from_secs(at_least_one(
-                self.header_read_timeout_secs,
                 "HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
             )?),
-            idle_timeout: Duration::from_secs(at_least_one(self.idle_timeout_secs, "IDLE_TIMEOUT_SECS")?),
-            request_timeout: Duration::from_secs(at_least_one(self.request_timeout_secs, "REQUEST_TIMEOUT_SECS")?),
-            max_connections: at_least_one(self.max_connections as u64, "MAX_CONNECTIONS")? as usize,
+            idle_timeout: Duration::from_secs(at_least_one("IDLE_TIMEOUT_SECS", self.idle_timeout_secs)?),
+            request_timeout: Duration::from_secs(at_least_one("REQUEST_TIMEOUT_SECS", self.request_timeout_secs)?),
+            max_connections: at_least_one("MAX_CONNECTIONS", self.max_connections as u64)? as usize,
         };
         let metrics_addr = socket_addr("METRICS_ADDR", self.metrics_addr.as_deref(), "127.0.0.1:9102")?;
         let store = self.store.settings()?;
         let timings = CoordTimings {
             human_takeover: Duration::from_secs(self.human_takeover_secs),
-            lease: Duration::from_secs(at_least_one(self.hold_lease_secs, "HOLD_LEASE_SECS")?),
+            lease: Duration::from_secs(at_least_one("HOLD_LEASE_SECS", self.hold_lease_secs)?),
             ..CoordTimings::default()
         };
-        let reply_max_age = Duration::from_secs(at_least_one(self.reply_max_age_secs, "REPLY_MAX_AGE_SECS")?);
+        let reply_max_age = Duration::from_secs(at_least_one("REPLY_MAX_AGE_SECS", self.reply_max_age_secs)?);
         let proactive = self.proactive()?;
         let redactor = self.redact.redactor()?;
         let knowledge = self.knowledge.settings(&self.store.data_dir)?;
@@ -450,11 +442,11 @@ impl Cli {
                 offline_message: required_text(&self.handoff_offline_message, "HANDOFF_OFFLINE_MESSAGE")?,
                 assign_user_id: non_empty(self.handoff_assign_user_id.as_deref()),
             },
-            inbox_max_messages: at_least_one(self.inbox_max_messages as u64, "INBOX_MAX_MESSAGES")? as usize,
+            inbox_max_messages: at_least_one("INBOX_MAX_MESSAGES", self.inbox_max_messages as u64)? as usize,
             fallback_message: non_empty(Some(&self.fallback_message)),
             history_turns: self.history_turns,
             crisp_hook_secret: non_empty(self.crisp_hook_secret.as_deref()).map(SecretString::from),
-            hook_max_age: Duration::from_secs(at_least_one(self.hook_max_age_secs, "HOOK_MAX_AGE_SECS")?),
+            hook_max_age: Duration::from_secs(at_least_one("HOOK_MAX_AGE_SECS", self.hook_max_age_secs)?),
             context_scope: self.context_scope,
             context_max_chars: self.context_max_chars,
             link_secret: non_empty(self.link_secret.as_deref()).map(SecretString::from),
@@ -512,10 +504,10 @@ impl Cli {
         Ok(Some(ProactiveSettings {
             triggers,
             gate: GateSettings {
-                cooldown_secs: at_least_one(self.proactive_cooldown_secs, "PROACTIVE_COOLDOWN_SECS")? as f64,
-                max_offers: at_least_one(u64::from(self.proactive_max_offers), "PROACTIVE_MAX_OFFERS")? as u32,
+                cooldown_secs: at_least_one("PROACTIVE_COOLDOWN_SECS", self.proactive_cooldown_secs)? as f64,
+                max_offers: at_least_one("PROACTIVE_MAX_OFFERS", u64::from(self.proactive_max_offers))? as u32,
             },
-            max_per_minute: at_least_one(self.proactive_max_per_minute as u64, "PROACTIVE_MAX_PER_MINUTE")? as usize,
+            max_per_minute: at_least_one("PROACTIVE_MAX_PER_MINUTE", self.proactive_max_per_minute as u64)? as usize,
             templates: by_trigger,
         }))
     }
