@@ -135,25 +135,12 @@ impl Running {
             Runner::InProcess(running) => running.stop(LIMIT).await.unwrap_or_else(|e| panic!("{e}")),
             Runner::Binary(proc) => {
                 proc.signal("TERM");
-                let status = exited(proc, LIMIT).await;
+                let status = proc.exited(LIMIT).await;
                 let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{}", proc.stderr()));
                 assert_eq!(status.code(), Some(0), "SIGTERM: {status}; stderr:\n{}", proc.stderr());
             }
         }
     }
-}
-
-/// Waits (without blocking the runtime, which serves the stand-ins) up to `limit` for `proc` to
-/// exit; its status, `None` if it is still running.
-async fn exited(proc: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while proc.is_running() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    proc.wait_exit(Duration::from_secs(1))
 }
 
 async fn expect_file_at(file: &Path, expected: &str, log: impl Fn() -> String) {
@@ -756,7 +743,7 @@ async fn the_environment_wins_over_dot_env() {
     expect_file_at(&dir.path().join("event_data.txt"), EXPECTED, || proc.stderr()).await;
     // Stopped, it connects nowhere any more.
     proc.signal("TERM");
-    let status = exited(&mut proc, LIMIT).await;
+    let status = proc.exited(LIMIT).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "SIGTERM: {status:?}; stderr:\n{}", proc.stderr());
     assert_eq!(from_env.requests().len(), 1);
     assert_eq!(from_dot_env.requests().len(), 0, "the .env STREAM_URL must lose to the environment");

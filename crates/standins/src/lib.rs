@@ -108,6 +108,21 @@ impl Proc {
         None
     }
 
+    /// Waits (without blocking the runtime, which may serve the stand-ins) up to `limit` for the
+    /// process to exit; its status, `None` if it is still running.
+    pub async fn exited(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

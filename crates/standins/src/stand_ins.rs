@@ -279,15 +279,7 @@ impl Webhook {
 
     /// Waits (without blocking the runtime) for the process to exit.
     pub async fn exited(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let proc = self.proc_mut();
-        while proc.is_running() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        proc.wait_exit(Duration::from_secs(1))
+        self.proc_mut().exited(limit).await
     }
 }
 
