@@ -374,9 +374,9 @@ impl Cli {
         })
     }
 
-    pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let hook_key = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
-        let hook_key = HookKey::parse(&hook_key).map_err(|e| ConfigError::invalid("WEBHOOK_SECRET", e))?;
+    /// The Crisp client of these settings (`CRISP_*`, `WEBSITE_ID`): every value required and
+    /// checked.
+    pub fn crisp_client(&self) -> Result<CrispClient, ConfigError> {
         let identifier =
             required(self.crisp_token_identifier.as_deref(), "CRISP_TOKEN_IDENTIFIER", "--crisp-token-identifier")?;
         let key = required(self.crisp_token_key.as_deref(), "CRISP_TOKEN_KEY", "--crisp-token-key")?;
@@ -385,17 +385,24 @@ impl Cli {
             .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
         let website_id = WebsiteId::parse(website_id).map_err(|e| ConfigError::invalid("WEBSITE_ID", e))?;
         http_url("CRISP_API_BASE_URL", &self.crisp_api_base_url)?;
-        let crisp = CrispClient::new(
+        CrispClient::new(
             CrispSettings {
                 api_base_url: self.crisp_api_base_url.clone(),
-                website_id: website_id.clone(),
+                website_id,
                 token_identifier: identifier,
                 token_key: SecretString::from(key),
                 tier: self.crisp_tier.trim().to_owned(),
             },
             RetryPolicy::default(),
         )
-        .map_err(|e| ConfigError::invalid("CRISP_API_BASE_URL", Problem::refused(e)))?;
+        .map_err(|e| ConfigError::invalid("CRISP_API_BASE_URL", Problem::refused(e)))
+    }
+
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let hook_key = required(self.webhook_secret.as_deref(), "WEBHOOK_SECRET", "--webhook-secret")?;
+        let hook_key = HookKey::parse(&hook_key).map_err(|e| ConfigError::invalid("WEBHOOK_SECRET", e))?;
+        let crisp = self.crisp_client()?;
+        let website_id = crisp.website_id().clone();
         let llm = self.openai.client(RetryPolicy::default())?;
         let bind_addr = self.bind_addr.parse().map_err(|source| {
             ConfigError::invalid("BIND_ADDR", Problem::NotAddress { source, example: "0.0.0.0:3000" })

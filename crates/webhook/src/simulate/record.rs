@@ -6,11 +6,10 @@
 use super::scenario::{ActivityItem, Expect, Operators, Scenario, Turn};
 use crate::config::Cli;
 use crate::context::{ContextSource, LinkTrust};
-use crisp::{ConversationId, CrispClient, CrispSettings, WebsiteId};
+use crisp::ConversationId;
 use plumbing::SecretString;
-use plumbing::config::{ConfigError, Problem, non_empty};
+use plumbing::config::non_empty;
 use plumbing::process::EXIT_CONFIG;
-use plumbing::retry::RetryPolicy;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -42,32 +41,8 @@ pub async fn command(cli: &Cli, session: &str, out: &Path) -> i32 {
     }
 }
 
-/// The real Crisp client of this environment (`CRISP_*`, `WEBSITE_ID`).
-fn crisp_client(cli: &Cli) -> Result<CrispClient, ConfigError> {
-    let identifier = non_empty(cli.crisp_token_identifier.as_deref())
-        .ok_or(ConfigError::Missing { var: "CRISP_TOKEN_IDENTIFIER", flag: "--crisp-token-identifier" })?;
-    let key = non_empty(cli.crisp_token_key.as_deref())
-        .ok_or(ConfigError::Missing { var: "CRISP_TOKEN_KEY", flag: "--crisp-token-key" })?;
-    let website_id = non_empty(cli.website_id.as_deref())
-        .or_else(|| non_empty(cli.crisp_website_id.as_deref()))
-        .ok_or(ConfigError::Missing { var: "WEBSITE_ID", flag: "--website-id" })?;
-    let website_id = WebsiteId::parse(website_id).map_err(|e| ConfigError::invalid("WEBSITE_ID", e))?;
-    plumbing::config::http_url("CRISP_API_BASE_URL", &cli.crisp_api_base_url)?;
-    CrispClient::new(
-        CrispSettings {
-            api_base_url: cli.crisp_api_base_url.clone(),
-            website_id,
-            token_identifier: identifier,
-            token_key: SecretString::from(key),
-            tier: cli.crisp_tier.trim().to_owned(),
-        },
-        RetryPolicy::default(),
-    )
-    .map_err(|e| ConfigError::invalid("CRISP_API_BASE_URL", Problem::refused(e)))
-}
-
 async fn record(cli: &Cli, session: &ConversationId) -> Result<Scenario, String> {
-    let crisp = crisp_client(cli).map_err(|e| e.to_string())?;
+    let crisp = cli.crisp_client().map_err(|e| e.to_string())?;
     let redactor = cli.redact.redactor().map_err(|e| e.to_string())?;
     let mut placeholders = privacy::Placeholders::new();
     let mut redact = |text: &str| redactor.redact_counted(text, &mut placeholders).text.into_owned();
